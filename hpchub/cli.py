@@ -1,0 +1,215 @@
+"""``hpchub``: check a site config, render and submit job scripts, look at jobs and queues."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from collections.abc import Sequence
+
+from .cluster import ClusterClient
+from .config import SiteConfig, SiteConfigError, load_site_config
+from .options import OptionsError, resolve_request
+from .render import Launch, RenderError, UserAccount, job_context, job_name, render_job_script, template_name
+from .runner import CommandError
+from .schedulers import ParseError
+
+SERVER_COMMAND = ("jupyterhub-singleuser",)
+
+
+def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise OptionsError({pair: "write --set as FIELD=VALUE, e.g. --set cores=2"})
+        values[field.strip()] = value
+    return values
+
+
+def server_launch(user: UserAccount, name: str, command: Sequence[str] | None = None) -> Launch:
+    """How a job starts the server; ``command`` (admin testing) replaces it and needs no secrets."""
+    if command:
+        return Launch(command=tuple(command))
+    return Launch(command=SERVER_COMMAND, secrets_file=f"{user.home}/.hpchub/{name}.env")
+
+
+def build_job(site: SiteConfig, args: argparse.Namespace) -> tuple[str, dict, str]:
+    """The rendered script, its context and the cluster name for --profile/--user/--set."""
+    try:
+        profile = site.profile(args.profile)
+    except KeyError:
+        raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {', '.join(p.slug for p in site.profiles)})"}) from None
+    request = resolve_request(site, profile, _parse_sets(args.set))
+    user = UserAccount.lookup(args.user)
+    name = job_name(user, profile.slug)
+    command = shlex.split(args.command) if getattr(args, "command", None) else None
+    context = job_context(site, request, user, server_launch(user, name, command), name=name)
+    return render_job_script(site, context, template_name(request)), context, request.cluster_name
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.site:
+        try:
+            site = load_site_config(path)
+        except SiteConfigError as error:
+            print(error.format(), file=sys.stderr)
+            failed = True
+            continue
+        # Render every profile once so template mistakes show up now, not at a user's spawn.
+        problems = []
+        for profile in site.profiles:
+            try:
+                request = resolve_request(site, profile)
+                user = UserAccount("hpchub-check", "/home/hpchub-check")
+                name = job_name(user, profile.slug)
+                render_job_script(site, job_context(site, request, user, server_launch(user, name), name), template_name(request))
+            except (RenderError, OptionsError) as error:
+                problems.append(f"{path}: profiles[{profile.slug}]: {error}")
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            failed = True
+        else:
+            print(f"{path}: ok ({site.site}: {len(site.clusters)} clusters, {len(site.profiles)} profiles)")
+    return 1 if failed else 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    script, _, _ = build_job(site, args)
+    sys.stdout.write(script)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    script, context, cluster_name = build_job(site, args)
+    client = ClusterClient(cluster_name, site.clusters[cluster_name])
+    job_id = asyncio.run(client.submit(args.user, script, log_dir=context["job"]["log_dir"]))
+    print(job_id)
+    return 0
+
+
+def _clients(site: SiteConfig, cluster: str | None) -> list[ClusterClient]:
+    names = [cluster] if cluster else list(site.clusters)
+    for name in names:
+        if name not in site.clusters:
+            raise OptionsError({"cluster": f"no cluster {name!r} (clusters: {', '.join(site.clusters)})"})
+    return [ClusterClient(name, site.clusters[name]) for name in names]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    rows = []
+    for client in _clients(site, args.cluster):
+        jobs = asyncio.run(client.status(args.users.split(",") if args.users else None))
+        for job in jobs.values():
+            if args.job_ids and job.job_id not in args.job_ids:
+                continue
+            if not args.all and not job.name.startswith("hpchub-") and not args.job_ids:
+                continue
+            rows.append((client.name, job.job_id, job.user, job.name, job.queue, job.state.value,
+                         job.scheduler_state, ",".join(job.nodes) or "-", job.reason or "-"))
+    _table(("CLUSTER", "JOBID", "USER", "NAME", "QUEUE", "STATE", "SCHED", "NODES", "REASON"), rows)
+    missing = set(args.job_ids) - {row[1] for row in rows}
+    for job_id in sorted(missing):
+        print(f"job {job_id}: not known to the scheduler (finished and purged, or never existed)", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    (client,) = _clients(site, args.cluster or next(iter(site.clusters)))
+    asyncio.run(client.cancel(args.user, args.job_ids))
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    rows = []
+    for client in _clients(site, args.cluster):
+        configured = client.cluster.queues
+        for queue in asyncio.run(client.queue_info()):
+            limits = configured.get(queue.name)
+            rows.append((
+                client.name, queue.name, "up" if queue.available else "DOWN",
+                f"{queue.cores_free}/{queue.cores_total}", f"{queue.nodes_free}/{queue.nodes_total}",
+                str(queue.jobs_running), str(queue.jobs_pending),
+                str(limits.max_walltime) if limits and limits.max_walltime else (queue.max_walltime or "-"),
+                "yes" if limits else "no",
+            ))
+    _table(("CLUSTER", "QUEUE", "STATE", "CORES FREE", "NODES FREE", "RUNNING", "PENDING", "MAX WALLTIME", "IN SITE CONFIG"), rows)
+    return 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="hpchub", description=__doc__)
+    commands = top.add_subparsers(dest="command_name", required=True)
+
+    check = commands.add_parser("check", help="validate site configs; exit 1 and list every problem")
+    check.add_argument("site", nargs="+", help="site config YAML file(s)")
+    check.set_defaults(func=cmd_check)
+
+    def job_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("site", help="site config YAML file")
+        sub.add_argument("--profile", required=True, help="profile slug")
+        sub.add_argument("--user", required=True, help="unix user the job runs as")
+        sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help="a user choice (cores, memory, walltime, gpus, nodes, queue, account), "
+                              "validated like the spawn form; repeatable")
+        sub.add_argument("--command", help="run this instead of the Jupyter server (to test a profile's environment)")
+
+    render = commands.add_parser("render", help="print the job script that would be submitted")
+    job_args(render)
+    render.set_defaults(func=cmd_render)
+
+    submit = commands.add_parser("submit", help="render and submit a job as the user; print the job id")
+    job_args(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    status = commands.add_parser("status", help="hpchub jobs (or the given ones) as the scheduler sees them")
+    status.add_argument("site")
+    status.add_argument("job_ids", nargs="*")
+    status.add_argument("--cluster")
+    status.add_argument("--users", help="comma-separated users to ask about (default: everybody)")
+    status.add_argument("--all", action="store_true", help="list all jobs, not only hpchub's")
+    status.set_defaults(func=cmd_status)
+
+    cancel = commands.add_parser("cancel", help="cancel jobs as their user")
+    cancel.add_argument("site")
+    cancel.add_argument("job_ids", nargs="+")
+    cancel.add_argument("--user", required=True)
+    cancel.add_argument("--cluster")
+    cancel.set_defaults(func=cmd_cancel)
+
+    queues = commands.add_parser("queues", help="live queues: free cores and nodes, running and pending jobs, limits")
+    queues.add_argument("site")
+    queues.add_argument("--cluster")
+    queues.set_defaults(func=cmd_queues)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SiteConfigError as error:
+        print(error.format(), file=sys.stderr)
+    except OptionsError as error:
+        for field, message in error.problems.items():
+            print(f"hpchub: {field}: {message}", file=sys.stderr)
+    except (RenderError, CommandError, ParseError) as error:
+        print(f"hpchub: {error}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

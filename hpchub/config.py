@@ -1,0 +1,451 @@
+"""The site config: one YAML file in which an HPC admin describes clusters, queues and profiles.
+
+Loading is two passes. The structure (keys, types, patterns) is checked by pydantic models
+that refuse unknown keys; then the cross-references (profile -> cluster -> queue) and the queue
+limits are checked. Every problem is reported as ``FILE:LINE: path.to.key: what is wrong`` and
+all problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictInt, StrictStr
+
+from .units import Memory, Walltime
+from .yamlfile import YAMLFileError, load_yaml
+
+# Values that end up in scheduler directives are held to these patterns: quoting does not
+# protect a directive line, so only characters that cannot start a new option or line pass.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+MODULE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+/@:-]*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TEMPLATE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.j2$"
+
+
+def _no_newlines(value: str) -> str:
+    if any(char in value for char in "\n\r\0"):
+        raise ValueError("must be a single line (no newline or NUL characters)")
+    return value
+
+
+MemoryValue = Annotated[Memory, PlainValidator(Memory.parse), PlainSerializer(str)]
+WalltimeValue = Annotated[Walltime, PlainValidator(Walltime.parse), PlainSerializer(str)]
+Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+SingleLine = Annotated[StrictStr, pydantic.AfterValidator(_no_newlines)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class QueueLimits(_Model):
+    """What one Slurm partition or Grid Engine queue allows a single job (per node)."""
+
+    max_walltime: WalltimeValue | None = None
+    max_cores: PositiveInt | None = Field(None, description="cores per node")
+    max_memory: MemoryValue | None = Field(None, description="memory per node")
+    max_nodes: PositiveInt | None = None
+    max_gpus: NonNegativeInt | None = Field(None, description="GPUs per node")
+    description: SingleLine = ""
+
+
+class Environment(_Model):
+    """How a job gets its software before the server or engines start."""
+
+    modules: list[Annotated[StrictStr, Field(pattern=MODULE_PATTERN)]] = []
+    venv: SingleLine | None = None
+    conda_env: SingleLine | None = None
+    prologue: StrictStr | None = None
+    env: dict[Annotated[StrictStr, Field(pattern=ENV_NAME_PATTERN)], SingleLine] = {}
+
+    def extended_by(self, other: "Environment | None") -> "Environment":
+        """This environment with a profile's additions: modules appended, env merged."""
+        if other is None:
+            return self
+        return Environment(
+            modules=[*self.modules, *(m for m in other.modules if m not in self.modules)],
+            venv=other.venv or self.venv,
+            conda_env=other.conda_env or self.conda_env,
+            prologue="\n".join(p for p in (self.prologue, other.prologue) if p) or None,
+            env={**self.env, **other.env},
+        )
+
+
+class Submit(_Model):
+    """How the hub runs scheduler commands."""
+
+    via: Literal["local", "sudo", "ssh"] = "local"
+    sudo: SingleLine = "sudo"
+
+
+class SGEOptions(_Model):
+    """Grid Engine details that differ between sites."""
+
+    parallel_environment: Name = "smp"
+    memory_resource: Name = "h_vmem"
+    memory_per_slot: bool = True
+    gpu_resource: Name = "gpu"
+
+
+class Cluster(_Model):
+    scheduler: Literal["slurm", "sge"]
+    submit: Submit = Submit()
+    environment: Environment = Environment()
+    queues: dict[Name, QueueLimits] = Field(min_length=1)
+    sge: SGEOptions = SGEOptions()
+
+
+class Resources(_Model):
+    """What one job asks for; cores, memory and gpus are per node."""
+
+    cores: PositiveInt = 1
+    memory: MemoryValue | None = None
+    walltime: WalltimeValue
+    gpus: NonNegativeInt = 0
+    nodes: PositiveInt = 1
+
+
+class IntRange(_Model):
+    min: NonNegativeInt | None = None
+    max: NonNegativeInt | None = None
+    choices: list[NonNegativeInt] | None = Field(None, min_length=1)
+
+
+class MemoryRange(_Model):
+    min: MemoryValue | None = None
+    max: MemoryValue | None = None
+    choices: list[MemoryValue] | None = Field(None, min_length=1)
+
+
+class WalltimeRange(_Model):
+    min: WalltimeValue | None = None
+    max: WalltimeValue | None = None
+    choices: list[WalltimeValue] | None = Field(None, min_length=1)
+
+
+class NameChoices(_Model):
+    choices: list[Name] = Field(min_length=1)
+
+
+class UserAdjustable(_Model):
+    """The fields a user may change in the spawn form or through ``user_options``."""
+
+    cores: IntRange | None = None
+    memory: MemoryRange | None = None
+    walltime: WalltimeRange | None = None
+    gpus: IntRange | None = None
+    nodes: IntRange | None = None
+    queue: NameChoices | None = None
+    account: NameChoices | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {name: value for name, value in self if value is not None}
+
+
+class Profile(_Model):
+    slug: Annotated[StrictStr, Field(pattern=SLUG_PATTERN)]
+    name: SingleLine
+    description: StrictStr = ""
+    cluster: StrictStr
+    queue: Name
+    resources: Resources
+    user_adjustable: UserAdjustable = UserAdjustable()
+    account: Name | None = None
+    directives: list[SingleLine] = []
+    environment: Environment | None = None
+    groups: list[StrictStr] = []
+    template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = None
+
+
+class SiteConfig(_Model):
+    site: SingleLine
+    clusters: dict[Name, Cluster] = Field(min_length=1)
+    profiles: list[Profile] = Field(min_length=1)
+    templates_dir: StrictStr | None = None
+
+    # Set by load_site_config: where the file was, to resolve relative paths.
+    _source: Path | None = pydantic.PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def profile(self, slug: str) -> Profile:
+        for profile in self.profiles:
+            if profile.slug == slug:
+                return profile
+        raise KeyError(slug)
+
+    def templates_path(self) -> Path | None:
+        if self.templates_dir is None:
+            return None
+        path = Path(self.templates_dir)
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str
+    message: str
+    line: int | None = None
+
+
+class SiteConfigError(ValueError):
+    """A site config that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        lines = []
+        for problem in self.problems:
+            where = f"{self.source}:{problem.line}" if problem.line else self.source
+            lines.append(f"{where}: {problem.path}: {problem.message}" if problem.path else f"{where}: {problem.message}")
+        return "\n".join(lines)
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read, validate and cross-check a site config file; raise SiteConfigError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SiteConfigError(str(path), [ConfigProblem("", f"cannot read: {error.strerror}")]) from None
+    return parse_site_config(text, source=path)
+
+
+def parse_site_config(text: str, source: Path | str = "<site config>") -> SiteConfig:
+    source_name = str(source)
+    try:
+        data, lines = load_yaml(text)
+    except YAMLFileError as error:
+        raise SiteConfigError(source_name, [ConfigProblem("", str(error), error.line)]) from None
+    if not isinstance(data, dict):
+        raise SiteConfigError(source_name, [ConfigProblem("", "must be a mapping with keys site, clusters, profiles")])
+    namer = _PathNamer(data, lines)
+    try:
+        site = SiteConfig.model_validate(data)
+    except pydantic.ValidationError as error:
+        problems = [namer.problem(e) for e in error.errors()]
+        raise SiteConfigError(source_name, problems) from None
+    site._source = Path(source) if isinstance(source, Path) else None
+    problems = [namer.resolve(p) for p in check_references_and_limits(site)]
+    if problems:
+        raise SiteConfigError(source_name, problems)
+    return site
+
+
+class _PathNamer:
+    """Turns key paths into readable names (``profiles[gpu].resources``) with line numbers."""
+
+    def __init__(self, data: dict, lines: dict):
+        self.data = data
+        self.lines = lines
+
+    def name(self, loc: tuple) -> str:
+        parts: list[str] = []
+        node: Any = self.data
+        for key in loc:
+            if isinstance(key, int) and isinstance(node, list):
+                item = node[key] if key < len(node) else None
+                slug = item.get("slug") if isinstance(item, dict) else None
+                parts.append(f"[{slug}]" if isinstance(slug, str) and slug else f"[{key}]")
+                node = item
+            else:
+                parts.append(f".{key}" if parts else str(key))
+                node = node.get(key) if isinstance(node, dict) else None
+        return "".join(parts)
+
+    def line(self, loc: tuple) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if tuple(loc[:end]) in self.lines:
+                return self.lines[tuple(loc[:end])]
+        return None
+
+    def problem(self, error: dict) -> ConfigProblem:
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent_loc, key = loc[:-1], loc[-1]
+            message = f"unknown key {key!r}"
+            allowed = self._allowed_keys(parent_loc)
+            if allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                message += f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            return ConfigProblem(self.name(loc), message, self.line(loc))
+        if kind == "missing":
+            return ConfigProblem(self.name(loc), "required key is missing", self.line(loc))
+        if kind == "string_pattern_mismatch":
+            value = error.get("input")
+            return ConfigProblem(
+                self.name(loc),
+                f"{value!r} has characters that are not allowed here (pattern {error['ctx']['pattern']})",
+                self.line(loc),
+            )
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if kind in ("int_type", "string_type", "bool_type", "dict_type", "list_type", "model_type"):
+            message = f"{message}, got {error.get('input')!r}"
+        return ConfigProblem(self.name(loc), message, self.line(loc))
+
+    def resolve(self, problem: "_RawProblem") -> ConfigProblem:
+        return ConfigProblem(self.name(problem.loc), problem.message, self.line(problem.loc))
+
+    def _allowed_keys(self, parent_loc: tuple) -> list[str]:
+        model: Any = SiteConfig
+        container = False  # the previous key was a dict or list field: this key is an item key
+        for key in parent_loc:
+            if container:
+                container = False
+                continue
+            field = model.model_fields.get(key) if model is not None else None
+            if field is None:
+                return []
+            model = _model_of(field.annotation)
+            container = _is_container(field.annotation)
+        return list(model.model_fields) if model is not None and not container else []
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    if origin in (dict, list):
+        return True
+    return any(_is_container(arg) for arg in getattr(annotation, "__args__", ()) or () if arg is not type(None))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(getattr(annotation, "__args__", ()) or ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class _RawProblem:
+    loc: tuple
+    message: str
+
+
+def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
+    """Cross-checks pydantic cannot do field by field: references and queue limits."""
+    problems: list[_RawProblem] = []
+    seen_slugs: set[str] = set()
+    for index, profile in enumerate(site.profiles):
+        at = ("profiles", index)
+        if profile.slug in seen_slugs:
+            problems.append(_RawProblem(at + ("slug",), f"slug {profile.slug!r} is used by an earlier profile"))
+        seen_slugs.add(profile.slug)
+        cluster = site.clusters.get(profile.cluster)
+        if cluster is None:
+            problems.append(
+                _RawProblem(at + ("cluster",), f"no cluster {profile.cluster!r} (clusters: {', '.join(site.clusters)})")
+            )
+            continue
+        queues = [profile.queue]
+        if profile.user_adjustable.queue:
+            queues += [q for q in profile.user_adjustable.queue.choices if q != profile.queue]
+        for queue in queues:
+            if queue not in cluster.queues:
+                field = "queue" if queue == profile.queue else "user_adjustable.queue"
+                problems.append(
+                    _RawProblem(
+                        at + tuple(field.split(".")),
+                        f"cluster {profile.cluster!r} has no queue {queue!r} (queues: {', '.join(cluster.queues)})",
+                    )
+                )
+                continue
+            problems += _check_against_queue(profile, queue, cluster.queues[queue], at)
+        if cluster.scheduler == "sge" and (profile.resources.nodes > 1 or profile.user_adjustable.nodes):
+            problems.append(
+                _RawProblem(at + ("resources", "nodes"), "Grid Engine profiles run a server on one host: nodes must be 1")
+            )
+        if cluster.submit.via == "ssh":
+            problems.append(
+                _RawProblem(("clusters", profile.cluster, "submit", "via"), "submission over ssh is not supported yet")
+            )
+        problems += _check_bounds_consistent(profile, at)
+    return _unique(problems)
+
+
+def _unique(problems: list[_RawProblem]) -> list[_RawProblem]:
+    return list(dict.fromkeys(problems))
+
+
+_LIMITS = {
+    "walltime": "max_walltime",
+    "cores": "max_cores",
+    "memory": "max_memory",
+    "nodes": "max_nodes",
+    "gpus": "max_gpus",
+}
+
+
+def _check_against_queue(profile: Profile, queue_name: str, queue: QueueLimits, at: tuple) -> list[_RawProblem]:
+    problems = []
+    for field, limit_name in _LIMITS.items():
+        limit = getattr(queue, limit_name)
+        if limit is None:
+            continue
+        value = getattr(profile.resources, field)
+        if value is not None and value > limit:
+            problems.append(
+                _RawProblem(
+                    at + ("resources", field),
+                    f"{value} exceeds queue {queue_name!r} limit {limit}",
+                )
+            )
+        bound = getattr(profile.user_adjustable, field)
+        if bound is None:
+            continue
+        for key, candidate in (("max", bound.max), *((("choices", c) for c in bound.choices or ()))):
+            if candidate is not None and candidate > limit:
+                problems.append(
+                    _RawProblem(
+                        at + ("user_adjustable", field, key),
+                        f"{candidate} exceeds queue {queue_name!r} limit {limit}",
+                    )
+                )
+    return problems
+
+
+def _check_bounds_consistent(profile: Profile, at: tuple) -> list[_RawProblem]:
+    problems = []
+    for field, bound in profile.user_adjustable.fields().items():
+        where = at + ("user_adjustable", field)
+        default = getattr(profile, field) if field in ("queue", "account") else getattr(profile.resources, field)
+        if field in ("queue", "account"):
+            if default is not None and default not in bound.choices:
+                problems.append(_RawProblem(where + ("choices",), f"must include the profile's own {field} {default!r}"))
+            continue
+        if bound.choices is not None and (bound.min is not None or bound.max is not None):
+            problems.append(_RawProblem(where, "give either choices or min/max, not both"))
+            continue
+        if bound.min is not None and bound.max is not None and bound.min > bound.max:
+            problems.append(_RawProblem(where, f"min {bound.min} is larger than max {bound.max}"))
+        if default is None:
+            continue
+        if bound.choices is not None and default not in bound.choices:
+            problems.append(_RawProblem(where + ("choices",), f"must include the profile's default {default}"))
+        if bound.min is not None and default < bound.min:
+            problems.append(_RawProblem(where + ("min",), f"the profile's default {default} is below min {bound.min}"))
+        if bound.max is not None and default > bound.max:
+            problems.append(_RawProblem(where + ("max",), f"the profile's default {default} is above max {bound.max}"))
+    return problems

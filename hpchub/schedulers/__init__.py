@@ -1,0 +1,18 @@
+"""One small module per scheduler; see base.SchedulerBackend for what each provides."""
+
+from __future__ import annotations
+
+from . import sge, slurm
+from .base import JobState, JobStatus, ParseError, QueueInfo, SchedulerBackend
+
+BACKENDS: dict[str, SchedulerBackend] = {"slurm": slurm, "sge": sge}
+
+
+def backend_for(scheduler: str) -> SchedulerBackend:
+    try:
+        return BACKENDS[scheduler]
+    except KeyError:
+        raise ValueError(f"no scheduler backend {scheduler!r} (have: {', '.join(BACKENDS)})") from None
+
+
+__all__ = ["BACKENDS", "JobState", "JobStatus", "ParseError", "QueueInfo", "SchedulerBackend", "backend_for"]

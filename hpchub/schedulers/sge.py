@@ -1,0 +1,168 @@
+"""Grid Engine (Son of Grid Engine 8.1, also OGS/UGE): argv builders and ``qstat -xml`` parsers."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from .base import JobState, JobStatus, ParseError, QueueInfo
+
+name = "sge"
+
+# Queue-instance states that keep a queue from taking jobs (alarm, unknown, error, disabled,
+# suspended, calendar-disabled/suspended, configuration ambiguous, orphaned).
+_UNUSABLE_QUEUE_STATES = set("auEdsDSco")
+
+
+def state_from_letters(letters: str) -> JobState:
+    """Grid Engine's state letters (``qw``, ``hqw``, ``r``, ``Eqw``, ``dr`` ...) to a JobState.
+
+    Order matters: an error flag wins over everything, deletion over running, hold over waiting.
+    """
+    if "E" in letters:
+        return JobState.ERROR
+    if "d" in letters:
+        return JobState.COMPLETING
+    if "s" in letters or "S" in letters or "T" in letters:
+        return JobState.SUSPENDED
+    if "h" in letters and "q" in letters:
+        return JobState.HELD
+    if "q" in letters:
+        return JobState.PENDING
+    if "r" in letters or "t" in letters or "R" in letters:
+        return JobState.RUNNING
+    raise ParseError(f"unknown Grid Engine job state {letters!r}")
+
+
+def submit_argv() -> list[str]:
+    return ["qsub", "-terse"]
+
+
+def parse_submit(stdout: str) -> str:
+    # -terse prints "JOBID" (or "JOBID.1-4:1" for array jobs)
+    text = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    match = re.fullmatch(r"([0-9]+)(\.[0-9:-]+)?", text)
+    if not match:
+        raise ParseError(f"qsub printed no job id: {stdout.strip()!r}")
+    return match.group(1)
+
+
+def status_argv(users: Sequence[str] | None = None) -> list[str]:
+    # -g t lists every host of a parallel job (MASTER first), so multi-host jobs show all nodes.
+    return ["qstat", "-xml", "-g", "t", "-u", ",".join(sorted(set(users))) if users else "*"]
+
+
+def _text(element: ElementTree.Element, tag: str) -> str:
+    found = element.find(tag)
+    return (found.text or "").strip() if found is not None else ""
+
+
+def _time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _parse_xml(stdout: str, command: str) -> ElementTree.Element:
+    try:
+        return ElementTree.fromstring(stdout)
+    except ElementTree.ParseError as error:
+        raise ParseError(f"{command} printed no valid XML ({error}): {stdout[:200]!r}") from None
+
+
+def parse_status(stdout: str) -> dict[str, JobStatus]:
+    root = _parse_xml(stdout, "qstat -xml")
+    jobs: dict[str, JobStatus] = {}
+    hosts: dict[str, list[str]] = {}
+    for job in root.iter("job_list"):
+        job_id = _text(job, "JB_job_number")
+        letters = _text(job, "state")
+        if not job_id or not letters:
+            raise ParseError(f"qstat job entry without job number or state: {ElementTree.tostring(job)[:200]!r}")
+        queue_instance = _text(job, "queue_name")
+        queue, _, host = queue_instance.partition("@")
+        if host:
+            job_hosts = hosts.setdefault(job_id, [])
+            if host not in job_hosts:
+                if _text(job, "master") == "MASTER":
+                    job_hosts.insert(0, host)
+                else:
+                    job_hosts.append(host)
+        if job_id in jobs:
+            continue  # another host (or task) of a job already seen
+        state = state_from_letters(letters)
+        jobs[job_id] = JobStatus(
+            job_id=job_id,
+            state=state,
+            scheduler_state=letters,
+            user=_text(job, "JB_owner"),
+            name=_text(job, "JB_name"),
+            queue=queue,
+            reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
+            submitted=_time(_text(job, "JB_submission_time")),
+            started=_time(_text(job, "JAT_start_time")),
+        )
+    return {
+        job_id: _with_nodes(status, tuple(hosts.get(job_id, ()))) for job_id, status in jobs.items()
+    }
+
+
+def _with_nodes(status: JobStatus, nodes: tuple[str, ...]) -> JobStatus:
+    return replace(status, nodes=nodes) if nodes else status
+
+
+def cancel_argv(job_ids: Sequence[str]) -> list[str]:
+    return ["qdel", *job_ids]
+
+
+def queue_info_argvs() -> list[list[str]]:
+    # One call: every queue instance with its slots and state, plus pending jobs (with -r,
+    # the queue each one asked for).
+    return [["qstat", "-f", "-r", "-xml", "-u", "*"]]
+
+
+def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
+    root = _parse_xml(outputs[0], "qstat -f -xml")
+    queues: dict[str, dict] = {}
+    for instance in root.iter("Queue-List"):
+        queue, _, _host = _text(instance, "name").partition("@")
+        used = int(_text(instance, "slots_used") or 0) + int(_text(instance, "slots_resv") or 0)
+        total = int(_text(instance, "slots_total") or 0)
+        usable = not (set(_text(instance, "state")) & _UNUSABLE_QUEUE_STATES)
+        entry = queues.setdefault(
+            queue, {"cores_total": 0, "cores_free": 0, "nodes_total": 0, "nodes_free": 0, "usable": 0, "running": 0}
+        )
+        entry["cores_total"] += total
+        entry["nodes_total"] += 1
+        if usable:
+            entry["usable"] += 1
+            entry["cores_free"] += max(total - used, 0)
+            entry["nodes_free"] += 1 if used == 0 else 0
+        entry["running"] += sum(1 for job in instance.iter("job_list") if _text(job, "master") != "SLAVE")
+    pending: Counter[str] = Counter()
+    waiting = root.find("job_info")
+    for job in waiting.iter("job_list") if waiting is not None else ():
+        requested = [q.text.split("@")[0] for q in job.iter("hard_req_queue") if q.text]
+        for queue in requested or ["*"]:
+            pending[queue] += 1
+    return [
+        QueueInfo(
+            name=queue,
+            available=entry["usable"] > 0,
+            cores_total=entry["cores_total"],
+            cores_free=entry["cores_free"],
+            nodes_total=entry["nodes_total"],
+            nodes_free=entry["nodes_free"],
+            jobs_pending=pending[queue],
+            jobs_running=entry["running"],
+            notes=(f"{pending['*']} more jobs wait without asking for a queue",) if pending["*"] else (),
+        )
+        for queue, entry in queues.items()
+    ]

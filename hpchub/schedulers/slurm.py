@@ -1,0 +1,233 @@
+"""Slurm: argv builders and parsers for sbatch, squeue, scancel and sinfo.
+
+Status uses squeue's delimited ``--format`` output rather than ``--json``: it is the same on
+every Slurm release since 17.x and a fraction of the size, which matters when one query covers
+every job of a large centre.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+
+from .base import JobState, JobStatus, ParseError, QueueInfo
+
+name = "slurm"
+
+# Unit separator: cannot occur in job names, reasons or node names.
+SEP = "\x1f"
+_STATUS_FIELDS = ("%i", "%T", "%u", "%j", "%P", "%B", "%N", "%r", "%S", "%V", "%Q")
+
+STATE_TABLE: dict[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,  # allocated, nodes still booting
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.HELD,
+    "RESV_DEL_HOLD": JobState.HELD,
+    "SPECIAL_EXIT": JobState.HELD,
+    "RUNNING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "SUSPENDED": JobState.SUSPENDED,
+    "STOPPED": JobState.SUSPENDED,
+    "COMPLETING": JobState.COMPLETING,
+    "STAGE_OUT": JobState.COMPLETING,
+    "COMPLETED": JobState.FINISHED,
+    "CANCELLED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+    "PREEMPTED": JobState.FAILED,
+}
+
+# Pending reasons that mean "waits for a person", not "waits for resources".
+_HELD_REASONS = {"JobHeldUser", "JobHeldAdmin"}
+
+# Pending reasons in plain words, for the spawn page.
+REASON_TEXT = {
+    "Priority": "other jobs with higher priority are ahead in the queue",
+    "Resources": "waiting for free resources",
+    "ReqNodeNotAvail": "requested nodes are not available (down, drained or reserved)",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+    "PartitionTimeLimit": "the walltime exceeds the partition's limit",
+    "PartitionNodeLimit": "the node count exceeds the partition's limit",
+    "AssocGrpCpuLimit": "your group's CPU limit is reached",
+    "AssocMaxJobsLimit": "your maximum number of running jobs is reached",
+    "QOSMaxJobsPerUserLimit": "your maximum number of running jobs is reached",
+    "JobHeldUser": "held by the user",
+    "JobHeldAdmin": "held by an administrator",
+    "BeginTime": "not allowed to start yet (begin time)",
+    "Dependency": "waiting for another job to finish",
+    "ReqNodeNotAvail, Reserved for maintenance": "nodes are reserved for maintenance",
+}
+
+
+def submit_argv() -> list[str]:
+    return ["sbatch", "--parsable"]
+
+
+def parse_submit(stdout: str) -> str:
+    # --parsable prints "JOBID" or "JOBID;CLUSTER"
+    text = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = text.split(";")[0]
+    if not re.fullmatch(r"[0-9]+", job_id):
+        raise ParseError(f"sbatch printed no job id: {stdout.strip()!r}")
+    return job_id
+
+
+def status_argv(users: Sequence[str] | None = None) -> list[str]:
+    argv = ["squeue", "--noheader", "--states=all", f"--format={SEP.join(_STATUS_FIELDS)}"]
+    if users:
+        argv.append("--users=" + ",".join(sorted(set(users))))
+    return argv
+
+
+def _time(text: str) -> datetime | None:
+    if text in ("", "N/A", "Unknown", "None"):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_status(stdout: str) -> dict[str, JobStatus]:
+    jobs: dict[str, JobStatus] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split(SEP)
+        if len(fields) != len(_STATUS_FIELDS):
+            raise ParseError(f"squeue line has {len(fields)} fields, expected {len(_STATUS_FIELDS)}: {line!r}")
+        job_id, raw_state, user, job_name, partition, batch_host, node_list, reason, start, submit, priority = fields
+        raw_state = raw_state.split()[0] if raw_state.strip() else raw_state  # e.g. "CANCELLED by 0"
+        state = STATE_TABLE.get(raw_state)
+        if state is None:
+            raise ParseError(f"unknown Slurm job state {raw_state!r} for job {job_id}")
+        if state is JobState.PENDING and reason in _HELD_REASONS:
+            state = JobState.HELD
+        nodes = expand_hostlist(node_list) if node_list not in ("", "(null)", "n/a") else []
+        if batch_host not in ("", "n/a", "(null)") and batch_host in nodes:
+            nodes.remove(batch_host)
+            nodes.insert(0, batch_host)
+        waiting = state.is_waiting
+        jobs[job_id] = JobStatus(
+            job_id=job_id,
+            state=state,
+            scheduler_state=raw_state,
+            user=user,
+            name=job_name,
+            queue=partition,
+            nodes=tuple(nodes),
+            reason=None if reason in ("None", "") else reason,
+            estimated_start=_time(start) if waiting else None,
+            started=None if waiting else _time(start),
+            submitted=_time(submit),
+        )
+    return jobs
+
+
+def cancel_argv(job_ids: Sequence[str]) -> list[str]:
+    return ["scancel", *job_ids]
+
+
+_SINFO_FIELDS = ("%R", "%a", "%l", "%C", "%F")
+
+
+def queue_info_argvs() -> list[list[str]]:
+    return [
+        ["sinfo", "--noheader", f"--format={SEP.join(_SINFO_FIELDS)}"],
+        ["squeue", "--noheader", "--states=PENDING,RUNNING", f"--format=%P{SEP}%T"],
+    ]
+
+
+def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
+    sinfo_out, squeue_out = outputs
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in squeue_out.splitlines():
+        if line.strip():
+            partitions, state = line.split(SEP)
+            for partition in partitions.split(","):
+                counts[(partition, state)] += 1
+    merged: dict[str, dict] = {}
+    for line in sinfo_out.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split(SEP)
+        if len(fields) != len(_SINFO_FIELDS):
+            raise ParseError(f"sinfo line has {len(fields)} fields, expected {len(_SINFO_FIELDS)}: {line!r}")
+        partition, avail, timelimit, cpus, nodes = fields
+        partition = partition.rstrip("*")
+        cpu_alloc, cpu_idle, cpu_other, cpu_total = (int(x) for x in cpus.split("/"))
+        node_alloc, node_idle, node_other, node_total = (int(x) for x in nodes.split("/"))
+        entry = merged.setdefault(
+            partition,
+            {"available": avail == "up", "timelimit": timelimit, "cores_total": 0, "cores_free": 0, "nodes_total": 0, "nodes_free": 0},
+        )
+        entry["cores_total"] += cpu_total
+        entry["cores_free"] += cpu_idle
+        entry["nodes_total"] += node_total
+        entry["nodes_free"] += node_idle
+    return [
+        QueueInfo(
+            name=partition,
+            available=entry["available"],
+            cores_total=entry["cores_total"],
+            cores_free=entry["cores_free"],
+            nodes_total=entry["nodes_total"],
+            nodes_free=entry["nodes_free"],
+            jobs_pending=counts[(partition, "PENDING")],
+            jobs_running=counts[(partition, "RUNNING")],
+            max_walltime=None if entry["timelimit"] in ("infinite", "n/a") else entry["timelimit"],
+        )
+        for partition, entry in merged.items()
+    ]
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """``node[1-3,7],gpu01`` -> ``[node1, node2, node3, node7, gpu01]`` (Slurm's compressed form)."""
+    hosts: list[str] = []
+    for part in _split_top_level(hostlist):
+        hosts.extend(_expand_one(part))
+    return hosts
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _expand_one(pattern: str) -> list[str]:
+    match = re.search(r"\[([^\]]*)\]", pattern)
+    if not match:
+        return [pattern]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    names = []
+    for item in match.group(1).split(","):
+        if "-" in item:
+            low, high = item.split("-", 1)
+            width = len(low) if low.startswith("0") else 0
+            names += [f"{n:0{width}d}" for n in range(int(low), int(high) + 1)]
+        else:
+            names.append(item)
+    return [expanded for n in names for expanded in _expand_one(head + n + tail)]
