@@ -277,6 +277,8 @@ class _PathNamer:
 
     def problem(self, error: dict) -> ConfigProblem:
         loc = tuple(error["loc"])
+        if loc and loc[-1] == "[key]":  # pydantic's marker for "the dict key itself is wrong"
+            loc = loc[:-1]
         kind = error["type"]
         if kind == "extra_forbidden":
             parent_loc, key = loc[:-1], loc[-1]

@@ -82,8 +82,15 @@ def template_environment(site_templates: Path | None = None) -> jinja2.Environme
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # Text that template code itself produced ({{ super() }}, macros, {% set %} blocks) is
+    # already quoted where needed: mark it Raw so printing it does not quote it twice.
+    environment.concat = _concat_raw
     environment.filters["shell_join"] = shell_join
     return environment
+
+
+def _concat_raw(parts) -> Raw:
+    return Raw("".join(parts))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ async def run_command(
     The child gets its own session so that a timeout can kill everything it started.
     ``cwd`` defaults to ``/`` because commands run as other users cannot enter root's cwd.
     """
+    if isinstance(argv, (str, bytes)):
+        raise TypeError(f"argv must be a list of arguments, not a command line: {argv!r}")
     argv = tuple(argv)
     if not argv or not all(isinstance(arg, str) for arg in argv):
         raise TypeError(f"argv must be a non-empty sequence of str, got {argv!r}")

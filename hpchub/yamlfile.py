@@ -64,6 +64,13 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+def _dotted(path: Path) -> str:
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
 def _line_map(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -72,7 +79,7 @@ def _line_map(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
             key = key_node.value
             if key in seen:
                 raise YAMLFileError(
-                    f"{'.'.join(map(str, path)) or 'top level'}: key {key!r} appears twice "
+                    f"{_dotted(path) or 'top level'}: key {key!r} appears twice "
                     f"(first on line {seen[key]})",
                     key_node.start_mark.line + 1,
                 )
@@ -92,6 +99,8 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(part for part in (error.context, error.problem) if part)
+        if error.context_mark and error.problem_mark and error.context_mark.line != error.problem_mark.line:
+            problem += f" (the construct began on line {error.context_mark.line + 1})"
         raise YAMLFileError(f"YAML syntax error: {problem}", line) from None
     lines: dict[Path, int] = {}
     if node is None:

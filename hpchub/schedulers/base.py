@@ -47,6 +47,7 @@ class JobStatus:
     estimated_start: datetime | None = None
     submitted: datetime | None = None
     started: datetime | None = None
+    priority: float | None = None  # higher starts sooner; for the position in the queue
 
     @property
     def host(self) -> str | None:

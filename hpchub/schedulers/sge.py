@@ -70,6 +70,13 @@ def _time(text: str) -> datetime | None:
         return None
 
 
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _parse_xml(stdout: str, command: str) -> ElementTree.Element:
     try:
         return ElementTree.fromstring(stdout)
@@ -108,6 +115,7 @@ def parse_status(stdout: str) -> dict[str, JobStatus]:
             reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
             submitted=_time(_text(job, "JB_submission_time")),
             started=_time(_text(job, "JAT_start_time")),
+            priority=_float(_text(job, "JAT_prio")),
         )
     return {
         job_id: _with_nodes(status, tuple(hosts.get(job_id, ()))) for job_id, status in jobs.items()

@@ -131,6 +131,7 @@ def parse_status(stdout: str) -> dict[str, JobStatus]:
             estimated_start=_time(start) if waiting else None,
             started=None if waiting else _time(start),
             submitted=_time(submit),
+            priority=float(priority) if priority.strip().isdigit() else None,
         )
     return jobs
 

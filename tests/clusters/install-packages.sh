@@ -1,0 +1,113 @@
+#!/bin/bash
+# Install the Debian 12 packages the hpchub test clusters need (Slurm + Son of
+# Grid Engine + helpers). Idempotent: returns at once when all are installed.
+#
+# usage: install-packages.sh [all|slurm|sge]     (default: all)
+set -euo pipefail
+
+PROG=install-packages.sh
+
+usage() {
+    echo "usage: $PROG [all|slurm|sge]" >&2
+    echo "  Installs (apt) the packages for the hpchub test clusters; no-op when present." >&2
+    exit 2
+}
+
+[ $# -le 1 ] || usage
+what=${1:-all}
+
+common=(sudo iproute2 procps psmisc python3-venv util-linux)
+slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
+# Never add slurm-wlm-torque: it ships qsub/qstat and conflicts with
+# gridengine-client. Never purge libmunge2: gridengine-client depends on it.
+sge=(gridengine-master gridengine-exec gridengine-client)
+
+case "$what" in
+    all) pkgs=("${slurm[@]}" "${sge[@]}" "${common[@]}") ;;
+    slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
+    sge) pkgs=("${sge[@]}" "${common[@]}") ;;
+    -h | --help) usage ;;
+    *) usage ;;
+esac
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+missing() {
+    local p status
+    for p in "${pkgs[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+        [ "${status:0:2}" = ii ] || echo "$p"
+    done
+}
+
+todo=$(missing)
+[ -n "$todo" ] || exit 0 # fast path: everything is installed
+
+[ "$(id -u)" -eq 0 ] || die "must run as root to install: $(echo $todo)"
+command -v apt-get >/dev/null || die "apt-get not found (Debian 12 expected)"
+
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp /tmp/hpchub-install.XXXXXX)
+policy_created=
+cleanup() {
+    [ -z "$policy_created" ] || rm -f /usr/sbin/policy-rc.d
+    rm -f "$log"
+}
+trap cleanup EXIT
+
+# Package scripts must not start daemons (no systemd here; the cluster
+# scripts start them). Docker's debian image already ships this file.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_created=1
+fi
+
+if [ "$what" != slurm ]; then
+    # The postinst of gridengine-master creates the cell (init_cluster) only
+    # when told to; act_qmaster is written from gridenginemaster.
+    master=$(hostname)
+    for p in gridengine-common gridengine-master gridengine-exec gridengine-client; do
+        printf '%s shared/gridengineconfig boolean true\n' "$p"
+        printf '%s shared/gridenginecell string default\n' "$p"
+        printf '%s shared/gridenginemaster string %s\n' "$p" "$master"
+    done | debconf-set-selections
+fi
+
+run_apt() {
+    if ! "$@" >>"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        return 1
+    fi
+}
+
+# apt-get update only if a package has no install candidate (no or stale lists).
+need_update=
+for p in $todo; do
+    cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
+        need_update=1
+        break
+    fi
+done
+if [ -n "$need_update" ]; then
+    run_apt apt-get update || die "apt-get update failed"
+fi
+
+# shellcheck disable=SC2086
+apt_install() { run_apt apt-get install -y --no-install-recommends $todo; }
+if ! apt_install; then
+    if [ -z "$need_update" ]; then
+        # Stale package lists (404 on download): refresh once and retry.
+        run_apt apt-get update || die "apt-get update failed"
+        apt_install || die "apt-get install failed: $(echo $todo)"
+    else
+        die "apt-get install failed: $(echo $todo)"
+    fi
+fi
+
+left=$(missing)
+[ -z "$left" ] || die "still not installed after apt-get: $(echo $left)"

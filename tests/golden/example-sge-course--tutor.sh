@@ -1,0 +1,22 @@
+#!/bin/bash
+#$ -S /bin/bash
+#$ -N hpchub-alice-tutor
+#$ -q all.q
+#$ -pe smp 2
+#$ -l h_rt=08:00:00
+#$ -l h_vmem=4096M
+#$ -o /home/alice/.hpchub/logs/hpchub-alice-tutor.$JOB_ID.log
+#$ -j y
+#$ -wd /home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+. /sw/courses/datascience/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/courses/datascience/venv
+export OMP_NUM_THREADS=1
+
+[ -r /home/alice/.hpchub/hpchub-alice-tutor.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-tutor.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-tutor.env
+set +a
+exec jupyterhub-singleuser

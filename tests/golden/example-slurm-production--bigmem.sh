@@ -1,0 +1,34 @@
+#!/bin/bash
+#SBATCH --job-name=hpchub-alice-bigmem
+#SBATCH --partition=bigmem
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=16
+#SBATCH --mem=512000M
+#SBATCH --time=12:00:00
+#SBATCH --account=default
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-bigmem.%j.log
+#SBATCH --chdir=/home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+# Batch shells are not login shells: make sure the module command exists.
+type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true
+type module >/dev/null 2>&1 || hpchub_fail "the 'module' command is not available on $(hostname)"
+module load python/3.11 || hpchub_fail "module load python/3.11 failed"
+module load jupyterlab/4 || hpchub_fail "module load jupyterlab/4 failed"
+. /sw/jupyter/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/jupyter/venv
+export HTTPS_PROXY=http://proxy.example.edu:3128
+export JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
+# Site prologue (from the site config)
+# Keep numerical libraries to the cores Slurm gave us.
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+export MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+
+
+[ -r /home/alice/.hpchub/hpchub-alice-bigmem.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-bigmem.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-bigmem.env
+set +a
+exec jupyterhub-singleuser

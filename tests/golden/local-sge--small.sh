@@ -1,0 +1,21 @@
+#!/bin/bash
+#$ -S /bin/bash
+#$ -N hpchub-alice-small
+#$ -q short.q
+#$ -l h_rt=01:00:00
+#$ -l h_vmem=2048M
+#$ -o /home/alice/.hpchub/logs/hpchub-alice-small.$JOB_ID.log
+#$ -j y
+#$ -wd /home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+. /opt/hpchub/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/opt/hpchub/venv
+export OMP_NUM_THREADS=1
+
+[ -r /home/alice/.hpchub/hpchub-alice-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-small.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-small.env
+set +a
+exec jupyterhub-singleuser

@@ -1,0 +1,22 @@
+#!/bin/bash
+#$ -S /bin/bash
+#$ -N hpchub-alice-smp
+#$ -q short.q
+#$ -pe smp 2
+#$ -l h_rt=02:00:00
+#$ -l h_vmem=2048M
+#$ -o /home/alice/.hpchub/logs/hpchub-alice-smp.$JOB_ID.log
+#$ -j y
+#$ -wd /home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+. /opt/hpchub/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/opt/hpchub/venv
+export OMP_NUM_THREADS=1
+
+[ -r /home/alice/.hpchub/hpchub-alice-smp.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-smp.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-smp.env
+set +a
+exec jupyterhub-singleuser

@@ -1,0 +1,22 @@
+#!/bin/bash
+#SBATCH --job-name=hpchub-alice-multi
+#SBATCH --partition=multi
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=512M
+#SBATCH --time=01:00:00
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-multi.%j.log
+#SBATCH --chdir=/home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+. /opt/hpchub/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/opt/hpchub/venv
+export OMP_NUM_THREADS=1
+
+[ -r /home/alice/.hpchub/hpchub-alice-multi.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-multi.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-multi.env
+set +a
+exec jupyterhub-singleuser

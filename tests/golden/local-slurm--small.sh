@@ -1,0 +1,22 @@
+#!/bin/bash
+#SBATCH --job-name=hpchub-alice-small
+#SBATCH --partition=debug
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1024M
+#SBATCH --time=01:00:00
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-small.%j.log
+#SBATCH --chdir=/home/alice
+
+hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+
+. /opt/hpchub/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/opt/hpchub/venv
+export OMP_NUM_THREADS=1
+
+[ -r /home/alice/.hpchub/hpchub-alice-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-small.env" (written by the hub at submit time)"
+set -a
+. /home/alice/.hpchub/hpchub-alice-small.env
+set +a
+exec jupyterhub-singleuser

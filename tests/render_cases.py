@@ -1,0 +1,48 @@
+"""The example profiles rendered for a fixed user: shared by the golden tests and regenerate.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpchub.cli import server_launch
+from hpchub.config import load_site_config
+from hpchub.options import resolve_request
+from hpchub.render import UserAccount, job_context, job_name, render_job_script, template_name
+
+SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site-configs"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+USER = UserAccount("alice", "/home/alice")
+
+
+@dataclass(frozen=True)
+class Case:
+    config: str
+    profile: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def filename(self) -> str:
+        suffix = "".join(f"--{k}={v}" for k, v in self.options)
+        return f"{self.config.removesuffix('.yaml')}--{self.profile}{suffix}.sh"
+
+
+def golden_cases() -> list[Case]:
+    cases = []
+    for path in sorted(SITE_CONFIGS.glob("*.yaml")):
+        site = load_site_config(path)
+        cases += [Case(path.name, profile.slug) for profile in site.profiles]
+    # A few user choices, so that adjusted values are pinned down too.
+    cases += [
+        Case("example-slurm-production.yaml", "gpu", (("gpus", "2"), ("account", "ml-lab"), ("walltime", "1-00:00:00"))),
+        Case("local-sge.yaml", "small", (("cores", "4"), ("memory", "4G"), ("queue", "long.q"))),
+    ]
+    return cases
+
+
+def render_case(case: Case) -> str:
+    site = load_site_config(SITE_CONFIGS / case.config)
+    request = resolve_request(site, site.profile(case.profile), dict(case.options))
+    name = job_name(USER, case.profile)
+    context = job_context(site, request, USER, server_launch(USER, name), name=name)
+    return render_job_script(site, context, template_name(request))

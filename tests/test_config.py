@@ -1,0 +1,222 @@
+"""Each kind of broken site config gives an error naming file, line, key path and problem."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from support import SITE_CONFIGS
+from hpchub.config import SiteConfigError, load_site_config, parse_site_config
+
+VALID = textwrap.dedent(
+    """\
+    site: Test site
+    clusters:
+      main:
+        scheduler: slurm
+        submit: {via: sudo}
+        environment:
+          modules: [python/3.11]
+          venv: /opt/venv
+          env: {HTTPS_PROXY: "http://proxy:3128"}
+        queues:
+          short: {max_walltime: "04:00:00", max_cores: 32, max_memory: 128G, max_nodes: 1, max_gpus: 0}
+          gpu:   {max_walltime: "2-00:00:00", max_cores: 16, max_memory: 256G, max_gpus: 4}
+    profiles:
+      - slug: small
+        name: "Small"
+        cluster: main
+        queue: short
+        resources: {cores: 1, memory: 4G, walltime: "02:00:00", gpus: 0, nodes: 1}
+        user_adjustable:
+          cores: {min: 1, max: 4}
+          memory: {choices: [2G, 4G, 8G]}
+          walltime: {max: "04:00:00"}
+      - slug: gpu
+        name: "GPU"
+        cluster: main
+        queue: gpu
+        resources: {cores: 4, memory: 32G, walltime: "08:00:00", gpus: 1}
+    """
+)
+
+
+def errors_of(text: str, tmp_path) -> list[str]:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    with pytest.raises(SiteConfigError) as caught:
+        load_site_config(path)
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(str(path)) for line in lines), lines
+    return [line[len(str(path)) :] for line in lines]
+
+
+def test_valid_config_loads_with_typed_values():
+    site = parse_site_config(VALID)
+    small = site.profile("small")
+    assert small.resources.memory.megabytes == 4096
+    assert small.resources.walltime.seconds == 7200
+    assert site.clusters["main"].queues["gpu"].max_walltime.seconds == 48 * 3600
+    assert site.clusters["main"].submit.via == "sudo"
+
+
+@pytest.mark.parametrize("path", sorted(SITE_CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_site_configs_are_valid(path):
+    site = load_site_config(path)
+    assert site.profiles
+
+
+def test_walltime_over_queue_limit_names_profile_key_and_limit(tmp_path):
+    text = VALID.replace('walltime: "02:00:00", gpus: 0', 'walltime: "48:00:00", gpus: 0')
+    assert errors_of(text, tmp_path) == [
+        ":18: profiles[small].resources.walltime: 48:00:00 exceeds queue 'short' limit 04:00:00",
+        ":22: profiles[small].user_adjustable.walltime.max: the profile's default 48:00:00 is above max 04:00:00",
+    ]
+
+
+def test_adjustable_bound_over_queue_limit(tmp_path):
+    text = VALID.replace("cores: {min: 1, max: 4}", "cores: {min: 1, max: 64}")
+    assert errors_of(text, tmp_path) == [":20: profiles[small].user_adjustable.cores.max: 64 exceeds queue 'short' limit 32"]
+
+
+def test_adjustable_choice_over_queue_limit(tmp_path):
+    text = VALID.replace("choices: [2G, 4G, 8G]", "choices: [2G, 4G, 256G]")
+    assert errors_of(text, tmp_path) == [
+        ":21: profiles[small].user_adjustable.memory.choices: 256G exceeds queue 'short' limit 128G"
+    ]
+
+
+def test_gpus_in_a_queue_without_gpus(tmp_path):
+    text = VALID.replace("gpus: 0, nodes: 1}", "gpus: 2, nodes: 1}")
+    assert errors_of(text, tmp_path) == [":18: profiles[small].resources.gpus: 2 exceeds queue 'short' limit 0"]
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    text = VALID.replace("    queue: gpu\n", "    queue: gpu\n    acount: proj\n")
+    assert errors_of(text, tmp_path) == [":27: profiles[gpu].acount: unknown key 'acount' (did you mean 'account'?)"]
+
+
+def test_unknown_key_in_a_queue(tmp_path):
+    text = VALID.replace("max_gpus: 4}", "max_gpus: 4, max_gpu: 1}")
+    assert errors_of(text, tmp_path) == [
+        ":12: clusters.main.queues.gpu.max_gpu: unknown key 'max_gpu' (did you mean 'max_gpus'?)"
+    ]
+
+
+def test_unknown_profile_field_lists_allowed_keys(tmp_path):
+    text = VALID.replace("    queue: gpu\n", "    queue: gpu\n    zzz: red\n")
+    (error,) = errors_of(text, tmp_path)
+    assert "profiles[gpu].zzz: unknown key 'zzz' (allowed: slug, name," in error
+
+
+def test_missing_required_key(tmp_path):
+    text = VALID.replace('    resources: {cores: 4, memory: 32G, walltime: "08:00:00", gpus: 1}\n', "")
+    assert errors_of(text, tmp_path) == [":23: profiles[gpu].resources: required key is missing"]
+
+
+def test_unknown_cluster_and_queue_references(tmp_path):
+    text = VALID.replace("cluster: main\n    queue: gpu", "cluster: mian\n    queue: gpu").replace(
+        "queue: short", "queue: shrot"
+    )
+    assert errors_of(text, tmp_path) == [
+        ":17: profiles[small].queue: cluster 'main' has no queue 'shrot' (queues: short, gpu)",
+        ":25: profiles[gpu].cluster: no cluster 'mian' (clusters: main)",
+    ]
+
+
+def test_scheduler_must_be_known(tmp_path):
+    (error,) = errors_of(VALID.replace("scheduler: slurm", "scheduler: pbs"), tmp_path)
+    assert error.startswith(":4: clusters.main.scheduler: Input should be 'slurm' or 'sge'")
+
+
+def test_duplicate_slug(tmp_path):
+    (error,) = errors_of(VALID.replace("slug: gpu", "slug: small"), tmp_path)
+    assert error == ":23: profiles[small].slug: slug 'small' is used by an earlier profile"
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    text = VALID.replace("    queue: gpu\n", "    queue: gpu\n    queue: short\n")
+    assert errors_of(text, tmp_path) == [":27: profiles[1]: key 'queue' appears twice (first on line 26)"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    text = VALID.replace("name: \"GPU\"", "name: \"GPU")
+    (error,) = errors_of(text, tmp_path)
+    assert error.startswith(":27: YAML syntax error") and "began on line 23" in error
+
+
+def test_unquoted_walltime_stays_text():
+    # YAML 1.1 would read 48:00:00 as the integer 172800 and the error would make no sense.
+    site = parse_site_config(VALID.replace('walltime: "08:00:00"', "walltime: 08:00:00"))
+    assert site.profile("gpu").resources.walltime.seconds == 8 * 3600
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("short: {", "sh;ort: {", "clusters.main.queues.sh;ort: 'sh;ort' has characters that are not allowed here"),
+        ("modules: [python/3.11]", "modules: ['python; rm -rf ~']", "clusters.main.environment.modules[0]: 'python; rm -rf ~' has characters"),
+        ("env: {HTTPS_PROXY:", "env: {HTTPS-PROXY:", "clusters.main.environment.env.HTTPS-PROXY: 'HTTPS-PROXY' has characters"),
+        ("cores: 4, memory: 32G", "cores: 0, memory: 32G", "profiles[gpu].resources.cores: Input should be greater than or equal to 1"),
+        ("cores: 4, memory: 32G", "cores: '4', memory: 32G", "profiles[gpu].resources.cores: Input should be a valid integer, got '4'"),
+        ("memory: 32G", "memory: 32", "profiles[gpu].resources.memory: 32 has no unit; write it like 32M or 32G"),
+        ('walltime: "08:00:00", gpus: 1', 'walltime: "8h", gpus: 1', "profiles[gpu].resources.walltime: '8h' is not a walltime"),
+        ("slug: gpu", "slug: GPU_1", "profiles[GPU_1].slug: 'GPU_1' has characters that are not allowed here"),
+        ("    queue: gpu\n", "    queue: gpu\n    directives: [\"--x\\n#SBATCH --uid=0\"]\n", "profiles[gpu].directives[0]: must be a single line"),
+        ("    queue: gpu\n", "    queue: gpu\n    account: \"a b\"\n", "profiles[gpu].account: 'a b' has characters"),
+        ("    queue: gpu\n", "    queue: gpu\n    template: ../../etc/passwd\n", "profiles[gpu].template: '../../etc/passwd' has characters"),
+        ("submit: {via: sudo}", "submit: {via: ssh}", "clusters.main.submit.via: submission over ssh is not supported yet"),
+        ("cores: {min: 1, max: 4}", "cores: {min: 3, max: 4}", "profiles[small].user_adjustable.cores.min: the profile's default 1 is below min 3"),
+        ("cores: {min: 1, max: 4}", "cores: {min: 4, max: 2}", "profiles[small].user_adjustable.cores: min 4 is larger than max 2"),
+        ("choices: [2G, 4G, 8G]", "choices: [2G, 8G]", "profiles[small].user_adjustable.memory.choices: must include the profile's default 4G"),
+        ("cores: {min: 1, max: 4}", "cores: {min: 1, max: 4, choices: [1, 2]}", "profiles[small].user_adjustable.cores: give either choices or min/max, not both"),
+        ("cores: {min: 1, max: 4}", "shoe_size: {max: 4}", "profiles[small].user_adjustable.shoe_size: unknown key 'shoe_size'"),
+    ],
+)
+def test_each_kind_of_mistake_is_named(tmp_path, old, new, expected):
+    assert old in VALID
+    errors = errors_of(VALID.replace(old, new, 1), tmp_path)
+    assert any(expected in error for error in errors), errors
+
+
+def test_sge_profiles_must_use_one_host(tmp_path):
+    text = VALID.replace("scheduler: slurm", "scheduler: sge").replace("gpus: 0, nodes: 1}", "gpus: 0, nodes: 2}")
+    text = text.replace("max_nodes: 1,", "max_nodes: 4,")
+    assert ":18: profiles[small].resources.nodes: Grid Engine profiles run a server on one host: nodes must be 1" in errors_of(text, tmp_path)
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    text = VALID.replace("scheduler: slurm", "scheduler: slurmm").replace("slug: gpu", "slug: G P U")
+    assert len(errors_of(text, tmp_path)) == 2
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SiteConfigError, match="nope.yaml: cannot read: No such file"):
+        load_site_config(tmp_path / "nope.yaml")
+
+
+def test_not_a_mapping(tmp_path):
+    assert errors_of("- a\n- b\n", tmp_path) == [": must be a mapping with keys site, clusters, profiles"]
+
+
+def test_check_command_exit_codes(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", *map(str, SITE_CONFIGS.glob("*.yaml"))],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.count(": ok (") == len(list(SITE_CONFIGS.glob("*.yaml")))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(VALID.replace('walltime: "02:00:00", gpus: 0', 'walltime: "48:00:00", gpus: 0'))
+    bad = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(broken)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"{broken}:18: profiles[small].resources.walltime: 48:00:00 exceeds queue 'short' limit 04:00:00" in bad.stderr
+
+
+def test_check_renders_templates_and_reports_template_errors(tmp_path):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "slurm.sh.j2").write_text('{% extends "hpchub/slurm.sh.j2" %}{% block launch %}echo {{ no_such_thing }}{% endblock %}')
+    site = tmp_path / "site.yaml"
+    site.write_text(VALID + "templates_dir: templates\n")
+    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "profiles[small]: template 'slurm.sh.j2': 'no_such_thing' is undefined" in result.stderr
