@@ -1,0 +1,40 @@
+#!/bin/bash
+# The whole test suite, on a Debian 12 machine as root: installs what it needs (Debian packages,
+# the Python venv, test users), starts the local Slurm and Grid Engine clusters, runs pytest
+# with the real-scheduler tests required (a cluster that is not up fails them, never skips),
+# and stops the clusters it started. Extra arguments go to pytest.
+#
+# usage: bash tests/run.sh [PYTEST ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${HPCHUB_VENV:-/opt/hpchub/venv}
+
+bash tests/clusters/install-packages.sh
+bash tests/setup-python.sh
+bash tests/clusters/users.sh
+
+started=()
+stop_started() {
+    local cluster
+    for cluster in "${started[@]}"; do
+        bash "tests/clusters/$cluster.sh" down || echo "run.sh: could not stop $cluster" >&2
+    done
+}
+trap stop_started EXIT
+for cluster in slurm sge; do
+    if ! bash "tests/clusters/$cluster.sh" status >/dev/null 2>&1; then
+        started+=("$cluster")
+        bash "tests/clusters/$cluster.sh" up
+    fi
+done
+
+status=0
+HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    # What the schedulers saw, for whoever reads a red CI log.
+    echo "---- scheduler state after the failed run ----"
+    sinfo 2>&1 | head -20 || true
+    squeue --states=all 2>&1 | head -40 || true
+    qstat -f -u '*' 2>&1 | head -40 || true
+fi
+exit "$status"

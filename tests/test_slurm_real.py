@@ -1,0 +1,113 @@
+"""Rendered job scripts on the real local Slurm (tests/clusters/slurm.sh): submitted as ordinary
+users via sudo, seen through one status call, queue info, multi-node over namespace nodes, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpchub.cluster import ClusterClient
+from hpchub.schedulers import JobState
+from jobs import site_with_extra_profiles, submit, wait_for, wait_for_file_text
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+EXTRA_PROFILES = """
+  - slug: held
+    name: held on submit
+    cluster: local
+    queue: debug
+    resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
+    directives: ["--hold"]
+  - slug: later
+    name: starts in an hour
+    cluster: local
+    queue: debug
+    resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
+    directives: ["--begin=now+1hour"]
+"""
+
+REPORT = "id -un; hostname; echo venv=$VIRTUAL_ENV omp=$OMP_NUM_THREADS; echo ready"
+
+
+@pytest.fixture
+def site():
+    return site_with_extra_profiles("local-slurm.yaml", EXTRA_PROFILES)
+
+
+@pytest.fixture
+async def cleanup(site):
+    """Cancel whatever a test submitted, and remove its logs, even when it fails."""
+    submitted: list[tuple[str, str, str]] = []
+    yield submitted
+    client = ClusterClient("local", site.clusters["local"])
+    for job_id, user, log in submitted:
+        try:
+            await client.cancel(user, [job_id])
+        except Exception:
+            pass
+        Path(log.replace("%j", job_id)).unlink(missing_ok=True)
+
+
+async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cleanup):
+    client = ClusterClient("local", site.clusters["local"])
+    alice_job, alice_log = await submit(site, "small", "alice", f"bash -c '{REPORT}; sleep 300'", cores="2", memory="2G")
+    cleanup.append((alice_job, "alice", alice_log))
+    bob_job, bob_log = await submit(site, "small", "bob", f"bash -c '{REPORT}; sleep 300'")
+    cleanup.append((bob_job, "bob", bob_log))
+    held_job, held_log = await submit(site, "held", "alice", "sleep 300")
+    cleanup.append((held_job, "alice", held_log))
+    later_job, later_log = await submit(site, "later", "bob", "sleep 300")
+    cleanup.append((later_job, "bob", later_log))
+
+    jobs = await wait_for(
+        client,
+        lambda jobs: jobs[alice_job].state is JobState.RUNNING and jobs[bob_job].state is JobState.RUNNING,
+        what="both servers running",
+    )
+    assert (jobs[alice_job].user, jobs[bob_job].user) == ("alice", "bob")
+    assert jobs[alice_job].host == "vm" and jobs[alice_job].name == "hpchub-alice-small"
+    assert jobs[held_job].state is JobState.HELD and jobs[held_job].reason == "JobHeldUser"
+    assert jobs[later_job].state is JobState.PENDING and jobs[later_job].reason == "BeginTime"
+    assert jobs[later_job].estimated_start is not None
+
+    # The job ran as alice, with the site's environment block applied.
+    log = await wait_for_file_text(Path(alice_log.replace("%j", alice_job)), "ready")
+    assert log.splitlines()[1:4] == ["alice", "vm", "venv=/opt/hpchub/venv omp=1"]
+    assert Path(alice_log.replace("%j", alice_job)).stat().st_uid == __import__("pwd").getpwnam("alice").pw_uid
+
+    queues = {queue.name: queue for queue in await client.queue_info()}
+    assert queues["debug"].cores_total == 8 and queues["debug"].cores_free <= 5
+    assert queues["debug"].jobs_running >= 2 and queues["debug"].jobs_pending >= 2
+    assert queues["multi"].nodes_total == 3
+
+    for job_id, user, _ in cleanup:
+        await client.cancel(user, [job_id])
+    ours = {alice_job, bob_job, held_job, later_job}
+    jobs = await wait_for(
+        client,
+        lambda jobs: all(job_id not in jobs or not jobs[job_id].state.is_active for job_id in ours),
+        what="all four jobs gone",
+    )
+    assert all(jobs[job_id].state is JobState.CANCELLED for job_id in ours if job_id in jobs)
+
+
+@pytest.mark.multinode
+async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
+    client = ClusterClient("local", site.clusters["local"])
+    job_id, log = await submit(site, "multi", "alice", "bash -c 'srun --ntasks-per-node=1 hostname | sort; echo done; sleep 300'", nodes="3")
+    cleanup.append((job_id, "alice", log))
+    jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.RUNNING, what="multi-node job running")
+    assert jobs[job_id].nodes == ("node1", "node2", "node3") and jobs[job_id].queue == "multi"
+    text = await wait_for_file_text(Path(log.replace("%j", job_id)), "done")
+    assert text.splitlines()[-4:-1] == ["node1", "node2", "node3"]
+
+
+async def test_a_failing_job_is_reported_failed(site, cleanup):
+    client = ClusterClient("local", site.clusters["local"])
+    job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
+    cleanup.append((job_id, "alice", log))
+    jobs = await wait_for(client, lambda jobs: job_id in jobs and jobs[job_id].state is JobState.FAILED, what="job failed")
+    assert jobs[job_id].reason == "NonZeroExitCode"
+    assert "broken environment" in Path(log.replace("%j", job_id)).read_text()
