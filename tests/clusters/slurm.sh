@@ -181,7 +181,7 @@ ensure_munge() {
     munge_ok && return 0
     ensure_munge_key "${1:-}"
     install -d -o munge -g munge -m 0755 /run/munge
-    runuser -u munge -- munged --force >/dev/null 2>&1 ||
+    runuser -u munge -- munged --force >/dev/null 2>&1 9>&- ||
         { tail_logs /var/log/munge/munged.log; die "munged failed to start"; }
     wait_until 10 munge_ok ||
         { tail_logs /var/log/munge/munged.log; die "munged does not answer"; }
@@ -270,7 +270,7 @@ start_ctld() {
     ctld_alive && return 0
     rm -f "$CTLD_PID"
     cp -f "$CONF" "$STARTED_CONF"
-    slurmctld -f "$CONF" >>"$STATE/log/slurmctld.out" 2>&1 ||
+    slurmctld -f "$CONF" >>"$STATE/log/slurmctld.out" 2>&1 9>&- ||
         fail "slurmctld failed to start"
     wait_until "$UP_TIMEOUT" ctld_answers || fail "slurmctld does not answer (scontrol ping)"
 }
@@ -282,7 +282,7 @@ start_slurmd() {
     slurmd_alive "$n" && return 0
     rm -f "$(slurmd_pidfile "$n")"
     if [ "$n" = "$HEAD" ]; then
-        slurmd -f "$CONF" -N "$n" >>"$STATE/log/slurmd-$n.out" 2>&1 ||
+        slurmd -f "$CONF" -N "$n" >>"$STATE/log/slurmd-$n.out" 2>&1 9>&- ||
             fail "slurmd $n failed to start"
     else
         ns=$(node_ns "$n")
@@ -290,7 +290,7 @@ start_slurmd() {
         # The node's /etc/hosts is a bind mount in its own mount namespace.
         nsenter --net="/run/netns/$ns" unshare --mount --uts --propagation private \
             sh -c "mount --bind '$STATE/hosts/$n' /etc/hosts && hostname '$n' &&
-                   exec slurmd -f '$CONF' -N '$n'" >>"$STATE/log/slurmd-$n.out" 2>&1 ||
+                   exec slurmd -f '$CONF' -N '$n'" >>"$STATE/log/slurmd-$n.out" 2>&1 9>&- ||
             fail "slurmd $n failed to start"
     fi
 }
