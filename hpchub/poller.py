@@ -1,0 +1,163 @@
+"""One status query per cluster per poll interval, shared by every spawner (and engine launcher).
+
+Spawners ask the poller about their job; the poller answers from its last snapshot when that is
+fresh enough and otherwise runs one status command for every job it watches (coalescing
+concurrent callers into that one command). A failed query is never "job gone": callers get
+UNKNOWN until the scheduler answers again, and the poller backs off meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from .schedulers import JobStatus
+
+log = logging.getLogger("hpchub.poller")
+
+StatusQuery = Callable[[Iterable[str] | None], Awaitable[dict[str, JobStatus]]]
+
+
+class Presence(enum.Enum):
+    KNOWN = "known"  # the scheduler listed the job; see .status
+    GONE = "gone"  # a successful query did not list it
+    UNKNOWN = "unknown"  # no successful query since the job was watched (scheduler not answering)
+
+
+@dataclass(frozen=True)
+class JobView:
+    presence: Presence
+    status: JobStatus | None = None
+    as_of: float | None = None  # monotonic time of the query this comes from
+    error: str | None = None  # the last query's error, while UNKNOWN
+
+
+@dataclass
+class _Snapshot:
+    jobs: dict[str, JobStatus] = field(default_factory=dict)
+    users: frozenset[str] = frozenset()
+    taken: float = float("-inf")  # monotonic
+
+
+class StatusPoller:
+    """Batched, cached, fault-tolerant job status for one cluster."""
+
+    def __init__(
+        self,
+        query: StatusQuery,
+        *,
+        interval: float = 30.0,
+        min_interval: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._query = query
+        self.interval = interval
+        self.min_interval = min_interval
+        self.max_backoff = max_backoff
+        self.jitter = jitter
+        self._clock = clock
+        self._snapshot = _Snapshot()
+        self._watched: dict[str, str] = {}  # job id -> user
+        self._watched_since: dict[str, float] = {}
+        self._inflight: asyncio.Future | None = None
+        self._failures = 0
+        self._retry_at = float("-inf")
+        self.last_error: str | None = None
+        self.queries = 0  # how many status commands ran (for tests and benchmarks)
+
+    # -- which jobs -------------------------------------------------------------------------
+    def watch(self, job_id: str, user: str) -> None:
+        if job_id not in self._watched:
+            self._watched[job_id] = user
+            self._watched_since[job_id] = self._clock()
+
+    def unwatch(self, job_id: str) -> None:
+        self._watched.pop(job_id, None)
+        self._watched_since.pop(job_id, None)
+
+    @property
+    def watched(self) -> dict[str, str]:
+        return dict(self._watched)
+
+    # -- answers ----------------------------------------------------------------------------
+    def view(self, job_id: str) -> JobView:
+        """What the last successful query says about ``job_id`` (no scheduler call)."""
+        snapshot = self._snapshot
+        user = self._watched.get(job_id)
+        covered = user is None or not snapshot.users or user in snapshot.users
+        since = self._watched_since.get(job_id, float("-inf"))
+        if snapshot.taken < since or not covered:
+            return JobView(Presence.UNKNOWN, error=self.last_error)
+        if job_id in snapshot.jobs:
+            return JobView(Presence.KNOWN, snapshot.jobs[job_id], snapshot.taken)
+        return JobView(Presence.GONE, as_of=snapshot.taken)
+
+    async def get(self, job_id: str, max_age: float | None = None) -> JobView:
+        """The job's status, no older than ``max_age`` seconds (default: the poll interval) if
+        the scheduler answers; UNKNOWN while it does not."""
+        max_age = self.interval if max_age is None else max(max_age, self.min_interval)
+        view = self.view(job_id)
+        if view.as_of is not None and self._clock() - view.as_of <= max_age:
+            return view
+        await self.refresh()
+        return self.view(job_id)
+
+    async def refresh(self) -> None:
+        """Run one status query for all watched jobs, unless one is running (then wait for it)
+        or the poller is backing off after failures."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+            return
+        if self._clock() < self._retry_at:
+            return
+        # Not before min_interval since the last query, however many callers ask.
+        if self._clock() - self._snapshot.taken < self.min_interval:
+            return
+        self._inflight = asyncio.get_running_loop().create_future()
+        try:
+            await self._run_query()
+        finally:
+            inflight, self._inflight = self._inflight, None
+            inflight.set_result(None)
+
+    async def _run_query(self) -> None:
+        users = frozenset(self._watched.values())
+        started = self._clock()
+        self.queries += 1
+        try:
+            jobs = await self._query(sorted(users) if users else None)
+        except Exception as error:  # any failure means "unknown", never "gone"
+            self._failures += 1
+            delay = min(self.interval * 2 ** (self._failures - 1), self.max_backoff)
+            self._retry_at = self._clock() + delay * (1 + random.uniform(0, self.jitter))
+            self.last_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.warning("status query failed (%d in a row; next try in %.0f s): %s", self._failures, delay, self.last_error)
+            return
+        if self._failures:
+            log.info("status query answers again after %d failures", self._failures)
+        self._failures = 0
+        self._retry_at = float("-inf")
+        self.last_error = None
+        self._snapshot = _Snapshot(jobs, users, started)
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
+    # -- background loop --------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        """Refresh every interval (with jitter, so that hubs restarted together spread out)."""
+        while True:
+            await asyncio.sleep(self.interval * (1 + random.uniform(-self.jitter, self.jitter)))
+            if self._watched:
+                try:
+                    await self.refresh()
+                except Exception:  # pragma: no cover - refresh already turns errors into state
+                    log.exception("status refresh failed")

@@ -1,0 +1,51 @@
+"""The hpchub command: exit codes and messages for render (the real-cluster commands are
+exercised by examples/local.sh and the scheduler tests)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO, SITE_CONFIGS
+
+LOCAL_SLURM = str(SITE_CONFIGS / "local-slurm.yaml")
+
+
+def hpchub(*args):
+    return subprocess.run([sys.executable, "-m", "hpchub.cli", *args], capture_output=True, text=True)
+
+
+def test_render_prints_the_golden_script():
+    result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "tests" / "golden" / "local-slurm--small.sh").read_text()
+
+
+def test_render_applies_valid_choices():
+    result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice", "--set", "cores=4", "--set", "memory=4G")
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --cpus-per-task=4\n" in result.stdout and "#SBATCH --mem=4096M\n" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "cores=5"], "hpchub: cores: 5 is above the maximum 4"),
+        (["--set", "nodes=2"], "hpchub: nodes: profile 'small' does not let users change nodes"),
+        (["--set", "memory=3G"], "hpchub: memory: 3G is not one of 1G, 2G, 4G"),
+        (["--set", "walltime=$(reboot)"], "hpchub: walltime: '$(reboot)' is not a walltime"),
+        (["--set", "cores"], "write --set as FIELD=VALUE"),
+        (["--set", "colour=red"], "hpchub: colour: unknown option"),
+    ],
+)
+def test_render_refuses_bad_choices_with_exit_1(args, message):
+    result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice", *args)
+    assert result.returncode == 1 and result.stdout == ""
+    assert message in result.stderr
+
+
+def test_unknown_profile_and_bad_user():
+    result = hpchub("render", LOCAL_SLURM, "--profile", "huge", "--user", "alice")
+    assert result.returncode == 1 and "no profile 'huge' (profiles: small, multi)" in result.stderr
+    result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice;id")
+    assert result.returncode == 1 and "user name 'alice;id' has characters that are not allowed" in result.stderr

@@ -1,0 +1,149 @@
+"""The shared status poller, with a fake scheduler query (the real one is in the e2e tests)."""
+
+import asyncio
+
+import pytest
+
+from hpchub.poller import Presence, StatusPoller
+from hpchub.schedulers import JobState, JobStatus
+
+
+class FakeScheduler:
+    def __init__(self):
+        self.jobs: dict[str, JobStatus] = {}
+        self.calls: list = []
+        self.failing = False
+        self.delay = 0.0
+
+    async def query(self, users):
+        self.calls.append(users)
+        await asyncio.sleep(self.delay)
+        if self.failing:
+            raise RuntimeError("squeue: error: slurm_load_jobs error: Unable to contact slurm controller")
+        return {job_id: job for job_id, job in self.jobs.items() if users is None or job.user in users}
+
+    def add(self, job_id, user, state=JobState.RUNNING):
+        self.jobs[job_id] = JobStatus(job_id, state, state.name, user=user)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def setup():
+    scheduler, clock = FakeScheduler(), Clock()
+    poller = StatusPoller(scheduler.query, interval=30, min_interval=1, max_backoff=300, jitter=0, clock=clock)
+    return scheduler, clock, poller
+
+
+async def test_many_spawners_one_query(setup):
+    scheduler, clock, poller = setup
+    scheduler.delay = 0.05
+    for n in range(60):
+        scheduler.add(str(n), f"user{n}")
+        poller.watch(str(n), f"user{n}")
+    clock.now += 5
+    views = await asyncio.gather(*(poller.get(str(n)) for n in range(60)))
+    assert len(scheduler.calls) == 1 and poller.queries == 1
+    assert sorted(scheduler.calls[0]) == sorted(f"user{n}" for n in range(60))
+    assert all(view.presence is Presence.KNOWN and view.status.state is JobState.RUNNING for view in views)
+    # Within the interval the cache answers without asking again.
+    clock.now += 10
+    await asyncio.gather(*(poller.get(str(n)) for n in range(60)))
+    assert len(scheduler.calls) == 1
+    clock.now += 25
+    await poller.get("0")
+    assert len(scheduler.calls) == 2
+
+
+async def test_starting_spawners_ask_faster_but_not_faster_than_min_interval(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    poller.watch("1", "alice")
+    clock.now += 1
+    await poller.get("1", max_age=1)
+    await poller.get("1", max_age=0)  # min_interval still applies
+    assert len(scheduler.calls) == 1
+    clock.now += 1.5
+    await poller.get("1", max_age=1)
+    assert len(scheduler.calls) == 2
+
+
+async def test_a_failing_scheduler_means_unknown_never_gone(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    poller.watch("1", "alice")
+    clock.now += 1
+    assert (await poller.get("1")).presence is Presence.KNOWN
+    scheduler.failing = True
+    scheduler.jobs.clear()  # as if squeue printed nothing useful
+    clock.now += 31
+    view = await poller.get("1")
+    # The last good answer stands (stale), but nothing says gone.
+    assert view.presence is Presence.KNOWN and "Unable to contact" in poller.last_error
+    assert poller.failing
+    # Backoff: no new query until interval * 2**(failures-1) has passed.
+    calls = len(scheduler.calls)
+    clock.now += 10
+    await poller.get("1")
+    assert len(scheduler.calls) == calls
+    clock.now += 25
+    await poller.get("1")
+    assert len(scheduler.calls) == calls + 1  # second failure: now 60 s backoff
+    clock.now += 40
+    await poller.get("1")
+    assert len(scheduler.calls) == calls + 1
+    scheduler.failing = False
+    scheduler.add("1", "alice")
+    clock.now += 30
+    view = await poller.get("1")
+    assert view.presence is Presence.KNOWN and not poller.failing and poller.last_error is None
+
+
+async def test_backoff_is_capped(setup):
+    scheduler, clock, poller = setup
+    poller.watch("1", "alice")
+    scheduler.failing = True
+    for _ in range(12):
+        clock.now += 301
+        await poller.refresh()
+    assert len(scheduler.calls) == 12
+
+
+async def test_new_job_is_unknown_until_a_query_covers_it(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    poller.watch("1", "alice")
+    clock.now += 1
+    await poller.refresh()
+    clock.now += 0.5
+    scheduler.add("2", "bob")
+    poller.watch("2", "bob")
+    assert poller.view("2").presence is Presence.UNKNOWN  # never "gone" just because it is new
+    clock.now += 1
+    assert (await poller.get("2", max_age=1)).presence is Presence.KNOWN
+
+
+async def test_a_job_missing_from_a_good_answer_is_gone(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    poller.watch("1", "alice")
+    clock.now += 1
+    await poller.refresh()
+    del scheduler.jobs["1"]
+    clock.now += 31
+    assert (await poller.get("1")).presence is Presence.GONE
+
+
+async def test_failure_before_any_answer_is_unknown(setup):
+    scheduler, clock, poller = setup
+    scheduler.failing = True
+    poller.watch("1", "alice")
+    clock.now += 1
+    view = await poller.get("1")
+    assert view.presence is Presence.UNKNOWN and "Unable to contact" in view.error
