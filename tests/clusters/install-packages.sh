@@ -46,7 +46,7 @@ missing() {
 todo=$(missing)
 [ -n "$todo" ] || exit 0 # fast path: everything is installed
 
-[ "$(id -u)" -eq 0 ] || die "must run as root to install: $(echo $todo)"
+[ "$(id -u)" -eq 0 ] || die "must run as root to install: ${todo//$'\n'/ }"
 command -v apt-get >/dev/null || die "apt-get not found (Debian 12 expected)"
 
 export DEBIAN_FRONTEND=noninteractive
@@ -67,6 +67,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 
 if [ "$what" != slurm ]; then
+    # gridengine-master's postinst (init_cluster) fails halfway when the
+    # hostname does not resolve, leaving a broken cell behind.
+    getent hosts "$(hostname)" >/dev/null ||
+        die "hostname '$(hostname)' does not resolve (add it to /etc/hosts); Grid Engine needs it"
     # The postinst of gridengine-master creates the cell (init_cluster) only
     # when told to; act_qmaster is written from gridenginemaster.
     master=$(hostname)
@@ -100,14 +104,15 @@ fi
 # shellcheck disable=SC2086
 apt_install() { run_apt apt-get install -y --no-install-recommends $todo; }
 if ! apt_install; then
-    if [ -z "$need_update" ]; then
-        # Stale package lists (404 on download): refresh once and retry.
+    # Retry only a download failure (stale package lists: 404), never a
+    # failed maintainer script: a second run could hide a half-done setup.
+    if [ -z "$need_update" ] && grep -Eq 'Failed to fetch|Unable to fetch|404 +Not Found' "$log"; then
         run_apt apt-get update || die "apt-get update failed"
-        apt_install || die "apt-get install failed: $(echo $todo)"
+        apt_install || die "apt-get install failed: ${todo//$'\n'/ }"
     else
-        die "apt-get install failed: $(echo $todo)"
+        die "apt-get install failed: ${todo//$'\n'/ }"
     fi
 fi
 
 left=$(missing)
-[ -z "$left" ] || die "still not installed after apt-get: $(echo $left)"
+[ -z "$left" ] || die "still not installed after apt-get: ${left//$'\n'/ }"

@@ -46,8 +46,9 @@ CTLD_PID=$STATE/run/slurmctld.pid
 MUNGE_PID=$STATE/run/munged.pid
 STARTED_CONF=$STATE/run/slurmctld.conf # the config slurmctld was started with
 
-[[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -le 89 ] ||
+if ! [[ "$NODES" =~ ^[0-9]+$ ]] || [ "$NODES" -gt 89 ]; then
     die "HPCHUB_SLURM_NODES must be a number from 0 to 89 (got '$NODES')"
+fi
 
 node_names() {
     local k
@@ -117,7 +118,7 @@ conf_roles() {
     local ctl=${HPCHUB_SLURM_CONTROLLER:-} nodes=${HPCHUB_SLURM_COMPUTE_NODES:-} n list
     [ -n "$ctl" ] || die "set HPCHUB_SLURM_CONTROLLER (the controller's hostname)"
     [ -n "$nodes" ] || die "set HPCHUB_SLURM_COMPUTE_NODES (comma-separated node hostnames)"
-    list=$(echo "$nodes" | tr ', ' '\n\n' | grep -v '^$' | paste -sd,)
+    list=$(echo "$nodes" | tr -s ', ' '\n' | grep -v '^$' | paste -sd,)
     conf_common "$ctl"
     for n in ${list//,/ }; do
         echo "NodeName=$n CPUs=4 RealMemory=8000 State=UNKNOWN"
@@ -205,7 +206,7 @@ net_up() {
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge || die "cannot create bridge $BRIDGE"
     fi
-    ip addr show dev "$BRIDGE" | grep -q "inet $HEAD_ADDR/24" ||
+    ip addr show dev "$BRIDGE" | grep -F "inet $HEAD_ADDR/24" >/dev/null ||
         ip addr add "$HEAD_ADDR/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
     hosts=$(hosts_file)
@@ -250,12 +251,14 @@ net_down() {
 
 ctld_alive() { pidfile_alive "$CTLD_PID" slurmctld; }
 slurmd_alive() { pidfile_alive "$(slurmd_pidfile "$1")" slurmd; }
-ctld_answers() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+ctld_answers() { scontrol ping 2>/dev/null | grep -F "is UP" >/dev/null; }
 
 all_logs() {
     local f
     echo "$STATE/log/slurmctld.log"
     for f in "$STATE"/log/slurmd-*.log; do [ -e "$f" ] && echo "$f"; done
+    # What the daemons printed while starting (usually empty).
+    for f in "$STATE"/log/*.out; do [ -s "$f" ] && echo "$f"; done
     return 0
 }
 
@@ -266,13 +269,28 @@ fail() {
     exit 1
 }
 
+any_slurmd_alive() {
+    local f
+    for f in "$STATE"/run/slurmd-*.pid; do
+        [ -e "$f" ] && pidfile_alive "$f" slurmd && return 0
+    done
+    return 1
+}
+
 start_ctld() {
+    local had_nodes=
     ctld_alive && return 0
+    any_slurmd_alive && had_nodes=1
     rm -f "$CTLD_PID"
     cp -f "$CONF" "$STARTED_CONF"
     slurmctld -f "$CONF" >>"$STATE/log/slurmctld.out" 2>&1 9>&- ||
         fail "slurmctld failed to start"
     wait_until "$UP_TIMEOUT" ctld_answers || fail "slurmctld does not answer (scontrol ping)"
+    if [ -n "$had_nodes" ]; then
+        # A restarted slurmctld shows running slurmds as "unknown" until its
+        # next ping (~4 s); reconfigure makes them register at once.
+        scontrol reconfigure >/dev/null 2>&1 || true
+    fi
 }
 
 stop_ctld() { stop_pidfile "$CTLD_PID" slurmctld 10; }
@@ -297,7 +315,7 @@ start_slurmd() {
 
 # Stop every slurmd this script started (pid files), whatever the node set.
 stop_all_slurmd() {
-    local f n
+    local f
     for f in "$STATE"/run/slurmd-*.pid; do
         [ -e "$f" ] || continue
         stop_pidfile "$f" slurmd 10 &
@@ -306,7 +324,8 @@ stop_all_slurmd() {
 }
 
 stop_stale_slurmd() {
-    local f n keep=" $HEAD $(node_names | tr '\n' ' ')"
+    local f n keep
+    keep=" $HEAD $(node_names | tr '\n' ' ')"
     for f in "$STATE"/run/slurmd-*.pid; do
         [ -e "$f" ] || continue
         n=${f##*/slurmd-}
@@ -386,10 +405,11 @@ cmd_up() {
         return 0
     fi
     need_cmds slurmctld slurmd sinfo scontrol munged munge unmunge ip nsenter unshare runuser
+    # shellcheck disable=SC2046
     make_dirs "$HEAD" $(node_names)
     ensure_munge
     install_conf "$(conf_local)" || true
-    if ctld_alive && ! cmp -s "$CONF" "$STARTED_CONF"; then
+    if ! cmp -s "$CONF" "$STARTED_CONF"; then
         # A new node set needs fresh daemons (scontrol reconfigure cannot).
         stop_ctld
         stop_all_slurmd
