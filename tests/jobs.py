@@ -11,6 +11,7 @@ from hpchub.cli import server_launch
 from hpchub.cluster import ClusterClient
 from hpchub.config import SiteConfig, parse_site_config
 from hpchub.options import resolve_request
+from hpchub.runner import CommandError
 from hpchub.render import UserAccount, job_context, job_name, render_job_script, template_name
 from hpchub.schedulers import JobStatus
 from support import SITE_CONFIGS
@@ -22,7 +23,7 @@ def site_with_extra_profiles(config: str, extra: str) -> SiteConfig:
 
 
 async def submit(site: SiteConfig, profile: str, user: str, command: str, **options) -> tuple[str, str]:
-    """Render ``profile`` for ``user`` with ``command`` as the launch, submit it; return (job id, log path pattern)."""
+    """Render ``profile`` for ``user`` with ``command`` as the launch, submit it; return (job id, log path)."""
     request = resolve_request(site, site.profile(profile), options)
     account = UserAccount.lookup(user)
     name = job_name(account, profile)
@@ -30,7 +31,18 @@ async def submit(site: SiteConfig, profile: str, user: str, command: str, **opti
     script = render_job_script(site, context, template_name(request))
     client = ClusterClient(request.cluster_name, request.cluster)
     job_id = await client.submit(user, script, log_dir=context["job"]["log_dir"])
-    return job_id, str(context["job"]["output"])
+    return job_id, str(context["job"]["output"]).replace("%j", job_id).replace("$JOB_ID", job_id)
+
+
+async def cancel_and_remove_logs(site: SiteConfig, submitted: list[tuple[str, str, str]]) -> None:
+    """Test cleanup: cancel every (job id, user, log) submitted, ignoring jobs already gone."""
+    client = ClusterClient("local", site.clusters["local"])
+    for job_id, user, log in submitted:
+        try:
+            await client.cancel(user, [job_id])
+        except CommandError:
+            pass
+        Path(log).unlink(missing_ok=True)
 
 
 async def wait_for(client: ClusterClient, predicate, timeout: float = 60, what: str = "") -> dict[str, JobStatus]:

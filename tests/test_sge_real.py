@@ -10,7 +10,7 @@ import pytest
 
 from hpchub.cluster import ClusterClient
 from hpchub.schedulers import JobState
-from jobs import site_with_extra_profiles, submit, wait_for, wait_for_file_text
+from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 pytestmark = [pytest.mark.sge, pytest.mark.usefixtures("sge_cluster")]
 
@@ -39,15 +39,10 @@ def site():
 
 @pytest.fixture
 async def cleanup(site):
+    """Cancel whatever a test submitted, and remove its logs, even when it fails."""
     submitted: list[tuple[str, str, str]] = []
     yield submitted
-    client = ClusterClient("local", site.clusters["local"])
-    for job_id, user, log in submitted:
-        try:
-            await client.cancel(user, [job_id])
-        except Exception:
-            pass
-        Path(log.replace("$JOB_ID", job_id)).unlink(missing_ok=True)
+    await cancel_and_remove_logs(site, submitted)
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, cleanup):
@@ -69,7 +64,7 @@ async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, clean
     assert jobs[alice_job].host == "vm" and jobs[alice_job].name == "hpchub-alice-small"
     assert jobs[held_job].state is JobState.HELD and jobs[held_job].scheduler_state == "hqw"
 
-    log_path = Path(alice_log.replace("$JOB_ID", alice_job))
+    log_path = Path(alice_log)
     log = await wait_for_file_text(log_path, "ready")
     assert log.splitlines()[1:4] == ["alice", "vm", "venv=/opt/hpchub/venv omp=1 slots=2"]
     assert log_path.stat().st_uid == pwd.getpwnam("alice").pw_uid
@@ -98,5 +93,5 @@ async def test_a_failing_job_leaves_qstat_and_its_output(site, cleanup):
     job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
     cleanup.append((job_id, "alice", log))
     await wait_for(client, lambda jobs: job_id not in jobs, what="job gone")
-    text = await wait_for_file_text(Path(log.replace("$JOB_ID", job_id)), "broken environment")
+    text = await wait_for_file_text(Path(log), "broken environment")
     assert "hpchub: job" in text

@@ -3,13 +3,14 @@ users via sudo, seen through one status call, queue info, multi-node over namesp
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 
 import pytest
 
 from hpchub.cluster import ClusterClient
 from hpchub.schedulers import JobState
-from jobs import site_with_extra_profiles, submit, wait_for, wait_for_file_text
+from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -41,13 +42,7 @@ async def cleanup(site):
     """Cancel whatever a test submitted, and remove its logs, even when it fails."""
     submitted: list[tuple[str, str, str]] = []
     yield submitted
-    client = ClusterClient("local", site.clusters["local"])
-    for job_id, user, log in submitted:
-        try:
-            await client.cancel(user, [job_id])
-        except Exception:
-            pass
-        Path(log.replace("%j", job_id)).unlink(missing_ok=True)
+    await cancel_and_remove_logs(site, submitted)
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cleanup):
@@ -73,9 +68,9 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
     assert jobs[later_job].estimated_start is not None
 
     # The job ran as alice, with the site's environment block applied.
-    log = await wait_for_file_text(Path(alice_log.replace("%j", alice_job)), "ready")
+    log = await wait_for_file_text(Path(alice_log), "ready")
     assert log.splitlines()[1:4] == ["alice", "vm", "venv=/opt/hpchub/venv omp=1"]
-    assert Path(alice_log.replace("%j", alice_job)).stat().st_uid == __import__("pwd").getpwnam("alice").pw_uid
+    assert Path(alice_log).stat().st_uid == pwd.getpwnam("alice").pw_uid
 
     queues = {queue.name: queue for queue in await client.queue_info()}
     assert queues["debug"].cores_total == 8 and queues["debug"].cores_free <= 5
@@ -100,7 +95,7 @@ async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.RUNNING, what="multi-node job running")
     assert jobs[job_id].nodes == ("node1", "node2", "node3") and jobs[job_id].queue == "multi"
-    text = await wait_for_file_text(Path(log.replace("%j", job_id)), "done")
+    text = await wait_for_file_text(Path(log), "done")
     assert text.splitlines()[-4:-1] == ["node1", "node2", "node3"]
 
 
@@ -110,4 +105,4 @@ async def test_a_failing_job_is_reported_failed(site, cleanup):
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: job_id in jobs and jobs[job_id].state is JobState.FAILED, what="job failed")
     assert jobs[job_id].reason == "NonZeroExitCode"
-    assert "broken environment" in Path(log.replace("%j", job_id)).read_text()
+    assert "broken environment" in Path(log).read_text()
