@@ -1,18 +1,12 @@
 """The hpchub command: exit codes and messages for render (the real-cluster commands are
 exercised by examples/local.sh and the scheduler tests)."""
 
-import subprocess
-import sys
-
 import pytest
 
 from support import REPO, SITE_CONFIGS
+from support import run_hpchub as hpchub
 
 LOCAL_SLURM = str(SITE_CONFIGS / "local-slurm.yaml")
-
-
-def hpchub(*args):
-    return subprocess.run([sys.executable, "-m", "hpchub.cli", *args], capture_output=True, text=True)
 
 
 def test_render_prints_the_golden_script():

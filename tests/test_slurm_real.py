@@ -10,6 +10,7 @@ import pytest
 
 from hpchub.cluster import ClusterClient
 from hpchub.schedulers import JobState
+from support import SITE_CONFIGS, run_hpchub
 from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -106,3 +107,23 @@ async def test_a_failing_job_is_reported_failed(site, cleanup):
     jobs = await wait_for(client, lambda jobs: job_id in jobs and jobs[job_id].state is JobState.FAILED, what="job failed")
     assert jobs[job_id].reason == "NonZeroExitCode"
     assert "broken environment" in Path(log).read_text()
+
+
+async def test_cli_submit_status_queues_cancel(cleanup):
+    site = str(SITE_CONFIGS / "local-slurm.yaml")
+    submitted = run_hpchub("submit", site, "--profile", "small", "--user", "bob", "--command", "sleep 300")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    cleanup.append((job_id, "bob", f"/home/bob/.hpchub/logs/hpchub-bob-small.{job_id}.log"))
+    status = run_hpchub("status", site, job_id)
+    assert status.returncode == 0, status.stderr
+    row = status.stdout.splitlines()[1].split()
+    assert row[:4] == ["local", job_id, "bob", "hpchub-bob-small"] and row[5] in ("pending", "running")
+    queues = run_hpchub("queues", site)
+    assert queues.returncode == 0, queues.stderr
+    lines = {line.split()[1]: line.split() for line in queues.stdout.splitlines()[1:]}
+    assert lines["debug"][2] == "up" and lines["multi"][4].endswith("/3") and lines["debug"][-1] == "yes"
+    cancelled = run_hpchub("cancel", site, job_id, "--user", "bob")
+    assert cancelled.returncode == 0, cancelled.stderr
+    missing = run_hpchub("status", site, "999999")
+    assert missing.returncode == 1 and "job 999999: not known to the scheduler" in missing.stderr
