@@ -11,12 +11,9 @@ from collections.abc import Sequence
 from .cluster import ClusterClient
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .options import OptionsError, resolve_request
-from .render import Launch, RenderError, UserAccount, job_context, job_name, render_job_script, template_name
+from .render import RenderError, UserAccount, job_context, job_name, render_job_script, server_launch, template_name
 from .runner import CommandError
 from .schedulers import ParseError
-
-SERVER_COMMAND = ("jupyterhub-singleuser",)
-
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     values = {}
@@ -26,13 +23,6 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
             raise OptionsError({pair: "write --set as FIELD=VALUE, e.g. --set cores=2"})
         values[field.strip()] = value
     return values
-
-
-def server_launch(user: UserAccount, name: str, command: Sequence[str] | None = None) -> Launch:
-    """How a job starts the server; ``command`` (admin testing) replaces it and needs no secrets."""
-    if command:
-        return Launch(command=tuple(command))
-    return Launch(command=SERVER_COMMAND, secrets_file=f"{user.home}/.hpchub/{name}.env")
 
 
 def build_job(site: SiteConfig, args: argparse.Namespace) -> tuple[str, dict, str]:
@@ -45,7 +35,7 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> tuple[str, dict, st
     user = UserAccount.lookup(args.user)
     name = job_name(user, profile.slug)
     command = shlex.split(args.command) if getattr(args, "command", None) else None
-    context = job_context(site, request, user, server_launch(user, name, command), name=name)
+    context = job_context(site, request, user, server_launch(user, name, test_command=command), name=name)
     return render_job_script(site, context, template_name(request)), context, request.cluster_name
 
 

@@ -50,6 +50,16 @@ class ClusterClient:
         result = await self.run(self.backend.submit_argv(), user=user, input=script)
         return self.backend.parse_submit(result.stdout)
 
+    async def write_user_file(self, user: str, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` as ``user``, readable by that user only. The file is created
+        empty with mode 600 first, so its content is never readable by anyone else."""
+        await self.run(["install", "-D", "-m", "600", "/dev/null", path], user=user)
+        await self.run(["tee", path], user=user, input=text)
+
+    async def read_tail(self, user: str, path: str, lines: int) -> str:
+        """The last ``lines`` lines of a file only ``user`` may read (a job's output)."""
+        return (await self.run(["tail", "-n", str(lines), path], user=user)).stdout
+
     async def status(self, users: Sequence[str] | None = None) -> dict[str, JobStatus]:
         """Every job (of ``users``, or of everybody) in one scheduler call."""
         result = await self.run(self.backend.status_argv(users))

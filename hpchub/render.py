@@ -116,6 +116,24 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     # Secrets (the hub API token) reach the job in this file, readable by the user only.
     secrets_file: str | None = None
+    # Pick a free port on the node and report it to the hub before starting the server.
+    report_port: bool = False
+
+
+SERVER_COMMAND = ("jupyterhub-singleuser",)
+
+
+def server_launch(
+    user: UserAccount,
+    name: str,
+    server_command: Sequence[str] = SERVER_COMMAND,
+    test_command: Sequence[str] | None = None,
+) -> Launch:
+    """How a server job starts: hub secrets from a user-only file, port reported, then the
+    server. ``test_command`` (an admin trying a profile) runs instead and needs neither."""
+    if test_command:
+        return Launch(command=tuple(test_command))
+    return Launch(command=tuple(server_command), secrets_file=f"{user.home}/.hpchub/{name}.env", report_port=True)
 
 
 def job_name(user: UserAccount, profile_slug: str, suffix: str = "") -> str:

@@ -7,12 +7,11 @@ import shlex
 import time
 from pathlib import Path
 
-from hpchub.cli import server_launch
 from hpchub.cluster import ClusterClient
 from hpchub.config import SiteConfig, parse_site_config
 from hpchub.options import resolve_request
 from hpchub.runner import CommandError
-from hpchub.render import UserAccount, job_context, job_name, render_job_script, template_name
+from hpchub.render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
 from hpchub.schedulers import JobStatus
 from support import SITE_CONFIGS
 
@@ -27,7 +26,7 @@ async def submit(site: SiteConfig, profile: str, user: str, command: str, **opti
     request = resolve_request(site, site.profile(profile), options)
     account = UserAccount.lookup(user)
     name = job_name(account, profile)
-    context = job_context(site, request, account, server_launch(account, name, shlex.split(command)), name=name)
+    context = job_context(site, request, account, server_launch(account, name, test_command=shlex.split(command)), name=name)
     script = render_job_script(site, context, template_name(request))
     client = ClusterClient(request.cluster_name, request.cluster)
     job_id = await client.submit(user, script, log_dir=context["job"]["log_dir"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpchub.cli import server_launch
 from hpchub.config import load_site_config
 from hpchub.options import resolve_request
-from hpchub.render import UserAccount, job_context, job_name, render_job_script, template_name
+from hpchub.render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
 
 SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site-configs"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

@@ -136,6 +136,16 @@ def parse_status(stdout: str) -> dict[str, JobStatus]:
     return jobs
 
 
+def node_address_argv(node: str) -> list[str]:
+    """The node's address as Slurm knows it (NodeAddr), for nodes whose names DNS does not know."""
+    return ["scontrol", "show", "node", node, "--oneliner"]
+
+
+def parse_node_address(stdout: str) -> str | None:
+    match = re.search(r"\bNodeAddr=(\S+)", stdout)
+    return match.group(1) if match else None
+
+
 def cancel_argv(job_ids: Sequence[str]) -> list[str]:
     return ["scancel", *job_ids]
 

@@ -1,0 +1,77 @@
+"""JupyterHub config for hpchub on the local test clusters (examples/local.sh and the e2e tests).
+
+Everything site-specific comes from the environment, so tests and the main command share it:
+
+  HPCHUB_SITE_CONFIG   site config (default: site-configs/local-slurm.yaml of this checkout)
+  HPCHUB_HUB_IP        address the hub listens on, reachable from compute nodes
+                       (default: 10.77.0.1, the local Slurm's bridge, if this host has it)
+  HPCHUB_PORT          public port of the proxy (default 8000)
+  HPCHUB_PROXY_API     the proxy's REST API URL if the proxy runs on its own (tests);
+                       without it the hub starts configurable-http-proxy itself
+  HPCHUB_STATE_DIR     database and cookie secret (default /var/lib/hpchub-hub)
+  HPCHUB_PASSWORD      the test login password for alice, bob and carol (default: hpchub)
+  HPCHUB_ADMIN_TOKEN   if set, a service 'hpchub-admin' with this token may drive the REST API
+  HPCHUB_POLL_INTERVAL seconds between status queries of running servers (default 30)
+"""
+
+import os
+import socket
+from pathlib import Path
+
+c = get_config()  # noqa: F821 - provided by JupyterHub
+
+repo = Path(__file__).resolve().parent.parent
+state = Path(os.environ.get("HPCHUB_STATE_DIR", "/var/lib/hpchub-hub"))
+state.mkdir(parents=True, exist_ok=True)
+
+
+def _local_address(candidate: str) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((candidate, 0))
+        return True
+    except OSError:
+        return False
+
+
+hub_ip = os.environ.get("HPCHUB_HUB_IP") or ("10.77.0.1" if _local_address("10.77.0.1") else "127.0.0.1")
+
+c.JupyterHub.spawner_class = "hpchub"
+c.HPCSpawner.site_config = os.environ.get("HPCHUB_SITE_CONFIG", str(repo / "site-configs" / "local-slurm.yaml"))
+c.HPCSpawner.startup_poll_interval = 1.0
+c.Spawner.poll_interval = int(os.environ.get("HPCHUB_POLL_INTERVAL", "30"))
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 90
+c.Spawner.default_url = "/lab"
+
+c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ.get('HPCHUB_PORT', '8000')}"
+c.JupyterHub.hub_ip = hub_ip  # jobs on compute nodes call the hub here
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+# Servers are batch jobs: a hub restart must not stop them (the spawner reattaches to its jobs).
+c.JupyterHub.cleanup_servers = False
+
+proxy_api = os.environ.get("HPCHUB_PROXY_API")
+if proxy_api:
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = proxy_api
+else:
+    c.ConfigurableHTTPProxy.command = ["/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy"]
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+# A test login: alice, bob and carol with one password; each spawns as the unix user of that name.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("HPCHUB_PASSWORD", "hpchub")
+c.Authenticator.allowed_users = {"alice", "bob", "carol"}
+c.Authenticator.admin_users = set()
+
+admin_token = os.environ.get("HPCHUB_ADMIN_TOKEN")
+if admin_token:
+    c.JupyterHub.services = [{"name": "hpchub-admin", "api_token": admin_token}]
+    c.JupyterHub.load_roles = [
+        {
+            "name": "hpchub-admin",
+            "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users"],
+            "services": ["hpchub-admin"],
+        }
+    ]

@@ -1,0 +1,89 @@
+"""The hub endpoint where a starting job reports the port its server listens on.
+
+It accepts exactly ``{"port": N}`` and only with the API token of the server that is starting
+(the token hpchub gave that job): no other key, no other user's token, not even the same
+user's other tokens. The host is never taken from the job; it comes from the scheduler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+log = logging.getLogger("hpchub.porthandler")
+
+ROUTE = "/api/hpchub/port"  # below the hub prefix: /hub/api/hpchub/port
+
+
+def hpchub_spawner_of(spawner):
+    """The HPCSpawner behind ``spawner`` (itself, or a wrapspawner child), or None."""
+    from .spawner import HPCSpawner
+
+    for candidate in (spawner, getattr(spawner, "child_spawner", None)):
+        if isinstance(candidate, HPCSpawner):
+            return candidate
+    return None
+
+
+class PortReportHandler(APIHandler):
+    # The caller is a batch job, not a browser: token auth only, no XSRF cookie dance.
+    def check_xsrf_cookie(self):
+        return
+
+    @web.authenticated
+    async def post(self):
+        token = self.get_auth_token()
+        user = self.current_user
+        if not token or user is None or not hasattr(user, "spawners"):
+            raise web.HTTPError(403, "a server's own API token is required")
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, "body must be JSON: {\"port\": N}") from None
+        if not isinstance(body, dict) or set(body) != {"port"}:
+            raise web.HTTPError(400, "body must be exactly {\"port\": N}")
+        port = body["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise web.HTTPError(400, "port must be an integer from 1 to 65535")
+        for spawner in list(user.spawners.values()):
+            target = hpchub_spawner_of(spawner)
+            if target is None or not target.api_token:
+                continue
+            if hmac.compare_digest(target.api_token.encode(), token.encode()):
+                if not target.accept_port(port):
+                    raise web.HTTPError(409, "this server is not waiting for a port")
+                self.set_status(204)
+                return
+        raise web.HTTPError(403, "this token does not belong to a starting hpchub server")
+
+
+def register_at_import() -> None:
+    """Add the handler to JupyterHub's list, for hubs that import hpchub before building routes."""
+    from jupyterhub import handlers
+
+    if not any(entry[1] is PortReportHandler for entry in handlers.default_handlers):
+        handlers.default_handlers.append((ROUTE, PortReportHandler))
+
+
+def ensure_registered_in_running_hub() -> None:
+    """Add the route to a hub that built its routes before hpchub was imported (e.g. when the
+    spawner is a wrapspawner child, imported at a user's first spawn)."""
+    from jupyterhub.app import JupyterHub
+
+    if not JupyterHub.initialized():
+        return
+    app = JupyterHub.instance()
+    tornado_app = getattr(app, "tornado_application", None)
+    if tornado_app is None or getattr(tornado_app, "_hpchub_port_route", False):
+        return
+    if any(entry[1] is PortReportHandler for entry in getattr(app, "handlers", [])):
+        tornado_app._hpchub_port_route = True
+        return
+    tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, ROUTE), PortReportHandler)])
+    tornado_app._hpchub_port_route = True
+    log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))

@@ -1,0 +1,432 @@
+"""HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
+
+What it does differently from batchspawner (see README): user choices never override admin
+values and are validated per profile; the job's status is read from one shared poller per
+cluster; a failed status query means "unknown", never "gone"; a job that dies, is held or
+errs while starting fails the spawn at once with the scheduler's reason and the log's tail;
+the job reports only its port, with its own token; secrets reach the job in a user-only file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import pwd
+import shlex
+import socket
+import time
+
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import Float, Integer, List, Unicode, default
+
+from . import porthandler
+from .cluster import ClusterClient
+from .config import Profile, SiteConfig, SiteConfigError, load_site_config
+from .form import options_from_form, render_spawn_form
+from .options import OptionsError, resolve_request
+from .poller import Presence, StatusPoller
+from .render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from .runner import CommandError
+from .schedulers import JobState
+
+porthandler.register_at_import()
+
+# Environment variables from the hub that carry secrets or per-spawn settings: they go into the
+# user-only file, never into the script or the scheduler's environment.
+_SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
+
+
+class SpawnFailed(Exception):
+    """The job cannot become a server; the message is shown to the user."""
+
+
+class _ClusterRuntime:
+    """The client and shared status poller of one cluster, shared by all spawners in this hub."""
+
+    registry: dict[tuple[str, str, int], "_ClusterRuntime"] = {}
+
+    def __init__(self, name: str, client: ClusterClient, poller: StatusPoller):
+        self.name = name
+        self.client = client
+        self.poller = poller
+        self.task: asyncio.Task | None = None
+        self.node_addresses: dict[str, str] = {}
+
+    @classmethod
+    def get(cls, site: SiteConfig, cluster_name: str, interval: float, min_interval: float) -> "_ClusterRuntime":
+        key = (str(site.source), cluster_name, id(asyncio.get_running_loop()))
+        runtime = cls.registry.get(key)
+        if runtime is None:
+            client = ClusterClient(cluster_name, site.clusters[cluster_name])
+            poller = StatusPoller(client.status, interval=interval, min_interval=min_interval)
+            runtime = cls.registry[key] = cls(cluster_name, client, poller)
+        if runtime.task is None or runtime.task.done():
+            runtime.task = asyncio.get_running_loop().create_task(runtime.poller.run_forever())
+        return runtime
+
+
+class HPCSpawner(Spawner):
+    """Start single-user servers as batch jobs on an HPC cluster described by a site config."""
+
+    site_config = Unicode(
+        "",
+        config=True,
+        help="Path of the hpchub site config (YAML): clusters, queues, profiles. Required.",
+    )
+    profile = Unicode(
+        "",
+        config=True,
+        help="""Use this profile (slug) and ignore the user's profile choice. Meant for
+        wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile.""",
+    )
+    startup_poll_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between job status checks while a server starts (shared: however many
+        servers start, the cluster sees at most one status query per this interval).""",
+    )
+    job_output_tail_lines = Integer(
+        20,
+        config=True,
+        help="Lines of the job's output shown to the user when a spawn fails.",
+    )
+    stop_wait_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds stop() waits for the scheduler to report the job gone after cancelling it.",
+    )
+    server_command = List(
+        Unicode(),
+        default_value=["jupyterhub-singleuser"],
+        config=True,
+        help="The single-user server command run inside the job (after the site's environment block).",
+    )
+
+    # batchspawner compatibility: same name, same meaning.
+    @default("start_timeout")
+    def _start_timeout_default(self):
+        return 300  # queue waits are normal on a cluster
+
+    @default("http_timeout")
+    def _http_timeout_default(self):
+        return 120
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 30
+
+    # -- state ------------------------------------------------------------------------------
+    job_id = Unicode("")
+    job_cluster = Unicode("")
+    job_host = Unicode("")
+    job_profile = Unicode("")
+    job_log = Unicode("")
+    secrets_file = Unicode("")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._port_event: asyncio.Event | None = None
+        self._reported_port: int | None = None
+        self._progress: asyncio.Queue = asyncio.Queue()
+        self._site: SiteConfig | None = None
+        porthandler.ensure_registered_in_running_hub()
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        for key in ("job_id", "job_cluster", "job_host", "job_profile", "job_log", "secrets_file"):
+            setattr(self, key, state.get(key, "") or "")
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.job_id:
+            state.update(
+                job_id=self.job_id, job_cluster=self.job_cluster, job_host=self.job_host,
+                job_profile=self.job_profile, job_log=self.job_log, secrets_file=self.secrets_file,
+            )
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_id = self.job_cluster = self.job_host = self.job_profile = self.job_log = self.secrets_file = ""
+
+    # -- site config and profiles -----------------------------------------------------------
+    @property
+    def site(self) -> SiteConfig:
+        if self._site is None:
+            if not self.site_config:
+                raise web.HTTPError(500, "HPCSpawner.site_config is not set")
+            try:
+                self._site = load_site_config(self.site_config)
+            except SiteConfigError as error:
+                self.log.error("hpchub site config is broken:\n%s", error.format())
+                raise web.HTTPError(500, "the site config is broken; the admins have the details in the hub log") from None
+        return self._site
+
+    def _user_groups(self) -> set[str]:
+        groups = {group.name for group in getattr(self.user, "groups", [])}
+        try:
+            account = pwd.getpwnam(self.user.name)
+            groups.add(grp.getgrgid(account.pw_gid).gr_name)
+            groups.update(g.gr_name for g in grp.getgrall() if self.user.name in g.gr_mem)
+        except KeyError:
+            pass
+        return groups
+
+    def visible_profiles(self) -> list[Profile]:
+        """The profiles this user may use: no ``groups``, or the user or one of their groups listed."""
+        if self.profile:
+            return [self.site.profile(self.profile)]
+        mine = self._user_groups() | {self.user.name}
+        return [p for p in self.site.profiles if not p.groups or mine & set(p.groups)]
+
+    def _profile_for(self, options: dict) -> Profile:
+        visible = self.visible_profiles()
+        if not visible:
+            raise web.HTTPError(403, "no profile of this site is available to you")
+        if self.profile:
+            return visible[0]
+        slug = options.get("profile") or visible[0].slug
+        for profile in visible:
+            if profile.slug == slug:
+                return profile
+        raise web.HTTPError(400, f"profile {slug!r} is not available to you")
+
+    # -- form and user options --------------------------------------------------------------
+    @default("options_form")
+    def _options_form_default(self):
+        return self._render_form
+
+    def _render_form(self, spawner=None) -> str:
+        return render_spawn_form(self.site, self.visible_profiles(), self.site.templates_path())
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return self._form_to_options
+
+    @staticmethod
+    def _form_to_options(formdata: dict) -> dict:
+        return options_from_form(formdata)
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return self._validate_user_options
+
+    def _validate_user_options(self, spawner, user_options: dict) -> None:
+        # Refuse bad options before anything is submitted; start() checks again (wrapspawner
+        # children never see this hook).
+        self._request_from(user_options)
+
+    def _request_from(self, options: dict):
+        profile = self._profile_for(options or {})
+        try:
+            return resolve_request(self.site, profile, options or {})
+        except OptionsError as error:
+            raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
+
+    # -- the job ----------------------------------------------------------------------------
+    def _runtime(self, cluster_name: str) -> _ClusterRuntime:
+        return _ClusterRuntime.get(self.site, cluster_name, self.poll_interval, self.startup_poll_interval)
+
+    def accept_port(self, port: int) -> bool:
+        """Called by the port endpoint; True if this server was waiting for its port."""
+        if self._port_event is None or self._port_event.is_set():
+            return False
+        self._reported_port = port
+        self._port_event.set()
+        return True
+
+    def _emit(self, progress: int, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._progress.put_nowait({"progress": progress, "message": message})
+
+    def _job_env(self) -> dict[str, str]:
+        env = self.get_env()
+        return {key: value for key, value in env.items() if key.startswith(_SECRET_ENV_PREFIXES) or key in self.environment}
+
+    async def start(self):
+        request = self._request_from(self.user_options)
+        profile = request.profile
+        runtime = self._runtime(request.cluster_name)
+        client = runtime.client
+        user = UserAccount.lookup(self.user.name)
+        server_suffix = f"-{self.name}" if self.name else ""
+        name = job_name(user, profile.slug, suffix=server_suffix)
+        launch = server_launch(user, name, server_command=self.server_command)
+        secrets_file = launch.secrets_file
+        context = job_context(self.site, request, user, launch, name=name)
+        script = render_job_script(self.site, context, template_name(request))
+
+        self._port_event = asyncio.Event()
+        self._reported_port = None
+        env_text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(self._job_env().items()))
+        try:
+            await client.write_user_file(user.name, secrets_file, env_text)
+            job_id = await client.submit(user.name, script, log_dir=context["job"]["log_dir"])
+        except CommandError as error:
+            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}") from None
+        self.job_id, self.job_cluster, self.job_profile = job_id, request.cluster_name, profile.slug
+        self.job_log = str(context["job"]["output"]).replace("%j", job_id).replace("$JOB_ID", job_id)
+        self.secrets_file = secrets_file
+        runtime.poller.watch(job_id, user.name)
+        self._emit(10, f"Submitted job {job_id} to {request.queue} on {request.cluster_name}")
+        try:
+            host = await self._wait_until_running(runtime)
+            port = await self._wait_for_port(runtime)
+        except BaseException:
+            await self._cancel_quietly(runtime)
+            raise
+        address = await self._address_of(runtime, host)
+        self._emit(90, f"Server on {host}:{port} reported; connecting")
+        return address, port
+
+    async def _wait_until_running(self, runtime: _ClusterRuntime) -> str:
+        last_message = None
+        while True:
+            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            if view.presence is Presence.GONE:
+                raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server started"))
+            if view.presence is Presence.KNOWN:
+                status = view.status
+                if status.state is JobState.RUNNING and status.host:
+                    self.job_host = status.host
+                    self._emit(50, f"Job {self.job_id} running on {status.host}; starting the server")
+                    return status.host
+                if status.state is JobState.HELD:
+                    raise SpawnFailed(f"Job {self.job_id} is held by the scheduler ({status.reason or 'held'}); it was cancelled.")
+                if status.state is JobState.ERROR:
+                    raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({status.scheduler_state})"))
+                if not status.state.is_active:
+                    raise SpawnFailed(await self._failure_text(runtime, f"the job ended ({status.scheduler_state}{', ' + status.reason if status.reason else ''})"))
+                message = self._pending_message(runtime, status)
+            else:
+                message = f"Job {self.job_id} submitted; the scheduler is not answering ({view.error or 'no answer yet'})"
+            if message != last_message:
+                self._emit(20, message)
+                last_message = message
+            await asyncio.sleep(self.startup_poll_interval)
+
+    def _pending_message(self, runtime: _ClusterRuntime, status) -> str:
+        text = f"Job {self.job_id} is waiting in queue {status.queue}"
+        if status.reason:
+            text += f" ({_reason_text(runtime.client.backend, status.reason)})"
+        position = _queue_position(runtime.poller, status)
+        if position:
+            text += f", position {position}"
+        if status.estimated_start:
+            text += f", estimated start {status.estimated_start:%Y-%m-%d %H:%M}"
+        return text
+
+    async def _wait_for_port(self, runtime: _ClusterRuntime) -> int:
+        while True:
+            try:
+                await asyncio.wait_for(self._port_event.wait(), timeout=self.startup_poll_interval)
+                return self._reported_port
+            except asyncio.TimeoutError:
+                pass
+            # Keep watching the job: a server that dies at start ends the spawn now.
+            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+                raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server reported its port"))
+            if view.presence is Presence.KNOWN and view.status.state is JobState.ERROR:
+                raise SpawnFailed(await self._failure_text(runtime, "the job is in an error state"))
+
+    async def _address_of(self, runtime: _ClusterRuntime, host: str) -> str:
+        """The address the hub connects to: from the scheduler's node name (never from the job)."""
+        if host not in runtime.node_addresses:
+            address = host
+            lookup = getattr(runtime.client.backend, "node_address_argv", None)
+            if lookup is not None:
+                try:
+                    result = await runtime.client.run(lookup(host))
+                    address = runtime.client.backend.parse_node_address(result.stdout) or host
+                except Exception as error:
+                    self.log.warning("no address for node %s from the scheduler: %s", host, error)
+            if address == host:
+                try:
+                    address = socket.gethostbyname(host)
+                except OSError:
+                    pass
+            runtime.node_addresses[host] = address
+        return runtime.node_addresses[host]
+
+    async def _failure_text(self, runtime: _ClusterRuntime, what: str) -> str:
+        text = f"Job {self.job_id}: {what}."
+        if self.job_log:
+            try:
+                tail = await runtime.client.read_tail(self.user.name, self.job_log, self.job_output_tail_lines)
+                if tail.strip():
+                    text += f"\nLast lines of {self.job_log}:\n{tail.rstrip()}"
+            except CommandError:
+                text += f" (no output in {self.job_log})"
+        return text
+
+    async def _cancel_quietly(self, runtime: _ClusterRuntime) -> None:
+        if not self.job_id:
+            return
+        try:
+            await runtime.client.cancel(self.user.name, [self.job_id])
+        except CommandError as error:
+            self.log.warning("cancelling job %s: %s", self.job_id, error)
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        runtime = self._runtime(self.job_cluster)
+        runtime.poller.watch(self.job_id, self.user.name)
+        view = await runtime.poller.get(self.job_id)
+        if view.presence is Presence.UNKNOWN:
+            return None  # a scheduler hiccup never stops a server
+        if view.presence is Presence.GONE or not view.status.state.is_active:
+            runtime.poller.unwatch(self.job_id)
+            return 1
+        return None
+
+    async def stop(self, now: bool = False):
+        if not self.job_id:
+            return
+        runtime = self._runtime(self.job_cluster)
+        await self._cancel_quietly(runtime)
+        deadline = time.monotonic() + self.stop_wait_timeout
+        while not now and time.monotonic() < deadline:
+            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+                break
+            await asyncio.sleep(self.startup_poll_interval)
+        else:
+            if not now:
+                self.log.warning("job %s still listed %.0f s after cancelling it", self.job_id, self.stop_wait_timeout)
+        runtime.poller.unwatch(self.job_id)
+        if self.secrets_file:
+            try:
+                await runtime.client.run(["rm", "-f", self.secrets_file], user=self.user.name)
+            except CommandError as error:
+                self.log.warning("removing %s: %s", self.secrets_file, error)
+
+    async def progress(self):
+        while True:
+            event = await self._progress.get()
+            yield event
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def _reason_text(backend, reason: str) -> str:
+    table = getattr(backend, "REASON_TEXT", {})
+    return table.get(reason, reason)
+
+
+def _queue_position(poller: StatusPoller, status) -> int | None:
+    """1 + pending jobs in the same queue with a higher priority, among those the poller sees."""
+    if status.priority is None:
+        return None
+    snapshot = poller._snapshot.jobs  # noqa: SLF001 - same package
+    ahead = sum(
+        1
+        for other in snapshot.values()
+        if other.state is JobState.PENDING and other.queue == status.queue and other.job_id != status.job_id
+        and other.priority is not None and other.priority > status.priority
+    )
+    return ahead + 1

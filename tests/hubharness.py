@@ -1,0 +1,142 @@
+"""A real JupyterHub with a real configurable-http-proxy, for the end-to-end tests.
+
+The proxy runs on its own (as in production), so the hub can be restarted under it. Both
+are stopped by pid at the end; the hub's database lives in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from support import REPO
+
+VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
+PROXY = Path("/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Hub:
+    def __init__(self, site_config: Path, state_dir: Path, poll_interval: int = 5):
+        self.site_config = site_config
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.proxy_api_port = free_port()
+        self.proxy_token = secrets.token_hex(16)
+        self.admin_token = secrets.token_hex(16)
+        self.poll_interval = poll_interval
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proxy: subprocess.Popen | None = None
+        self.hub: subprocess.Popen | None = None
+        self.hub_log = state_dir / "hub.log"
+
+    # -- processes --------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("JUPYTERHUB_")}
+        env.update(
+            HPCHUB_SITE_CONFIG=str(self.site_config),
+            HPCHUB_PORT=str(self.port),
+            HPCHUB_PROXY_API=f"http://127.0.0.1:{self.proxy_api_port}",
+            HPCHUB_STATE_DIR=str(self.state_dir),
+            HPCHUB_ADMIN_TOKEN=self.admin_token,
+            HPCHUB_POLL_INTERVAL=str(self.poll_interval),
+            CONFIGPROXY_AUTH_TOKEN=self.proxy_token,
+            PATH=f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        )
+        return env
+
+    def start(self) -> None:
+        if self.proxy is None:
+            self.proxy = subprocess.Popen(
+                [str(PROXY), "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
+                 "--api-port", str(self.proxy_api_port), "--error-target", f"http://127.0.0.1:{self.port}/hub/error"],
+                env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "proxy.log", "ab"),
+            )
+        self.hub = subprocess.Popen(
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(REPO / "examples" / "jupyterhub_config.py")],
+            cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
+        )
+        self._wait_until_up()
+
+    def _wait_until_up(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.hub.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.hub.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"jupyterhub did not answer in {timeout} s:\n{self.log_tail()}")
+
+    def stop_hub(self) -> None:
+        if self.hub is not None and self.hub.poll() is None:
+            self.hub.send_signal(signal.SIGTERM)
+            try:
+                self.hub.wait(30)
+            except subprocess.TimeoutExpired:
+                self.hub.kill()
+                self.hub.wait()
+        self.hub = None
+
+    def restart_hub(self) -> None:
+        self.stop_hub()
+        self.start()
+
+    def close(self) -> None:
+        self.stop_hub()
+        if self.proxy is not None:
+            self.proxy.terminate()
+            try:
+                self.proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proxy.kill()
+            self.proxy = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.hub_log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no hub log)"
+
+    # -- REST API ---------------------------------------------------------------------------
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs)
+
+    def server(self, user: str, name: str = "") -> dict | None:
+        model = self.api("GET", f"/users/{user}").json()
+        return model.get("servers", {}).get(name)
+
+    def wait_for_server(self, user: str, ready: bool = True, timeout: float = 120, name: str = "") -> dict | None:
+        """Wait until the server is ready (or, with ready=False, until it is gone)."""
+        deadline = time.monotonic() + timeout
+        server = None
+        while time.monotonic() < deadline:
+            server = self.server(user, name)
+            if ready and server and server.get("ready"):
+                return server
+            if not ready and not server:
+                return None
+            if ready and server is None:
+                raise AssertionError(f"{user}'s server is gone (spawn failed?); hub log:\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"{user}'s server not {'ready' if ready else 'gone'} after {timeout} s: {server}\n{self.log_tail()}")
+
+    def get_user_url(self, user: str, path: str, name: str = "") -> requests.Response:
+        prefix = f"/user/{user}/{name + '/' if name else ''}"
+        return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
