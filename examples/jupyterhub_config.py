@@ -9,7 +9,7 @@ Everything site-specific comes from the environment, so tests and the main comma
   HPCHUB_PROXY_API     the proxy's REST API URL if the proxy runs on its own (tests);
                        without it the hub starts configurable-http-proxy itself
   HPCHUB_STATE_DIR     database and cookie secret (default /var/lib/hpchub-hub)
-  HPCHUB_PASSWORD      the test login password for alice, bob and carol (default: hpchub)
+  HPCHUB_PASSWORD      the test login password for alice, bob and carol (default: hpchub-test)
   HPCHUB_ADMIN_TOKEN   if set, a service 'hpchub-admin' with this token may drive the REST API
   HPCHUB_POLL_INTERVAL seconds between status queries of running servers (default 30)
 """
@@ -60,8 +60,8 @@ else:
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
 # A test login: alice, bob and carol with one password; each spawns as the unix user of that name.
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = os.environ.get("HPCHUB_PASSWORD", "hpchub")
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCHUB_PASSWORD", "hpchub-test")
 c.Authenticator.allowed_users = {"alice", "bob", "carol"}
 c.Authenticator.admin_users = set()
 
@@ -71,7 +71,7 @@ if admin_token:
     c.JupyterHub.load_roles = [
         {
             "name": "hpchub-admin",
-            "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users"],
+            "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"],
             "services": ["hpchub-admin"],
         }
     ]

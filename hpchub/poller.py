@@ -66,6 +66,7 @@ class StatusPoller:
         self._snapshot = _Snapshot()
         self._watched: dict[str, str] = {}  # job id -> user
         self._watched_since: dict[str, float] = {}
+        self._on_end: dict[str, Callable[[], Awaitable[object]]] = {}
         self._inflight: asyncio.Future | None = None
         self._failures = 0
         self._retry_at = float("-inf")
@@ -81,6 +82,16 @@ class StatusPoller:
     def unwatch(self, job_id: str) -> None:
         self._watched.pop(job_id, None)
         self._watched_since.pop(job_id, None)
+        self._on_end.pop(job_id, None)
+
+    def on_end(self, job_id: str, callback: Callable[[], Awaitable[object]] | None) -> None:
+        """Call ``callback`` once, right after the query that first finds ``job_id`` gone or
+        ended (so a stopped server is noticed within one interval, not one interval later).
+        ``None`` removes the callback."""
+        if callback is None:
+            self._on_end.pop(job_id, None)
+        else:
+            self._on_end[job_id] = callback
 
     @property
     def watched(self) -> dict[str, str]:
@@ -106,19 +117,19 @@ class StatusPoller:
         view = self.view(job_id)
         if view.as_of is not None and self._clock() - view.as_of <= max_age:
             return view
-        await self.refresh()
+        await self.refresh(max_age)
         return self.view(job_id)
 
-    async def refresh(self) -> None:
-        """Run one status query for all watched jobs, unless one is running (then wait for it)
-        or the poller is backing off after failures."""
+    async def refresh(self, max_age: float | None = None) -> None:
+        """Run one status query for all watched jobs, unless one is running (then wait for it),
+        the last one is younger than ``max_age`` (never less than ``min_interval``, however
+        many callers ask), or the poller is backing off after failures."""
         if self._inflight is not None:
             await asyncio.shield(self._inflight)
             return
         if self._clock() < self._retry_at:
             return
-        # Not before min_interval since the last query, however many callers ask.
-        if self._clock() - self._snapshot.taken < self.min_interval:
+        if self._clock() - self._snapshot.taken < max(max_age or 0, self.min_interval):
             return
         self._inflight = asyncio.get_running_loop().create_future()
         try:
@@ -146,6 +157,14 @@ class StatusPoller:
         self._retry_at = float("-inf")
         self.last_error = None
         self._snapshot = _Snapshot(jobs, users, started)
+        self._notify_ended()
+
+    def _notify_ended(self) -> None:
+        for job_id in list(self._on_end):
+            view = self.view(job_id)
+            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+                callback = self._on_end.pop(job_id)
+                asyncio.get_running_loop().create_task(callback())
 
     @property
     def failing(self) -> bool:
@@ -158,6 +177,6 @@ class StatusPoller:
             await asyncio.sleep(self.interval * (1 + random.uniform(-self.jitter, self.jitter)))
             if self._watched:
                 try:
-                    await self.refresh()
+                    await self.refresh(max_age=self.interval / 2)
                 except Exception:  # pragma: no cover - refresh already turns errors into state
                     log.exception("status refresh failed")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import html
 import pwd
 import shlex
 import socket
 import time
 
-from jupyterhub.spawner import Spawner
+from jupyterhub.spawner import SpawnException, Spawner
 from tornado import web
 from traitlets import Float, Integer, List, Unicode, default
 
@@ -37,8 +38,12 @@ porthandler.register_at_import()
 _SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
 
 
-class SpawnFailed(Exception):
-    """The job cannot become a server; the message is shown to the user."""
+class SpawnFailed(SpawnException):
+    """The job cannot become a server; the message (with the job's last output) is shown to the user."""
+
+    def __init__(self, message: str):
+        super().__init__(message, reason="hpc-job", status_code=500,
+                         message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
 
 
 class _ClusterRuntime:
@@ -277,6 +282,7 @@ class HPCSpawner(Spawner):
             await self._cancel_quietly(runtime)
             raise
         address = await self._address_of(runtime, host)
+        runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id))
         self._emit(90, f"Server on {host}:{port} reported; connecting")
         return address, port
 
@@ -361,6 +367,14 @@ class HPCSpawner(Spawner):
                 text += f" (no output in {self.job_log})"
         return text
 
+    def _ended_callback(self, job_id: str):
+        async def job_ended():
+            # Only for the job this spawner still runs: not one it has since stopped or replaced.
+            if self.job_id == job_id and not self._spawn_pending and not self._stop_pending:
+                await self.poll_and_notify()
+
+        return job_ended
+
     async def _cancel_quietly(self, runtime: _ClusterRuntime) -> None:
         if not self.job_id:
             return
@@ -373,8 +387,12 @@ class HPCSpawner(Spawner):
         if not self.job_id:
             return 0
         runtime = self._runtime(self.job_cluster)
-        runtime.poller.watch(self.job_id, self.user.name)
-        view = await runtime.poller.get(self.job_id)
+        if self.job_id not in runtime.poller.watched:  # e.g. reattaching after a hub restart
+            runtime.poller.watch(self.job_id, self.user.name)
+            runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id))
+        # The shared poller refreshes every interval; JupyterHub's own per-server poll reads
+        # that cache (with slack for jitter) instead of adding one query per server.
+        view = await runtime.poller.get(self.job_id, max_age=1.5 * self.poll_interval)
         if view.presence is Presence.UNKNOWN:
             return None  # a scheduler hiccup never stops a server
         if view.presence is Presence.GONE or not view.status.state.is_active:
@@ -386,6 +404,7 @@ class HPCSpawner(Spawner):
         if not self.job_id:
             return
         runtime = self._runtime(self.job_cluster)
+        runtime.poller.on_end(self.job_id, None)  # a stop we asked for is no news
         await self._cancel_quietly(runtime)
         deadline = time.monotonic() + self.stop_wait_timeout
         while not now and time.monotonic() < deadline:

@@ -140,3 +140,31 @@ class Hub:
     def get_user_url(self, user: str, path: str, name: str = "") -> requests.Response:
         prefix = f"/user/{user}/{name + '/' if name else ''}"
         return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
+
+
+def jobs_of(client, user: str) -> dict:
+    """The user's active jobs, straight from the scheduler."""
+    import asyncio
+
+    return {job_id: job for job_id, job in asyncio.run(client.status([user])).items() if job.state.is_active}
+
+
+def spawn(hub: Hub, user: str, options: dict, timeout: float = 120) -> dict:
+    response = hub.api("POST", f"/users/{user}/server", json=options)
+    assert response.status_code in (201, 202), response.text
+    return hub.wait_for_server(user, timeout=timeout)
+
+
+def stop(hub: Hub, user: str) -> None:
+    assert hub.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+    hub.wait_for_server(user, ready=False, timeout=90)
+
+
+def spawn_failure_message(hub: Hub, user: str, options: dict) -> str:
+    """POST a spawn that is expected to fail; return the message the user gets."""
+    response = hub.api("POST", f"/users/{user}/server", json=options)
+    if response.status_code == 202:  # slower than the hub's slow_spawn_timeout: the progress stream says why
+        return requests.get(f"{hub.url}/hub/api/users/{user}/server/progress",
+                            headers={"Authorization": f"token {hub.admin_token}"}, timeout=120).text
+    assert response.status_code == 500, response.text
+    return response.json()["message"]

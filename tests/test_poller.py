@@ -147,3 +147,48 @@ async def test_failure_before_any_answer_is_unknown(setup):
     clock.now += 1
     view = await poller.get("1")
     assert view.presence is Presence.UNKNOWN and "Unable to contact" in view.error
+
+
+async def test_end_listener_fires_once_right_after_the_query_that_sees_the_end(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    scheduler.add("2", "bob")
+    for job_id, user in (("1", "alice"), ("2", "bob")):
+        poller.watch(job_id, user)
+    ended = []
+
+    async def record(job_id=None):
+        ended.append(job_id)
+
+    poller.on_end("1", lambda: record("1"))
+    poller.on_end("2", lambda: record("2"))
+    clock.now += 1
+    await poller.refresh()
+    await asyncio.sleep(0)
+    assert ended == []
+    scheduler.add("1", "alice", JobState.CANCELLED)
+    del scheduler.jobs["2"]
+    clock.now += 5
+    await poller.refresh()
+    await asyncio.sleep(0)
+    assert sorted(ended) == ["1", "2"]
+    clock.now += 5
+    await poller.refresh()
+    await asyncio.sleep(0)
+    assert sorted(ended) == ["1", "2"]  # once only
+
+
+async def test_no_listener_fires_while_the_scheduler_fails(setup):
+    scheduler, clock, poller = setup
+    poller.watch("1", "alice")
+    ended = []
+
+    async def record():
+        ended.append(1)
+
+    poller.on_end("1", record)
+    scheduler.failing = True
+    clock.now += 1
+    await poller.refresh()
+    await asyncio.sleep(0)
+    assert ended == [] and poller.view("1").presence is Presence.UNKNOWN

@@ -1,0 +1,201 @@
+"""End to end on the real local Slurm: a real JupyterHub and configurable-http-proxy, servers
+spawned through the REST API as batch jobs of the users' own accounts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from hpchub.cluster import ClusterClient
+from hpchub.config import load_site_config
+from hpchub.schedulers import JobState
+from hubharness import Hub, jobs_of, spawn, spawn_failure_message, stop
+from support import CLUSTER_SCRIPTS, SITE_CONFIGS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+USERS = ("alice", "bob", "carol")
+POLL_INTERVAL = 5
+
+BROKEN_PROFILE = """
+  - slug: broken
+    name: a profile whose environment cannot load
+    cluster: local
+    queue: debug
+    resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
+    environment:
+      modules: [no-such-module/1.0]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster, tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub-slurm")
+    site = state / "site.yaml"
+    site.write_text((SITE_CONFIGS / "local-slurm.yaml").read_text() + BROKEN_PROFILE)
+    hub = Hub(site, state, poll_interval=POLL_INTERVAL)
+    hub.start()
+    yield hub
+    for user in USERS:
+        hub.api("DELETE", f"/users/{user}/server")
+    hub.close()
+    # Whatever a failed test left behind: cancel the test users' hpchub jobs.
+    for user in USERS:
+        subprocess.run(["sudo", "-n", "-u", user, "scancel", "--name=hpchub-" + user + "-small", "--name=hpchub-" + user + "-multi"],
+                       capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def client(hub):
+    site = load_site_config(hub.site_config)
+    return ClusterClient("local", site.clusters["local"])
+
+
+def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, client):
+    started = time.monotonic()
+    server = spawn(hub, "alice", {"profile": "small", "cores": 2, "memory": "2G"})
+    spawn_seconds = time.monotonic() - started
+    job_id = server["state"]["job_id"]
+    jobs = jobs_of(client, "alice")
+    assert job_id in jobs and jobs[job_id].user == "alice" and jobs[job_id].name == "hpchub-alice-small"
+    assert jobs[job_id].state is JobState.RUNNING
+    status = hub.get_user_url("alice", "api/status")
+    assert status.status_code == 200 and "last_activity" in status.json()
+    # The job got what was asked, and the token never appears in the scheduler's copy of the script.
+    script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True).stdout
+    assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH --mem=2048M" in script
+    secrets = Path(server["state"]["secrets_file"])
+    assert secrets.stat().st_mode & 0o777 == 0o600 and secrets.owner() == "alice"
+    token = re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", secrets.read_text(), re.M).group(1)
+    assert len(token) >= 32 and token not in script
+    stop(hub, "alice")
+    assert job_id not in jobs_of(client, "alice")
+    assert not secrets.exists()
+    print(f"spawn to ready: {spawn_seconds:.1f} s")
+
+
+@pytest.mark.multinode
+def test_spawn_on_a_namespace_compute_node(hub, client):
+    server = spawn(hub, "bob", {"profile": "multi", "nodes": 3})
+    job = jobs_of(client, "bob")[server["state"]["job_id"]]
+    assert job.nodes == ("node1", "node2", "node3") and server["state"]["job_host"] == "node1"
+    routes = requests.get(f"http://127.0.0.1:{hub.proxy_api_port}/api/routes",
+                          headers={"Authorization": f"token {hub.proxy_token}"}, timeout=10).json()
+    (target,) = [route["target"] for path, route in routes.items() if path.rstrip("/") == "/user/bob"]
+    assert target.startswith("http://10.77.0.11:"), routes
+    assert hub.get_user_url("bob", "api/status").status_code == 200
+    stop(hub, "bob")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"profile": "small", "cores": 99}, "99 is above the maximum 4"),
+        ({"profile": "small", "nodes": 2}, "does not let users change nodes"),
+        ({"profile": "small", "memory": "4G; rm -rf ~"}, "is not a memory size"),
+        ({"profile": "small", "shoe_size": 44}, "unknown option"),
+        ({"profile": "no-such-profile"}, "is not available to you"),
+    ],
+)
+def test_bad_user_options_are_refused_with_400_and_no_job(hub, client, options, message):
+    before = set(jobs_of(client, "carol"))
+    response = hub.api("POST", "/users/carol/server", json=options)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert set(jobs_of(client, "carol")) == before
+    assert hub.server("carol") is None
+
+
+def test_a_job_cancelled_outside_the_hub_is_noticed_within_a_poll_interval(hub, client):
+    server = spawn(hub, "carol", {"profile": "small"})
+    subprocess.run(["sudo", "-n", "-u", "carol", "scancel", server["state"]["job_id"]], check=True)
+    started = time.monotonic()
+    hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL)
+    assert time.monotonic() - started <= POLL_INTERVAL + 3
+
+
+def test_a_job_that_fails_at_start_fails_the_spawn_in_seconds_with_the_reason(hub, client):
+    started = time.monotonic()
+    message = spawn_failure_message(hub, "alice", {"profile": "broken"})
+    seconds = time.monotonic() - started
+    assert seconds < 20, f"the failed spawn took {seconds:.0f} s"
+    assert "module" in message and "Last lines of" in message
+    hub.wait_for_server("alice", ready=False, timeout=10)
+
+
+def test_hub_restart_reattaches_to_running_servers(hub, client):
+    server = spawn(hub, "bob", {"profile": "small"})
+    job_id = server["state"]["job_id"]
+    hub.restart_hub()
+    after = hub.wait_for_server("bob", timeout=30)
+    assert after["state"]["job_id"] == job_id
+    assert hub.get_user_url("bob", "api/status").status_code == 200
+    assert job_id in jobs_of(client, "bob")
+    stop(hub, "bob")
+
+
+def test_a_scheduler_outage_stops_no_server(hub, client):
+    server = spawn(hub, "alice", {"profile": "small"})
+    job_id = server["state"]["job_id"]
+    subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm.sh"), "stop-controller"], check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert hub.server("alice") is not None, "the hub dropped a running server during a scheduler outage"
+            time.sleep(2)
+        assert hub.get_user_url("alice", "api/status").status_code == 200
+    finally:
+        subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm.sh"), "start-controller"], check=True)
+    time.sleep(2 * POLL_INTERVAL)
+    assert hub.wait_for_server("alice", timeout=10)["state"]["job_id"] == job_id
+    assert job_id in jobs_of(client, "alice")
+    stop(hub, "alice")
+
+
+def test_port_endpoint_takes_only_a_port_and_only_from_the_servers_own_token(hub):
+    server = spawn(hub, "alice", {"profile": "small"})
+    env = Path(server["state"]["secrets_file"]).read_text()
+    server_token = re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", env, re.M).group(1)
+    bob_token = hub.api("POST", "/users/bob/tokens", json={"note": "test"}).json()["token"]
+    alice_token = hub.api("POST", "/users/alice/tokens", json={"note": "test"}).json()["token"]
+    url = f"{hub.url}/hub/api/hpchub/port"
+
+    def report(token, body):
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return requests.post(url, json=body, headers=headers, timeout=10).status_code
+
+    assert report(None, {"port": 1234}) == 403
+    assert report(bob_token, {"port": 1234}) == 403
+    assert report(alice_token, {"port": 1234}) == 403  # alice's, but not this server's token
+    assert report(server_token, {"port": 1234, "exec_prefix": "rm -rf /"}) == 400
+    assert report(server_token, {"port": "1234"}) == 400
+    assert report(server_token, {"port": 70000}) == 400
+    assert report(server_token, {"port": 1234}) == 409  # running: not waiting for a port
+    assert hub.get_user_url("alice", "api/status").status_code == 200
+    stop(hub, "alice")
+
+
+def _job_info_rpcs() -> int:
+    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"REQUEST_JOB_INFO\s+\(\s*\d+\)\s+count:(\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def test_one_status_query_per_interval_for_all_users(hub):
+    for user in USERS:
+        assert hub.api("POST", f"/users/{user}/server", json={"profile": "small"}).status_code in (201, 202)
+    for user in USERS:
+        hub.wait_for_server(user)
+    subprocess.run(["sdiag", "--reset"], check=True, capture_output=True)
+    intervals = 4
+    time.sleep(intervals * POLL_INTERVAL)
+    queries = _job_info_rpcs()
+    # One squeue per interval for the three servers together (jitter may add one).
+    assert 1 <= queries <= intervals + 1, f"{queries} squeue calls in {intervals} intervals for {len(USERS)} users"
+    for user in USERS:
+        stop(hub, user)
