@@ -6,12 +6,14 @@ Everything site-specific comes from the environment, so tests and the main comma
   HPCHUB_HUB_IP        address the hub listens on, reachable from compute nodes
                        (default: 10.77.0.1, the local Slurm's bridge, if this host has it)
   HPCHUB_PORT          public port of the proxy (default 8000)
+  HPCHUB_HUB_PORT      the hub's own port on HPCHUB_HUB_IP (default 8081)
   HPCHUB_PROXY_API     the proxy's REST API URL if the proxy runs on its own (tests);
                        without it the hub starts configurable-http-proxy itself
   HPCHUB_STATE_DIR     database and cookie secret (default /var/lib/hpchub-hub)
   HPCHUB_PASSWORD      the test login password for alice, bob and carol (default: hpchub-test)
   HPCHUB_ADMIN_TOKEN   if set, a service 'hpchub-admin' with this token may drive the REST API
   HPCHUB_POLL_INTERVAL seconds between status queries of running servers (default 30)
+  HPCHUB_START_TIMEOUT seconds a spawn may take, queue wait included (default 180)
 """
 
 import os
@@ -40,12 +42,13 @@ c.JupyterHub.spawner_class = "hpchub"
 c.HPCSpawner.site_config = os.environ.get("HPCHUB_SITE_CONFIG", str(repo / "site-configs" / "local-slurm.yaml"))
 c.HPCSpawner.startup_poll_interval = 1.0
 c.Spawner.poll_interval = int(os.environ.get("HPCHUB_POLL_INTERVAL", "30"))
-c.Spawner.start_timeout = 180
+c.Spawner.start_timeout = int(os.environ.get("HPCHUB_START_TIMEOUT", "180"))
 c.Spawner.http_timeout = 90
 c.Spawner.default_url = "/lab"
 
 c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ.get('HPCHUB_PORT', '8000')}"
 c.JupyterHub.hub_ip = hub_ip  # jobs on compute nodes call the hub here
+c.JupyterHub.hub_port = int(os.environ.get("HPCHUB_HUB_PORT", "8081"))
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 # Servers are batch jobs: a hub restart must not stop them (the spawner reattaches to its jobs).

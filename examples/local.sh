@@ -1,39 +1,32 @@
 #!/bin/bash
-# hpchub's main job on one machine (Debian 12, as root): install and start the local Slurm,
-# check the site config, render and submit a job of the `small` profile as the ordinary user
-# alice, and show it running through the scheduler. (With the spawner this becomes the
-# running hub; see README.md.)
+# hpchub's main job on one machine (Debian 12, as root): install what is needed, start the local
+# Slurm (or Grid Engine with HPCHUB_SCHEDULER=sge), then run JupyterHub with hpchub and
+# configurable-http-proxy at http://127.0.0.1:8000 in the foreground (Ctrl-C stops the hub;
+# running servers are batch jobs and keep running, and the hub reattaches to them next time).
 #
-# usage: bash examples/local.sh
+# Log in as alice, bob or carol with the password hpchub-test, pick a profile, and JupyterLab
+# starts inside a batch job under that unix user.
+#
+# usage: bash examples/local.sh            (HPCHUB_SCHEDULER=slurm|sge, HPCHUB_PORT=8000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/clusters/install-packages.sh slurm
+scheduler=${HPCHUB_SCHEDULER:-slurm}
+case "$scheduler" in
+    slurm | sge) ;;
+    *) echo "local.sh: HPCHUB_SCHEDULER must be slurm or sge" >&2; exit 2 ;;
+esac
+
+bash tests/clusters/install-packages.sh "$scheduler"
 bash tests/setup-python.sh
+bash tests/setup-proxy.sh >/dev/null
 bash tests/clusters/users.sh
-bash tests/clusters/slurm.sh up
+bash "tests/clusters/$scheduler.sh" up
 
-hpchub=${HPCHUB_VENV:-/opt/hpchub/venv}/bin/hpchub
-site=site-configs/local-slurm.yaml
-# Stand-in for the Jupyter server until the spawner starts real ones: proves the job's
-# environment (user, node, venv with JupyterLab) and keeps the allocation for a minute.
-command="python -c \"import getpass, socket, time, jupyterlab; print(getpass.getuser(), 'on', socket.gethostname(), 'with JupyterLab', jupyterlab.__version__, flush=True); time.sleep(60)\""
-
-echo "== hpchub check $site"
-"$hpchub" check "$site"
-echo "== the job script (hpchub render ... --set cores=2)"
-"$hpchub" render "$site" --profile small --user alice --set cores=2 --command "$command"
-echo "== submitting as alice"
-job=$("$hpchub" submit "$site" --profile small --user alice --set cores=2 --command "$command")
-echo "job $job"
-log=/home/alice/.hpchub/logs/hpchub-alice-small.$job.log
-for _ in $(seq 60); do
-    grep -q "with JupyterLab" "$log" 2>/dev/null && break
-    sleep 0.5
-done
-echo "== hpchub status"
-"$hpchub" status "$site" "$job"
-echo "== job output ($log)"
-cat "$log"
-echo "== hpchub queues"
-"$hpchub" queues "$site"
-echo "== the job keeps running for a minute; cancel it with: $hpchub cancel $site $job --user alice"
+venv=${HPCHUB_VENV:-/opt/hpchub/venv}
+export HPCHUB_SITE_CONFIG=${HPCHUB_SITE_CONFIG:-$PWD/site-configs/local-$scheduler.yaml}
+export HPCHUB_STATE_DIR=${HPCHUB_STATE_DIR:-/var/lib/hpchub-hub}
+"$venv/bin/hpchub" check "$HPCHUB_SITE_CONFIG"
+mkdir -p "$HPCHUB_STATE_DIR"
+echo "hpchub: JupyterHub at http://127.0.0.1:${HPCHUB_PORT:-8000}/ -- log in as alice, bob or carol, password ${HPCHUB_PASSWORD:-hpchub-test}"
+cd "$HPCHUB_STATE_DIR"
+exec "$venv/bin/jupyterhub" -f "$OLDPWD/examples/jupyterhub_config.py"

@@ -24,19 +24,23 @@ PROXY = Path("/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy")
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("", 0))
         return sock.getsockname()[1]
 
 
 class Hub:
-    def __init__(self, site_config: Path, state_dir: Path, poll_interval: int = 5):
+    def __init__(self, site_config: Path, state_dir: Path, poll_interval: int = 5, config_file: Path | None = None,
+                 start_timeout: int = 180):
         self.site_config = site_config
+        self.config_file = config_file or REPO / "examples" / "jupyterhub_config.py"
         self.state_dir = state_dir
         self.port = free_port()
         self.proxy_api_port = free_port()
+        self.hub_port = free_port()
         self.proxy_token = secrets.token_hex(16)
         self.admin_token = secrets.token_hex(16)
         self.poll_interval = poll_interval
+        self.start_timeout = start_timeout
         self.url = f"http://127.0.0.1:{self.port}"
         self.proxy: subprocess.Popen | None = None
         self.hub: subprocess.Popen | None = None
@@ -48,10 +52,12 @@ class Hub:
         env.update(
             HPCHUB_SITE_CONFIG=str(self.site_config),
             HPCHUB_PORT=str(self.port),
+            HPCHUB_HUB_PORT=str(self.hub_port),
             HPCHUB_PROXY_API=f"http://127.0.0.1:{self.proxy_api_port}",
             HPCHUB_STATE_DIR=str(self.state_dir),
             HPCHUB_ADMIN_TOKEN=self.admin_token,
             HPCHUB_POLL_INTERVAL=str(self.poll_interval),
+            HPCHUB_START_TIMEOUT=str(self.start_timeout),
             CONFIGPROXY_AUTH_TOKEN=self.proxy_token,
             PATH=f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
         )
@@ -65,7 +71,7 @@ class Hub:
                 env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "proxy.log", "ab"),
             )
         self.hub = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(REPO / "examples" / "jupyterhub_config.py")],
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
             cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
         )
         self._wait_until_up()

@@ -11,6 +11,7 @@ venv=${HPCHUB_VENV:-/opt/hpchub/venv}
 
 bash tests/clusters/install-packages.sh
 bash tests/setup-python.sh
+bash tests/setup-proxy.sh >/dev/null
 bash tests/clusters/users.sh
 
 started=()

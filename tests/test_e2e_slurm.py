@@ -199,3 +199,76 @@ def test_one_status_query_per_interval_for_all_users(hub):
     assert 1 <= queries <= intervals + 1, f"{queries} squeue calls in {intervals} intervals for {len(USERS)} users"
     for user in USERS:
         stop(hub, user)
+
+
+def test_a_person_logs_in_picks_a_profile_in_the_form_and_gets_jupyterlab(hub, client):
+    browser = requests.Session()
+    browser.get(f"{hub.url}/hub/login")
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    login = browser.post(f"{hub.url}/hub/login", data={"username": "bob", "password": "hpchub-test", "_xsrf": xsrf})
+    assert login.status_code == 200 and login.url.endswith("/hub/spawn")
+    form = login.text
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")  # a new one, tied to the logged-in user
+    for text in ('name="profile"', 'value="small"', 'value="multi"', 'name="small--cores"', 'max="4"', 'name="multi--nodes"'):
+        assert text in form
+    # Fields of other profiles in the same form are ignored; the chosen profile's are validated.
+    data = {"profile": "small", "small--cores": "3", "small--memory": "2G", "small--walltime": "00:30:00",
+            "multi--nodes": "3", "_xsrf": xsrf}
+    browser.post(f"{hub.url}/hub/spawn", data=data)
+    server = hub.wait_for_server("bob")
+    assert server["user_options"] == {"profile": "small", "cores": "3", "memory": "2G", "walltime": "00:30:00"}
+    job = jobs_of(client, "bob")[server["state"]["job_id"]]
+    assert job.name == "hpchub-bob-small"
+    lab = browser.get(f"{hub.url}/user/bob/lab")
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    stop(hub, "bob")
+
+
+def test_an_out_of_bounds_form_value_is_shown_and_nothing_is_submitted(hub, client):
+    browser = requests.Session()
+    browser.get(f"{hub.url}/hub/login")
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    browser.post(f"{hub.url}/hub/login", data={"username": "carol", "password": "hpchub-test", "_xsrf": xsrf})
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    before = set(jobs_of(client, "carol"))
+    page = browser.post(f"{hub.url}/hub/spawn", data={"profile": "small", "small--cores": "64", "_xsrf": xsrf})
+    assert "64 is above the maximum 4" in page.text
+    assert set(jobs_of(client, "carol")) == before and hub.server("carol") is None
+
+
+QUEUED_PROFILE = """
+  - slug: queued
+    name: a job the scheduler holds back for an hour
+    cluster: local
+    queue: debug
+    resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
+    directives: ["--begin=now+1hour"]
+"""
+
+
+@pytest.fixture(scope="module")
+def impatient_hub(slurm_cluster, tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub-slurm-timeout")
+    site = state / "site.yaml"
+    site.write_text((SITE_CONFIGS / "local-slurm.yaml").read_text() + QUEUED_PROFILE)
+    hub = Hub(site, state, poll_interval=POLL_INTERVAL, start_timeout=12)
+    hub.start()
+    yield hub
+    hub.close()
+    subprocess.run(["sudo", "-n", "-u", "alice", "scancel", "--name=hpchub-alice-queued"], capture_output=True)
+
+
+def test_queue_wait_shows_in_progress_and_the_start_timeout_cancels_the_job(impatient_hub, client):
+    hub = impatient_hub
+    started = time.monotonic()
+    assert hub.api("POST", "/users/alice/server", json={"profile": "queued"}).status_code == 202
+    events = requests.get(f"{hub.url}/hub/api/users/alice/server/progress",
+                          headers={"Authorization": f"token {hub.admin_token}"}, timeout=60).text
+    assert "is waiting in queue debug (not allowed to start yet (begin time))" in events
+    assert "estimated start" in events
+    assert "Spawn failed" in events and time.monotonic() - started < 30
+    hub.wait_for_server("alice", ready=False, timeout=20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values()):
+        time.sleep(1)
+    assert not any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values())

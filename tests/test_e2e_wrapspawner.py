@@ -1,0 +1,56 @@
+"""hpchub as a child of wrapspawner.ProfilesSpawner (a site mixing batch profiles with a local
+one): the spawn, the port report through the wrapper, and the stop, on the real Slurm."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from hpchub.cluster import ClusterClient
+from hpchub.config import load_site_config
+from hubharness import Hub, jobs_of, spawn, stop
+from support import REPO, SITE_CONFIGS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster, tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub-wrap")
+    config = state / "jupyterhub_config.py"
+    config.write_text(textwrap.dedent(f"""\
+        load_subconfig({str(REPO / "examples" / "jupyterhub_config.py")!r})
+        site = {str(SITE_CONFIGS / "local-slurm.yaml")!r}
+        c.JupyterHub.spawner_class = "wrapspawner.ProfilesSpawner"
+        c.ProfilesSpawner.profiles = [
+            ("Slurm job: small", "hpc-small", "hpchub.spawner.HPCSpawner", {{"site_config": site, "profile": "small"}}),
+            ("Slurm job: two nodes", "hpc-multi", "hpchub.spawner.HPCSpawner", {{"site_config": site, "profile": "multi"}}),
+            ("A process on the hub host", "local", "jupyterhub.spawner.LocalProcessSpawner", {{}}),
+        ]
+        """))
+    hub = Hub(SITE_CONFIGS / "local-slurm.yaml", state, config_file=config)
+    hub.start()
+    yield hub
+    hub.api("DELETE", "/users/alice/server")
+    hub.close()
+
+
+def test_hpchub_profile_through_profiles_spawner(hub):
+    client = ClusterClient("local", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["local"])
+    server = spawn(hub, "alice", {"profile": "hpc-small", "cores": 2})
+    child_state = server["state"]["child_state"]
+    assert server["state"]["profile"] == "hpc-small" and child_state["job_profile"] == "small"
+    job = jobs_of(client, "alice")[child_state["job_id"]]
+    assert job.user == "alice" and job.name == "hpchub-alice-small"
+    assert hub.get_user_url("alice", "api/status").status_code == 200
+    stop(hub, "alice")
+    assert child_state["job_id"] not in jobs_of(client, "alice")
+
+
+def test_bad_options_fail_the_child_spawn_without_a_job(hub):
+    client = ClusterClient("local", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["local"])
+    before = set(jobs_of(client, "alice"))
+    response = hub.api("POST", "/users/alice/server", json={"profile": "hpc-small", "cores": 64})
+    assert response.status_code in (400, 500) and "64 is above the maximum 4" in response.json()["message"]
+    assert set(jobs_of(client, "alice")) == before
