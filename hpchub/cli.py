@@ -15,6 +15,7 @@ from .render import RenderError, UserAccount, job_context, job_name, render_job_
 from .runner import CommandError
 from .schedulers import ParseError
 
+
 def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:

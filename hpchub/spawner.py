@@ -17,7 +17,7 @@ import shlex
 import socket
 import time
 
-from jupyterhub.spawner import SpawnException, Spawner
+from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
 from traitlets import Float, Integer, List, Unicode, default
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from support import REPO
 
 VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
@@ -146,6 +145,21 @@ class Hub:
     def get_user_url(self, user: str, path: str, name: str = "") -> requests.Response:
         prefix = f"/user/{user}/{name + '/' if name else ''}"
         return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
+
+
+def run_hub(state: Path, site_text: str, users=(), **options):
+    """A started hub for a test module: writes the site config, yields the Hub, then stops the
+    users' servers and the hub and proxy (a generator for pytest fixtures)."""
+    site = state / "site.yaml"
+    site.write_text(site_text)
+    hub = Hub(site, state, **options)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        for user in users:
+            hub.api("DELETE", f"/users/{user}/server")
+        hub.close()
 
 
 def jobs_of(client, user: str) -> dict:

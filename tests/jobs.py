@@ -7,13 +7,14 @@ import shlex
 import time
 from pathlib import Path
 
+from support import SITE_CONFIGS
+
 from hpchub.cluster import ClusterClient
 from hpchub.config import SiteConfig, parse_site_config
 from hpchub.options import resolve_request
-from hpchub.runner import CommandError
 from hpchub.render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from hpchub.runner import CommandError
 from hpchub.schedulers import JobStatus
-from support import SITE_CONFIGS
 
 
 def site_with_extra_profiles(config: str, extra: str) -> SiteConfig:

@@ -2,7 +2,6 @@
 exercised by examples/local.sh and the scheduler tests)."""
 
 import pytest
-
 from support import REPO, SITE_CONFIGS
 from support import run_hpchub as hpchub
 

@@ -5,8 +5,8 @@ import sys
 import textwrap
 
 import pytest
-
 from support import SITE_CONFIGS
+
 from hpchub.config import SiteConfigError, load_site_config, parse_site_config
 
 VALID = textwrap.dedent(

@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import pytest
+from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from support import SITE_CONFIGS
 
 from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
-from hubharness import Hub, jobs_of, spawn, spawn_failure_message, stop
-from support import SITE_CONFIGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sge]
 
@@ -31,15 +31,8 @@ BROKEN_PROFILE = """
 
 @pytest.fixture(scope="module")
 def hub(sge_cluster, tmp_path_factory):
-    state = tmp_path_factory.mktemp("hub-sge")
-    site = state / "site.yaml"
-    site.write_text((SITE_CONFIGS / "local-sge.yaml").read_text() + BROKEN_PROFILE)
-    hub = Hub(site, state, poll_interval=POLL_INTERVAL)
-    hub.start()
-    yield hub
-    for user in USERS:
-        hub.api("DELETE", f"/users/{user}/server")
-    hub.close()
+    site_text = (SITE_CONFIGS / "local-sge.yaml").read_text() + BROKEN_PROFILE
+    yield from run_hub(tmp_path_factory.mktemp("hub-sge"), site_text, USERS, poll_interval=POLL_INTERVAL)
 
 
 @pytest.fixture(scope="module")

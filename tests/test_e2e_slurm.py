@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from support import CLUSTER_SCRIPTS, SITE_CONFIGS
 
 from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
 from hpchub.schedulers import JobState
-from hubharness import Hub, jobs_of, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, SITE_CONFIGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -35,15 +35,8 @@ BROKEN_PROFILE = """
 
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, tmp_path_factory):
-    state = tmp_path_factory.mktemp("hub-slurm")
-    site = state / "site.yaml"
-    site.write_text((SITE_CONFIGS / "local-slurm.yaml").read_text() + BROKEN_PROFILE)
-    hub = Hub(site, state, poll_interval=POLL_INTERVAL)
-    hub.start()
-    yield hub
-    for user in USERS:
-        hub.api("DELETE", f"/users/{user}/server")
-    hub.close()
+    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text() + BROKEN_PROFILE
+    yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), site_text, USERS, poll_interval=POLL_INTERVAL)
     # Whatever a failed test left behind: cancel the test users' hpchub jobs.
     for user in USERS:
         subprocess.run(["sudo", "-n", "-u", user, "scancel", "--name=hpchub-" + user + "-small", "--name=hpchub-" + user + "-multi"],
@@ -248,13 +241,9 @@ QUEUED_PROFILE = """
 
 @pytest.fixture(scope="module")
 def impatient_hub(slurm_cluster, tmp_path_factory):
-    state = tmp_path_factory.mktemp("hub-slurm-timeout")
-    site = state / "site.yaml"
-    site.write_text((SITE_CONFIGS / "local-slurm.yaml").read_text() + QUEUED_PROFILE)
-    hub = Hub(site, state, poll_interval=POLL_INTERVAL, start_timeout=12)
-    hub.start()
-    yield hub
-    hub.close()
+    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text() + QUEUED_PROFILE
+    yield from run_hub(tmp_path_factory.mktemp("hub-slurm-timeout"), site_text, ("alice",),
+                       poll_interval=POLL_INTERVAL, start_timeout=12)
     subprocess.run(["sudo", "-n", "-u", "alice", "scancel", "--name=hpchub-alice-queued"], capture_output=True)
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hubharness import Hub, jobs_of, spawn, stop
+from support import REPO, SITE_CONFIGS
 
 from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
-from hubharness import Hub, jobs_of, spawn, stop
-from support import REPO, SITE_CONFIGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

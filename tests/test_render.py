@@ -6,11 +6,11 @@ import subprocess
 import textwrap
 
 import pytest
+from render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
 
 from hpchub.config import load_site_config, parse_site_config
 from hpchub.options import ADJUSTABLE_FIELDS, OptionsError, resolve_request
 from hpchub.render import Launch, RenderError, UserAccount, job_context, render_job_script, template_name
-from render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c.filename)

@@ -1,9 +1,9 @@
 """Grid Engine backend: argv builders and parsers, against qstat -xml captured from the real local SGE."""
 
 import pytest
+from support import REPO
 
 from hpchub.schedulers import JobState, ParseError, sge
-from support import REPO
 
 DATA = REPO / "tests" / "data"
 

@@ -7,10 +7,10 @@ import pwd
 from pathlib import Path
 
 import pytest
+from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 from hpchub.cluster import ClusterClient
 from hpchub.schedulers import JobState
-from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 pytestmark = [pytest.mark.sge, pytest.mark.usefixtures("sge_cluster")]
 

@@ -3,9 +3,9 @@
 from datetime import datetime
 
 import pytest
+from support import REPO
 
 from hpchub.schedulers import JobState, ParseError, slurm
-from support import REPO
 
 DATA = REPO / "tests" / "data"
 SEP = slurm.SEP

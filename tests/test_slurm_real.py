@@ -7,11 +7,11 @@ import pwd
 from pathlib import Path
 
 import pytest
+from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
+from support import SITE_CONFIGS, run_hpchub
 
 from hpchub.cluster import ClusterClient
 from hpchub.schedulers import JobState
-from support import SITE_CONFIGS, run_hpchub
-from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
