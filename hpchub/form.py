@@ -14,6 +14,7 @@ import jinja2
 
 from .config import Profile, SiteConfig
 from .render import PACKAGED_PREFIX, packaged_templates_dir
+from .schedulers import QueueInfo
 
 FORM_TEMPLATE = "spawn-form.html.j2"
 FIELD_SEPARATOR = "--"
@@ -51,11 +52,26 @@ def _field_views(site: SiteConfig, profile: Profile) -> list[dict]:
     return views
 
 
-def render_spawn_form(site: SiteConfig, profiles: list[Profile], site_templates: Path | None = None) -> str:
+def render_spawn_form(
+    site: SiteConfig,
+    profiles: list[Profile],
+    site_templates: Path | None = None,
+    live_queues: dict[tuple[str, str], QueueInfo] | None = None,
+) -> str:
+    """The form's HTML; ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers."""
+    live_queues = live_queues or {}
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     return template.render(
         site=site,
-        profiles=[{"profile": p, "queue_limits": site.clusters[p.cluster].queues[p.queue], "fields": _field_views(site, p)} for p in profiles],
+        profiles=[
+            {
+                "profile": p,
+                "queue_limits": site.clusters[p.cluster].queues[p.queue],
+                "fields": _field_views(site, p),
+                "live": live_queues.get((p.cluster, p.queue)),
+            }
+            for p in profiles
+        ],
     )
 
 

@@ -180,3 +180,38 @@ class StatusPoller:
                     await self.refresh(max_age=self.interval / 2)
                 except Exception:  # pragma: no cover - refresh already turns errors into state
                     log.exception("status refresh failed")
+
+
+class CachedQuery:
+    """A value fetched at most once per ``ttl`` seconds, shared by all callers (queue information
+    for the spawn form). A failed fetch keeps the last value and is retried after ``ttl``."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[object]], ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._fetch = fetch
+        self.ttl = ttl
+        self._clock = clock
+        self.value: object | None = None
+        self.fetched = float("-inf")
+        self.error: str | None = None
+        self._inflight: asyncio.Task | None = None
+        self.fetches = 0
+
+    async def get(self) -> object | None:
+        if self._clock() - self.fetched < self.ttl:
+            return self.value
+        if self._inflight is None:
+            self._inflight = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.shield(self._inflight)
+        return self.value
+
+    async def _run(self) -> None:
+        self.fetches += 1
+        try:
+            self.value = await self._fetch()
+            self.error = None
+        except Exception as error:  # the form still renders, without live numbers
+            self.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.warning("queue information unavailable: %s", self.error)
+        finally:
+            self.fetched = self._clock()
+            self._inflight = None

@@ -180,7 +180,8 @@ def job_context(
             "directives": [Raw(d) for d in profile.directives],
             "workdir": home,
             "log_dir": Raw(log_dir),
-            "output": Raw(f"{log_dir}/{name}.{job_id_token}.log"),
+            # The cluster key keeps job ids of clusters that share home directories apart.
+            "output": Raw(f"{log_dir}/{name}.{request.cluster_name}.{job_id_token}.log"),
         },
         "environment": {
             "modules": [Raw(m) for m in environment.modules],

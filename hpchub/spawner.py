@@ -26,7 +26,7 @@ from .cluster import ClusterClient
 from .config import Profile, SiteConfig, SiteConfigError, load_site_config
 from .form import options_from_form, render_spawn_form
 from .options import OptionsError, resolve_request
-from .poller import Presence, StatusPoller
+from .poller import CachedQuery, Presence, StatusPoller
 from .render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
 from .runner import CommandError
 from .schedulers import JobState
@@ -57,6 +57,7 @@ class _ClusterRuntime:
         self.poller = poller
         self.task: asyncio.Task | None = None
         self.node_addresses: dict[str, str] = {}
+        self.queues: CachedQuery | None = None
 
     @classmethod
     def get(cls, site: SiteConfig, cluster_name: str, interval: float, min_interval: float) -> "_ClusterRuntime":
@@ -100,6 +101,12 @@ class HPCSpawner(Spawner):
         60.0,
         config=True,
         help="Seconds stop() waits for the scheduler to report the job gone after cancelling it.",
+    )
+    queue_info_ttl = Float(
+        60.0,
+        config=True,
+        help="""Seconds the live queue numbers shown in the spawn form are reused (one sinfo/qstat
+        per cluster per this interval, however many users open the form).""",
     )
     server_command = List(
         Unicode(),
@@ -202,8 +209,16 @@ class HPCSpawner(Spawner):
     def _options_form_default(self):
         return self._render_form
 
-    def _render_form(self, spawner=None) -> str:
-        return render_spawn_form(self.site, self.visible_profiles(), self.site.templates_path())
+    async def _render_form(self, spawner=None) -> str:
+        profiles = self.visible_profiles()
+        live = {}
+        for cluster_name in dict.fromkeys(p.cluster for p in profiles):
+            runtime = self._runtime(cluster_name)
+            if runtime.queues is None:
+                runtime.queues = CachedQuery(runtime.client.queue_info, ttl=self.queue_info_ttl)
+            for queue in await runtime.queues.get() or []:
+                live[(cluster_name, queue.name)] = queue
+        return render_spawn_form(self.site, profiles, self.site.templates_path(), live)
 
     @default("options_from_form")
     def _options_from_form_default(self):
@@ -396,8 +411,7 @@ class HPCSpawner(Spawner):
         if view.presence is Presence.UNKNOWN:
             return None  # a scheduler hiccup never stops a server
         if view.presence is Presence.GONE or not view.status.state.is_active:
-            runtime.poller.unwatch(self.job_id)
-            return 1
+            return 1  # still watched (so later polls agree) until stop() or clear_state()
         return None
 
     async def stop(self, now: bool = False):

@@ -153,6 +153,7 @@ def run_hub(state: Path, site_text: str, users=(), **options):
     site = state / "site.yaml"
     site.write_text(site_text)
     hub = Hub(site, state, **options)
+    started = time.time()
     hub.start()
     try:
         yield hub
@@ -160,6 +161,15 @@ def run_hub(state: Path, site_text: str, users=(), **options):
         for user in users:
             hub.api("DELETE", f"/users/{user}/server")
         hub.close()
+        remove_job_logs(users, since=started)
+
+
+def remove_job_logs(users, since: float) -> None:
+    """Delete the job output the test users' servers wrote since ``since`` (test cleanup)."""
+    for user in users:
+        for log in Path(f"/home/{user}/.hpchub/logs").glob("hpchub-*.log"):
+            if log.stat().st_mtime >= since:
+                log.unlink(missing_ok=True)
 
 
 def jobs_of(client, user: str) -> dict:

@@ -36,7 +36,8 @@ async def submit(site: SiteConfig, profile: str, user: str, command: str, **opti
 
 async def cancel_and_remove_logs(site: SiteConfig, submitted: list[tuple[str, str, str]]) -> None:
     """Test cleanup: cancel every (job id, user, log) submitted, ignoring jobs already gone."""
-    client = ClusterClient("local", site.clusters["local"])
+    name = next(iter(site.clusters))
+    client = ClusterClient(name, site.clusters[name])
     for job_id, user, log in submitted:
         try:
             await client.cancel(user, [job_id])

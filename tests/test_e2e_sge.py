@@ -21,7 +21,7 @@ POLL_INTERVAL = 5
 BROKEN_PROFILE = """
   - slug: broken
     name: a profile whose environment cannot load
-    cluster: local
+    cluster: sge
     queue: short.q
     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
     environment:
@@ -38,7 +38,7 @@ def hub(sge_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(hub):
     site = load_site_config(hub.site_config)
-    return ClusterClient("local", site.clusters["local"])
+    return ClusterClient("sge", site.clusters["sge"])
 
 
 def test_spawn_as_the_users_own_job_reach_it_and_stop(hub, client):

@@ -25,7 +25,7 @@ POLL_INTERVAL = 5
 BROKEN_PROFILE = """
   - slug: broken
     name: a profile whose environment cannot load
-    cluster: local
+    cluster: slurm
     queue: debug
     resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
     environment:
@@ -46,7 +46,7 @@ def hub(slurm_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(hub):
     site = load_site_config(hub.site_config)
-    return ClusterClient("local", site.clusters["local"])
+    return ClusterClient("slurm", site.clusters["slurm"])
 
 
 def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, client):
@@ -232,7 +232,7 @@ def test_an_out_of_bounds_form_value_is_shown_and_nothing_is_submitted(hub, clie
 QUEUED_PROFILE = """
   - slug: queued
     name: a job the scheduler holds back for an hour
-    cluster: local
+    cluster: slurm
     queue: debug
     resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
     directives: ["--begin=now+1hour"]

@@ -4,9 +4,10 @@ one): the spawn, the port report through the wrapper, and the stop, on the real 
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
-from hubharness import Hub, jobs_of, spawn, stop
+from hubharness import Hub, jobs_of, remove_job_logs, spawn, stop
 from support import REPO, SITE_CONFIGS
 
 from hpchub.cluster import ClusterClient
@@ -30,14 +31,16 @@ def hub(slurm_cluster, tmp_path_factory):
         ]
         """))
     hub = Hub(SITE_CONFIGS / "local-slurm.yaml", state, config_file=config)
+    started = time.time()
     hub.start()
     yield hub
     hub.api("DELETE", "/users/alice/server")
     hub.close()
+    remove_job_logs(["alice"], since=started)
 
 
 def test_hpchub_profile_through_profiles_spawner(hub):
-    client = ClusterClient("local", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["local"])
+    client = ClusterClient("slurm", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["slurm"])
     server = spawn(hub, "alice", {"profile": "hpc-small", "cores": 2})
     child_state = server["state"]["child_state"]
     assert server["state"]["profile"] == "hpc-small" and child_state["job_profile"] == "small"
@@ -49,7 +52,7 @@ def test_hpchub_profile_through_profiles_spawner(hub):
 
 
 def test_bad_options_fail_the_child_spawn_without_a_job(hub):
-    client = ClusterClient("local", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["local"])
+    client = ClusterClient("slurm", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["slurm"])
     before = set(jobs_of(client, "alice"))
     response = hub.api("POST", "/users/alice/server", json={"profile": "hpc-small", "cores": 64})
     assert response.status_code in (400, 500) and "64 is above the maximum 4" in response.json()["message"]

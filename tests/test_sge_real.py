@@ -17,13 +17,13 @@ pytestmark = [pytest.mark.sge, pytest.mark.usefixtures("sge_cluster")]
 EXTRA_PROFILES = """
   - slug: held
     name: held on submit
-    cluster: local
+    cluster: sge
     queue: short.q
     resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
     directives: ["-h"]
   - slug: broken-output
     name: output path nobody can write (lands in Eqw)
-    cluster: local
+    cluster: sge
     queue: short.q
     resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
     directives: ["-o /proc/hpchub-cannot-write-here"]
@@ -46,7 +46,7 @@ async def cleanup(site):
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("sge", site.clusters["sge"])
     alice_job, alice_log = await submit(site, "small", "alice", f"bash -c '{REPORT}; sleep 300'", cores="2", queue="long.q")
     cleanup.append((alice_job, "alice", alice_log))
     bob_job, bob_log = await submit(site, "smp", "bob", f"bash -c '{REPORT}; sleep 300'")
@@ -81,7 +81,7 @@ async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, clean
 
 
 async def test_a_job_that_cannot_start_is_reported_in_error(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("sge", site.clusters["sge"])
     job_id, log = await submit(site, "broken-output", "alice", "sleep 300")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.ERROR, what="job in Eqw")
@@ -89,7 +89,7 @@ async def test_a_job_that_cannot_start_is_reported_in_error(site, cleanup):
 
 
 async def test_a_failing_job_leaves_qstat_and_its_output(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("sge", site.clusters["sge"])
     job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
     cleanup.append((job_id, "alice", log))
     await wait_for(client, lambda jobs: job_id not in jobs, what="job gone")

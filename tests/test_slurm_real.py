@@ -18,13 +18,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 EXTRA_PROFILES = """
   - slug: held
     name: held on submit
-    cluster: local
+    cluster: slurm
     queue: debug
     resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
     directives: ["--hold"]
   - slug: later
     name: starts in an hour
-    cluster: local
+    cluster: slurm
     queue: debug
     resources: {cores: 1, memory: 100M, walltime: "00:10:00"}
     directives: ["--begin=now+1hour"]
@@ -47,7 +47,7 @@ async def cleanup(site):
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("slurm", site.clusters["slurm"])
     alice_job, alice_log = await submit(site, "small", "alice", f"bash -c '{REPORT}; sleep 300'", cores="2", memory="2G")
     cleanup.append((alice_job, "alice", alice_log))
     bob_job, bob_log = await submit(site, "small", "bob", f"bash -c '{REPORT}; sleep 300'")
@@ -91,7 +91,7 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
 
 @pytest.mark.multinode
 async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("slurm", site.clusters["slurm"])
     job_id, log = await submit(site, "multi", "alice", "bash -c 'srun --ntasks-per-node=1 hostname | sort; echo done; sleep 300'", nodes="3")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.RUNNING, what="multi-node job running")
@@ -101,7 +101,7 @@ async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
 
 
 async def test_a_failing_job_is_reported_failed(site, cleanup):
-    client = ClusterClient("local", site.clusters["local"])
+    client = ClusterClient("slurm", site.clusters["slurm"])
     job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: job_id in jobs and jobs[job_id].state is JobState.FAILED, what="job failed")
@@ -114,11 +114,11 @@ async def test_cli_submit_status_queues_cancel(cleanup):
     submitted = run_hpchub("submit", site, "--profile", "small", "--user", "bob", "--command", "sleep 300")
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    cleanup.append((job_id, "bob", f"/home/bob/.hpchub/logs/hpchub-bob-small.{job_id}.log"))
+    cleanup.append((job_id, "bob", f"/home/bob/.hpchub/logs/hpchub-bob-small.slurm.{job_id}.log"))
     status = run_hpchub("status", site, job_id)
     assert status.returncode == 0, status.stderr
     row = status.stdout.splitlines()[1].split()
-    assert row[:4] == ["local", job_id, "bob", "hpchub-bob-small"] and row[5] in ("pending", "running")
+    assert row[:4] == ["slurm", job_id, "bob", "hpchub-bob-small"] and row[5] in ("pending", "running")
     queues = run_hpchub("queues", site)
     assert queues.returncode == 0, queues.stderr
     lines = {line.split()[1]: line.split() for line in queues.stdout.splitlines()[1:]}

@@ -5,7 +5,7 @@
 #$ -pe smp 2
 #$ -l h_rt=08:00:00
 #$ -l h_vmem=4096M
-#$ -o /home/alice/.hpchub/logs/hpchub-alice-tutor.$JOB_ID.log
+#$ -o /home/alice/.hpchub/logs/hpchub-alice-tutor.teaching.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice
 

@@ -7,7 +7,7 @@
 #SBATCH --mem=512000M
 #SBATCH --time=12:00:00
 #SBATCH --account=default
-#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-bigmem.%j.log
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-bigmem.hpc.%j.log
 #SBATCH --chdir=/home/alice
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }

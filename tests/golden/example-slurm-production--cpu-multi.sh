@@ -7,7 +7,7 @@
 #SBATCH --mem=65536M
 #SBATCH --time=08:00:00
 #SBATCH --account=default
-#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-multi.%j.log
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-multi.hpc.%j.log
 #SBATCH --chdir=/home/alice
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }

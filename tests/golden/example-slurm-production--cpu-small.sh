@@ -7,7 +7,7 @@
 #SBATCH --mem=8192M
 #SBATCH --time=04:00:00
 #SBATCH --account=default
-#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-small.%j.log
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-small.hpc.%j.log
 #SBATCH --chdir=/home/alice
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }

@@ -8,7 +8,7 @@
 #SBATCH --time=08:00:00
 #SBATCH --gres=gpu:1
 #SBATCH --account=default
-#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-gpu.%j.log
+#SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-gpu.hpc.%j.log
 #SBATCH --chdir=/home/alice
 #SBATCH --constraint=a100
 

@@ -5,7 +5,7 @@
 #$ -pe smp 2
 #$ -l h_rt=02:00:00
 #$ -l h_vmem=2048M
-#$ -o /home/alice/.hpchub/logs/hpchub-alice-smp.$JOB_ID.log
+#$ -o /home/alice/.hpchub/logs/hpchub-alice-smp.sge.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice
 
