@@ -28,6 +28,12 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
 
 def build_job(site: SiteConfig, args: argparse.Namespace) -> tuple[str, dict, str]:
     """The rendered script, its context and the cluster name for --profile/--user/--set."""
+    if getattr(args, "engines", None):
+        from .parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
+
+        launcher = HPCEngineSetLauncher(site_config=args.site, profile=args.profile, options=_parse_sets(args.set))
+        script, context = launcher.render(args.engines, user=args.user)
+        return script, context, launcher.cluster_name
     try:
         profile = site.profile(args.profile)
     except KeyError:
@@ -160,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="print the job script that would be submitted")
     job_args(render)
+    render.add_argument("--engines", type=int, metavar="N", help="show the ipyparallel engine job for N engines instead")
     render.set_defaults(func=cmd_render)
 
     submit = commands.add_parser("submit", help="render and submit a job as the user; print the job id")

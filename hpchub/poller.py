@@ -93,6 +93,10 @@ class StatusPoller:
         else:
             self._on_end[job_id] = callback
 
+    def snapshot(self) -> dict[str, JobStatus]:
+        """Every job the last successful query listed (the watched users' jobs)."""
+        return dict(self._snapshot.jobs)
+
     @property
     def watched(self) -> dict[str, str]:
         return dict(self._watched)

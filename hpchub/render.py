@@ -146,8 +146,9 @@ def job_context(
     user: UserAccount,
     launch: Launch,
     name: str | None = None,
+    tasks: int | None = None,
 ) -> dict[str, Any]:
-    """The variables every job template sees."""
+    """The variables every job template sees. ``tasks``: engine jobs run that many tasks."""
     profile = request.profile
     cluster = request.cluster
     environment: Environment = cluster.environment.extended_by(profile.environment)
@@ -176,6 +177,7 @@ def job_context(
             "walltime": request.walltime,
             "gpus": request.gpus,
             "nodes": request.nodes,
+            "tasks": tasks,
             "account": Raw(request.account) if request.account else None,
             "directives": [Raw(d) for d in profile.directives],
             "workdir": home,
@@ -198,6 +200,17 @@ def template_name(request: JobRequest, kind: str = "") -> str:
     if request.profile.template and not kind:
         return request.profile.template
     return f"{request.cluster.scheduler}{'-' + kind if kind else ''}.sh.j2"
+
+
+ENGINE_STOP_MARGIN = 60  # seconds before the walltime at which engines are told to stop
+
+
+def engine_context(site: SiteConfig, request: JobRequest, user: UserAccount, launch: Launch, name: str, n: int) -> dict[str, Any]:
+    """The variables of an engines template: a job context with ``n`` tasks, plus ``engines``."""
+    context = job_context(site, request, user, launch, name=name, tasks=n)
+    margin = min(ENGINE_STOP_MARGIN, request.walltime.seconds // 10)
+    context["engines"] = {"stop_margin": margin, "run_seconds": request.walltime.seconds - margin}
+    return context
 
 
 def render_job_script(site: SiteConfig, context: Mapping[str, Any], template: str) -> str:

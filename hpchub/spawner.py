@@ -16,19 +16,21 @@ import pwd
 import shlex
 import socket
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
 from traitlets import Float, Integer, List, Unicode, default
 
 from . import porthandler
-from .cluster import ClusterClient
 from .config import Profile, SiteConfig, SiteConfigError, load_site_config
 from .form import options_from_form, render_spawn_form
 from .options import OptionsError, resolve_request
 from .poller import CachedQuery, Presence, StatusPoller
 from .render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
 from .runner import CommandError
+from .runtime import ClusterRuntime
 from .schedulers import JobState
 
 porthandler.register_at_import()
@@ -44,32 +46,6 @@ class SpawnFailed(SpawnException):
     def __init__(self, message: str):
         super().__init__(message, reason="hpc-job", status_code=500,
                          message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
-
-
-class _ClusterRuntime:
-    """The client and shared status poller of one cluster, shared by all spawners in this hub."""
-
-    registry: dict[tuple[str, str, int], "_ClusterRuntime"] = {}
-
-    def __init__(self, name: str, client: ClusterClient, poller: StatusPoller):
-        self.name = name
-        self.client = client
-        self.poller = poller
-        self.task: asyncio.Task | None = None
-        self.node_addresses: dict[str, str] = {}
-        self.queues: CachedQuery | None = None
-
-    @classmethod
-    def get(cls, site: SiteConfig, cluster_name: str, interval: float, min_interval: float) -> "_ClusterRuntime":
-        key = (str(site.source), cluster_name, id(asyncio.get_running_loop()))
-        runtime = cls.registry.get(key)
-        if runtime is None:
-            client = ClusterClient(cluster_name, site.clusters[cluster_name])
-            poller = StatusPoller(client.status, interval=interval, min_interval=min_interval)
-            runtime = cls.registry[key] = cls(cluster_name, client, poller)
-        if runtime.task is None or runtime.task.done():
-            runtime.task = asyncio.get_running_loop().create_task(runtime.poller.run_forever())
-        return runtime
 
 
 class HPCSpawner(Spawner):
@@ -245,8 +221,8 @@ class HPCSpawner(Spawner):
             raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
 
     # -- the job ----------------------------------------------------------------------------
-    def _runtime(self, cluster_name: str) -> _ClusterRuntime:
-        return _ClusterRuntime.get(self.site, cluster_name, self.poll_interval, self.startup_poll_interval)
+    def _runtime(self, cluster_name: str) -> ClusterRuntime:
+        return ClusterRuntime.get(self.site, cluster_name, self.poll_interval, self.startup_poll_interval)
 
     def accept_port(self, port: int) -> bool:
         """Called by the port endpoint; True if this server was waiting for its port."""
@@ -273,6 +249,9 @@ class HPCSpawner(Spawner):
         server_suffix = f"-{self.name}" if self.name else ""
         name = job_name(user, profile.slug, suffix=server_suffix)
         launch = server_launch(user, name, server_command=self.server_command)
+        # What ipyparallel's hpchub launchers in the notebook need to know (see hpchub.parallel).
+        launch = replace(launch, env={"HPCHUB_SITE_CONFIG": str(Path(self.site_config).resolve()),
+                                      "HPCHUB_ENGINE_PROFILE": profile.slug})
         secrets_file = launch.secrets_file
         context = job_context(self.site, request, user, launch, name=name)
         script = render_job_script(self.site, context, template_name(request))
@@ -301,7 +280,7 @@ class HPCSpawner(Spawner):
         self._emit(90, f"Server on {host}:{port} reported; connecting")
         return address, port
 
-    async def _wait_until_running(self, runtime: _ClusterRuntime) -> str:
+    async def _wait_until_running(self, runtime: ClusterRuntime) -> str:
         last_message = None
         while True:
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
@@ -327,7 +306,7 @@ class HPCSpawner(Spawner):
                 last_message = message
             await asyncio.sleep(self.startup_poll_interval)
 
-    def _pending_message(self, runtime: _ClusterRuntime, status) -> str:
+    def _pending_message(self, runtime: ClusterRuntime, status) -> str:
         text = f"Job {self.job_id} is waiting in queue {status.queue}"
         if status.reason:
             text += f" ({_reason_text(runtime.client.backend, status.reason)})"
@@ -338,7 +317,7 @@ class HPCSpawner(Spawner):
             text += f", estimated start {status.estimated_start:%Y-%m-%d %H:%M}"
         return text
 
-    async def _wait_for_port(self, runtime: _ClusterRuntime) -> int:
+    async def _wait_for_port(self, runtime: ClusterRuntime) -> int:
         while True:
             try:
                 await asyncio.wait_for(self._port_event.wait(), timeout=self.startup_poll_interval)
@@ -352,7 +331,7 @@ class HPCSpawner(Spawner):
             if view.presence is Presence.KNOWN and view.status.state is JobState.ERROR:
                 raise SpawnFailed(await self._failure_text(runtime, "the job is in an error state"))
 
-    async def _address_of(self, runtime: _ClusterRuntime, host: str) -> str:
+    async def _address_of(self, runtime: ClusterRuntime, host: str) -> str:
         """The address the hub connects to: from the scheduler's node name (never from the job)."""
         if host not in runtime.node_addresses:
             address = host
@@ -371,7 +350,7 @@ class HPCSpawner(Spawner):
             runtime.node_addresses[host] = address
         return runtime.node_addresses[host]
 
-    async def _failure_text(self, runtime: _ClusterRuntime, what: str) -> str:
+    async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
         text = f"Job {self.job_id}: {what}."
         if self.job_log:
             try:
@@ -382,6 +361,21 @@ class HPCSpawner(Spawner):
                 text += f" (no output in {self.job_log})"
         return text
 
+    async def _cancel_engine_jobs(self, runtime: ClusterRuntime) -> None:
+        """Engine jobs never outlive their notebook: cancel the user's jobs started from it
+        (hpchub.parallel names them ...-engines-p<server job id>), from the shared status."""
+        await runtime.poller.refresh(max_age=self.startup_poll_interval)
+        suffix = f"-engines-p{self.job_id}"
+        orphans = [job.job_id for job in runtime.poller.snapshot().values()
+                   if job.user == self.user.name and job.name.startswith(f"hpchub-{self.user.name}-")
+                   and job.name.endswith(suffix) and job.state.is_active]
+        if orphans:
+            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, self.user.name, self.job_id)
+            try:
+                await runtime.client.cancel(self.user.name, orphans)
+            except CommandError as error:
+                self.log.warning("cancelling engine jobs %s: %s", orphans, error)
+
     def _ended_callback(self, job_id: str):
         async def job_ended():
             # Only for the job this spawner still runs: not one it has since stopped or replaced.
@@ -390,7 +384,7 @@ class HPCSpawner(Spawner):
 
         return job_ended
 
-    async def _cancel_quietly(self, runtime: _ClusterRuntime) -> None:
+    async def _cancel_quietly(self, runtime: ClusterRuntime) -> None:
         if not self.job_id:
             return
         try:
@@ -420,6 +414,7 @@ class HPCSpawner(Spawner):
         runtime = self._runtime(self.job_cluster)
         runtime.poller.on_end(self.job_id, None)  # a stop we asked for is no news
         await self._cancel_quietly(runtime)
+        await self._cancel_engine_jobs(runtime)
         deadline = time.monotonic() + self.stop_wait_timeout
         while not now and time.monotonic() < deadline:
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
@@ -455,7 +450,7 @@ def _queue_position(poller: StatusPoller, status) -> int | None:
     """1 + pending jobs in the same queue with a higher priority, among those the poller sees."""
     if status.priority is None:
         return None
-    snapshot = poller._snapshot.jobs  # noqa: SLF001 - same package
+    snapshot = poller.snapshot()
     ahead = sum(
         1
         for other in snapshot.values()

@@ -14,8 +14,9 @@ from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
 from hpchub.poller import StatusPoller
 from hpchub.runner import CommandError, CommandResult
+from hpchub.runtime import ClusterRuntime
 from hpchub.schedulers import JobState, JobStatus
-from hpchub.spawner import HPCSpawner, SpawnFailed, _ClusterRuntime
+from hpchub.spawner import HPCSpawner, SpawnFailed
 
 SITE = SITE_CONFIGS / "local-slurm.yaml"
 TOKEN = "f" * 32
@@ -69,10 +70,10 @@ async def fake():
     site = load_site_config(SITE)
     cluster = FakeCluster("slurm", site.clusters["slurm"])
     key = (str(site.source), "slurm", id(asyncio.get_running_loop()))
-    runtime = _ClusterRuntime("slurm", cluster, StatusPoller(cluster.status, interval=0.5, min_interval=0.02, jitter=0))
-    _ClusterRuntime.registry[key] = runtime
+    runtime = ClusterRuntime("slurm", cluster, StatusPoller(cluster.status, interval=0.5, min_interval=0.02, jitter=0))
+    ClusterRuntime.registry[key] = runtime
     yield cluster
-    _ClusterRuntime.registry.pop(key)
+    ClusterRuntime.registry.pop(key)
     if runtime.task:
         runtime.task.cancel()
 
@@ -208,3 +209,28 @@ def test_fixed_profile_for_wrapspawner_entries():
     spawner = make_spawner(options={"profile": "hpc-small"})
     spawner.profile = "multi"
     assert spawner._request_from({"profile": "hpc-small", "nodes": 3}).nodes == 3
+
+
+async def test_stopping_a_server_cancels_the_engine_jobs_it_started(fake):
+    spawner = make_spawner(options={"profile": "multi"})
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts)
+    fake.set("100", JobState.RUNNING, nodes=("node1",))
+    spawner.accept_port(4000)
+    await asyncio.wait_for(start, 5)
+    # Engine jobs the notebook submitted (hpchub.parallel names them after the server's job).
+    fake.jobs["201"] = JobStatus("201", JobState.RUNNING, "RUNNING", user="alice", name="hpchub-alice-multi-engines-p100")
+    fake.jobs["202"] = JobStatus("202", JobState.RUNNING, "RUNNING", user="alice", name="hpchub-alice-multi-engines-p999")
+    fake.jobs["203"] = JobStatus("203", JobState.RUNNING, "RUNNING", user="bob", name="hpchub-bob-multi-engines-p100")
+    await asyncio.sleep(0.05)  # older than the poller's min_interval: stop() asks the scheduler again
+    await spawner.stop()
+    assert fake.cancelled == ["100", "201"]
+
+
+async def test_server_jobs_tell_notebooks_the_site_config_and_engine_profile(fake):
+    spawner = make_spawner(options={"profile": "multi"})
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts)
+    _, script = fake.scripts[0]
+    assert f"export HPCHUB_SITE_CONFIG={SITE}\n" in script and "export HPCHUB_ENGINE_PROFILE=multi\n" in script
+    start.cancel()

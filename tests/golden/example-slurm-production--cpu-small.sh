@@ -27,7 +27,7 @@ export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 export MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
 
-[ -r /home/alice/.hpchub/hpchub-alice-cpu-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-cpu-small.env" (written by the hub at submit time)"
+[ -r /home/alice/.hpchub/hpchub-alice-cpu-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-cpu-small.env" (written at submit time)"
 set -a
 . /home/alice/.hpchub/hpchub-alice-cpu-small.env
 set +a

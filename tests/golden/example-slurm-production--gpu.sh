@@ -30,7 +30,7 @@ export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 export MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
 
-[ -r /home/alice/.hpchub/hpchub-alice-gpu.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-gpu.env" (written by the hub at submit time)"
+[ -r /home/alice/.hpchub/hpchub-alice-gpu.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-gpu.env" (written at submit time)"
 set -a
 . /home/alice/.hpchub/hpchub-alice-gpu.env
 set +a

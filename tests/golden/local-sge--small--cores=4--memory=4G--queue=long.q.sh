@@ -15,7 +15,7 @@ echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname)
 . /opt/hpchub/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/opt/hpchub/venv
 export OMP_NUM_THREADS=1
 
-[ -r /home/alice/.hpchub/hpchub-alice-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-small.env" (written by the hub at submit time)"
+[ -r /home/alice/.hpchub/hpchub-alice-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-small.env" (written at submit time)"
 set -a
 . /home/alice/.hpchub/hpchub-alice-small.env
 set +a

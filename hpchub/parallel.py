@@ -1,0 +1,248 @@
+"""ipyparallel on the cluster: engines as batch jobs described by the same site config.
+
+In a notebook whose server hpchub started::
+
+    import ipyparallel as ipp
+    cluster = ipp.Cluster(engines="hpchub", controller="hpchub", n=8)   # or:
+    cluster = hpchub.parallel.Cluster(profile="multi", n=8, nodes=3)
+
+The engine job is rendered from the site's templates (``slurm-engines.sh.j2``: one job with n
+srun tasks; ``sge-engines.sh.j2``: an array job), submitted as the notebook's user, and watched
+through the shared status poller: when it ends, fails or is cancelled, ipyparallel hears of it
+(``notify_stop``). The controller listens on an address the compute nodes can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shlex
+import socket
+from urllib.parse import urlparse
+
+import ipyparallel
+from ipyparallel.cluster.launcher import EngineLauncher, LocalControllerLauncher
+from traitlets import Dict, Float, Unicode, default
+from traitlets.config import Config
+
+from .cluster import ClusterClient
+from .config import SiteConfig, Submit, load_site_config
+from .options import resolve_request
+from .poller import Presence
+from .render import Launch, UserAccount, engine_context, job_name, render_job_script, template_name
+from .runner import CommandError
+from .runtime import ClusterRuntime
+
+# Set by hpchub's server jobs, so that a notebook needs no configuration.
+ENV_SITE_CONFIG = "HPCHUB_SITE_CONFIG"
+ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
+ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
+
+
+def reachable_address() -> str:
+    """This node's address on the network the compute nodes share: the local end of a route to
+    the hub (inside an hpchub server), else the address of this host's name."""
+    hub_url = os.environ.get("JUPYTERHUB_API_URL")
+    host = urlparse(hub_url).hostname if hub_url else None
+    if host and host not in ("localhost", "127.0.0.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((host, 9))  # no packet is sent for UDP connect
+                return probe.getsockname()[0]
+            except OSError:
+                pass
+    return socket.gethostbyname(socket.gethostname())
+
+
+class HPCControllerLauncher(LocalControllerLauncher):
+    """ipcontroller in the notebook's own job, listening where engines on other nodes reach it."""
+
+    location = Unicode(
+        config=True,
+        help="Address engines and clients use to reach the controller (default: this node's address toward the hub).",
+    )
+
+    @default("location")
+    def _location_default(self):
+        return reachable_address()
+
+    def find_args(self):
+        args = super().find_args()
+        if not any(arg.startswith("--ip") for arg in args):
+            args.append("--ip=*")
+        if not any(arg.startswith("--location") for arg in args):
+            args.append(f"--location={self.location}")
+        return args
+
+
+class HPCEngineSetLauncher(EngineLauncher):
+    """n ipengines as one batch job (Slurm: srun tasks; Grid Engine: an array job)."""
+
+    site_config = Unicode(config=True, help=f"The hpchub site config (default: ${ENV_SITE_CONFIG}).")
+    profile = Unicode(config=True, help=f"Profile slug for the engine job (default: ${ENV_ENGINE_PROFILE}).")
+    options = Dict(
+        config=True,
+        help="User choices for the engine job (cores per engine, nodes, walltime, queue...), "
+        "validated against the profile like the spawn form.",
+    )
+    poll_interval = Float(2.0, config=True, help="Seconds between status checks of the engine job (shared per cluster).")
+    job_id = Unicode("").tag(to_dict=True)
+    cluster_name = Unicode("").tag(to_dict=True)
+    log_file = Unicode("").tag(to_dict=True)
+    secrets_file = Unicode("").tag(to_dict=True)
+
+    @default("site_config")
+    def _site_config_default(self):
+        return os.environ.get(ENV_SITE_CONFIG, "")
+
+    @default("profile")
+    def _profile_default(self):
+        return os.environ.get(ENV_ENGINE_PROFILE, "")
+
+    def find_args(self):
+        return list(self.engine_cmd) + self.cluster_args + list(self.engine_args)
+
+    def _site(self) -> SiteConfig:
+        if not self.site_config:
+            raise ValueError(f"no site config: set HPCEngineSetLauncher.site_config or ${ENV_SITE_CONFIG}")
+        return load_site_config(self.site_config)
+
+    def _client(self, site: SiteConfig) -> ClusterClient:
+        # The notebook already runs as the user: scheduler commands run directly, never via sudo.
+        cluster = site.clusters[self.cluster_name]
+        return ClusterClient(self.cluster_name, cluster.model_copy(update={"submit": Submit(via="local")}))
+
+    def _runtime(self, site: SiteConfig) -> ClusterRuntime:
+        return ClusterRuntime.get(site, self.cluster_name, interval=self.poll_interval, min_interval=min(1.0, self.poll_interval))
+
+    def render(self, n: int, user: str | None = None) -> tuple[str, dict]:
+        """The engine job script for n engines (as ``user``, default: this process's user), and
+        its context; `hpchub render --engines N` shows the same."""
+        site = self._site()
+        slug = self.profile or site.profiles[0].slug
+        try:
+            profile = site.profile(slug)
+        except KeyError:
+            raise ValueError(f"no profile {slug!r} in {self.site_config}") from None
+        request = resolve_request(site, profile, self.options)
+        self.cluster_name = request.cluster_name
+        user = UserAccount.lookup(user or _current_user())
+        parent = os.environ.get(ENV_PARENT_JOB) or os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or "none"
+        name = job_name(user, profile.slug, suffix=f"-engines-p{parent}")
+        launch = Launch(command=[*self.engine_cmd, *self.cluster_args, *self.engine_args],
+                        secrets_file=f"{user.home}/.hpchub/{name}.{self.engine_set_id or 'set'}.env")
+        context = engine_context(site, request, user, launch, name, n)
+        return render_job_script(site, context, template_name(request, "engines")), context
+
+    async def start(self, n):
+        self.n = n
+        self._check_controller_reachable()
+        script, context = self.render(n)
+        site = self._site()
+        client = self._client(site)
+        self.secrets_file = context["launch"].secrets_file
+        self.log_file = str(context["job"]["output"])
+        user = context["user"].name
+        # The connection info (with its key) reaches the engines only through this user-only file.
+        env = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(self.get_env().items()))
+        await client.write_user_file(user, self.secrets_file, env)
+        job_id = await client.submit(user, script, log_dir=context["job"]["log_dir"])
+        self.job_id = job_id
+        self.log_file = self.log_file.replace("%j", job_id).replace("$JOB_ID", job_id)
+        runtime = self._runtime(site)
+        runtime.poller.watch(job_id, user)
+        self.notify_start({"job_id": job_id, "cluster": self.cluster_name})
+        self._monitor = asyncio.ensure_future(self._watch(runtime))
+        return job_id
+
+    def _check_controller_reachable(self) -> None:
+        controller = getattr(self.parent, "controller", None)
+        args = getattr(controller, "controller_args", None) or []
+        listens_everywhere = any(arg.startswith("--ip") and not arg.endswith(("127.0.0.1", "localhost")) for arg in args)
+        if controller is not None and not isinstance(controller, HPCControllerLauncher) and not listens_everywhere:
+            self.log.warning(
+                "The controller listens on localhost only; engines on other nodes cannot reach it. "
+                "Use ipp.Cluster(engines='hpchub', controller='hpchub') or hpchub.parallel.Cluster()."
+            )
+
+    async def _watch(self, runtime: ClusterRuntime) -> None:
+        """Tell ipyparallel when the engine job ends (its own batch launchers never look)."""
+        while self.state == "running":
+            view = await runtime.poller.get(self.job_id, max_age=self.poll_interval)
+            ended = view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active)
+            if ended:
+                status = view.status
+                state = status.scheduler_state if status else "gone"
+                failed = status is not None and status.state.name in ("FAILED", "CANCELLED", "ERROR")
+                self.log.info("engine job %s ended (%s)", self.job_id, state)
+                runtime.poller.unwatch(self.job_id)
+                self._remove_secrets()
+                self.notify_stop({"job_id": self.job_id, "state": state, "exit_code": 1 if failed else 0})
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    async def stop(self):
+        """Cancel the engine job and return once the scheduler no longer runs it."""
+        if not self.job_id or self.state == "after":
+            return
+        site = self._site()
+        runtime = self._runtime(site)
+        try:
+            await self._client(site).cancel(_current_user(), [self.job_id])
+        except CommandError as error:
+            self.log.warning("cancelling engine job %s: %s", self.job_id, error)
+        for _ in range(int(self.stop_timeout / 0.5)):
+            view = await runtime.poller.get(self.job_id, max_age=0.5)
+            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+                break
+            await asyncio.sleep(0.5)
+        runtime.poller.unwatch(self.job_id)
+        self._remove_secrets()
+        monitor = getattr(self, "_monitor", None)
+        # ipyparallel's *_sync calls each run their own event loop: only cancel in our own.
+        if monitor is not None and not monitor.done() and monitor.get_loop() is asyncio.get_running_loop():
+            monitor.cancel()
+        self.notify_stop({"job_id": self.job_id, "state": "cancelled", "exit_code": 0})
+
+    def signal(self, sig):
+        self.log.warning("signals to engine jobs are not supported; use stop()")
+
+    def get_output(self, remove=False):
+        try:
+            with open(self.log_file) as output:
+                return output.read()
+        except OSError:
+            return ""
+
+    def _remove_secrets(self) -> None:
+        if self.secrets_file:
+            try:
+                os.unlink(self.secrets_file)
+            except OSError:
+                pass
+
+
+def _current_user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def Cluster(
+    profile: str | None = None,
+    n: int | None = None,
+    *,
+    site_config: str | None = None,
+    options: dict | None = None,
+    **kwargs,
+) -> ipyparallel.Cluster:
+    """An ipyparallel Cluster whose engines are a batch job of ``profile`` (with user ``options``
+    such as ``{"nodes": 3}``) and whose controller listens where those engines can reach it.
+    Other keyword arguments go to ``ipyparallel.Cluster``."""
+    launcher = {"options": dict(options or {})}
+    if profile:
+        launcher["profile"] = profile
+    if site_config:
+        launcher["site_config"] = str(site_config)
+    config = kwargs.pop("config", None) or Config()
+    config.HPCEngineSetLauncher.update(launcher)
+    return ipyparallel.Cluster(engines="hpchub", controller="hpchub", n=n, config=config, **kwargs)

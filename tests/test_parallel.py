@@ -1,0 +1,150 @@
+"""ipyparallel engines as batch jobs: rendered from the site config, run on the real multi-node
+Slurm and on Grid Engine as an ordinary user, watched, stopped, and noticed when cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+from support import SITE_CONFIGS
+
+from hpchub.parallel import HPCEngineSetLauncher
+
+VENV_PYTHON = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
+
+
+def test_slurm_engine_script_spreads_tasks_and_stops_before_walltime():
+    launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-slurm.yaml"), profile="multi",
+                                    options={"nodes": "3"}, engine_set_id="1")
+    script, context = launcher.render(6, user="alice")
+    assert "#SBATCH --nodes=3\n#SBATCH --ntasks=6\n#SBATCH --cpus-per-task=1\n" in script
+    assert "#SBATCH --job-name=hpchub-alice-multi-engines-p" in script
+    assert "exec timeout --signal=TERM 3540 srun --kill-on-bad-exit=0 " in script and "-m ipyparallel.engine" in script
+    assert ". /home/alice/.hpchub/hpchub-alice-multi-engines-p" in script  # connection info from a user-only file
+    assert "IPP_CONNECTION_INFO" not in script and launcher.cluster_name == "slurm"
+
+
+def test_sge_engine_script_is_an_array_job():
+    launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-sge.yaml"), profile="small")
+    script, _ = launcher.render(3, user="bob")
+    assert "#$ -t 1-3\n" in script and "#$ -q short.q\n" in script
+    assert "exec timeout --signal=TERM 3540 " in script
+
+
+def test_engine_options_are_validated_like_the_form():
+    launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-slurm.yaml"), profile="multi", options={"nodes": 9})
+    with pytest.raises(ValueError, match="nodes: 9 is above the maximum 3"):
+        launcher.render(4, user="alice")
+
+
+def run_as(user: str, code: str, timeout: float = 180) -> dict:
+    """Run ``code`` as ``user`` (as a notebook kernel would); it prints one JSON line at the end."""
+    scratch = Path(tempfile.mkdtemp(prefix="hpchub-ipp-"))
+    scratch.chmod(0o755)
+    script = scratch / "run.py"
+    script.write_text(textwrap.dedent(code))
+    script.chmod(0o644)
+    try:
+        result = subprocess.run(["sudo", "-n", "-u", user, VENV_PYTHON, str(script)], capture_output=True, text=True,
+                                timeout=timeout, cwd=scratch)
+    finally:
+        script.unlink()
+        scratch.rmdir()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def active_jobs_named(user: str, fragment: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "-u", user, "-o", "%i %j %T"], capture_output=True, text=True).stdout
+    out += subprocess.run(["qstat", "-u", user], capture_output=True, text=True).stdout if user else ""
+    return [line for line in out.splitlines() if fragment in line]
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+def test_engines_on_several_namespace_nodes(slurm_cluster):
+    result = run_as("alice", f"""
+        import asyncio, json, socket, time
+        import hpchub.parallel
+
+        async def main():
+            started = time.monotonic()
+            cluster = hpchub.parallel.Cluster(profile="multi", n=4, site_config={str(SITE_CONFIGS / "local-slurm.yaml")!r},
+                                              options={{"nodes": 3}}, controller_location="10.77.0.1")
+            rc = await cluster.start_and_connect()
+            up = time.monotonic() - started
+            hosts = rc[:].apply_sync(socket.gethostname)
+            squares = rc[:].map_sync(lambda x: x * x, range(10))
+            (engine_set,) = cluster.engines.values()
+            job_id = engine_set.job_id
+            await cluster.stop_cluster()
+            print(json.dumps({{"hosts": hosts, "squares": squares, "job_id": job_id, "seconds": up}}))
+
+        asyncio.run(main())
+    """)
+    assert len(result["hosts"]) == 4 and len(set(result["hosts"])) == 3
+    assert set(result["hosts"]) == {"node1", "node2", "node3"}
+    assert result["squares"] == [x * x for x in range(10)]
+    assert not [line for line in active_jobs_named("alice", "-engines-") if line.split()[0] == result["job_id"]]
+
+
+@pytest.mark.slurm
+def test_an_engine_job_cancelled_from_outside_is_reported(slurm_cluster):
+    result = run_as("alice", f"""
+        import asyncio, json, subprocess, time
+        import hpchub.parallel
+
+        async def main():
+            cluster = hpchub.parallel.Cluster(profile="small", n=1, site_config={str(SITE_CONFIGS / "local-slurm.yaml")!r})
+            rc = await cluster.start_and_connect()
+            (engine_set,) = cluster.engines.values()
+            subprocess.run(["scancel", engine_set.job_id], check=True)
+            started = time.monotonic()
+            while engine_set.state != "after" and time.monotonic() - started < 20:
+                await asyncio.sleep(0.2)
+            noticed = time.monotonic() - started
+            stop_data = engine_set.stop_data
+            await cluster.stop_cluster()
+            print(json.dumps({{"state": engine_set.state, "stop_data": stop_data, "noticed": noticed}}))
+
+        asyncio.run(main())
+    """)
+    assert result["state"] == "after" and result["noticed"] < 10
+    assert result["stop_data"]["exit_code"] == 1 and result["stop_data"]["state"] in ("CANCELLED", "gone")
+
+
+@pytest.mark.sge
+def test_engines_as_a_grid_engine_array_job(sge_cluster):
+    result = run_as("bob", f"""
+        import asyncio, json
+        import hpchub.parallel
+
+        async def main():
+            cluster = hpchub.parallel.Cluster(profile="small", n=2, site_config={str(SITE_CONFIGS / "local-sge.yaml")!r})
+            rc = await cluster.start_and_connect()
+            tasks = sorted(rc[:].apply_sync(lambda: int(__import__("os").environ["SGE_TASK_ID"])))
+            total = sum(rc[:].map_sync(lambda x: x + 1, range(10)))
+            (engine_set,) = cluster.engines.values()
+            job_id = engine_set.job_id
+            await cluster.stop_cluster()
+            print(json.dumps({{"tasks": tasks, "total": total, "job_id": job_id}}))
+
+        asyncio.run(main())
+    """)
+    assert result["tasks"] == [1, 2] and result["total"] == 55
+    qstat = subprocess.run(["qstat", "-u", "bob"], capture_output=True, text=True).stdout
+    assert not any(line.split()[0] == result["job_id"] for line in qstat.splitlines()[2:])
+
+
+def test_entry_points_name_the_launchers():
+    from importlib.metadata import entry_points
+
+    engines = {e.name: e.value for e in entry_points(group="ipyparallel.engine_launchers")}
+    controllers = {e.name: e.value for e in entry_points(group="ipyparallel.controller_launchers")}
+    assert engines["hpchub"] == "hpchub.parallel:HPCEngineSetLauncher"
+    assert controllers["hpchub"] == "hpchub.parallel:HPCControllerLauncher"
