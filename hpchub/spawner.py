@@ -118,6 +118,7 @@ class HPCSpawner(Spawner):
         self._reported_port: int | None = None
         self._progress: asyncio.Queue = asyncio.Queue()
         self._site: SiteConfig | None = None
+        self._ended_job: str | None = None
         porthandler.ensure_registered_in_running_hub()
 
     def load_state(self, state: dict) -> None:
@@ -361,16 +362,16 @@ class HPCSpawner(Spawner):
                 text += f" (no output in {self.job_log})"
         return text
 
-    async def _cancel_engine_jobs(self, runtime: ClusterRuntime) -> None:
+    async def _cancel_engine_jobs(self, runtime: ClusterRuntime, server_job: str) -> None:
         """Engine jobs never outlive their notebook: cancel the user's jobs started from it
         (hpchub.parallel names them ...-engines-p<server job id>), from the shared status."""
         await runtime.poller.refresh(max_age=self.startup_poll_interval)
-        suffix = f"-engines-p{self.job_id}"
+        suffix = f"-engines-p{server_job}"
         orphans = [job.job_id for job in runtime.poller.snapshot().values()
                    if job.user == self.user.name and job.name.startswith(f"hpchub-{self.user.name}-")
                    and job.name.endswith(suffix) and job.state.is_active]
         if orphans:
-            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, self.user.name, self.job_id)
+            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, self.user.name, server_job)
             try:
                 await runtime.client.cancel(self.user.name, orphans)
             except CommandError as error:
@@ -395,6 +396,8 @@ class HPCSpawner(Spawner):
     async def poll(self):
         if not self.job_id:
             return 0
+        if self.job_id == self._ended_job:
+            return 1
         runtime = self._runtime(self.job_cluster)
         if self.job_id not in runtime.poller.watched:  # e.g. reattaching after a hub restart
             runtime.poller.watch(self.job_id, self.user.name)
@@ -405,8 +408,17 @@ class HPCSpawner(Spawner):
         if view.presence is Presence.UNKNOWN:
             return None  # a scheduler hiccup never stops a server
         if view.presence is Presence.GONE or not view.status.state.is_active:
-            return 1  # still watched (so later polls agree) until stop() or clear_state()
+            self._job_ended(runtime)
+            return 1
         return None
+
+    def _job_ended(self, runtime: ClusterRuntime) -> None:
+        """The job is over without stop() (JupyterHub does not call stop() for an ended server):
+        remember it, stop watching it, and cancel the engine jobs it left behind."""
+        job_id = self.job_id
+        self._ended_job = job_id
+        runtime.poller.unwatch(job_id)
+        asyncio.get_running_loop().create_task(self._cancel_engine_jobs(runtime, job_id))
 
     async def stop(self, now: bool = False):
         if not self.job_id:
@@ -414,7 +426,7 @@ class HPCSpawner(Spawner):
         runtime = self._runtime(self.job_cluster)
         runtime.poller.on_end(self.job_id, None)  # a stop we asked for is no news
         await self._cancel_quietly(runtime)
-        await self._cancel_engine_jobs(runtime)
+        await self._cancel_engine_jobs(runtime, self.job_id)
         deadline = time.monotonic() + self.stop_wait_timeout
         while not now and time.monotonic() < deadline:
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import requests
-from support import REPO
+from support import REPO, user_readable
 
 VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
 PROXY = Path("/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy")
@@ -150,8 +150,7 @@ class Hub:
 def run_hub(state: Path, site_text: str, users=(), **options):
     """A started hub for a test module: writes the site config, yields the Hub, then stops the
     users' servers and the hub and proxy (a generator for pytest fixtures)."""
-    site = state / "site.yaml"
-    site.write_text(site_text)
+    site = user_readable(f"{state.name}.yaml", site_text)  # notebooks in the jobs read it too
     hub = Hub(site, state, **options)
     started = time.time()
     hub.start()

@@ -12,3 +12,44 @@ CLUSTER_SCRIPTS = REPO / "tests" / "clusters"
 def run_hpchub(*args: str) -> subprocess.CompletedProcess:
     """The hpchub command, as an admin runs it."""
     return subprocess.run([sys.executable, "-m", "hpchub.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def run_as_user(user: str, code: str, timeout: float = 180) -> str:
+    """Run Python ``code`` as ``user`` (as a notebook kernel would) with the hpchub venv; return
+    the last line it prints."""
+    import os
+    import shutil
+    import tempfile
+    import textwrap
+
+    python = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
+    scratch = Path(tempfile.mkdtemp(prefix="hpchub-as-user-"))
+    shutil.chown(scratch, user)  # ipyparallel writes into the working directory
+    script = scratch / "run.py"
+    script.write_text(textwrap.dedent(code))
+    script.chmod(0o644)
+    try:
+        result = subprocess.run(["sudo", "-n", "-u", user, python, str(script)], capture_output=True, text=True,
+                                timeout=timeout, cwd=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+_READABLE_DIR: Path | None = None
+
+
+def user_readable(name: str, text: str) -> Path:
+    """Write ``text`` to a file the test users can read (jobs and notebooks read the site config;
+    the checkout and pytest's tmp dirs may be root-only)."""
+    import tempfile
+
+    global _READABLE_DIR
+    if _READABLE_DIR is None:
+        _READABLE_DIR = Path(tempfile.mkdtemp(prefix="hpchub-test-configs-"))
+        _READABLE_DIR.chmod(0o755)
+    path = _READABLE_DIR / name
+    path.write_text(text)
+    path.chmod(0o644)
+    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, SITE_CONFIGS
+from support import CLUSTER_SCRIPTS, SITE_CONFIGS, run_as_user
 
 from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
@@ -261,3 +261,29 @@ def test_queue_wait_shows_in_progress_and_the_start_timeout_cancels_the_job(impa
     while time.monotonic() < deadline and any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values()):
         time.sleep(1)
     assert not any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values())
+
+
+def test_engine_jobs_never_outlive_their_notebook_server(hub, client):
+    server = spawn(hub, "carol", {"profile": "multi", "nodes": 2})
+    server_job = server["state"]["job_id"]
+    # What hpchub.parallel does in carol's notebook: an engine job named after the server's job.
+    engines = run_as_user("carol", f"""
+        import asyncio, os
+        from hpchub.parallel import HPCEngineSetLauncher
+        os.environ["HPCHUB_PARENT_JOB"] = {server_job!r}
+        launcher = HPCEngineSetLauncher(site_config={str(hub.site_config)!r}, profile="multi", engine_set_id="e2e",
+                                        engine_cmd=["sleep", "600"])
+
+        async def main():
+            print(await launcher.start(2), flush=True)
+            os._exit(0)  # like a kernel that goes on running: the watcher stays with the process
+
+        asyncio.run(main())
+    """)
+    assert jobs_of(client, "carol")[engines].name == f"hpchub-carol-multi-engines-p{server_job}"
+    subprocess.run(["sudo", "-n", "-u", "carol", "scancel", server_job], check=True)
+    hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL)
+    deadline = time.monotonic() + 2 * POLL_INTERVAL
+    while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"

@@ -4,18 +4,15 @@ Slurm and on Grid Engine as an ordinary user, watched, stopped, and noticed when
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
-import textwrap
-from pathlib import Path
 
 import pytest
-from support import SITE_CONFIGS
+from support import SITE_CONFIGS, run_as_user, user_readable
 
 from hpchub.parallel import HPCEngineSetLauncher
 
-VENV_PYTHON = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
+LOCAL_SLURM = user_readable("local-slurm.yaml", (SITE_CONFIGS / "local-slurm.yaml").read_text())
+LOCAL_SGE = user_readable("local-sge.yaml", (SITE_CONFIGS / "local-sge.yaml").read_text())
 
 
 def test_slurm_engine_script_spreads_tasks_and_stops_before_walltime():
@@ -42,21 +39,9 @@ def test_engine_options_are_validated_like_the_form():
         launcher.render(4, user="alice")
 
 
-def run_as(user: str, code: str, timeout: float = 180) -> dict:
+def run_as(user: str, code: str) -> dict:
     """Run ``code`` as ``user`` (as a notebook kernel would); it prints one JSON line at the end."""
-    scratch = Path(tempfile.mkdtemp(prefix="hpchub-ipp-"))
-    scratch.chmod(0o755)
-    script = scratch / "run.py"
-    script.write_text(textwrap.dedent(code))
-    script.chmod(0o644)
-    try:
-        result = subprocess.run(["sudo", "-n", "-u", user, VENV_PYTHON, str(script)], capture_output=True, text=True,
-                                timeout=timeout, cwd=scratch)
-    finally:
-        script.unlink()
-        scratch.rmdir()
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(run_as_user(user, code))
 
 
 def active_jobs_named(user: str, fragment: str) -> list[str]:
@@ -74,7 +59,7 @@ def test_engines_on_several_namespace_nodes(slurm_cluster):
 
         async def main():
             started = time.monotonic()
-            cluster = hpchub.parallel.Cluster(profile="multi", n=4, site_config={str(SITE_CONFIGS / "local-slurm.yaml")!r},
+            cluster = hpchub.parallel.Cluster(profile="multi", n=4, site_config={str(LOCAL_SLURM)!r},
                                               options={{"nodes": 3}}, controller_location="10.77.0.1")
             rc = await cluster.start_and_connect()
             up = time.monotonic() - started
@@ -100,7 +85,7 @@ def test_an_engine_job_cancelled_from_outside_is_reported(slurm_cluster):
         import hpchub.parallel
 
         async def main():
-            cluster = hpchub.parallel.Cluster(profile="small", n=1, site_config={str(SITE_CONFIGS / "local-slurm.yaml")!r})
+            cluster = hpchub.parallel.Cluster(profile="small", n=1, site_config={str(LOCAL_SLURM)!r})
             rc = await cluster.start_and_connect()
             (engine_set,) = cluster.engines.values()
             subprocess.run(["scancel", engine_set.job_id], check=True)
@@ -125,7 +110,7 @@ def test_engines_as_a_grid_engine_array_job(sge_cluster):
         import hpchub.parallel
 
         async def main():
-            cluster = hpchub.parallel.Cluster(profile="small", n=2, site_config={str(SITE_CONFIGS / "local-sge.yaml")!r})
+            cluster = hpchub.parallel.Cluster(profile="small", n=2, site_config={str(LOCAL_SGE)!r})
             rc = await cluster.start_and_connect()
             tasks = sorted(rc[:].apply_sync(lambda: int(__import__("os").environ["SGE_TASK_ID"])))
             total = sum(rc[:].map_sync(lambda x: x + 1, range(10)))
