@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, SITE_CONFIGS, run_as_user
+from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, user_readable
 
 from hpchub.cluster import ClusterClient
 from hpchub.config import load_site_config
@@ -287,3 +287,35 @@ def test_engine_jobs_never_outlive_their_notebook_server(hub, client):
     while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"
+
+
+def test_example_notebook_runs_engines_from_inside_a_server_job(hub, client):
+    """examples/parallel.ipynb, executed by a kernel inside carol's server job (an srun step of
+    it, with the environment the server job exports): engines on several nodes, then stopped."""
+    server = spawn(hub, "carol", {"profile": "multi", "nodes": 1})
+    server_job = server["state"]["job_id"]
+    notebook = user_readable("parallel.ipynb", (REPO / "examples" / "parallel.ipynb").read_text())
+    env = ",".join([
+        "ALL",
+        f"HPCHUB_SITE_CONFIG={hub.site_config}",
+        "HPCHUB_ENGINE_PROFILE=multi",
+        f"JUPYTERHUB_API_URL=http://10.77.0.1:{hub.hub_port}/hub/api",
+        "HOME=/home/carol",
+    ])
+    executed = run_as_user("carol", f"""
+        import os, subprocess, sys
+        output = os.path.join(os.getcwd(), "executed.ipynb")
+        out = subprocess.run(["srun", "--jobid={server_job}", "--overlap", "-N1", "-n1", "--export={env}",
+                              "/opt/hpchub/venv/bin/jupyter", "execute", "--output=" + output, {str(notebook)!r}],
+                             capture_output=True, text=True, timeout=240)
+        import nbformat
+        nb = nbformat.read(output, 4) if os.path.exists(output) else nbformat.v4.new_notebook()
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        print(repr((out.returncode, out.stderr[-2000:], text)))
+    """, timeout=300)
+    returncode, stderr, text = eval(executed)
+    assert returncode == 0, stderr
+    assert "4 engines from engine profile 'multi'" in text
+    assert "engines run on: ['node1', 'node2', 'node3']" in text and "pi is about 3.1" in text
+    assert not [job for job in jobs_of(client, "carol").values() if job.name.endswith(f"-engines-p{server_job}")]
+    stop(hub, "carol")
