@@ -133,3 +133,28 @@ def test_entry_points_name_the_launchers():
     controllers = {e.name: e.value for e in entry_points(group="ipyparallel.controller_launchers")}
     assert engines["hpchub"] == "hpchub.parallel:HPCEngineSetLauncher"
     assert controllers["hpchub"] == "hpchub.parallel:HPCControllerLauncher"
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+def test_plain_ipyparallel_cluster_with_hpchub_engines_inside_a_server_environment(slurm_cluster):
+    """What a notebook writes: ipp.Cluster(engines="hpchub", n=...). The server job's environment
+    names the site config and engine profile; the venv's ipcluster_config.py picks the controller."""
+    result = run_as("alice", f"""
+        import asyncio, json, os, socket
+        os.environ.update(HPCHUB_SITE_CONFIG={str(LOCAL_SLURM)!r}, HPCHUB_ENGINE_PROFILE="multi",
+                          JUPYTERHUB_API_URL="http://10.77.0.1:8081/hub/api")
+        import ipyparallel as ipp
+
+        async def main():
+            cluster = ipp.Cluster(engines="hpchub", n=3)
+            rc = await cluster.start_and_connect()
+            hosts = rc[:].apply_sync(socket.gethostname)
+            controller = type(cluster.controller).__name__
+            await cluster.stop_cluster()
+            print(json.dumps({{"hosts": hosts, "controller": controller}}))
+
+        asyncio.run(main())
+    """)
+    assert result["controller"] == "HPCControllerLauncher"
+    assert len(set(result["hosts"])) == 2  # the multi profile's default: 2 nodes
