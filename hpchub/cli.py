@@ -65,6 +65,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                 render_job_script(site, job_context(site, request, user, server_launch(user, name), name), template_name(request))
             except (RenderError, OptionsError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}]: {error}")
+                continue
+            try:  # the ipyparallel engine job of the profile, too
+                from .parallel import HPCEngineSetLauncher
+
+                HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).render(2, user=user.name)
+            except (RenderError, OptionsError, ValueError) as error:
+                problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
         if problems:
             print("\n".join(problems), file=sys.stderr)
             failed = True

@@ -296,7 +296,8 @@ class HPCSpawner(Spawner):
                 if status.state is JobState.HELD:
                     raise SpawnFailed(f"Job {self.job_id} is held by the scheduler ({status.reason or 'held'}); it was cancelled.")
                 if status.state is JobState.ERROR:
-                    raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({status.scheduler_state})"))
+                    why = await self._explain(runtime) or status.scheduler_state
+                    raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
                 if not status.state.is_active:
                     raise SpawnFailed(await self._failure_text(runtime, f"the job ended ({status.scheduler_state}{', ' + status.reason if status.reason else ''})"))
                 message = self._pending_message(runtime, status)
@@ -350,6 +351,17 @@ class HPCSpawner(Spawner):
                     pass
             runtime.node_addresses[host] = address
         return runtime.node_addresses[host]
+
+    async def _explain(self, runtime: ClusterRuntime) -> str | None:
+        """The scheduler's own words for a job in error, where the backend can ask (SGE: qstat -j)."""
+        explain = getattr(runtime.client.backend, "explain_argv", None)
+        if explain is None:
+            return None
+        try:
+            result = await runtime.client.run(explain(self.job_id))
+        except CommandError:
+            return None
+        return runtime.client.backend.parse_explain(result.stdout)
 
     async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
         text = f"Job {self.job_id}: {what}."

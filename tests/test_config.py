@@ -220,3 +220,14 @@ def test_check_renders_templates_and_reports_template_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "profiles[small]: template 'slurm.sh.j2': 'no_such_thing' is undefined" in result.stderr
+
+
+def test_check_renders_the_engine_templates_too(tmp_path):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "slurm-engines.sh.j2").write_text(
+        '{% extends "hpchub/slurm-engines.sh.j2" %}{% block launch %}srun {{ engines.typo }}{% endblock %}')
+    site = tmp_path / "site.yaml"
+    site.write_text(VALID + "templates_dir: templates\n")
+    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "profiles[small] (engines): template 'slurm-engines.sh.j2': 'dict object' has no attribute 'typo'" in result.stderr

@@ -26,6 +26,12 @@ BROKEN_PROFILE = """
     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
     environment:
       venv: /nonexistent/venv
+  - slug: stuck
+    name: output nobody can write (the job lands in Eqw)
+    cluster: sge
+    queue: short.q
+    resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
+    directives: ["-o /proc/hpchub-cannot-write-here"]
 """
 
 
@@ -71,3 +77,12 @@ def test_a_job_that_fails_at_start_fails_the_spawn_in_seconds_with_the_reason(hu
     assert time.monotonic() - started < 20
     assert "cannot activate the virtual environment" in message and "/nonexistent/venv" in message
     hub.wait_for_server("alice", ready=False, timeout=10)
+
+
+def test_a_job_in_error_state_fails_the_spawn_with_the_schedulers_reason(hub, client):
+    started = time.monotonic()
+    message = spawn_failure_message(hub, "bob", {"profile": "stuck"})
+    assert time.monotonic() - started < 30
+    assert "error state" in message and "can't open output file" in message
+    hub.wait_for_server("bob", ready=False, timeout=10)
+    assert jobs_of(client, "bob") == {}

@@ -84,3 +84,12 @@ def test_queue_info_from_captured_qstat_f():
 
 def test_cancel_argv():
     assert sge.cancel_argv(["1", "2"]) == ["qdel", "1", "2"]
+
+
+def test_explain_gives_the_error_reason():
+    stdout = ("job_number:                 44\nowner:                      alice\n"
+              "error reason          1:      11/25/2026 21:31:07 [1001:14636]: error: can't open output file "
+              '"/proc/nope": No such file or directory\nscheduling info:            Job is in error state\n')
+    assert sge.explain_argv("44") == ["qstat", "-j", "44"]
+    assert sge.parse_explain(stdout).endswith('can\'t open output file "/proc/nope": No such file or directory')
+    assert sge.parse_explain("job_number: 45\n") is None

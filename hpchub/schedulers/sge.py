@@ -126,6 +126,16 @@ def _with_nodes(status: JobStatus, nodes: tuple[str, ...]) -> JobStatus:
     return replace(status, nodes=nodes) if nodes else status
 
 
+def explain_argv(job_id: str) -> list[str]:
+    """Why a job is held or in error: ``qstat -j`` has the reason (the XML list does not)."""
+    return ["qstat", "-j", job_id]
+
+
+def parse_explain(stdout: str) -> str | None:
+    reasons = [line.split(":", 1)[1].strip() for line in stdout.splitlines() if line.lower().startswith("error reason")]
+    return "; ".join(reasons) or None
+
+
 def cancel_argv(job_ids: Sequence[str]) -> list[str]:
     return ["qdel", *job_ids]
 
