@@ -199,11 +199,7 @@ class HPCSpawner(Spawner):
 
     @default("options_from_form")
     def _options_from_form_default(self):
-        return self._form_to_options
-
-    @staticmethod
-    def _form_to_options(formdata: dict) -> dict:
-        return options_from_form(formdata)
+        return options_from_form
 
     @default("apply_user_options")
     def _apply_user_options_default(self):
