@@ -11,7 +11,6 @@ squeue calls slurmctld received (sdiag REQUEST_JOB_INFO), then stop them.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from hubharness import Hub, spawn, stop  # noqa: E402
+from hubharness import Hub, job_info_rpcs, spawn, stop  # noqa: E402
 from support import SITE_CONFIGS, user_readable  # noqa: E402
 
 USERS = ("alice", "bob", "carol")
@@ -40,13 +39,6 @@ c.SlurmSpawner.startup_poll_interval = 0.5
 c.Spawner.cmd = ["jupyterhub-singleuser"]
 c.Spawner.env_keep = ["PATH", "LANG"]  # JupyterHub 6 keeps no PATH by itself
 """
-
-
-def job_info_rpcs() -> int:
-    """squeue calls slurmctld saw since the last `sdiag --reset`."""
-    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
-    # squeue sends REQUEST_JOB_INFO (all jobs) or REQUEST_JOB_INFO_SINGLE (squeue -j ID)
-    return sum(int(count) for count in re.findall(r"REQUEST_JOB_INFO(?:_SINGLE)?\s+\(\s*\d+\)\s+count:(\d+)", text))
 
 
 def run(kind: str, intervals: int, poll_interval: int) -> dict:

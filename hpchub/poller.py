@@ -71,7 +71,6 @@ class StatusPoller:
         self._failures = 0
         self._retry_at = float("-inf")
         self.last_error: str | None = None
-        self.queries = 0  # how many status commands ran (for tests and benchmarks)
 
     # -- which jobs -------------------------------------------------------------------------
     def watch(self, job_id: str, user: str) -> None:
@@ -145,7 +144,6 @@ class StatusPoller:
     async def _run_query(self) -> None:
         users = frozenset(self._watched.values())
         started = self._clock()
-        self.queries += 1
         try:
             jobs = await self._query(sorted(users) if users else None)
         except Exception as error:  # any failure means "unknown", never "gone"
@@ -198,7 +196,6 @@ class CachedQuery:
         self.fetched = float("-inf")
         self.error: str | None = None
         self._inflight: asyncio.Task | None = None
-        self.fetches = 0
 
     async def get(self) -> object | None:
         if self._clock() - self.fetched < self.ttl:
@@ -209,7 +206,6 @@ class CachedQuery:
         return self.value
 
     async def _run(self) -> None:
-        self.fetches += 1
         try:
             self.value = await self._fetch()
             self.error = None

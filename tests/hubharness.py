@@ -7,6 +7,7 @@ are stopped by pid at the end; the hub's database lives in a temporary directory
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -197,3 +198,10 @@ def spawn_failure_message(hub: Hub, user: str, options: dict) -> str:
                             headers={"Authorization": f"token {hub.admin_token}"}, timeout=120).text
     assert response.status_code == 500, response.text
     return response.json()["message"]
+
+
+def job_info_rpcs() -> int:
+    """squeue calls slurmctld saw since the last `sdiag --reset`: REQUEST_JOB_INFO (all jobs)
+    and REQUEST_JOB_INFO_SINGLE (squeue -j ID)."""
+    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    return sum(int(count) for count in re.findall(r"REQUEST_JOB_INFO(?:_SINGLE)?\s+\(\s*\d+\)\s+count:(\d+)", text))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from hubharness import job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, user_readable
 
 from hpchub.cluster import ClusterClient
@@ -173,12 +173,6 @@ def test_port_endpoint_takes_only_a_port_and_only_from_the_servers_own_token(hub
     stop(hub, "alice")
 
 
-def _job_info_rpcs() -> int:
-    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"REQUEST_JOB_INFO\s+\(\s*\d+\)\s+count:(\d+)", text)
-    return int(match.group(1)) if match else 0
-
-
 def test_one_status_query_per_interval_for_all_users(hub):
     for user in USERS:
         assert hub.api("POST", f"/users/{user}/server", json={"profile": "small"}).status_code in (201, 202)
@@ -187,7 +181,7 @@ def test_one_status_query_per_interval_for_all_users(hub):
     subprocess.run(["sdiag", "--reset"], check=True, capture_output=True)
     intervals = 4
     time.sleep(intervals * POLL_INTERVAL)
-    queries = _job_info_rpcs()
+    queries = job_info_rpcs()
     # One squeue per interval for the three servers together (jitter may add one).
     assert 1 <= queries <= intervals + 1, f"{queries} squeue calls in {intervals} intervals for {len(USERS)} users"
     for user in USERS:

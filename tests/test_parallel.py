@@ -44,9 +44,8 @@ def run_as(user: str, code: str) -> dict:
     return json.loads(run_as_user(user, code))
 
 
-def active_jobs_named(user: str, fragment: str) -> list[str]:
+def active_slurm_jobs_named(user: str, fragment: str) -> list[str]:
     out = subprocess.run(["squeue", "--noheader", "-u", user, "-o", "%i %j %T"], capture_output=True, text=True).stdout
-    out += subprocess.run(["qstat", "-u", user], capture_output=True, text=True).stdout if user else ""
     return [line for line in out.splitlines() if fragment in line]
 
 
@@ -75,7 +74,7 @@ def test_engines_on_several_namespace_nodes(slurm_cluster):
     assert len(result["hosts"]) == 4 and len(set(result["hosts"])) == 3
     assert set(result["hosts"]) == {"node1", "node2", "node3"}
     assert result["squares"] == [x * x for x in range(10)]
-    assert not [line for line in active_jobs_named("alice", "-engines-") if line.split()[0] == result["job_id"]]
+    assert not [line for line in active_slurm_jobs_named("alice", "-engines-") if line.split()[0] == result["job_id"]]
 
 
 @pytest.mark.slurm
