@@ -8,10 +8,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from .cluster import ClusterClient
+from . import jobs
+from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig, SiteConfigError, load_site_config
+from .jobs import PreparedJob
 from .options import OptionsError, resolve_request
-from .render import RenderError, UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from .render import RenderError, UserAccount
 from .runner import CommandError
 from .schedulers import ParseError
 
@@ -26,24 +28,23 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     return values
 
 
-def build_job(site: SiteConfig, args: argparse.Namespace) -> tuple[str, dict, str]:
-    """The rendered script, its context and the cluster name for --profile/--user/--set."""
+def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
+    """The job for --profile/--user/--set (--engines N, --command CMD), built exactly as the
+    spawner and the engine launcher build it."""
     if getattr(args, "engines", None):
         from .parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
 
         launcher = HPCEngineSetLauncher(site_config=args.site, profile=args.profile, options=_parse_sets(args.set))
-        script, context = launcher.render(args.engines, user=args.user)
-        return script, context, launcher.cluster_name
+        return launcher.prepare(args.engines, user=args.user)
     try:
         profile = site.profile(args.profile)
     except KeyError:
         raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {', '.join(p.slug for p in site.profiles)})"}) from None
     request = resolve_request(site, profile, _parse_sets(args.set))
     user = UserAccount.lookup(args.user)
-    name = job_name(user, profile.slug)
-    command = shlex.split(args.command) if getattr(args, "command", None) else None
-    context = job_context(site, request, user, server_launch(user, name, test_command=command), name=name)
-    return render_job_script(site, context, template_name(request)), context, request.cluster_name
+    if getattr(args, "command", None):
+        return jobs.command_job(site, request, user, shlex.split(args.command))
+    return jobs.server_job(site, request, user, server_name=getattr(args, "server", "") or "")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -58,18 +59,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         # Render every profile once so template mistakes show up now, not at a user's spawn.
         problems = []
         for profile in site.profiles:
+            user = UserAccount("hpchub-check", "/home/hpchub-check")
             try:
-                request = resolve_request(site, profile)
-                user = UserAccount("hpchub-check", "/home/hpchub-check")
-                name = job_name(user, profile.slug)
-                render_job_script(site, job_context(site, request, user, server_launch(user, name), name), template_name(request))
+                jobs.server_job(site, resolve_request(site, profile), user)
             except (RenderError, OptionsError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}]: {error}")
                 continue
             try:  # the ipyparallel engine job of the profile, too
                 from .parallel import HPCEngineSetLauncher
 
-                HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).render(2, user=user.name)
+                HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name)
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
         if problems:
@@ -82,16 +81,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
-    script, _, _ = build_job(site, args)
-    sys.stdout.write(script)
+    sys.stdout.write(build_job(site, args).script)
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
-    script, context, cluster_name = build_job(site, args)
-    client = ClusterClient(cluster_name, site.clusters[cluster_name])
-    job_id = asyncio.run(client.submit(args.user, script, log_dir=context["job"]["log_dir"]))
+    job = build_job(site, args)
+    client = client_for(site, job.cluster_name)
+    files = {"env": ""} if job.kind != "command" else {}
+    job_id = asyncio.run(client.submit(job.user.name, job.key, job.script, files))
     print(job_id)
     return 0
 
@@ -101,7 +100,7 @@ def _clients(site: SiteConfig, cluster: str | None) -> list[ClusterClient]:
     for name in names:
         if name not in site.clusters:
             raise OptionsError({"cluster": f"no cluster {name!r} (clusters: {', '.join(site.clusters)})"})
-    return [ClusterClient(name, site.clusters[name]) for name in names]
+    return [client_for(site, name) for name in names]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -134,7 +133,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
     rows = []
     for client in _clients(site, args.cluster):
-        configured = client.cluster.queues
+        configured = site.clusters[client.name].queues
         for queue in asyncio.run(client.queue_info()):
             limits = configured.get(queue.name)
             rows.append((
@@ -170,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
                          help="a user choice (cores, memory, walltime, gpus, nodes, queue, account), "
                               "validated like the spawn form; repeatable")
         sub.add_argument("--command", help="run this instead of the Jupyter server (to test a profile's environment)")
+        sub.add_argument("--server", default="", help="a named server's name (its job and files are named after it)")
 
     render = commands.add_parser("render", help="print the job script that would be submitted")
     job_args(render)
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionsError as error:
         for field, message in error.problems.items():
             print(f"hpchub: {field}: {message}", file=sys.stderr)
-    except (RenderError, CommandError, ParseError) as error:
+    except (RenderError, CommandError, ParseError, AccountRefused) as error:
         print(f"hpchub: {error}", file=sys.stderr)
     return 1
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import shlex
 import socket
 from urllib.parse import urlparse
 
@@ -26,17 +25,16 @@ from ipyparallel.cluster.launcher import EngineLauncher, LocalControllerLauncher
 from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Config
 
-from .cluster import ClusterClient
-from .config import SiteConfig, Submit, load_site_config
+from . import jobs, lifecycle
+from .cluster import ClusterSpec
+from .config import SiteConfig, load_site_config
+from .jobs import ENV_ENGINE_PROFILE, ENV_SITE_CONFIG, PreparedJob
 from .options import resolve_request
-from .poller import Presence
-from .render import Launch, UserAccount, engine_context, job_name, render_job_script, template_name
-from .runner import CommandError
+from .render import UserAccount
 from .runtime import ClusterRuntime
+from .schedulers import JobState
 
-# Set by hpchub's server jobs, so that a notebook needs no configuration.
-ENV_SITE_CONFIG = "HPCHUB_SITE_CONFIG"
-ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
+# Set by hpchub's server jobs (see hpchub.jobs), so that a notebook needs no configuration.
 ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
 
 
@@ -99,8 +97,9 @@ class HPCEngineSetLauncher(EngineLauncher):
     poll_interval = Float(2.0, config=True, help="Seconds between status checks of the engine job (shared per cluster).")
     job_id = Unicode("").tag(to_dict=True)
     cluster_name = Unicode("").tag(to_dict=True)
+    job_name = Unicode("").tag(to_dict=True)
+    job_key = Unicode("").tag(to_dict=True)
     log_file = Unicode("").tag(to_dict=True)
-    secrets_file = Unicode("").tag(to_dict=True)
 
     @default("site_config")
     def _site_config_default(self):
@@ -118,17 +117,14 @@ class HPCEngineSetLauncher(EngineLauncher):
             raise ValueError(f"no site config: set HPCEngineSetLauncher.site_config or ${ENV_SITE_CONFIG}")
         return load_site_config(self.site_config)
 
-    def _client(self, site: SiteConfig) -> ClusterClient:
-        # The notebook already runs as the user: scheduler commands run directly, never via sudo.
-        cluster = site.clusters[self.cluster_name]
-        return ClusterClient(self.cluster_name, cluster.model_copy(update={"submit": Submit(via="local")}))
-
     def _runtime(self, site: SiteConfig) -> ClusterRuntime:
-        return ClusterRuntime.get(site, self.cluster_name, interval=self.poll_interval, min_interval=min(1.0, self.poll_interval))
+        # The notebook already runs as the user: commands run directly, never via sudo.
+        spec = ClusterSpec.from_site(site, self.cluster_name).as_current_user()
+        return ClusterRuntime.get(spec, interval=self.poll_interval, min_interval=min(1.0, self.poll_interval))
 
-    def render(self, n: int, user: str | None = None) -> tuple[str, dict]:
-        """The engine job script for n engines (as ``user``, default: this process's user), and
-        its context; `hpchub render --engines N` shows the same."""
+    def prepare(self, n: int, user: str | None = None) -> PreparedJob:
+        """The engine job for n engines (as ``user``, default: this process's user); `hpchub
+        render --engines N` prints the same."""
         site = self._site()
         slug = self.profile or site.profiles[0].slug
         try:
@@ -137,31 +133,19 @@ class HPCEngineSetLauncher(EngineLauncher):
             raise ValueError(f"no profile {slug!r} in {self.site_config}") from None
         request = resolve_request(site, profile, self.options)
         self.cluster_name = request.cluster_name
-        user = UserAccount.lookup(user or _current_user())
+        account = UserAccount.lookup(user or _current_user())
         parent = os.environ.get(ENV_PARENT_JOB) or os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or "none"
-        name = job_name(user, profile.slug, suffix=f"-engines-p{parent}")
-        launch = Launch(command=[*self.engine_cmd, *self.cluster_args, *self.engine_args],
-                        secrets_file=f"{user.home}/.hpchub/{name}.{self.engine_set_id or 'set'}.env")
-        context = engine_context(site, request, user, launch, name, n)
-        return render_job_script(site, context, template_name(request, "engines")), context
+        return jobs.engine_job(site, request, account, n, parent, self.find_args())
 
     async def start(self, n):
         self.n = n
         self._check_controller_reachable()
-        script, context = self.render(n)
-        site = self._site()
-        client = self._client(site)
-        self.secrets_file = context["launch"].secrets_file
-        self.log_file = str(context["job"]["output"])
-        user = context["user"].name
-        # The connection info (with its key) reaches the engines only through this user-only file.
-        env = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(self.get_env().items()))
-        await client.write_user_file(user, self.secrets_file, env)
-        job_id = await client.submit(user, script, log_dir=context["job"]["log_dir"])
-        self.job_id = job_id
-        self.log_file = self.log_file.replace("%j", job_id).replace("$JOB_ID", job_id)
-        runtime = self._runtime(site)
-        runtime.poller.watch(job_id, user)
+        job = self.prepare(n)
+        runtime = self._runtime(self._site())
+        # The connection info (with its key) reaches the engines only through the job's user-only files.
+        job_id = await lifecycle.submit_and_watch(runtime, job, {"env": jobs.env_file(self.get_env())})
+        self.job_id, self.job_name, self.job_key = job_id, job.name, job.key
+        self.log_file = job.log_path(job_id)
         self.notify_start({"job_id": job_id, "cluster": self.cluster_name})
         self._monitor = asyncio.ensure_future(self._watch(runtime))
         return job_id
@@ -180,14 +164,13 @@ class HPCEngineSetLauncher(EngineLauncher):
         """Tell ipyparallel when the engine job ends (its own batch launchers never look)."""
         while self.state == "running":
             view = await runtime.poller.get(self.job_id, max_age=self.poll_interval)
-            ended = view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active)
-            if ended:
+            if lifecycle.has_ended(view):
                 status = view.status
                 state = status.scheduler_state if status else "gone"
-                failed = status is not None and status.state.name in ("FAILED", "CANCELLED", "ERROR")
+                failed = status is not None and status.state in (JobState.FAILED, JobState.CANCELLED, JobState.ERROR)
                 self.log.info("engine job %s ended (%s)", self.job_id, state)
                 runtime.poller.unwatch(self.job_id)
-                self._remove_secrets()
+                await lifecycle.remove_files(runtime, _current_user(), self.job_key)
                 self.notify_stop({"job_id": self.job_id, "state": state, "exit_code": 1 if failed else 0})
                 return
             await asyncio.sleep(self.poll_interval)
@@ -196,19 +179,11 @@ class HPCEngineSetLauncher(EngineLauncher):
         """Cancel the engine job and return once the scheduler no longer runs it."""
         if not self.job_id or self.state == "after":
             return
-        site = self._site()
-        runtime = self._runtime(site)
-        try:
-            await self._client(site).cancel(_current_user(), [self.job_id])
-        except CommandError as error:
-            self.log.warning("cancelling engine job %s: %s", self.job_id, error)
-        for _ in range(int(self.stop_timeout / 0.5)):
-            view = await runtime.poller.get(self.job_id, max_age=0.5)
-            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
-                break
-            await asyncio.sleep(0.5)
+        runtime = self._runtime(self._site())
+        user = _current_user()
+        await lifecycle.cancel_and_wait(runtime, user, self.job_id, self.job_name, timeout=self.stop_timeout, interval=0.5)
         runtime.poller.unwatch(self.job_id)
-        self._remove_secrets()
+        await lifecycle.remove_files(runtime, user, self.job_key)
         monitor = getattr(self, "_monitor", None)
         # ipyparallel's *_sync calls each run their own event loop: only cancel in our own.
         if monitor is not None and not monitor.done() and monitor.get_loop() is asyncio.get_running_loop():
@@ -224,13 +199,6 @@ class HPCEngineSetLauncher(EngineLauncher):
                 return output.read()
         except OSError:
             return ""
-
-    def _remove_secrets(self) -> None:
-        if self.secrets_file:
-            try:
-                os.unlink(self.secrets_file)
-            except OSError:
-                pass
 
 
 def _current_user() -> str:

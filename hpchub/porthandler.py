@@ -1,13 +1,17 @@
 """The hub endpoint where a starting job reports the port its server listens on.
 
-It accepts exactly ``{"port": N}`` and only with the API token of the server that is starting
-(the token hpchub gave that job): no other key, no other user's token, not even the same
-user's other tokens. The host is never taken from the job; it comes from the scheduler.
+It accepts exactly ``{"port": N}`` and only with the API token of a server that is starting (the
+token hpchub gave that job): no other key, no other user's token, not even the same user's other
+tokens. The host is never taken from the job; it comes from the scheduler.
+
+A spawner registers what it waits for (``expect_port``) before it submits the job; the endpoint
+only looks the token up in that table, so it needs to know nothing about spawners or wrappers.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import hashlib
 import json
 import logging
 
@@ -19,15 +23,26 @@ log = logging.getLogger("hpchub.porthandler")
 
 ROUTE = "/api/hpchub/port"  # below the hub prefix: /hub/api/hpchub/port
 
+# sha256(token) -> the future the waiting spawner awaits. Hashes, so the table holds no tokens.
+_expected: dict[str, asyncio.Future[int]] = {}
 
-def hpchub_spawner_of(spawner):
-    """The HPCSpawner behind ``spawner`` (itself, or a wrapspawner child), or None."""
-    from .spawner import HPCSpawner
 
-    for candidate in (spawner, getattr(spawner, "child_spawner", None)):
-        if isinstance(candidate, HPCSpawner):
-            return candidate
-    return None
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def expect_port(token: str) -> asyncio.Future[int]:
+    """Register a starting server's token; the returned future gets the port its job reports."""
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    _expected[_digest(token)] = future
+    return future
+
+
+def forget(token: str) -> None:
+    """The server is no longer waiting for its port (started, failed or stopped)."""
+    future = _expected.pop(_digest(token), None)
+    if future is not None and not future.done():
+        future.cancel()
 
 
 class PortReportHandler(APIHandler):
@@ -38,8 +53,7 @@ class PortReportHandler(APIHandler):
     @web.authenticated
     async def post(self):
         token = self.get_auth_token()
-        user = self.current_user
-        if not token or user is None or not hasattr(user, "spawners"):
+        if not token or self.current_user is None:
             raise web.HTTPError(403, "a server's own API token is required")
         try:
             body = json.loads(self.request.body or b"null")
@@ -50,16 +64,13 @@ class PortReportHandler(APIHandler):
         port = body["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise web.HTTPError(400, "port must be an integer from 1 to 65535")
-        for spawner in list(user.spawners.values()):
-            target = hpchub_spawner_of(spawner)
-            if target is None or not target.api_token:
-                continue
-            if hmac.compare_digest(target.api_token.encode(), token.encode()):
-                if not target.accept_port(port):
-                    raise web.HTTPError(409, "this server is not waiting for a port")
-                self.set_status(204)
-                return
-        raise web.HTTPError(403, "this token does not belong to a starting hpchub server")
+        future = _expected.get(_digest(token))
+        if future is None:
+            raise web.HTTPError(403, "this token does not belong to a starting hpchub server")
+        if future.done():
+            raise web.HTTPError(409, "this server is not waiting for a port")
+        future.set_result(port)
+        self.set_status(204)
 
 
 def register_at_import() -> None:

@@ -120,39 +120,19 @@ class Launch:
     report_port: bool = False
 
 
-SERVER_COMMAND = ("jupyterhub-singleuser",)
-
-
-def server_launch(
-    user: UserAccount,
-    name: str,
-    server_command: Sequence[str] = SERVER_COMMAND,
-    test_command: Sequence[str] | None = None,
-) -> Launch:
-    """How a server job starts: hub secrets from a user-only file, port reported, then the
-    server. ``test_command`` (an admin trying a profile) runs instead and needs neither."""
-    if test_command:
-        return Launch(command=tuple(test_command))
-    return Launch(command=tuple(server_command), secrets_file=f"{user.home}/.hpchub/{name}.env", report_port=True)
-
-
-def job_name(user: UserAccount, profile_slug: str, suffix: str = "") -> str:
-    return f"hpchub-{user.name}-{profile_slug}{suffix}"
-
-
 def job_context(
     site: SiteConfig,
     request: JobRequest,
     user: UserAccount,
     launch: Launch,
-    name: str | None = None,
+    name: str,
     tasks: int | None = None,
 ) -> dict[str, Any]:
     """The variables every job template sees. ``tasks``: engine jobs run that many tasks."""
     profile = request.profile
     cluster = request.cluster
     environment: Environment = cluster.environment.extended_by(profile.environment)
-    name = checked(name or job_name(user, profile.slug), re.compile(r"^[A-Za-z0-9_.-]+$"), "job name")
+    name = checked(name, re.compile(r"^[A-Za-z0-9_.+-]+$"), "job name")
     home = checked(user.home, SAFE_PATH_RE, "home directory")
     log_dir = f"{home}/.hpchub/logs"
     job_id_token = "%j" if cluster.scheduler == "slurm" else "$JOB_ID"

@@ -1,36 +1,67 @@
-"""Per-process shared state for one cluster: its command client and its status poller."""
+"""Per-process shared state for one cluster: its command client, its status poller, cached queue
+numbers and node addresses."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+from typing import ClassVar
 
-from .cluster import ClusterClient
-from .config import SiteConfig
+from .cluster import ClusterClient, ClusterSpec
 from .poller import CachedQuery, StatusPoller
+
+NODE_ADDRESS_TTL = 300.0  # seconds a node's address is reused (nodes are renamed or re-addressed rarely)
 
 
 class ClusterRuntime:
     """The client and shared status poller of one cluster, shared by everything in this process
-    that watches jobs there (all spawners of a hub; all engine sets of a notebook)."""
+    that watches jobs there (all spawners of a hub; all engine sets of a notebook). Keyed by the
+    cluster's spec, not by the site config: an edit of the config that leaves the cluster as it
+    was keeps the same poller, and a job is watched with the spec it was submitted with."""
 
-    registry: dict[tuple[str, str, int], "ClusterRuntime"] = {}
+    registry: ClassVar[dict[tuple[ClusterSpec, int], ClusterRuntime]] = {}
 
-    def __init__(self, name: str, client: ClusterClient, poller: StatusPoller):
-        self.name = name
+    def __init__(self, client: ClusterClient, poller: StatusPoller):
+        self.name = client.name
         self.client = client
         self.poller = poller
         self.task: asyncio.Task | None = None
-        self.node_addresses: dict[str, str] = {}
         self.queues: CachedQuery | None = None
+        self._node_addresses: dict[str, tuple[str, float]] = {}
 
     @classmethod
-    def get(cls, site: SiteConfig, cluster_name: str, interval: float, min_interval: float) -> "ClusterRuntime":
-        key = (str(site.source), cluster_name, id(asyncio.get_running_loop()))
+    def get(cls, spec: ClusterSpec, interval: float, min_interval: float) -> ClusterRuntime:
+        key = (spec, id(asyncio.get_running_loop()))
         runtime = cls.registry.get(key)
         if runtime is None:
-            client = ClusterClient(cluster_name, site.clusters[cluster_name])
+            client = ClusterClient(spec)
             poller = StatusPoller(client.status, interval=interval, min_interval=min_interval)
-            runtime = cls.registry[key] = cls(cluster_name, client, poller)
+            runtime = cls.registry[key] = cls(client, poller)
         if runtime.task is None or runtime.task.done():
             runtime.task = asyncio.get_running_loop().create_task(runtime.poller.run_forever())
         return runtime
+
+    def queue_numbers(self, ttl: float) -> CachedQuery:
+        if self.queues is None:
+            self.queues = CachedQuery(self.client.queue_info, ttl=ttl)
+        return self.queues
+
+    async def node_address(self, node: str) -> str:
+        """The address the hub connects to for ``node``: the scheduler's (Slurm NodeAddr), else DNS,
+        else the name; never anything the job says. Cached for NODE_ADDRESS_TTL."""
+        cached = self._node_addresses.get(node)
+        if cached is not None and time.monotonic() - cached[1] < NODE_ADDRESS_TTL:
+            return cached[0]
+        address: str | None = None
+        try:
+            address = await self.client.node_address(node)
+        except Exception:  # the scheduler not answering is no reason to fail: DNS may know
+            address = None
+        if not address or address == node:
+            try:
+                address = await asyncio.get_running_loop().run_in_executor(None, socket.gethostbyname, node)
+            except OSError:
+                address = node
+        self._node_addresses[node] = (address, time.monotonic())
+        return address

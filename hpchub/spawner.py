@@ -1,10 +1,13 @@
 """HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
 
-What it does differently from batchspawner (see README): user choices never override admin
-values and are validated per profile; the job's status is read from one shared poller per
-cluster; a failed status query means "unknown", never "gone"; a job that dies, is held or
-errs while starting fails the spawn at once with the scheduler's reason and the log's tail;
-the job reports only its port, with its own token; secrets reach the job in a user-only file.
+This module is the JupyterHub glue. The job is built by hpchub.jobs, submitted, watched and
+cancelled by hpchub.lifecycle through the cluster's shared poller, and described to the user by
+hpchub.progress. What it does differently from batchspawner (see README): user choices never
+override admin values and are validated per profile; a failed status query means "unknown", never
+"gone"; a job that dies, is held or errs while starting fails the spawn at once with the scheduler's
+reason and the log's tail; the job reports only its port, with its own token; secrets reach the
+job in a user-only file written as the user; the state carries everything needed to find and cancel
+the job without the site config.
 """
 
 from __future__ import annotations
@@ -12,26 +15,23 @@ from __future__ import annotations
 import asyncio
 import grp
 import html
+import os
 import pwd
-import shlex
-import socket
-import time
-from dataclasses import replace
-from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
-from traitlets import Float, Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from . import porthandler
-from .config import Profile, SiteConfig, SiteConfigError, load_site_config
+from . import jobs, lifecycle, porthandler, progress
+from .cluster import AccountRefused, ClusterSpec
+from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import options_from_form, render_spawn_form
-from .options import OptionsError, resolve_request
-from .poller import CachedQuery, Presence, StatusPoller
-from .render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from .options import JobRequest, OptionsError, resolve_request
+from .poller import Presence
+from .render import RenderError, UserAccount
 from .runner import CommandError
 from .runtime import ClusterRuntime
-from .schedulers import JobState
+from .schedulers import JobState, QueueInfo
 
 porthandler.register_at_import()
 
@@ -48,19 +48,42 @@ class SpawnFailed(SpawnException):
                          message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
 
 
+def unix_groups(user_name: str) -> set[str]:
+    """The unix groups of ``user_name``, secondary ones included, as NSS answers for this one user
+    (os.getgrouplist works with SSSD/LDAP, which do not enumerate all groups). Blocking: call it
+    off the event loop."""
+    try:
+        account = pwd.getpwnam(user_name)
+    except KeyError:
+        return set()
+    names = set()
+    for gid in os.getgrouplist(user_name, account.pw_gid):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            pass
+    return names
+
+
+_site_files: dict[str, SiteConfigFile] = {}
+
+
 class HPCSpawner(Spawner):
     """Start single-user servers as batch jobs on an HPC cluster described by a site config."""
 
     site_config = Unicode(
         "",
         config=True,
-        help="Path of the hpchub site config (YAML): clusters, queues, profiles. Required.",
+        help="""Path of the hpchub site config (YAML): clusters, queues, profiles. Required. Edits
+        are picked up for new spawns without a restart; an invalid edit is logged and the last good
+        config stays in use.""",
     )
     profile = Unicode(
         "",
         config=True,
         help="""Use this profile (slug) and ignore the user's profile choice. Meant for
-        wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile.""",
+        wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile. The profile's
+        `users`/`groups` still decide who may start it.""",
     )
     startup_poll_interval = Float(
         1.0,
@@ -73,6 +96,12 @@ class HPCSpawner(Spawner):
         config=True,
         help="Lines of the job's output shown to the user when a spawn fails.",
     )
+    job_log_keep_days = Integer(
+        14,
+        config=True,
+        help="""Days a user's job output (~/.hpchub/logs) is kept; older logs and job files are
+        removed, as the user, at that user's next spawn.""",
+    )
     stop_wait_timeout = Float(
         60.0,
         config=True,
@@ -81,12 +110,12 @@ class HPCSpawner(Spawner):
     queue_info_ttl = Float(
         60.0,
         config=True,
-        help="""Seconds the live queue numbers shown in the spawn form are reused (one sinfo/qstat
-        per cluster per this interval, however many users open the form).""",
+        help="""Seconds the live queue numbers (spawn form, queue position while waiting) are
+        reused: one sinfo/qstat per cluster per this interval, however many users look.""",
     )
     server_command = List(
         Unicode(),
-        default_value=["jupyterhub-singleuser"],
+        default_value=list(jobs.SERVER_COMMAND),
         config=True,
         help="The single-user server command run inside the job (after the site's environment block).",
     )
@@ -104,73 +133,80 @@ class HPCSpawner(Spawner):
     def _poll_interval_default(self):
         return 30
 
-    # -- state ------------------------------------------------------------------------------
+    # -- state: enough to find, poll and cancel the job without the site config -----------------
     job_id = Unicode("")
-    job_cluster = Unicode("")
+    job_name = Unicode("")
+    job_key = Unicode("")
+    job_user = Unicode("")
+    job_log = Unicode("")
     job_host = Unicode("")
     job_profile = Unicode("")
-    job_log = Unicode("")
-    secrets_file = Unicode("")
+    job_cluster = Dict()  # ClusterSpec.to_state()
+
+    _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._port_event: asyncio.Event | None = None
-        self._reported_port: int | None = None
+        self._port: asyncio.Future[int] | None = None
         self._progress: asyncio.Queue = asyncio.Queue()
-        self._site: SiteConfig | None = None
         self._ended_job: str | None = None
+        self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
-        for key in ("job_id", "job_cluster", "job_host", "job_profile", "job_log", "secrets_file"):
-            setattr(self, key, state.get(key, "") or "")
+        for key in self._STATE_KEYS:
+            setattr(self, key, str(state.get(key) or ""))
+        cluster = state.get("job_cluster")
+        self.job_cluster = cluster if isinstance(cluster, dict) else {}
+        if isinstance(cluster, str) and cluster:  # hpchub 0.1 kept only the cluster's name
+            self.job_cluster = {"name": cluster}
+        if self.job_id and not self.job_user:
+            self.job_user = self.user.name
 
     def get_state(self) -> dict:
         state = super().get_state()
         if self.job_id:
-            state.update(
-                job_id=self.job_id, job_cluster=self.job_cluster, job_host=self.job_host,
-                job_profile=self.job_profile, job_log=self.job_log, secrets_file=self.secrets_file,
-            )
+            state.update({key: getattr(self, key) for key in self._STATE_KEYS}, job_cluster=dict(self.job_cluster))
         return state
 
     def clear_state(self) -> None:
         super().clear_state()
-        self.job_id = self.job_cluster = self.job_host = self.job_profile = self.job_log = self.secrets_file = ""
+        for key in self._STATE_KEYS:
+            setattr(self, key, "")
+        self.job_cluster = {}
 
     # -- site config and profiles -----------------------------------------------------------
     @property
     def site(self) -> SiteConfig:
-        if self._site is None:
-            if not self.site_config:
-                raise web.HTTPError(500, "HPCSpawner.site_config is not set")
-            try:
-                self._site = load_site_config(self.site_config)
-            except SiteConfigError as error:
-                self.log.error("hpchub site config is broken:\n%s", error.format())
-                raise web.HTTPError(500, "the site config is broken; the admins have the details in the hub log") from None
-        return self._site
-
-    def _user_groups(self) -> set[str]:
-        groups = {group.name for group in getattr(self.user, "groups", [])}
+        if not self.site_config:
+            raise web.HTTPError(500, "HPCSpawner.site_config is not set")
+        source = _site_files.get(self.site_config)
+        if source is None:
+            source = _site_files[self.site_config] = SiteConfigFile(self.site_config)
         try:
-            account = pwd.getpwnam(self.user.name)
-            groups.add(grp.getgrgid(account.pw_gid).gr_name)
-            groups.update(g.gr_name for g in grp.getgrall() if self.user.name in g.gr_mem)
-        except KeyError:
-            pass
-        return groups
+            return source.current()
+        except SiteConfigError as error:
+            self.log.error("hpchub site config is broken:\n%s", error.format())
+            raise web.HTTPError(500, "the site config is broken; the admins have the details in the hub log") from None
 
-    def visible_profiles(self) -> list[Profile]:
-        """The profiles this user may use: no ``groups``, or the user or one of their groups listed."""
+    async def visible_profiles(self) -> list[Profile]:
+        """The profiles this user may use (a fixed ``profile`` too): no ``users``/``groups``, or the
+        user named in ``users``, or one of their groups (JupyterHub or unix) in ``groups``."""
+        groups = {group.name for group in getattr(self.user, "groups", [])}
+        groups |= await asyncio.get_running_loop().run_in_executor(None, unix_groups, self.user.name)
+        site = self.site
         if self.profile:
-            return [self.site.profile(self.profile)]
-        mine = self._user_groups() | {self.user.name}
-        return [p for p in self.site.profiles if not p.groups or mine & set(p.groups)]
+            try:
+                candidates = [site.profile(self.profile)]
+            except KeyError:
+                raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
+        else:
+            candidates = list(site.profiles)
+        return [p for p in candidates if profile_allows(p, self.user.name, groups)]
 
-    def _profile_for(self, options: dict) -> Profile:
-        visible = self.visible_profiles()
+    async def _profile_for(self, options: dict) -> Profile:
+        visible = await self.visible_profiles()
         if not visible:
             raise web.HTTPError(403, "no profile of this site is available to you")
         if self.profile:
@@ -187,15 +223,13 @@ class HPCSpawner(Spawner):
         return self._render_form
 
     async def _render_form(self, spawner=None) -> str:
-        profiles = self.visible_profiles()
-        live = {}
+        profiles = await self.visible_profiles()
+        site = self.site
+        live: dict[tuple[str, str], QueueInfo] = {}
         for cluster_name in dict.fromkeys(p.cluster for p in profiles):
-            runtime = self._runtime(cluster_name)
-            if runtime.queues is None:
-                runtime.queues = CachedQuery(runtime.client.queue_info, ttl=self.queue_info_ttl)
-            for queue in await runtime.queues.get() or []:
+            for queue in await self._queue_numbers(self._runtime(ClusterSpec.from_site(site, cluster_name))):
                 live[(cluster_name, queue.name)] = queue
-        return render_spawn_form(self.site, profiles, self.site.templates_path(), live)
+        return render_spawn_form(site, profiles, site.templates_path(), live)
 
     @default("options_from_form")
     def _options_from_form_default(self):
@@ -205,185 +239,149 @@ class HPCSpawner(Spawner):
     def _apply_user_options_default(self):
         return self._validate_user_options
 
-    def _validate_user_options(self, spawner, user_options: dict) -> None:
+    async def _validate_user_options(self, spawner, user_options: dict) -> None:
         # Refuse bad options before anything is submitted; start() checks again (wrapspawner
         # children never see this hook).
-        self._request_from(user_options)
+        await self._request_from(user_options)
 
-    def _request_from(self, options: dict):
-        profile = self._profile_for(options or {})
+    async def _request_from(self, options: dict) -> JobRequest:
+        profile = await self._profile_for(options or {})
         try:
             return resolve_request(self.site, profile, options or {})
         except OptionsError as error:
             raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
 
     # -- the job ----------------------------------------------------------------------------
-    def _runtime(self, cluster_name: str) -> ClusterRuntime:
-        return ClusterRuntime.get(self.site, cluster_name, self.poll_interval, self.startup_poll_interval)
+    def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
+        return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
-    def accept_port(self, port: int) -> bool:
-        """Called by the port endpoint; True if this server was waiting for its port."""
-        if self._port_event is None or self._port_event.is_set():
-            return False
-        self._reported_port = port
-        self._port_event.set()
-        return True
+    async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
+        return list(await runtime.queue_numbers(self.queue_info_ttl).get() or [])
 
-    def _emit(self, progress: int, message: str) -> None:
+    def _emit(self, percent: int, message: str) -> None:
         self.log.info("%s: %s", self._log_name, message)
-        self._progress.put_nowait({"progress": progress, "message": message})
+        self._progress.put_nowait({"progress": percent, "message": message})
 
     def _job_env(self) -> dict[str, str]:
         env = self.get_env()
         return {key: value for key, value in env.items() if key.startswith(_SECRET_ENV_PREFIXES) or key in self.environment}
 
     async def start(self):
-        request = self._request_from(self.user_options)
-        profile = request.profile
-        runtime = self._runtime(request.cluster_name)
-        client = runtime.client
-        user = UserAccount.lookup(self.user.name)
-        server_suffix = f"-{self.name}" if self.name else ""
-        name = job_name(user, profile.slug, suffix=server_suffix)
-        launch = server_launch(user, name, server_command=self.server_command)
-        # What ipyparallel's hpchub launchers in the notebook need to know (see hpchub.parallel).
-        launch = replace(launch, env={"HPCHUB_SITE_CONFIG": str(Path(self.site_config).resolve()),
-                                      "HPCHUB_ENGINE_PROFILE": profile.slug})
-        secrets_file = launch.secrets_file
-        context = job_context(self.site, request, user, launch, name=name)
-        script = render_job_script(self.site, context, template_name(request))
-
-        self._port_event = asyncio.Event()
-        self._reported_port = None
-        env_text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(self._job_env().items()))
+        request = await self._request_from(self.user_options)
+        site = self.site
+        spec = ClusterSpec.from_site(site, request.cluster_name)
+        runtime = self._runtime(spec)
         try:
-            await client.write_user_file(user.name, secrets_file, env_text)
-            job_id = await client.submit(user.name, script, log_dir=context["job"]["log_dir"])
+            user = UserAccount.lookup(self.user.name)
+            job = jobs.server_job(site, request, user, self.name, self.server_command)
+        except RenderError as error:
+            raise web.HTTPError(400, str(error)) from None
+        files = {"env": jobs.env_file(self._job_env())}
+        self._port = porthandler.expect_port(self.api_token)
+        try:
+            job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
+        except AccountRefused as error:
+            porthandler.forget(self.api_token)
+            raise SpawnFailed(f"hpchub refuses to start this server: {error}") from None
         except CommandError as error:
+            porthandler.forget(self.api_token)
             raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}") from None
-        self.job_id, self.job_cluster, self.job_profile = job_id, request.cluster_name, profile.slug
-        self.job_log = str(context["job"]["output"]).replace("%j", job_id).replace("$JOB_ID", job_id)
-        self.secrets_file = secrets_file
-        runtime.poller.watch(job_id, user.name)
-        self._emit(10, f"Submitted job {job_id} to {request.queue} on {request.cluster_name}")
+        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
+        self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
+        self._ended_job = None
+        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name))
         try:
             host = await self._wait_until_running(runtime)
             port = await self._wait_for_port(runtime)
         except BaseException:
-            await self._cancel_quietly(runtime)
+            await self._abandon(runtime)
             raise
-        address = await self._address_of(runtime, host)
-        runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id))
-        self._emit(90, f"Server on {host}:{port} reported; connecting")
+        finally:
+            porthandler.forget(self.api_token)
+        address = await runtime.node_address(host)
+        runtime.poller.on_end(job_id, self._ended_callback(job_id))
+        self._emit(90, progress.server_reported(host, port))
         return address, port
 
     async def _wait_until_running(self, runtime: ClusterRuntime) -> str:
         last_message = None
         while True:
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
-            if view.presence is Presence.GONE:
-                raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server started"))
-            if view.presence is Presence.KNOWN:
-                status = view.status
+            if lifecycle.has_ended(view):
+                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)))
+            status = view.status
+            if view.presence is Presence.KNOWN and status is not None:
                 if status.state is JobState.RUNNING and status.host:
                     self.job_host = status.host
-                    self._emit(50, f"Job {self.job_id} running on {status.host}; starting the server")
+                    self._emit(50, progress.running(self.job_id, status.host))
                     return status.host
                 if status.state is JobState.HELD:
-                    raise SpawnFailed(f"Job {self.job_id} is held by the scheduler ({status.reason or 'held'}); it was cancelled.")
+                    raise SpawnFailed(progress.held(self.job_id, status))
                 if status.state is JobState.ERROR:
                     why = await self._explain(runtime) or status.scheduler_state
                     raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
-                if not status.state.is_active:
-                    raise SpawnFailed(await self._failure_text(runtime, f"the job ended ({status.scheduler_state}{', ' + status.reason if status.reason else ''})"))
-                message = self._pending_message(runtime, status)
+                queue = next((q for q in await self._queue_numbers(runtime) if q.name == status.queue), None)
+                message = progress.waiting(self.job_id, status, runtime.client.backend.REASON_TEXT, queue)
             else:
-                message = f"Job {self.job_id} submitted; the scheduler is not answering ({view.error or 'no answer yet'})"
+                message = progress.scheduler_silent(self.job_id, view.error)
             if message != last_message:
                 self._emit(20, message)
                 last_message = message
             await asyncio.sleep(self.startup_poll_interval)
 
-    def _pending_message(self, runtime: ClusterRuntime, status) -> str:
-        text = f"Job {self.job_id} is waiting in queue {status.queue}"
-        if status.reason:
-            text += f" ({_reason_text(runtime.client.backend, status.reason)})"
-        position = _queue_position(runtime.poller, status)
-        if position:
-            text += f", position {position}"
-        if status.estimated_start:
-            text += f", estimated start {status.estimated_start:%Y-%m-%d %H:%M}"
-        return text
-
     async def _wait_for_port(self, runtime: ClusterRuntime) -> int:
+        assert self._port is not None
         while True:
             try:
-                await asyncio.wait_for(self._port_event.wait(), timeout=self.startup_poll_interval)
-                return self._reported_port
+                return await asyncio.wait_for(asyncio.shield(self._port), timeout=self.startup_poll_interval)
             except asyncio.TimeoutError:
                 pass
             # Keep watching the job: a server that dies at start ends the spawn now.
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
-            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+            if lifecycle.has_ended(view):
                 raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server reported its port"))
-            if view.presence is Presence.KNOWN and view.status.state is JobState.ERROR:
+            if lifecycle.is_stuck(view):
                 raise SpawnFailed(await self._failure_text(runtime, "the job is in an error state"))
 
-    async def _address_of(self, runtime: ClusterRuntime, host: str) -> str:
-        """The address the hub connects to: from the scheduler's node name (never from the job)."""
-        if host not in runtime.node_addresses:
-            address = host
-            lookup = getattr(runtime.client.backend, "node_address_argv", None)
-            if lookup is not None:
-                try:
-                    result = await runtime.client.run(lookup(host))
-                    address = runtime.client.backend.parse_node_address(result.stdout) or host
-                except Exception as error:
-                    self.log.warning("no address for node %s from the scheduler: %s", host, error)
-            if address == host:
-                try:
-                    address = socket.gethostbyname(host)
-                except OSError:
-                    pass
-            runtime.node_addresses[host] = address
-        return runtime.node_addresses[host]
-
     async def _explain(self, runtime: ClusterRuntime) -> str | None:
-        """The scheduler's own words for a job in error, where the backend can ask (SGE: qstat -j)."""
-        explain = getattr(runtime.client.backend, "explain_argv", None)
-        if explain is None:
-            return None
         try:
-            result = await runtime.client.run(explain(self.job_id))
+            return await runtime.client.explain(self.job_id)
         except CommandError:
             return None
-        return runtime.client.backend.parse_explain(result.stdout)
 
     async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
-        text = f"Job {self.job_id}: {what}."
+        tail: str | None = None
         if self.job_log:
             try:
-                tail = await runtime.client.read_tail(self.user.name, self.job_log, self.job_output_tail_lines)
-                if tail.strip():
-                    text += f"\nLast lines of {self.job_log}:\n{tail.rstrip()}"
-            except CommandError:
-                text += f" (no output in {self.job_log})"
-        return text
+                tail = await runtime.client.read_log_tail(self.job_user, os.path.basename(self.job_log),
+                                                          self.job_output_tail_lines)
+            except (CommandError, AccountRefused):
+                tail = None
+        return progress.failure(self.job_id, what, self.job_log, tail)
 
-    async def _cancel_engine_jobs(self, runtime: ClusterRuntime, server_job: str) -> None:
-        """Engine jobs never outlive their notebook: cancel the user's jobs started from it
-        (hpchub.parallel names them ...-engines-p<server job id>), from the shared status."""
-        await runtime.poller.refresh(max_age=self.startup_poll_interval)
-        suffix = f"-engines-p{server_job}"
-        orphans = [job.job_id for job in runtime.poller.snapshot().values()
-                   if job.user == self.user.name and job.name.startswith(f"hpchub-{self.user.name}-")
-                   and job.name.endswith(suffix) and job.state.is_active]
+    async def _abandon(self, runtime: ClusterRuntime) -> None:
+        """A spawn that failed or was given up: cancel its job and remove its files."""
+        if self.job_id:
+            runtime.poller.on_end(self.job_id, None)
+            await lifecycle.cancel(runtime, self.job_user, [self.job_id])
+            runtime.poller.unwatch(self.job_id)
+        if self.job_key:
+            await lifecycle.remove_files(runtime, self.job_user, self.job_key)
+
+    async def _cancel_engine_jobs(self, runtime: ClusterRuntime, user: str, server_job: str) -> None:
+        """Engine jobs never outlive their notebook: cancel the user's jobs that hpchub.parallel
+        started from this server job (named ...ENGINE_MARK<server job id>)."""
+        try:
+            names = await runtime.client.job_names(user)
+        except (CommandError, AccountRefused) as error:
+            self.log.warning("listing %s's jobs to find engine jobs of %s: %s", user, server_job, error)
+            return
+        snapshot = runtime.poller.snapshot()
+        orphans = [job_id for job_id, name in names.items() if jobs.is_engine_job_of(name, user, server_job)
+                   and (job_id not in snapshot or snapshot[job_id].state.is_active)]
         if orphans:
-            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, self.user.name, server_job)
-            try:
-                await runtime.client.cancel(self.user.name, orphans)
-            except CommandError as error:
-                self.log.warning("cancelling engine jobs %s: %s", orphans, error)
+            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, user, server_job)
+            await lifecycle.cancel(runtime, user, orphans)
 
     def _ended_callback(self, job_id: str):
         async def job_ended():
@@ -393,63 +391,74 @@ class HPCSpawner(Spawner):
 
         return job_ended
 
-    async def _cancel_quietly(self, runtime: ClusterRuntime) -> None:
-        if not self.job_id:
-            return
-        try:
-            await runtime.client.cancel(self.user.name, [self.job_id])
-        except CommandError as error:
-            self.log.warning("cancelling job %s: %s", self.job_id, error)
+    def _saved_runtime(self) -> ClusterRuntime | None:
+        """The runtime of the cluster the job was submitted to, from the saved state alone (the site
+        config may have changed or broken since). None if the state does not say enough."""
+        saved = dict(self.job_cluster)
+        if "scheduler" not in saved:
+            # hpchub 0.1 state names only the cluster: take the rest from the site config if it can.
+            try:
+                saved = ClusterSpec.from_site(self.site, saved.get("name", "")).to_state()
+            except Exception:
+                saved = {}
+        if "scheduler" not in saved:
+            if not self._state_warning_logged:
+                self.log.warning(
+                    "%s: saved state for job %s does not say which cluster it runs on (state from batchspawner "
+                    "or an older hpchub?); hpchub cannot watch or cancel it: check it with `hpchub status` and cancel "
+                    "it with `hpchub cancel` if it still runs", self._log_name, self.job_id)
+                self._state_warning_logged = True
+            return None
+        self.job_cluster = saved
+        return self._runtime(ClusterSpec.from_state(saved))
 
     async def poll(self):
         if not self.job_id:
             return 0
         if self.job_id == self._ended_job:
             return 1
-        runtime = self._runtime(self.job_cluster)
+        runtime = self._saved_runtime()
+        if runtime is None:
+            return None  # unknown: never drop a job we cannot see
         if self.job_id not in runtime.poller.watched:  # e.g. reattaching after a hub restart
-            runtime.poller.watch(self.job_id, self.user.name)
+            runtime.poller.watch(self.job_id, self.job_user)
             runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id))
         # The shared poller refreshes every interval; JupyterHub's own per-server poll reads
         # that cache (with slack for jitter) instead of adding one query per server.
         view = await runtime.poller.get(self.job_id, max_age=1.5 * self.poll_interval)
-        if view.presence is Presence.UNKNOWN:
-            return None  # a scheduler hiccup never stops a server
-        if view.presence is Presence.GONE or not view.status.state.is_active:
+        if lifecycle.has_ended(view):
             self._job_ended(runtime)
             return 1
-        return None
+        return None  # running, or unknown: a scheduler hiccup never stops a server
 
     def _job_ended(self, runtime: ClusterRuntime) -> None:
         """The job is over without stop() (JupyterHub does not call stop() for an ended server):
-        remember it, stop watching it, and cancel the engine jobs it left behind."""
-        job_id = self.job_id
+        remember it, stop watching it, cancel the engine jobs it left and remove its files."""
+        job_id, user, key = self.job_id, self.job_user, self.job_key
         self._ended_job = job_id
         runtime.poller.unwatch(job_id)
-        asyncio.get_running_loop().create_task(self._cancel_engine_jobs(runtime, job_id))
+
+        async def clean_up() -> None:
+            await self._cancel_engine_jobs(runtime, user, job_id)
+            if key:
+                await lifecycle.remove_files(runtime, user, key)
+
+        asyncio.get_running_loop().create_task(clean_up())
 
     async def stop(self, now: bool = False):
         if not self.job_id:
             return
-        runtime = self._runtime(self.job_cluster)
-        runtime.poller.on_end(self.job_id, None)  # a stop we asked for is no news
-        await self._cancel_quietly(runtime)
-        await self._cancel_engine_jobs(runtime, self.job_id)
-        deadline = time.monotonic() + self.stop_wait_timeout
-        while not now and time.monotonic() < deadline:
-            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
-            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
-                break
-            await asyncio.sleep(self.startup_poll_interval)
-        else:
-            if not now:
-                self.log.warning("job %s still listed %.0f s after cancelling it", self.job_id, self.stop_wait_timeout)
-        runtime.poller.unwatch(self.job_id)
-        if self.secrets_file:
-            try:
-                await runtime.client.run(["rm", "-f", self.secrets_file], user=self.user.name)
-            except CommandError as error:
-                self.log.warning("removing %s: %s", self.secrets_file, error)
+        runtime = self._saved_runtime()
+        if runtime is None:
+            return
+        job_id, user = self.job_id, self.job_user
+        runtime.poller.on_end(job_id, None)  # a stop we asked for is no news
+        await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name,
+                                        timeout=0 if now else self.stop_wait_timeout, interval=self.startup_poll_interval)
+        await self._cancel_engine_jobs(runtime, user, job_id)
+        runtime.poller.unwatch(job_id)
+        if self.job_key:
+            await lifecycle.remove_files(runtime, user, self.job_key)
 
     async def progress(self):
         while True:
@@ -460,21 +469,3 @@ class HPCSpawner(Spawner):
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
-
-def _reason_text(backend, reason: str) -> str:
-    table = getattr(backend, "REASON_TEXT", {})
-    return table.get(reason, reason)
-
-
-def _queue_position(poller: StatusPoller, status) -> int | None:
-    """1 + pending jobs in the same queue with a higher priority, among those the poller sees."""
-    if status.priority is None:
-        return None
-    snapshot = poller.snapshot()
-    ahead = sum(
-        1
-        for other in snapshot.values()
-        if other.state is JobState.PENDING and other.queue == status.queue and other.job_id != status.job_id
-        and other.priority is not None and other.priority > status.priority
-    )
-    return ahead + 1

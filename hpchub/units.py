@@ -9,9 +9,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
-_MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT])i?B?\s*$", re.IGNORECASE)
+# Digits are bounded: a 400-digit size is a user's typo or probe, and must be a clear "no" (HTTP
+# 400), not an overflow deep in a comparison (HTTP 500).
+_MEMORY_RE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*([KMGT])i?B?\s*$", re.IGNORECASE)
 _MEMORY_FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_WALLTIME_RE = re.compile(r"^\s*(?:([0-9]+)-)?([0-9]+):([0-5][0-9]):([0-5][0-9])\s*$")
+_WALLTIME_RE = re.compile(r"^\s*(?:([0-9]{1,5})-)?([0-9]{1,7}):([0-5][0-9]):([0-5][0-9])\s*$")
 
 
 @dataclass(frozen=True, order=True)

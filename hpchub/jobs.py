@@ -1,0 +1,135 @@
+"""Every job hpchub submits is built here, once: the spawner, the ipyparallel launcher, the CLI
+(`hpchub render` / `submit`) and the tests call these functions, so what `hpchub render` prints is
+what the spawner submits.
+
+Names, per user (each user's files live in their own home, so only one user's names must differ):
+- server job ``hpchub-USER-PROFILE`` and, for a named server, ``hpchub-USER-PROFILE.s-SERVER``
+  (profile slugs have no ``.``, so profile ``gpu`` + server ``large`` and profile ``gpu-large``
+  differ);
+- engine job ``hpchub-USER-PROFILE.e-PARENTJOB``: the server job whose notebook started it.
+The job's files (secrets env, TLS key) go to ``~/.hpchub/jobs/KEY/``; KEY is the job name for a
+server and the job name plus a random part for engine sets (a notebook may start several).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import SiteConfig
+from .options import JobRequest
+from .render import Launch, RenderError, UserAccount, engine_context, job_context, render_job_script, template_name
+from .schedulers import backend_for
+
+SERVER_COMMAND = ("jupyterhub-singleuser",)
+SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ENGINE_MARK = ".e-"
+
+# What ipyparallel's hpchub launchers inside a server job read (see hpchub.parallel).
+ENV_SITE_CONFIG = "HPCHUB_SITE_CONFIG"
+ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A rendered job, ready to submit, and what the hub must remember about it."""
+
+    kind: str  # "server" | "engines" | "command"
+    cluster_name: str
+    scheduler: str
+    user: UserAccount
+    name: str  # the scheduler's job name
+    key: str  # ~/.hpchub/jobs/KEY holds the job's files
+    script: str
+    output: str  # job output path with the scheduler's job-id token in it
+    request: JobRequest
+    context: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def job_dir(self) -> str:
+        return job_dir(self.user, self.key)
+
+    def log_path(self, job_id: str) -> str:
+        return self.output.replace(backend_for(self.scheduler).OUTPUT_JOB_ID, job_id)
+
+    def log_name(self, job_id: str) -> str:
+        return Path(self.log_path(job_id)).name
+
+
+def job_dir(user: UserAccount, key: str) -> str:
+    return f"{user.home}/.hpchub/jobs/{key}"
+
+
+def server_job_name(user: UserAccount, profile_slug: str, server_name: str = "") -> str:
+    if server_name and not SERVER_NAME_RE.match(server_name):
+        raise RenderError(f"server name {server_name!r}: use letters, digits, '_' and '-' only (at most 64)")
+    return f"hpchub-{user.name}-{profile_slug}" + (f".s-{server_name}" if server_name else "")
+
+
+def engine_job_name(user: UserAccount, profile_slug: str, parent_job: str) -> str:
+    return f"hpchub-{user.name}-{profile_slug}{ENGINE_MARK}{parent_job}"
+
+
+def is_engine_job_of(name: str, user: str, parent_job: str) -> bool:
+    """Is ``name`` an engine job that ``user``'s server job ``parent_job`` started?"""
+    return name.startswith(f"hpchub-{user}-") and name.endswith(f"{ENGINE_MARK}{parent_job}")
+
+
+def _prepare(kind: str, site: SiteConfig, request: JobRequest, user: UserAccount, name: str, key: str,
+             context: dict[str, Any], template: str) -> PreparedJob:
+    script = render_job_script(site, context, template)
+    return PreparedJob(kind, request.cluster_name, request.cluster.scheduler, user, name, key, script,
+                       str(context["job"]["output"]), request, context)
+
+
+def server_job(
+    site: SiteConfig,
+    request: JobRequest,
+    user: UserAccount,
+    server_name: str = "",
+    server_command: Sequence[str] = SERVER_COMMAND,
+) -> PreparedJob:
+    """A single-user server job: hub secrets from the user-only file, the port reported once the
+    server listens, the engine launcher told which site config and profile it belongs to."""
+    name = server_job_name(user, request.profile.slug, server_name)
+    env = {ENV_ENGINE_PROFILE: request.profile.slug}
+    if site.source is not None:
+        env[ENV_SITE_CONFIG] = str(Path(site.source).resolve())
+    launch = Launch(command=tuple(server_command), env=env, secrets_file=f"{job_dir(user, name)}/env", report_port=True)
+    context = job_context(site, request, user, launch, name=name)
+    return _prepare("server", site, request, user, name, name, context, template_name(request))
+
+
+def command_job(site: SiteConfig, request: JobRequest, user: UserAccount, command: Sequence[str]) -> PreparedJob:
+    """An admin's test of a profile: its environment block, then ``command`` instead of a server."""
+    name = server_job_name(user, request.profile.slug)
+    context = job_context(site, request, user, Launch(command=tuple(command)), name=name)
+    return _prepare("command", site, request, user, name, name, context, template_name(request))
+
+
+def engine_job(
+    site: SiteConfig,
+    request: JobRequest,
+    user: UserAccount,
+    n: int,
+    parent_job: str,
+    engine_command: Sequence[str],
+    key: str | None = None,
+) -> PreparedJob:
+    """``n`` ipyparallel engines as one job; their connection file comes in the job's files."""
+    name = engine_job_name(user, request.profile.slug, parent_job)
+    key = key or f"{name}.{secrets.token_hex(3)}"
+    launch = Launch(command=tuple(engine_command), secrets_file=f"{job_dir(user, key)}/env")
+    context = engine_context(site, request, user, launch, name, n)
+    return _prepare("engines", site, request, user, name, key, context, template_name(request, "engines"))
+
+
+def env_file(env: Mapping[str, str]) -> str:
+    """The text of a job's secrets env file (sourced with ``set -a`` by the job)."""
+    import shlex
+
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
