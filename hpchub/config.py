@@ -9,6 +9,10 @@ all problems are reported at once.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 
 from .units import Memory, Walltime
 from .yamlfile import YAMLFileError, load_yaml
+
+log = logging.getLogger("hpchub.config")
 
 # Values that end up in scheduler directives are held to these patterns: quoting does not
 # protect a directive line, so only characters that cannot start a new option or line pass.
@@ -80,9 +86,10 @@ class Environment(_Model):
 
 
 class Submit(_Model):
-    """How the hub runs scheduler commands."""
+    """How the hub runs scheduler commands. ``via`` has no default: ``local`` runs every user's
+    job as the hub's own account, which must never happen because a key was left out."""
 
-    via: Literal["local", "sudo", "ssh"] = "local"
+    via: Literal["local", "sudo", "ssh"]
     sudo: SingleLine = "sudo"
 
 
@@ -97,7 +104,7 @@ class SGEOptions(_Model):
 
 class Cluster(_Model):
     scheduler: Literal["slurm", "sge"]
-    submit: Submit = Submit()
+    submit: Submit
     environment: Environment = Environment()
     queues: dict[Name, QueueLimits] = Field(min_length=1)
     sge: SGEOptions = SGEOptions()
@@ -161,7 +168,10 @@ class Profile(_Model):
     account: Name | None = None
     directives: list[SingleLine] = []
     environment: Environment | None = None
-    groups: list[StrictStr] = []
+    # Who may use the profile: these user names, or members of these groups (both empty: everyone).
+    # Two lists, so a user called like a group does not get the group's profiles.
+    users: list[SingleLine] = []
+    groups: list[SingleLine] = []
     template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = None
 
 
@@ -170,6 +180,8 @@ class SiteConfig(_Model):
     clusters: dict[Name, Cluster] = Field(min_length=1)
     profiles: list[Profile] = Field(min_length=1)
     templates_dir: StrictStr | None = None
+    # The smallest uid a job may run as; unset: UID_MIN from /etc/login.defs.
+    uid_min: NonNegativeInt | None = None
 
     # Set by load_site_config: where the file was, to resolve relative paths.
     _source: Path | None = pydantic.PrivateAttr(None)
@@ -184,6 +196,11 @@ class SiteConfig(_Model):
                 return profile
         raise KeyError(slug)
 
+    @property
+    def effective_uid_min(self) -> int:
+        """The smallest uid a job may run as: ``uid_min`` if the site sets it, else the system's."""
+        return self.uid_min if self.uid_min is not None else login_defs_uid_min()
+
     def templates_path(self) -> Path | None:
         if self.templates_dir is None:
             return None
@@ -191,6 +208,40 @@ class SiteConfig(_Model):
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
         return path
+
+
+def profile_allows(profile: Profile, user_name: str, group_names: set[str]) -> bool:
+    """Whether a user (with these group names, primary and secondary) may use ``profile``: it
+    names neither users nor groups, or names this user in ``users`` or one of the groups in
+    ``groups``. A user name never matches a group entry, nor a group name a user entry."""
+    if not profile.users and not profile.groups:
+        return True
+    return user_name in profile.users or not group_names.isdisjoint(profile.groups)
+
+
+LOGIN_DEFS_UID_MIN_FALLBACK = 1000
+
+
+def login_defs_uid_min(path: str | Path = "/etc/login.defs") -> int:
+    """UID_MIN from login.defs (the first uid ``useradd`` gives a person), or 1000 if the file or
+    the setting is missing or unreadable. Numbers are read as shadow-utils reads them (base 0:
+    ``0x`` hex, a leading ``0`` octal)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return LOGIN_DEFS_UID_MIN_FALLBACK
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "UID_MIN":
+            value = words[1]
+            try:
+                if value.lower().startswith("0x"):
+                    return int(value, 16)
+                return int(value, 8) if len(value) > 1 and value.startswith("0") else int(value, 10)
+            except ValueError:
+                log.warning("%s: UID_MIN %r is not a number; using %d", path, value, LOGIN_DEFS_UID_MIN_FALLBACK)
+                return LOGIN_DEFS_UID_MIN_FALLBACK
+    return LOGIN_DEFS_UID_MIN_FALLBACK
 
 
 @dataclass(frozen=True)
@@ -224,6 +275,86 @@ def load_site_config(path: str | Path) -> SiteConfig:
     except OSError as error:
         raise SiteConfigError(str(path), [ConfigProblem("", f"cannot read: {error.strerror}")]) from None
     return parse_site_config(text, source=path)
+
+
+class SiteConfigFile:
+    """A site config file that follows edits: ``current()`` re-reads it when its content changed,
+    keeps the last good config when an edit is invalid (logging the errors once per bad content),
+    and raises only if the file was never valid. ``generation`` goes up each time a new good
+    config is taken, so callers know when to rebuild what they made from the old one."""
+
+    # A file changed twice within this many seconds can keep its mtime and size (coarse
+    # timestamps): such a stat is not trusted, and the next call hashes the content again.
+    _RACY_SECONDS = 2.0
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.generation = 0
+        self.last_error: SiteConfigError | None = None
+        self._site: SiteConfig | None = None
+        self._good_digest: str | None = None
+        self._seen_digest: str | None = None  # the content of the last read, good or bad
+        self._seen_stat: tuple | None = None
+
+    def current(self) -> SiteConfig:
+        try:
+            stat = os.stat(self.path)
+        except OSError as error:
+            self._seen_stat = None
+            return self._bad(f"stat:{error.strerror}", _unreadable(self.path, error))
+        stat_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if stat_key == self._seen_stat:
+            return self._unchanged()
+        try:
+            content = self.path.read_bytes()
+        except OSError as error:
+            self._seen_stat = None
+            return self._bad(f"read:{error.strerror}", _unreadable(self.path, error))
+        racy = time.time() - stat.st_mtime < self._RACY_SECONDS
+        self._seen_stat = None if racy else stat_key
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == self._seen_digest:  # touched, or written with the same text
+            return self._unchanged()
+        if digest == self._good_digest and self._site is not None:  # back to the content in use
+            self._seen_digest = digest
+            self.last_error = None
+            return self._site
+        try:
+            site = parse_site_config(content.decode("utf-8", errors="replace"), source=self.path)
+        except SiteConfigError as error:
+            return self._bad(digest, error)
+        self._seen_digest = digest
+        self._site = site
+        self._good_digest = digest
+        self.last_error = None
+        self.generation += 1
+        if self.generation > 1:
+            log.info("site config %s changed: the new version is in use for new servers", self.path)
+        return site
+
+    def _unchanged(self) -> SiteConfig:
+        if self._site is None:
+            assert self.last_error is not None
+            raise self.last_error
+        return self._site
+
+    def _bad(self, fingerprint: str, error: SiteConfigError) -> SiteConfig:
+        """An unusable file; ``fingerprint`` names the content (or the OS error) so it is logged once."""
+        if fingerprint != self._seen_digest:
+            if self._site is None:
+                log.error("site config %s is not usable:\n%s", self.path, error.format())
+            else:
+                log.error("site config %s: the edit is not usable, the last good version stays in use:\n%s",
+                          self.path, error.format())
+        self._seen_digest = fingerprint
+        self.last_error = error
+        if self._site is None:
+            raise error
+        return self._site
+
+
+def _unreadable(path: Path, error: OSError) -> SiteConfigError:
+    return SiteConfigError(str(path), [ConfigProblem("", f"cannot read: {error.strerror}")])
 
 
 def parse_site_config(text: str, source: Path | str = "<site config>") -> SiteConfig:
@@ -288,7 +419,8 @@ class _PathNamer:
                 message += f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
             return ConfigProblem(self.name(loc), message, self.line(loc))
         if kind == "missing":
-            return ConfigProblem(self.name(loc), "required key is missing", self.line(loc))
+            message = _REQUIRED_MESSAGES.get(_field_of(loc), "required key is missing")
+            return ConfigProblem(self.name(loc), message, self.line(loc))
         if kind == "string_pattern_mismatch":
             value = error.get("input")
             return ConfigProblem(
@@ -319,6 +451,20 @@ class _PathNamer:
             model = _model_of(field.annotation)
             container = _is_container(field.annotation)
         return list(model.model_fields) if model is not None and not container else []
+
+
+# Required keys whose absence deserves more than "required key is missing".
+_REQUIRED_MESSAGES = {
+    ("clusters", "submit"): "required: how jobs are submitted (sudo, local or ssh)",
+    ("clusters", "submit", "via"): "required: how jobs are submitted (sudo, local or ssh)",
+}
+
+
+def _field_of(loc: tuple) -> tuple:
+    """``loc`` without the item keys (cluster names, list indexes): which field of the schema it is."""
+    if len(loc) >= 2 and loc[0] == "clusters":
+        return ("clusters", *loc[2:])
+    return tuple(key for key in loc if not isinstance(key, int))
 
 
 def _is_container(annotation: Any) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from .config import Profile, SiteConfig
-from .render import PACKAGED_PREFIX, packaged_templates_dir
+from .render import SiteTemplateLoader
 from .schedulers import QueueInfo
 
 FORM_TEMPLATE = "spawn-form.html.j2"
@@ -21,11 +21,8 @@ FIELD_SEPARATOR = "--"
 
 
 def form_environment(site_templates: Path | None) -> jinja2.Environment:
-    packaged = jinja2.FileSystemLoader(str(packaged_templates_dir()))
-    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(site_templates))] if site_templates else []
-    loaders += [packaged, jinja2.PrefixLoader({PACKAGED_PREFIX.rstrip("/"): packaged})]
     return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined,
+        loader=SiteTemplateLoader(site_templates), autoescape=True, undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
 

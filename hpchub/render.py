@@ -12,7 +12,7 @@ import importlib.util
 import pwd
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,16 +65,36 @@ def packaged_templates_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+class SiteTemplateLoader(jinja2.BaseLoader):
+    """``hpchub/NAME`` is the packaged template NAME and nothing else (a site file at
+    ``templates_dir/hpchub/NAME`` never shadows it); any other name is looked up in the site's
+    templates first, then in the packaged ones. So a site file that replaces ``slurm.sh.j2`` can
+    still extend the original."""
+
+    def __init__(self, site_templates: Path | None):
+        self.packaged = jinja2.FileSystemLoader(str(packaged_templates_dir()))
+        self.site = jinja2.FileSystemLoader(str(site_templates)) if site_templates is not None else None
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template.startswith(PACKAGED_PREFIX):
+            try:
+                return self.packaged.get_source(environment, template[len(PACKAGED_PREFIX):])
+            except jinja2.TemplateNotFound:
+                raise jinja2.TemplateNotFound(template) from None
+        if self.site is not None:
+            try:
+                return self.site.get_source(environment, template)
+            except jinja2.TemplateNotFound:
+                pass
+        return self.packaged.get_source(environment, template)
+
+
 def template_environment(site_templates: Path | None = None) -> jinja2.Environment:
-    """Site templates first, then the packaged ones; ``hpchub/NAME`` always means the packaged one
-    (so a site file that replaces ``slurm.sh.j2`` can still extend the original)."""
-    packaged = jinja2.FileSystemLoader(str(packaged_templates_dir()))
-    loaders: list[jinja2.BaseLoader] = []
-    if site_templates is not None:
-        loaders.append(jinja2.FileSystemLoader(str(site_templates)))
-    loaders += [packaged, jinja2.PrefixLoader({PACKAGED_PREFIX.rstrip("/"): packaged})]
+    """Jinja for job scripts: :class:`SiteTemplateLoader`, shell quoting, undefined is an error."""
     environment = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
+        loader=SiteTemplateLoader(site_templates),
         undefined=jinja2.StrictUndefined,
         finalize=shell_value,
         trim_blocks=True,

@@ -1,5 +1,7 @@
 """Each kind of broken site config gives an error naming file, line, key path and problem."""
 
+import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -7,7 +9,14 @@ import textwrap
 import pytest
 from support import SITE_CONFIGS
 
-from hpchub.config import SiteConfigError, load_site_config, parse_site_config
+from hpchub.config import (
+    SiteConfigError,
+    SiteConfigFile,
+    load_site_config,
+    login_defs_uid_min,
+    parse_site_config,
+    profile_allows,
+)
 
 VALID = textwrap.dedent(
     """\
@@ -231,3 +240,161 @@ def test_check_renders_the_engine_templates_too(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "profiles[small] (engines): template 'slurm-engines.sh.j2': 'dict object' has no attribute 'typo'" in result.stderr
+
+
+# --- submission must be chosen, never defaulted (issue 7, finding 1) ---
+
+def test_a_cluster_without_submit_is_an_error_naming_line_and_key(tmp_path):
+    # Before: a missing `submit:` silently meant `via: local`, every user's job run as the hub.
+    assert errors_of(VALID.replace("    submit: {via: sudo}\n", ""), tmp_path) == [
+        ":3: clusters.main.submit: required: how jobs are submitted (sudo, local or ssh)"
+    ]
+
+
+def test_submit_without_via_is_an_error(tmp_path):
+    assert errors_of(VALID.replace("submit: {via: sudo}", "submit: {sudo: /usr/bin/sudo}"), tmp_path) == [
+        ":5: clusters.main.submit.via: required: how jobs are submitted (sudo, local or ssh)"
+    ]
+
+
+# --- the smallest uid a job may run as ---
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("# comment\nUID_MIN\t\t\t 1000\n#SYS_UID_MIN 100\nSUB_UID_MIN 100000\n", 1000),
+        ("UID_MIN 500\n", 500),
+        ("  UID_MIN   2000  # site range\n", 2000),
+        ("UID_MIN 0x3e8\n", 1000),
+        ("UID_MIN 01750\n", 1000),
+        ("#UID_MIN 500\nSYS_UID_MIN 100\n", 1000),
+        ("UID_MIN many\n", 1000),
+    ],
+)
+def test_login_defs_uid_min(tmp_path, text, expected):
+    path = tmp_path / "login.defs"
+    path.write_text(text)
+    assert login_defs_uid_min(path) == expected
+
+
+def test_login_defs_uid_min_without_the_file(tmp_path):
+    assert login_defs_uid_min(tmp_path / "missing") == 1000
+
+
+def test_uid_min_from_the_site_config_or_login_defs():
+    assert parse_site_config(VALID + "uid_min: 5000\n").effective_uid_min == 5000
+    assert parse_site_config(VALID).effective_uid_min == login_defs_uid_min("/etc/login.defs")
+    with pytest.raises(SiteConfigError, match="uid_min: Input should be greater than or equal to 0"):
+        parse_site_config(VALID + "uid_min: -1\n")
+
+
+# --- who may use a profile (finding 4) ---
+
+def _profile_with(access: str):
+    return parse_site_config(VALID.replace("    queue: gpu\n", f"    queue: gpu\n{access}")).profile("gpu")
+
+
+def test_profile_without_users_or_groups_is_for_everyone():
+    assert profile_allows(_profile_with(""), "alice", set())
+
+
+def test_profile_users_and_groups_are_separate_lists():
+    profile = _profile_with("    users: [carol]\n    groups: [gpu-staff]\n")
+    assert profile_allows(profile, "carol", set())
+    assert profile_allows(profile, "alice", {"users", "gpu-staff"})
+    assert not profile_allows(profile, "alice", {"users"})
+    # A user named like the group is not a member of it, and a group named like a user is no user.
+    assert not profile_allows(profile, "gpu-staff", {"gpu-staff-not"})
+    assert not profile_allows(profile, "bob", {"carol"})
+
+
+def test_profile_access_lists_are_single_lines(tmp_path):
+    (error,) = errors_of(VALID.replace("    queue: gpu\n", '    queue: gpu\n    users: ["a\\nb"]\n'), tmp_path)
+    assert "profiles[gpu].users[0]: must be a single line" in error
+
+
+# --- edits to the site config file (finding 11) ---
+
+def _write(path, text, when: float | None = None):
+    path.write_text(text)
+    if when is not None:
+        os.utime(path, (when, when))
+
+
+def test_site_config_file_takes_edits_and_keeps_the_last_good_one(tmp_path, caplog):
+    path = tmp_path / "site.yaml"
+    _write(path, VALID)
+    config = SiteConfigFile(path)
+    first = config.current()
+    assert config.generation == 1 and config.last_error is None
+    assert config.current() is first  # unchanged file: the same object, no re-parse
+
+    _write(path, VALID.replace('name: "GPU"', 'name: "GPU v2"'))
+    second = config.current()
+    assert second.profile("gpu").name == "GPU v2" and config.generation == 2
+
+    caplog.set_level(logging.ERROR, logger="hpchub.config")
+    broken = VALID.replace('walltime: "02:00:00", gpus: 0', 'walltime: "48:00:00", gpus: 0')
+    _write(path, broken)
+    assert config.current() is second and config.current() is second
+    assert config.generation == 2
+    assert "48:00:00 exceeds queue 'short' limit 04:00:00" in str(config.last_error)
+    logged = [r.getMessage() for r in caplog.records if r.name == "hpchub.config"]
+    assert len(logged) == 1, logged  # once per bad content, not once per call
+    assert f"{path}:18: profiles[small].resources.walltime: 48:00:00 exceeds" in logged[0]
+    assert "last good version stays in use" in logged[0]
+
+    _write(path, VALID.replace('name: "GPU"', 'name: "GPU v3"'))
+    assert config.current().profile("gpu").name == "GPU v3"
+    assert config.generation == 3 and config.last_error is None
+
+
+def test_site_config_file_touch_without_change_keeps_the_config(tmp_path):
+    path = tmp_path / "site.yaml"
+    _write(path, VALID, when=1_000_000)
+    config = SiteConfigFile(path)
+    first = config.current()
+    for when in (1_000_100, None):  # an old mtime (stat trusted) and a fresh one (content hashed)
+        _write(path, VALID, when=when)
+        assert config.current() is first
+    os.utime(path)
+    assert config.current() is first and config.generation == 1
+
+
+def test_site_config_file_edit_that_keeps_size_and_mtime_is_seen(tmp_path):
+    # What `rsync -t` or `cp -p` of a same-size edit does: the mtime of the old file is kept.
+    path = tmp_path / "site.yaml"
+    _write(path, VALID)
+    config = SiteConfigFile(path)
+    config.current()
+    stat = path.stat()
+    _write(path, VALID.replace('name: "GPU"', 'name: "GPX"'))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert config.current().profile("gpu").name == "GPX"
+
+
+def test_site_config_file_that_was_never_good_raises_every_time(tmp_path, caplog):
+    path = tmp_path / "site.yaml"
+    caplog.set_level(logging.ERROR, logger="hpchub.config")
+    config = SiteConfigFile(path)
+    for _ in range(2):
+        with pytest.raises(SiteConfigError, match="cannot read: No such file"):
+            config.current()
+    _write(path, "site: [")
+    for _ in range(2):
+        with pytest.raises(SiteConfigError, match="YAML syntax error"):
+            config.current()
+    assert len(caplog.records) == 2  # the missing file once, the broken YAML once
+    _write(path, VALID)
+    assert config.current().site == "Test site" and config.generation == 1
+
+
+def test_site_config_file_removed_keeps_the_last_good_one(tmp_path):
+    path = tmp_path / "site.yaml"
+    _write(path, VALID)
+    config = SiteConfigFile(path)
+    site = config.current()
+    path.unlink()
+    assert config.current() is site and "cannot read" in str(config.last_error)
+    _write(path, VALID)  # the same content back: nothing new to take
+    assert config.current() is site and config.generation == 1 and config.last_error is None

@@ -5,12 +5,23 @@ from __future__ import annotations
 import subprocess
 import textwrap
 
+import jinja2
 import pytest
 from render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
 
 from hpchub.config import load_site_config, parse_site_config
+from hpchub.form import form_environment
 from hpchub.options import ADJUSTABLE_FIELDS, OptionsError, resolve_request
-from hpchub.render import Launch, RenderError, UserAccount, job_context, render_job_script, template_name
+from hpchub.render import (
+    Launch,
+    RenderError,
+    UserAccount,
+    job_context,
+    packaged_templates_dir,
+    render_job_script,
+    template_environment,
+    template_name,
+)
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c.filename)
@@ -126,6 +137,7 @@ SITE = textwrap.dedent(
     clusters:
       c:
         scheduler: slurm
+        submit: {{via: sudo}}
         environment:
           env:
             TRICKY: "$(touch {canary}) `touch {canary}` ' \\" ; touch {canary} $HOME"
@@ -176,6 +188,7 @@ SITE_WITH_TEMPLATES = textwrap.dedent(
     clusters:
       c:
         scheduler: slurm
+        submit: {via: sudo}
         queues:
           q: {}
     profiles:
@@ -216,6 +229,22 @@ def test_site_template_dir_is_searched_first_and_can_extend_the_packaged_one(tmp
     assert directives[-1] == "#SBATCH --qos=jupyter"
     assert "#SBATCH --partition=q" in directives
     assert "echo site launch\n" in script and script.rstrip().endswith("exec jupyterhub-singleuser")
+
+
+def test_a_site_file_under_hpchub_never_shadows_the_packaged_template(tmp_path):
+    # A site file at templates_dir/hpchub/slurm.sh.j2 used to replace what every
+    # `{% extends "hpchub/slurm.sh.j2" %}` got, directives and all.
+    (tmp_path / "site-templates" / "hpchub").mkdir(parents=True)
+    (tmp_path / "site-templates" / "hpchub" / "slurm.sh.j2").write_text("#!/bin/bash\necho shadowed\n")
+    (tmp_path / "site-templates" / "hpchub" / "site-only.sh.j2").write_text("echo site only\n")
+    (tmp_path / "site-templates" / "slurm.sh.j2").write_text('{% extends "hpchub/slurm.sh.j2" %}')
+    script = _render_from(tmp_path, "default")
+    assert "shadowed" not in script and "#SBATCH --partition=q\n" in script
+    packaged = (packaged_templates_dir() / "slurm.sh.j2").read_text()
+    for environment in (template_environment(tmp_path / "site-templates"), form_environment(tmp_path / "site-templates")):
+        assert environment.loader.get_source(environment, "hpchub/slurm.sh.j2")[0] == packaged
+        with pytest.raises(jinja2.TemplateNotFound, match="hpchub/site-only.sh.j2"):
+            environment.get_template("hpchub/site-only.sh.j2")
 
 
 def test_site_partial_overrides_the_packaged_partial(tmp_path):
