@@ -67,7 +67,7 @@ class ClusterSpec:
         cluster = site.clusters[name]
         return cls(
             name=name, scheduler=cluster.scheduler, via=cluster.submit.via, sudo=cluster.submit.sudo,
-            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min(),
+            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min,
         )
 
     def to_state(self) -> dict[str, Any]:

@@ -38,6 +38,11 @@ def expect_port(token: str) -> asyncio.Future[int]:
     return future
 
 
+def waiting_for(token: str) -> asyncio.Future[int] | None:
+    """The future of the starting server with this token, if one waits for its port."""
+    return _expected.get(_digest(token))
+
+
 def forget(token: str) -> None:
     """The server is no longer waiting for its port (started, failed or stopped)."""
     future = _expected.pop(_digest(token), None)
@@ -64,7 +69,7 @@ class PortReportHandler(APIHandler):
         port = body["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise web.HTTPError(400, "port must be an integer from 1 to 65535")
-        future = _expected.get(_digest(token))
+        future = waiting_for(token)
         if future is None:
             raise web.HTTPError(403, "this token does not belong to a starting hpchub server")
         if future.done():

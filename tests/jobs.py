@@ -9,10 +9,11 @@ from pathlib import Path
 
 from support import SITE_CONFIGS
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import ClusterClient, client_for
 from hpchub.config import SiteConfig, parse_site_config
+from hpchub.jobs import command_job
 from hpchub.options import resolve_request
-from hpchub.render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from hpchub.render import UserAccount
 from hpchub.runner import CommandError
 from hpchub.schedulers import JobStatus
 
@@ -23,21 +24,17 @@ def site_with_extra_profiles(config: str, extra: str) -> SiteConfig:
 
 
 async def submit(site: SiteConfig, profile: str, user: str, command: str, **options) -> tuple[str, str]:
-    """Render ``profile`` for ``user`` with ``command`` as the launch, submit it; return (job id, log path)."""
+    """Build ``profile``'s job for ``user`` with ``command`` as the launch (hpchub.jobs, as
+    `hpchub submit --command` does) and submit it; return (job id, log path)."""
     request = resolve_request(site, site.profile(profile), options)
-    account = UserAccount.lookup(user)
-    name = job_name(account, profile)
-    context = job_context(site, request, account, server_launch(account, name, test_command=shlex.split(command)), name=name)
-    script = render_job_script(site, context, template_name(request))
-    client = ClusterClient(request.cluster_name, request.cluster)
-    job_id = await client.submit(user, script, log_dir=context["job"]["log_dir"])
-    return job_id, str(context["job"]["output"]).replace("%j", job_id).replace("$JOB_ID", job_id)
+    job = command_job(site, request, UserAccount.lookup(user), shlex.split(command))
+    job_id = await client_for(site, request.cluster_name).submit(user, job.key, job.script, {})
+    return job_id, job.log_path(job_id)
 
 
 async def cancel_and_remove_logs(site: SiteConfig, submitted: list[tuple[str, str, str]]) -> None:
     """Test cleanup: cancel every (job id, user, log) submitted, ignoring jobs already gone."""
-    name = next(iter(site.clusters))
-    client = ClusterClient(name, site.clusters[name])
+    client = client_for(site, next(iter(site.clusters)))
     for job_id, user, log in submitted:
         try:
             await client.cancel(user, [job_id])

@@ -10,7 +10,7 @@ import pytest
 from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
 from support import SITE_CONFIGS
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.config import load_site_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sge]
@@ -44,7 +44,7 @@ def hub(sge_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(hub):
     site = load_site_config(hub.site_config)
-    return ClusterClient("sge", site.clusters["sge"])
+    return client_for(site, "sge")
 
 
 def test_spawn_as_the_users_own_job_reach_it_and_stop(hub, client):

@@ -13,7 +13,7 @@ import requests
 from hubharness import job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, user_readable
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.config import load_site_config
 from hpchub.schedulers import JobState
 
@@ -46,7 +46,7 @@ def hub(slurm_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(hub):
     site = load_site_config(hub.site_config)
-    return ClusterClient("slurm", site.clusters["slurm"])
+    return client_for(site, "slurm")
 
 
 def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, client):

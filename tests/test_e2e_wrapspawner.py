@@ -10,7 +10,7 @@ import pytest
 from hubharness import Hub, jobs_of, remove_job_logs, spawn, stop
 from support import REPO, SITE_CONFIGS
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.config import load_site_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -40,7 +40,7 @@ def hub(slurm_cluster, tmp_path_factory):
 
 
 def test_hpchub_profile_through_profiles_spawner(hub):
-    client = ClusterClient("slurm", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["slurm"])
+    client = client_for(load_site_config(SITE_CONFIGS / "local-slurm.yaml"), "slurm")
     server = spawn(hub, "alice", {"profile": "hpc-small", "cores": 2})
     child_state = server["state"]["child_state"]
     assert server["state"]["profile"] == "hpc-small" and child_state["job_profile"] == "small"
@@ -52,7 +52,7 @@ def test_hpchub_profile_through_profiles_spawner(hub):
 
 
 def test_bad_options_fail_the_child_spawn_without_a_job(hub):
-    client = ClusterClient("slurm", load_site_config(SITE_CONFIGS / "local-slurm.yaml").clusters["slurm"])
+    client = client_for(load_site_config(SITE_CONFIGS / "local-slurm.yaml"), "slurm")
     before = set(jobs_of(client, "alice"))
     response = hub.api("POST", "/users/alice/server", json={"profile": "hpc-small", "cores": 64})
     assert response.status_code in (400, 500) and "64 is above the maximum 4" in response.json()["message"]

@@ -10,13 +10,14 @@ import pytest
 from support import SITE_CONFIGS
 from tornado import web
 
-from hpchub.cluster import ClusterClient
+from hpchub import porthandler
+from hpchub.cluster import ClusterClient, ClusterSpec
 from hpchub.config import load_site_config
 from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError, CommandResult
+from hpchub.runner import CommandError
 from hpchub.runtime import ClusterRuntime
-from hpchub.schedulers import JobState, JobStatus
-from hpchub.spawner import HPCSpawner, SpawnFailed
+from hpchub.schedulers import JobState, JobStatus, QueueInfo
+from hpchub.spawner import HPCSpawner, SpawnFailed, unix_groups
 
 SITE = SITE_CONFIGS / "local-slurm.yaml"
 TOKEN = "f" * 32
@@ -25,22 +26,23 @@ TOKEN = "f" * 32
 class FakeCluster(ClusterClient):
     """The scheduler as a dict of jobs; records what the spawner asked of it."""
 
-    def __init__(self, name, cluster):
-        super().__init__(name, cluster)
+    def __init__(self, spec):
+        super().__init__(spec)
         self.jobs: dict[str, JobStatus] = {}
-        self.files: dict[str, tuple[str, str]] = {}
+        self.names: dict[str, str] = {}
+        self.files: dict[str, tuple[str, dict]] = {}
         self.scripts: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
-        self.commands: list[list[str]] = []
+        self.removed: list[str] = []
         self.failing = False
 
-    async def write_user_file(self, user, path, text):
-        self.files[path] = (user, text)
-
-    async def submit(self, user, script, log_dir=None):
+    async def submit(self, user, key, script, files, keep_days=None):
         job_id = str(100 + len(self.scripts))
         self.scripts.append((user, script))
-        self.jobs[job_id] = JobStatus(job_id, JobState.PENDING, "PENDING", user=user, queue="debug", reason="Priority", priority=5.0)
+        self.files[key] = (user, dict(files))
+        self.names[job_id] = key
+        self.jobs[job_id] = JobStatus(job_id, JobState.PENDING, "PENDING", user=user, queue="debug", reason="Priority",
+                                      priority=5.0)
         return job_id
 
     async def status(self, users=None):
@@ -48,32 +50,47 @@ class FakeCluster(ClusterClient):
             raise CommandError(["squeue"], 1, stderr="slurm_load_jobs error: Unable to contact slurm controller")
         return dict(self.jobs)
 
+    async def job_names(self, user):
+        return {job_id: name for job_id, name in self.names.items() if self.jobs.get(job_id) and self.jobs[job_id].user == user}
+
     async def cancel(self, user, job_ids):
         self.cancelled += job_ids
         for job_id in job_ids:
             if job_id in self.jobs:
                 self.jobs[job_id] = replace(self.jobs[job_id], state=JobState.CANCELLED, scheduler_state="CANCELLED")
 
-    async def read_tail(self, user, path, lines):
+    async def read_log_tail(self, user, log_name, lines):
         return "hpchub: the 'module' command is not available on vm\n"
 
-    async def run(self, argv, *, user=None, input=None):
-        self.commands.append(list(argv))
-        return CommandResult(tuple(argv), 0, "NodeAddr=127.0.0.1\n" if argv[0] == "scontrol" else "", "", 0.0)
+    async def remove_files(self, user, key):
+        self.removed.append(key)
+
+    async def node_address(self, node):
+        return "127.0.0.1"
+
+    async def explain(self, job_id):
+        return None
+
+    async def queue_info(self):
+        return [QueueInfo("debug", True, 8, 8, 1, 1, jobs_pending=3, pending_priorities=(9.0, 5.0, 7.0))]
 
     def set(self, job_id, state, **changes):
         self.jobs[job_id] = replace(self.jobs[job_id], state=state, scheduler_state=state.name, **changes)
 
 
+def install_fake(spec: ClusterSpec) -> FakeCluster:
+    cluster = FakeCluster(spec)
+    runtime = ClusterRuntime(cluster, StatusPoller(cluster.status, interval=0.5, min_interval=0.02, jitter=0))
+    ClusterRuntime.registry[(spec, id(asyncio.get_running_loop()))] = runtime
+    return cluster
+
+
 @pytest.fixture
 async def fake():
-    site = load_site_config(SITE)
-    cluster = FakeCluster("slurm", site.clusters["slurm"])
-    key = (str(site.source), "slurm", id(asyncio.get_running_loop()))
-    runtime = ClusterRuntime("slurm", cluster, StatusPoller(cluster.status, interval=0.5, min_interval=0.02, jitter=0))
-    ClusterRuntime.registry[key] = runtime
+    spec = ClusterSpec.from_site(load_site_config(SITE), "slurm")
+    cluster = install_fake(spec)
     yield cluster
-    ClusterRuntime.registry.pop(key)
+    runtime = ClusterRuntime.registry.pop((spec, id(asyncio.get_running_loop())))
     if runtime.task:
         runtime.task.cancel()
 
@@ -102,37 +119,55 @@ def drain(spawner) -> list[str]:
     return messages
 
 
+def report_port(port: int) -> bool:
+    """What the port endpoint does when the job reports (tests/test_e2e_* go through HTTP)."""
+    future = porthandler.waiting_for(TOKEN)
+    if future is None or future.done():
+        return False
+    future.set_result(port)
+    return True
+
+
+async def start_running(spawner, fake, node="vm", port=1234):
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts and porthandler.waiting_for(TOKEN))
+    job_id = str(100 + len(fake.scripts) - 1)
+    fake.set(job_id, JobState.RUNNING, nodes=(node,))
+    report_port(port)
+    return await asyncio.wait_for(start, 5)
+
+
 async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
     spawner = make_spawner(options={"profile": "small", "cores": "2"})
     start = asyncio.create_task(spawner.start())
     await wait_until(lambda: fake.scripts)
     user, script = fake.scripts[0]
     assert user == "alice" and "#SBATCH --cpus-per-task=2" in script and TOKEN not in script
-    secrets_user, secrets = fake.files[spawner.secrets_file]
-    assert secrets_user == "alice" and f"JUPYTERHUB_API_TOKEN={TOKEN}" in secrets and "PATH" not in secrets
+    secrets_user, files = fake.files["hpchub-alice-small"]
+    assert secrets_user == "alice" and f"JUPYTERHUB_API_TOKEN={TOKEN}" in files["env"] and "PATH" not in files["env"]
+    assert ". /home/alice/.hpchub/jobs/hpchub-alice-small/env" in script
     await wait_until(lambda: any("waiting in queue debug" in e["message"] for e in list(spawner._progress._queue)))
-    assert spawner.accept_port(1234)  # a port may arrive before the scheduler says running
+    assert report_port(1234)  # a port may arrive before the scheduler says running
     fake.set("100", JobState.RUNNING, nodes=("vm",))
     assert await asyncio.wait_for(start, 5) == ("127.0.0.1", 1234)
     messages = drain(spawner)
     assert messages[0] == "Submitted job 100 to debug on slurm"
-    assert "Job 100 is waiting in queue debug (other jobs with higher priority are ahead in the queue), position 1" in messages
+    # Position among every pending job of the queue (9.0 and 7.0 are ahead of 5.0), not only the hub's.
+    assert ("Job 100 is waiting in queue debug (other jobs with higher priority are ahead in the queue), "
+            "position 3 of 3 waiting in this queue") in messages
     assert "Job 100 running on vm; starting the server" in messages
     state = spawner.get_state()
     assert (state["job_id"], state["job_host"], state["job_profile"]) == ("100", "vm", "small")
+    assert state["job_cluster"]["scheduler"] == "slurm" and state["job_cluster"]["via"] == "sudo"
     assert await spawner.poll() is None
-    assert not spawner.accept_port(999)  # no longer waiting
+    assert porthandler.waiting_for(TOKEN) is None  # no longer waiting
     await spawner.stop()
-    assert fake.cancelled == ["100"] and ["rm", "-f", spawner.secrets_file] in fake.commands
+    assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
 
 
 async def test_a_scheduler_outage_is_unknown_and_keeps_the_server(fake):
     spawner = make_spawner(options={"profile": "small"})
-    start = asyncio.create_task(spawner.start())
-    await wait_until(lambda: fake.scripts)
-    fake.set("100", JobState.RUNNING, nodes=("vm",))
-    spawner.accept_port(4321)
-    await asyncio.wait_for(start, 5)
+    await start_running(spawner, fake, port=4321)
     fake.failing = True
     fake.jobs.clear()
     await asyncio.sleep(1.2)
@@ -143,6 +178,16 @@ async def test_a_scheduler_outage_is_unknown_and_keeps_the_server(fake):
             break
         await asyncio.sleep(0.05)
     assert await spawner.poll() == 1
+
+
+async def test_a_job_that_ends_on_its_own_loses_its_files(fake):
+    spawner = make_spawner(options={"profile": "small"})
+    await start_running(spawner, fake)
+    fake.set("100", JobState.FINISHED)
+    await asyncio.sleep(0.05)
+    assert await spawner.poll() == 1
+    await wait_until(lambda: fake.removed == ["hpchub-alice-small"])
+    assert fake.cancelled == []
 
 
 @pytest.mark.parametrize(
@@ -161,7 +206,7 @@ async def test_a_job_that_fails_while_starting_ends_the_spawn_with_the_reason(fa
     if state is not JobState.HELD:
         assert "Last lines of /home/alice/.hpchub/logs/hpchub-alice-small.slurm.100.log" in caught.value.message
         assert "'module' command is not available" in caught.value.message
-    assert fake.cancelled == ["100"]
+    assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
 
 
 async def test_a_job_that_dies_before_reporting_its_port(fake):
@@ -180,51 +225,88 @@ async def test_start_cancelled_by_the_hub_timeout_cancels_the_job(fake):
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(spawner.start(), 0.3)
     assert fake.cancelled == ["100"]
+    assert porthandler.waiting_for(TOKEN) is None
 
 
 async def test_bad_options_are_refused_before_anything_is_submitted(fake):
     spawner = make_spawner()
     with pytest.raises(web.HTTPError) as caught:
-        spawner.apply_user_options(spawner, {"profile": "small", "cores": 9})
+        await spawner.apply_user_options(spawner, {"profile": "small", "cores": 9})
     assert caught.value.status_code == 400 and "9 is above the maximum 4" in caught.value.log_message
+    for huge in ("9" * 400 + "G", "9" * 400 + ":00:00"):  # a clear 400, never an overflow (500)
+        field = "memory" if huge.endswith("G") else "walltime"
+        with pytest.raises(web.HTTPError) as caught:
+            await spawner.apply_user_options(spawner, {"profile": "small", field: huge})
+        assert caught.value.status_code == 400
     spawner.user_options = {"profile": "small", "walltime": "99:00:00"}
     with pytest.raises(web.HTTPError):
         await spawner.start()
     assert fake.scripts == []
 
 
-def test_profiles_with_groups_are_offered_to_members_only():
-    production = SITE_CONFIGS / "example-slurm-production.yaml"
-    everybody = [p.slug for p in make_spawner(site=production).visible_profiles()]
+PRODUCTION = SITE_CONFIGS / "example-slurm-production.yaml"
+
+
+async def test_profiles_with_groups_are_offered_to_members_only():
+    everybody = [p.slug for p in await make_spawner(site=PRODUCTION).visible_profiles()]
     assert everybody == ["cpu-small", "cpu-multi"]
-    gpu_user = make_spawner(groups=("gpu-users",), site=production)
-    assert [p.slug for p in gpu_user.visible_profiles()] == ["cpu-small", "cpu-multi", "gpu"]
+    gpu_user = make_spawner(groups=("gpu-users",), site=PRODUCTION)
+    assert [p.slug for p in await gpu_user.visible_profiles()] == ["cpu-small", "cpu-multi", "gpu"]
     with pytest.raises(web.HTTPError) as caught:
-        make_spawner(site=production)._request_from({"profile": "gpu"})
+        await make_spawner(site=PRODUCTION)._request_from({"profile": "gpu"})
     assert caught.value.status_code == 400
-    assert gpu_user._request_from({"profile": "gpu", "gpus": 2}).gpus == 2
+    assert (await gpu_user._request_from({"profile": "gpu", "gpus": 2})).gpus == 2
+    # A user whose name is the group's name is not a member.
+    assert "gpu" not in [p.slug for p in await make_spawner(user="gpu-users", site=PRODUCTION).visible_profiles()]
 
 
-def test_fixed_profile_for_wrapspawner_entries():
+async def test_a_fixed_profile_is_still_restricted_to_its_users_and_groups():
+    stranger = make_spawner(site=PRODUCTION)
+    stranger.profile = "gpu"  # a wrapspawner entry "GPU" offered to everybody
+    with pytest.raises(web.HTTPError) as caught:
+        await stranger._request_from({})
+    assert caught.value.status_code == 403
+    member = make_spawner(groups=("gpu-users",), site=PRODUCTION)
+    member.profile = "gpu"
+    assert (await member._request_from({"profile": "cpu-small"})).profile.slug == "gpu"
+
+
+def test_unix_groups_come_from_getgrouplist():
+    import grp
+    import os
+    import pwd
+
+    expected = {grp.getgrgid(gid).gr_name for gid in os.getgrouplist("alice", pwd.getpwnam("alice").pw_gid)}
+    assert "alice" in unix_groups("alice") and unix_groups("alice") == expected
+    assert unix_groups("no-such-user-here") == set()
+
+
+async def test_fixed_profile_for_wrapspawner_entries():
     spawner = make_spawner(options={"profile": "hpc-small"})
     spawner.profile = "multi"
-    assert spawner._request_from({"profile": "hpc-small", "nodes": 3}).nodes == 3
+    assert (await spawner._request_from({"profile": "hpc-small", "nodes": 3})).nodes == 3
 
 
 async def test_stopping_a_server_cancels_the_engine_jobs_it_started(fake):
     spawner = make_spawner(options={"profile": "multi"})
-    start = asyncio.create_task(spawner.start())
-    await wait_until(lambda: fake.scripts)
-    fake.set("100", JobState.RUNNING, nodes=("node1",))
-    spawner.accept_port(4000)
-    await asyncio.wait_for(start, 5)
+    await start_running(spawner, fake, node="node1", port=4000)
     # Engine jobs the notebook submitted (hpchub.parallel names them after the server's job).
-    fake.jobs["201"] = JobStatus("201", JobState.RUNNING, "RUNNING", user="alice", name="hpchub-alice-multi-engines-p100")
-    fake.jobs["202"] = JobStatus("202", JobState.RUNNING, "RUNNING", user="alice", name="hpchub-alice-multi-engines-p999")
-    fake.jobs["203"] = JobStatus("203", JobState.RUNNING, "RUNNING", user="bob", name="hpchub-bob-multi-engines-p100")
+    for job_id, user, name in (("201", "alice", "hpchub-alice-multi.e-100"), ("202", "alice", "hpchub-alice-multi.e-999"),
+                               ("203", "bob", "hpchub-bob-multi.e-100")):
+        fake.jobs[job_id] = JobStatus(job_id, JobState.RUNNING, "RUNNING", user=user)
+        fake.names[job_id] = name
     await asyncio.sleep(0.05)  # older than the poller's min_interval: stop() asks the scheduler again
     await spawner.stop()
     assert fake.cancelled == ["100", "201"]
+
+
+async def test_a_reused_job_id_is_never_cancelled(fake):
+    spawner = make_spawner(options={"profile": "small"})
+    await start_running(spawner, fake)
+    fake.names["100"] = "someone-elses-job"  # the id now belongs to another job of the user
+    await asyncio.sleep(0.05)
+    await spawner.stop(now=True)
+    assert fake.cancelled == []
 
 
 async def test_server_jobs_tell_notebooks_the_site_config_and_engine_profile(fake):
@@ -234,3 +316,73 @@ async def test_server_jobs_tell_notebooks_the_site_config_and_engine_profile(fak
     _, script = fake.scripts[0]
     assert f"export HPCHUB_SITE_CONFIG={SITE}\n" in script and "export HPCHUB_ENGINE_PROFILE=multi\n" in script
     start.cancel()
+
+
+async def test_named_servers_and_profiles_never_share_files(fake):
+    gpu_large = make_spawner(options={"profile": "small"})
+    gpu_large.name = "large"
+    start = asyncio.create_task(gpu_large.start())
+    await wait_until(lambda: fake.scripts)
+    start.cancel()
+    assert list(fake.files) == ["hpchub-alice-small.s-large"]
+    assert "/home/alice/.hpchub/jobs/hpchub-alice-small.s-large/env" in fake.scripts[0][1]
+
+
+async def test_a_broken_or_changed_site_config_never_orphans_a_running_job(fake, tmp_path, caplog):
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE.read_text())
+    spawner = make_spawner(options={"profile": "small"}, site=site_file)
+    await start_running(spawner, fake)
+    state = spawner.get_state()
+    site_file.write_text("clusters: [this is not a site config\n")  # broken edit
+    restarted = make_spawner(site=site_file)
+    restarted.load_state(state)
+    assert await restarted.poll() is None  # running, found from the saved state alone
+    other = tmp_path / "other.yaml"  # the cluster renamed away in a new config
+    other.write_text(SITE.read_text().replace("  slurm:\n", "  renamed:\n").replace("cluster: slurm", "cluster: renamed"))
+    moved = make_spawner(site=other)
+    moved.load_state(state)
+    assert await moved.poll() is None
+    fake.set("100", JobState.FINISHED)
+    await asyncio.sleep(0.05)
+    assert await moved.poll() == 1
+    # State an older spawner (batchspawner) left: a clear log line, no crash, no "gone".
+    old = make_spawner(site=site_file)
+    old.load_state({"job_id": "77", "job_status": "RUNNING"})
+    assert await old.poll() is None
+    assert "does not say which cluster it runs on" in caplog.text
+    await old.stop()  # no crash either
+
+
+async def test_site_config_edits_take_effect_for_new_spawns(fake, tmp_path):
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE.read_text())
+    spawner = make_spawner(site=site_file)
+    with pytest.raises(web.HTTPError):
+        await spawner.apply_user_options(spawner, {"profile": "small", "cores": 6})
+    site_file.write_text(SITE.read_text().replace("cores: {min: 1, max: 4}", "cores: {min: 1, max: 6}", 1))
+    await spawner.apply_user_options(spawner, {"profile": "small", "cores": 6})
+    site_file.write_text("site: [broken\n")
+    await spawner.apply_user_options(spawner, {"profile": "small", "cores": 6})  # the last good config stays
+
+
+def test_the_port_endpoint_does_not_import_the_spawner():
+    import subprocess
+    import sys
+
+    code = "import sys, hpchub.porthandler; print('hpchub.spawner' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+async def test_hpchub_render_prints_exactly_what_the_spawner_submits(fake, capsys):
+    from hpchub.cli import main as hpchub_cli
+
+    spawner = make_spawner(options={"profile": "small", "cores": "2", "memory": "2G"})
+    spawner.name = "big"
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts)
+    start.cancel()
+    assert hpchub_cli(["render", str(SITE), "--profile", "small", "--user", "alice", "--server", "big",
+                       "--set", "cores=2", "--set", "memory=2G"]) == 0
+    assert capsys.readouterr().out == fake.scripts[0][1]
