@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from .checks import live_findings, site_findings
 from .cluster import ClusterClient
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .options import OptionsError, resolve_request
@@ -72,6 +73,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                 HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).render(2, user=user.name)
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
+        findings = site_findings(site) + (asyncio.run(live_findings(site)) if args.live else [])
+        problems += [f"{path}: {finding.message}" for finding in findings if finding.level == "error"]
+        for finding in findings:
+            if finding.level != "error":
+                stream = sys.stderr if finding.level == "warning" else sys.stdout
+                print(f"{finding.level}: {path}: {finding.message}", file=stream)
         if problems:
             print("\n".join(problems), file=sys.stderr)
             failed = True
@@ -160,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate site configs; exit 1 and list every problem")
     check.add_argument("site", nargs="+", help="site config YAML file(s)")
+    check.add_argument("--live", action="store_true",
+                       help="also ask each cluster's scheduler: queues present and up, PrivateData (Slurm)")
     check.set_defaults(func=cmd_check)
 
     def job_args(sub: argparse.ArgumentParser) -> None:
