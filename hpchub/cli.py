@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import jobs
+from .checks import live_findings, site_findings
 from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .jobs import PreparedJob
@@ -71,6 +72,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                 HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name)
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
+        findings = site_findings(site) + (asyncio.run(live_findings(site)) if args.live else [])
+        problems += [f"{path}: {finding.message}" for finding in findings if finding.level == "error"]
+        for finding in findings:
+            if finding.level != "error":
+                stream = sys.stderr if finding.level == "warning" else sys.stdout
+                print(f"{finding.level}: {path}: {finding.message}", file=stream)
         if problems:
             print("\n".join(problems), file=sys.stderr)
             failed = True
@@ -159,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate site configs; exit 1 and list every problem")
     check.add_argument("site", nargs="+", help="site config YAML file(s)")
+    check.add_argument("--live", action="store_true",
+                       help="also ask each cluster's scheduler: queues present and up, PrivateData (Slurm)")
     check.set_defaults(func=cmd_check)
 
     def job_args(sub: argparse.ArgumentParser) -> None:

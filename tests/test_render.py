@@ -241,7 +241,8 @@ def test_a_site_file_under_hpchub_never_shadows_the_packaged_template(tmp_path):
     script = _render_from(tmp_path, "default")
     assert "shadowed" not in script and "#SBATCH --partition=q\n" in script
     packaged = (packaged_templates_dir() / "slurm.sh.j2").read_text()
-    for environment in (template_environment(tmp_path / "site-templates"), form_environment(tmp_path / "site-templates")):
+    site_templates = tmp_path / "site-templates"
+    for environment in (template_environment(site_templates), form_environment(site_templates)):
         assert environment.loader.get_source(environment, "hpchub/slurm.sh.j2")[0] == packaged
         with pytest.raises(jinja2.TemplateNotFound, match="hpchub/site-only.sh.j2"):
             environment.get_template("hpchub/site-only.sh.j2")

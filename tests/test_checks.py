@@ -1,0 +1,250 @@
+"""`hpchub check` beyond the schema: who can change what jobs run, as whom jobs run, and (--live)
+whether the real schedulers agree with the site config."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import textwrap
+
+import pytest
+from support import REPO, SITE_CONFIGS
+from support import run_hpchub as hpchub
+
+from hpchub.checks import (
+    PRIVATE_DATA_JOBS,
+    live_findings,
+    live_problems,
+    site_errors,
+    site_warnings,
+    slurm_private_data_finding,
+    slurm_private_data_jobs,
+)
+from hpchub.config import load_site_config, parse_site_config
+
+SITE = textwrap.dedent(
+    """\
+    site: checks test
+    clusters:
+      main:
+        scheduler: slurm
+        submit: {via: sudo}
+        queues:
+          q: {}
+    profiles:
+      - slug: p
+        name: p
+        cluster: main
+        queue: q
+        resources: {walltime: "01:00:00"}
+    """
+)
+
+SCONTROL_SHOW_CONFIG = (REPO / "tests" / "data" / "scontrol-show-config.txt").read_text()
+
+
+def _site_in(directory, text=SITE, templates: bool = True):
+    """The site config written into ``directory`` (mode 700, owned by root like pytest's tmp dirs)."""
+    path = directory / "site.yaml"
+    path.write_text(text + ("templates_dir: templates\n" if templates else ""))
+    path.chmod(0o644)
+    if templates:
+        (directory / "templates" / "partials").mkdir(parents=True, exist_ok=True)
+        (directory / "templates" / "partials" / "environment.sh.j2").write_text("module load site\n")
+    return path
+
+
+def test_a_tidy_site_has_no_warnings(tmp_path):
+    site = load_site_config(_site_in(tmp_path))
+    assert site_warnings(site) == [] and site_errors(site) == []
+
+
+@pytest.mark.parametrize(
+    "target, mode, what",
+    [
+        ("site.yaml", 0o664, "site config {path} is writable by its group (mode 0664)"),
+        ("site.yaml", 0o646, "site config {path} is writable by everyone (mode 0646)"),
+        ("templates", 0o777, "templates_dir {path} is writable by its group and everyone (mode 0777)"),
+        ("templates/partials", 0o775, "template {path} is writable by its group (mode 0775)"),
+        ("templates/partials/environment.sh.j2", 0o666, "template {path} is writable by its group and everyone"),
+        (".", 0o777, "site config directory {path} is writable by its group and everyone"),
+    ],
+)
+def test_files_others_can_write_are_warned_about(tmp_path, target, mode, what):
+    site = load_site_config(_site_in(tmp_path))
+    path = tmp_path / target
+    path.chmod(mode)
+    warnings = site_warnings(site)
+    expected = what.format(path=tmp_path if target == "." else path)
+    assert [w for w in warnings if expected in w], warnings
+    assert len(warnings) == 1 and "decides what jobs run" in warnings[0]
+
+
+def test_a_sticky_config_directory_is_fine_but_a_sticky_templates_dir_is_not(tmp_path):
+    # In a sticky directory others cannot replace the config, but they can add a template that the
+    # site-first lookup would pick up.
+    site = load_site_config(_site_in(tmp_path))
+    tmp_path.chmod(0o1777)
+    (tmp_path / "templates").chmod(0o1777)
+    (warning,) = site_warnings(site)
+    assert warning.startswith(f"templates_dir {tmp_path / 'templates'} is writable by its group and everyone")
+
+
+def test_files_owned_by_another_account_are_warned_about(tmp_path):
+    site = load_site_config(_site_in(tmp_path))
+    alice = pwd.getpwnam("alice")
+    template = tmp_path / "templates" / "partials" / "environment.sh.j2"
+    os.chown(template, alice.pw_uid, alice.pw_gid)
+    os.chown(tmp_path / "site.yaml", alice.pw_uid, alice.pw_gid)
+    assert sorted(site_warnings(site)) == sorted([
+        f"site config {tmp_path / 'site.yaml'} is owned by alice, not by root or root: its owner decides what jobs run",
+        f"template {template} is owned by alice, not by root or root: its owner decides what jobs run",
+    ])
+
+
+def test_a_missing_templates_dir_is_warned_about(tmp_path):
+    path = _site_in(tmp_path, templates=False)
+    path.write_text(path.read_text() + "templates_dir: site-templates\n")
+    assert site_warnings(load_site_config(path)) == [
+        f"templates_dir {tmp_path / 'site-templates'} does not exist: only the packaged templates are used"
+    ]
+
+
+LOCAL = SITE.replace("submit: {via: sudo}", "submit: {via: local}")
+
+
+def test_local_submission_as_root_is_an_error():
+    assert os.geteuid() == 0, "the tests run as root"
+    assert site_errors(parse_site_config(LOCAL)) == [
+        "clusters.main.submit.via: refused: local submission as root would run every user's job as root; "
+        "use via: sudo"
+    ]
+
+
+def _in_child_as(user: str, function, *args) -> object:
+    """``function(*args)`` in a forked child that runs as ``user`` (modules are imported already,
+    so the child reads no files); its JSON result."""
+    account = pwd.getpwnam(user)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            os.write(write_end, json.dumps(function(*args)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(output)
+
+
+def test_local_submission_as_another_account_is_a_warning_naming_it():
+    site = parse_site_config(LOCAL)
+    assert _in_child_as("alice", site_warnings, site) == [
+        "clusters.main.submit.via: local: all users' jobs run as alice"
+    ]
+    assert _in_child_as("alice", site_errors, site) == []
+
+
+def test_check_command_exit_codes_for_warnings_and_errors(tmp_path):
+    path = _site_in(tmp_path)
+    path.chmod(0o666)
+    result = hpchub("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {path}: site config {path} is writable by its group and everyone" in result.stderr
+    assert f"{path}: ok (" in result.stdout
+    path.write_text(LOCAL)
+    result = hpchub("check", str(path))
+    assert result.returncode == 1 and ": ok (" not in result.stdout
+    assert f"{path}: clusters.main.submit.via: refused: local submission as root" in result.stderr
+
+
+# --- Slurm PrivateData ---
+
+def test_private_data_parse_on_captured_scontrol_output():
+    assert "PrivateData             = none\n" in SCONTROL_SHOW_CONFIG
+    assert not slurm_private_data_jobs(SCONTROL_SHOW_CONFIG)
+    for value, hides_jobs in [("jobs", True), ("accounts,jobs,usage", True), ("usage,users", False), ("all", True),
+                              ("reservations", False)]:
+        text = SCONTROL_SHOW_CONFIG.replace("PrivateData             = none", f"PrivateData             = {value}")
+        assert slurm_private_data_jobs(text) is hides_jobs, value
+
+
+def test_private_data_jobs_is_an_error_unless_the_account_sees_every_job():
+    text = SCONTROL_SHOW_CONFIG.replace("PrivateData             = none", "PrivateData             = jobs,usage")
+    assert "SlurmUser               = root(0)\n" in text
+    hub = pwd.getpwnam("alice").pw_uid
+    finding = slurm_private_data_finding(text, hub)
+    assert finding is not None and finding.level == "error" and finding.message == PRIVATE_DATA_JOBS
+    assert "Slurm PrivateData=jobs" in PRIVATE_DATA_JOBS and "SlurmUser or an operator" in PRIVATE_DATA_JOBS
+    as_slurm_user = text.replace("SlurmUser               = root(0)", f"SlurmUser               = alice({hub})")
+    assert slurm_private_data_finding(as_slurm_user, hub).level == "warning"
+    assert slurm_private_data_finding(text, 0).level == "warning"
+    assert slurm_private_data_finding(SCONTROL_SHOW_CONFIG, hub) is None
+
+
+# --- check --live against the real schedulers ---
+
+def _with_missing_queue(name: str, queue: str) -> str:
+    text = (SITE_CONFIGS / name).read_text()
+    anchor = "    queues:\n"
+    assert anchor in text
+    return text.replace(anchor, anchor + f"      {queue}: {{max_walltime: \"01:00:00\"}}\n", 1)
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+async def test_live_check_on_the_local_slurm(tmp_path):
+    site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
+    findings = await live_findings(site)
+    assert [f for f in findings if f.level == "error"] == []
+    assert any(f.message == "clusters.slurm: slurm answers; queues debug, multi are up" for f in findings), findings
+    missing = tmp_path / "site.yaml"
+    missing.write_text(_with_missing_queue("local-slurm.yaml", "nosuch"))
+    assert await live_problems(load_site_config(missing)) == [
+        "clusters.slurm.queues.nosuch: the scheduler has no such queue (it has: debug, multi)"
+    ]
+
+
+@pytest.mark.sge
+@pytest.mark.usefixtures("sge_cluster")
+async def test_live_check_on_the_local_sge(tmp_path):
+    site = load_site_config(SITE_CONFIGS / "local-sge.yaml")
+    findings = await live_findings(site)
+    assert [f for f in findings if f.level == "error"] == []
+    assert any(f.message == "clusters.sge: sge answers; queues short.q, long.q are up" for f in findings), findings
+    missing = tmp_path / "site.yaml"
+    missing.write_text(_with_missing_queue("local-sge.yaml", "gpu.q"))
+    (problem,) = await live_problems(load_site_config(missing))
+    assert problem.startswith("clusters.sge.queues.gpu.q: the scheduler has no such queue (it has: ")
+    assert "long.q" in problem and "short.q" in problem
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_check_live_command(tmp_path):
+    result = hpchub("check", "--live", str(SITE_CONFIGS / "local-slurm.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "info: " in result.stdout and ": ok (" in result.stdout
+    missing = tmp_path / "site.yaml"
+    missing.write_text(_with_missing_queue("local-slurm.yaml", "nosuch"))
+    result = hpchub("check", "--live", str(missing))
+    assert result.returncode == 1
+    assert f"{missing}: clusters.slurm.queues.nosuch: the scheduler has no such queue" in result.stderr
+
+
+async def test_a_scheduler_that_does_not_answer_is_reported(tmp_path, monkeypatch):
+    # No scheduler commands on PATH: the check names the cluster and the failing command.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
+    (problem,) = await live_problems(site)
+    assert problem.startswith("clusters.slurm: the slurm scheduler does not answer: command `sinfo")
