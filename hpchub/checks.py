@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .cluster import ClusterClient
-from .config import Cluster, SiteConfig
+from .cluster import client_for
+from .config import SiteConfig
 from .runner import CommandError
 from .schedulers import ParseError
 
@@ -158,8 +158,8 @@ async def live_findings(site: SiteConfig) -> list[Finding]:
     """Ask each cluster's scheduler, as the hub: does it answer, are the configured queues there
     and up, which queues are not configured (info), and (Slurm) may the hub see every job."""
     findings: list[Finding] = []
-    for name, cluster in site.clusters.items():
-        findings += await _cluster_findings(name, cluster)
+    for name in site.clusters:
+        findings += await _cluster_findings(site, name)
     return findings
 
 
@@ -168,8 +168,9 @@ async def live_problems(site: SiteConfig) -> list[str]:
     return [finding.message for finding in await live_findings(site) if finding.level == "error"]
 
 
-async def _cluster_findings(name: str, cluster: Cluster) -> list[Finding]:
-    client = ClusterClient(name, cluster)
+async def _cluster_findings(site: SiteConfig, name: str) -> list[Finding]:
+    cluster = site.clusters[name]
+    client = client_for(site, name)
     try:
         queues = {queue.name: queue for queue in await client.queue_info()}
     except (CommandError, ParseError) as error:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hpchub.config import load_site_config
 from hpchub.options import resolve_request
-from hpchub.render import UserAccount, job_context, job_name, render_job_script, server_launch, template_name
+from hpchub.jobs import server_job
+from hpchub.render import UserAccount
 
 SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site-configs"
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
@@ -42,6 +43,10 @@ def golden_cases() -> list[Case]:
 def render_case(case: Case) -> str:
     site = load_site_config(SITE_CONFIGS / case.config)
     request = resolve_request(site, site.profile(case.profile), dict(case.options))
-    name = job_name(USER, case.profile)
-    context = job_context(site, request, USER, server_launch(USER, name), name=name)
-    return render_job_script(site, context, template_name(request))
+    return portable(server_job(site, request, USER).script)
+
+
+def portable(script: str) -> str:
+    """The script with this checkout's path written as $CHECKOUT (server jobs name their site
+    config's absolute path), so golden files do not depend on where the repository is."""
+    return script.replace(str(SITE_CONFIGS.parent), "$CHECKOUT")

@@ -159,7 +159,7 @@ def test_values_reach_the_script_literally_and_never_run(tmp_path):
     request = resolve_request(site, site.profile("p"))
     args = ["$(touch %s)" % canary, "`touch %s`" % canary, "a'b", 'c"d', "e f", ";", "&&", "$HOME", "*"]
     launch = Launch(command=["printf", "[%s]\\n", *args], env={"SHOWN": "$(touch %s)" % canary})
-    context = job_context(site, request, UserAccount("alice", str(tmp_path)), launch)
+    context = job_context(site, request, UserAccount("alice", str(tmp_path)), launch, name="hpchub-alice-x")
     script = render_job_script(site, context, template_name(request))
     script += ""
     result = subprocess.run(["bash", "-c", script.replace("exec printf", 'printf "%s\\n" "$TRICKY" "$SHOWN"; exec printf')],
@@ -176,7 +176,7 @@ def test_a_newline_never_reaches_a_script_even_from_a_template_value(tmp_path):
     site = parse_site_config(SITE.format(canary="x"))
     request = resolve_request(site, site.profile("p"))
     launch = Launch(command=["echo", "ok\n#SBATCH --uid=0"])
-    context = job_context(site, request, USER, launch)
+    context = job_context(site, request, USER, launch, name="hpchub-alice-x")
     with pytest.raises(RenderError, match="line break"):
         render_job_script(site, context, template_name(request))
 
@@ -212,7 +212,7 @@ def _render_from(tmp_path, slug):
     site_file.write_text(SITE_WITH_TEMPLATES)
     site = load_site_config(site_file)
     request = resolve_request(site, site.profile(slug))
-    context = job_context(site, request, USER, Launch(command=["jupyterhub-singleuser"]))
+    context = job_context(site, request, USER, Launch(command=["jupyterhub-singleuser"]), name="hpchub-alice-x")
     return render_job_script(site, context, template_name(request))
 
 

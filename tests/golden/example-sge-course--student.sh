@@ -14,10 +14,12 @@ echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname)
 . /sw/courses/datascience/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/courses/datascience/venv
 export OMP_NUM_THREADS=1
 
-[ -r /home/alice/.hpchub/hpchub-alice-student.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-student.env" (written at submit time)"
+[ -r /home/alice/.hpchub/jobs/hpchub-alice-student/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-student/env" (written at submit time)"
 set -a
-. /home/alice/.hpchub/hpchub-alice-student.env
+. /home/alice/.hpchub/jobs/hpchub-alice-student/env
 set +a
+export HPCHUB_ENGINE_PROFILE=student
+export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
 # Pick a free port on this node and report it to the hub. The port is all the hub takes from a
 # job (the host comes from the scheduler), and only with this server's own token.
 command -v python3 >/dev/null || hpchub_fail "python3 is not on PATH after the environment block"

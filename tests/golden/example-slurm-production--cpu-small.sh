@@ -27,10 +27,12 @@ export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 export MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
 
-[ -r /home/alice/.hpchub/hpchub-alice-cpu-small.env ] || hpchub_fail "missing "/home/alice/.hpchub/hpchub-alice-cpu-small.env" (written at submit time)"
+[ -r /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-cpu-small/env" (written at submit time)"
 set -a
-. /home/alice/.hpchub/hpchub-alice-cpu-small.env
+. /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/env
 set +a
+export HPCHUB_ENGINE_PROFILE=cpu-small
+export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
 # Pick a free port on this node and report it to the hub. The port is all the hub takes from a
 # job (the host comes from the scheduler), and only with this server's own token.
 command -v python3 >/dev/null || hpchub_fail "python3 is not on PATH after the environment block"
