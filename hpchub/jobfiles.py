@@ -48,7 +48,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 USAGE = """usage: hpchub-job prepare KEY            (stdin: {"files": {NAME: TEXT}})
-       hpchub-job submit KEY SCHEDULER   (stdin: {"files": {NAME: TEXT}, "script": TEXT}; SCHEDULER: slurm|sge)
+       hpchub-job submit KEY SCHEDULER   (stdin: {"files": {NAME: TEXT}, "script": TEXT[, "keep_days": N]};
+                                         SCHEDULER: slurm|sge; keep_days: then clean KEEP_DAYS)
        hpchub-job remove KEY
        hpchub-job tail LOGNAME LINES
        hpchub-job clean KEEP_DAYS"""
@@ -150,8 +151,9 @@ def parse_count(kind: str, value: str, lowest: int, highest: int) -> int:
     return int(value)
 
 
-def read_request(required: Sequence[str]) -> dict[str, Any]:
-    """The JSON object on stdin: ``files`` (name -> text) and the keys in ``required``, nothing else."""
+def read_request(required: Sequence[str], optional: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object on stdin: ``files`` (name -> text), the keys in ``required`` (strings) and
+    perhaps those in ``optional`` (whole numbers), nothing else."""
     raw = sys.stdin.buffer.read(MAX_STDIN + 1)
     if len(raw) > MAX_STDIN:
         raise Refused(f"the request on stdin is larger than {MAX_STDIN} bytes")
@@ -160,8 +162,9 @@ def read_request(required: Sequence[str]) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as error:
         raise Refused(f"stdin is not a JSON request: {error}") from None
     expected = {"files", *required}
-    if not isinstance(request, dict) or set(request) != expected:
-        raise Refused(f"stdin must be a JSON object with exactly the keys {sorted(expected)}")
+    if not isinstance(request, dict) or not expected <= set(request) <= expected | set(optional):
+        raise Refused(f"stdin must be a JSON object with the keys {sorted(expected)}"
+                      + (f" and perhaps {sorted(optional)}" if optional else "") + ", nothing else")
     files = request["files"]
     if not isinstance(files, dict):
         raise Refused('"files" must be a JSON object of file name -> text')
@@ -172,6 +175,10 @@ def read_request(required: Sequence[str]) -> dict[str, Any]:
     for key in required:
         if not isinstance(request[key], str):
             raise Refused(f'"{key}" must be a string')
+    for key in optional:
+        value = request.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100000:
+            raise Refused(f'"{key}" must be a whole number from 0 to 100000')
     return request
 
 
@@ -339,8 +346,12 @@ def run(args: Sequence[str]) -> int:
     if command == "prepare":
         print(json.dumps(prepare(user, key, read_request(())["files"])))
         return 0
-    request = read_request(("script",))
-    return submit(user, key, operands[1], request["files"], request["script"])
+    # keep_days: the hub's log retention, applied in the same call (one sudo per spawn).
+    request = read_request(("script",), optional=("keep_days",))
+    code = submit(user, key, operands[1], request["files"], request["script"])
+    if code == 0 and "keep_days" in request:
+        clean(user, request["keep_days"])
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 exercised by examples/local.sh and the scheduler tests)."""
 
 import pytest
+from render_cases import portable
 from support import REPO, SITE_CONFIGS
 from support import run_hpchub as hpchub
 
@@ -11,7 +12,7 @@ LOCAL_SLURM = str(SITE_CONFIGS / "local-slurm.yaml")
 def test_render_prints_the_golden_script():
     result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (REPO / "tests" / "golden" / "local-slurm--small.sh").read_text()
+    assert portable(result.stdout) == (REPO / "tests" / "golden" / "local-slurm--small.sh").read_text()
 
 
 def test_render_applies_valid_choices():
