@@ -173,6 +173,10 @@ class Profile(_Model):
     users: list[SingleLine] = []
     groups: list[SingleLine] = []
     template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = None
+    requeue: bool = Field(
+        False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
+        "that died stays ended instead of coming back as another job under the same id",
+    )
 
 
 class SiteConfig(_Model):

@@ -21,6 +21,7 @@ import jinja2
 
 from .config import Environment, SiteConfig
 from .options import JobRequest
+from .schedulers import backend_for
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
@@ -155,11 +156,12 @@ def job_context(
     name = checked(name, re.compile(r"^[A-Za-z0-9_.+-]+$"), "job name")
     home = checked(user.home, SAFE_PATH_RE, "home directory")
     log_dir = f"{home}/.hpchub/logs"
-    job_id_token = "%j" if cluster.scheduler == "slurm" else "$JOB_ID"
+    backend = backend_for(cluster.scheduler)
     sge_memory_mb = None
     if request.memory is not None:
-        slots = request.cores if cluster.sge.memory_per_slot else 1
-        sge_memory_mb = -(-request.memory.megabytes // slots)
+        sge_memory_mb = backend.memory_per_request_mb(
+            request.memory.megabytes, request.cores, cluster.sge.memory_per_slot
+        )
     if launch.secrets_file is not None:
         checked(launch.secrets_file, SAFE_PATH_RE, "secrets file")
     return {
@@ -175,6 +177,7 @@ def job_context(
             "memory": request.memory,
             "sge_memory_mb": sge_memory_mb,
             "walltime": request.walltime,
+            "requeue": profile.requeue,
             "gpus": request.gpus,
             "nodes": request.nodes,
             "tasks": tasks,
@@ -183,7 +186,7 @@ def job_context(
             "workdir": home,
             "log_dir": Raw(log_dir),
             # The cluster key keeps job ids of clusters that share home directories apart.
-            "output": Raw(f"{log_dir}/{name}.{request.cluster_name}.{job_id_token}.log"),
+            "output": Raw(f"{log_dir}/{name}.{request.cluster_name}.{backend.OUTPUT_JOB_ID}.log"),
         },
         "environment": {
             "modules": [Raw(m) for m in environment.modules],

@@ -1,9 +1,11 @@
 """Grid Engine backend: argv builders and parsers, against qstat -xml captured from the real local SGE."""
 
+import logging
+
 import pytest
 from support import REPO
 
-from hpchub.schedulers import JobState, ParseError, sge
+from hpchub.schedulers import JobState, JobStatus, ParseError, queue_position, sge
 
 DATA = REPO / "tests" / "data"
 
@@ -53,11 +55,64 @@ def test_state_letters(letters, state):
     assert sge.state_from_letters(letters) is state
 
 
-def test_unknown_letters_and_bad_xml_are_parse_errors():
-    with pytest.raises(ParseError):
-        sge.state_from_letters("z")
+def test_output_that_is_no_xml_at_all_is_a_parse_error():
     with pytest.raises(ParseError, match="no valid XML"):
         sge.parse_status("error: commlib error: got select error (Connection refused)")
+
+
+def _listing(*jobs):
+    return ("<?xml version='1.0'?><job_info><queue_info></queue_info><job_info>" + "".join(jobs)
+            + "</job_info></job_info>")
+
+
+def test_unknown_state_letters_mark_that_job_unknown_and_active(caplog):
+    with caplog.at_level(logging.WARNING, logger="hpchub.schedulers"):
+        jobs = sge.parse_status(_listing(_job(7, "z"), _job(8, "qw")))
+    assert sge.state_from_letters("z") is JobState.UNKNOWN
+    assert jobs["7"].state is JobState.UNKNOWN and jobs["7"].state.is_active and jobs["7"].scheduler_state == "z"
+    assert jobs["8"].state is JobState.PENDING
+    assert jobs.problems == ("job 7: unknown Grid Engine job state 'z'",) and "'z'" in caplog.text
+
+
+def test_an_entry_without_a_job_number_is_skipped_and_reported():
+    jobs = sge.parse_status(_listing(_job("", "qw"), _job(8, "qw")))
+    assert set(jobs) == {"8"} and len(jobs.problems) == 1 and "without a job number" in jobs.problems[0]
+
+
+def test_characters_xml_forbids_cost_nothing():
+    """SGE 8.1.9 refuses such names at qsub (see test_sge_real); another Grid Engine may list
+    them raw, which no XML parser accepts. They are replaced before parsing."""
+    weird = _job(7, "qw").replace("hpchub-alice-x", "x\x1f\x00\x0b999\ud800")
+    jobs = sge.parse_status(_listing(weird, _job(8, "r", "short.q@vm", "MASTER", owner="bob")))
+    assert jobs["7"].state is JobState.PENDING and jobs["7"].name == "x\ufffd\ufffd\ufffd999\ufffd"
+    assert jobs["8"].state is JobState.RUNNING and jobs["8"].host == "vm" and not jobs.problems
+
+
+def test_names_with_xml_characters_read_exactly():
+    """Captured: alice's job 21 named 'a<b>&c]]>' and bob's 26 named 'b<x'. SGE writes '<' as
+    '%lt;' (its bug); everything else it escapes properly."""
+    jobs = sge.parse_status((DATA / "qstat-odd-names.xml").read_text())
+    assert jobs["21"].name == "a<b>&c]]>" and jobs["21"].state is JobState.PENDING
+    assert jobs["26"].name == "b<x" and jobs["23"].state is JobState.RUNNING and not jobs.problems
+
+
+def test_job_names_of_one_user():
+    assert sge.job_names_argv("bob") == ["qstat", "-xml", "-u", "bob"]
+    stdout = (DATA / "qstat-names-bob.xml").read_text()
+    assert sge.parse_job_names(stdout, "bob") == {"23": "capture", "26": "b<x", "22": "capture"}
+    assert sge.parse_job_names((DATA / "qstat-odd-names.xml").read_text(), "alice") == {
+        "21": "a<b>&c]]>", "24": "capture", "25": "capture"}
+
+
+def test_backend_members_without_an_sge_command():
+    assert sge.node_address_argv("vm") is None and sge.parse_node_address("") is None
+    assert sge.private_data_argv() is None and sge.parse_private_data("") is False
+
+
+@pytest.mark.parametrize("memory_mb, cores, per_slot, expected", [(4096, 4, True, 1024), (1000, 3, True, 334),
+                                                                   (4096, 4, False, 4096), (512, 1, True, 512)])
+def test_memory_per_slot_is_divided_by_the_cores_rounding_up(memory_mb, cores, per_slot, expected):
+    assert sge.memory_per_request_mb(memory_mb, cores, per_slot) == expected
 
 
 def test_empty_cluster():
@@ -84,6 +139,24 @@ def test_queue_info_from_captured_qstat_f():
 
 def test_cancel_argv():
     assert sge.cancel_argv(["1", "2"]) == ["qdel", "1", "2"]
+
+
+def test_queue_info_lists_the_priorities_of_jobs_that_can_start():
+    """Captured: pending 25 (alice) and 26 (bob) at 0.75, 21 and 22 at 0, 24 held; 23 runs in long.q."""
+    queues = {q.name: q for q in sge.parse_queue_info([(DATA / "qstat-f-r-pending.xml").read_text()])}
+    assert queues["short.q"].pending_priorities == (0.75, 0.75, 0.0, 0.0)
+    assert queues["short.q"].jobs_pending == 5 and queues["long.q"].pending_priorities == ()
+    job = JobStatus(job_id="22", state=JobState.PENDING, scheduler_state="qw", priority=0.0)
+    assert queue_position(queues["short.q"], job) == 3
+
+
+def test_jobs_without_a_queue_are_ahead_in_every_queue():
+    pending = ("<job_list state='pending'><JB_job_number>9</JB_job_number><JAT_prio>0.9</JAT_prio>"
+               "<state>qw</state></job_list>")
+    captured = (DATA / "qstat-f-r-pending.xml").read_text()
+    text = captured.replace("<job_info>\n    <job_list", f"<job_info>{pending}<job_list", 1)
+    queues = {q.name: q for q in sge.parse_queue_info([text])}
+    assert queues["short.q"].pending_priorities[0] == 0.9 and queues["long.q"].pending_priorities == (0.9,)
 
 
 def test_explain_gives_the_error_reason():

@@ -1,11 +1,12 @@
 """Slurm backend: argv builders and parsers, against output captured from the real local Slurm."""
 
+import logging
 from datetime import datetime
 
 import pytest
 from support import REPO
 
-from hpchub.schedulers import JobState, ParseError, slurm
+from hpchub.schedulers import JobState, JobStatus, ParseError, QueueInfo, queue_position, slurm
 
 DATA = REPO / "tests" / "data"
 SEP = slurm.SEP
@@ -34,7 +35,7 @@ def test_parse_captured_squeue_output():
 
 
 def line(*, job_id="7", state="PENDING", reason="Priority", start="2026-11-25T21:00:00", nodes="", batch="n/a"):
-    return SEP.join([job_id, state, "bob", "hpchub-bob-small", "debug", batch, nodes, reason, start, "2026-11-25T20:00:00", "100"])
+    return SEP.join([job_id, state, "bob", "debug", batch, nodes, reason, start, "2026-11-25T20:00:00", "100"])
 
 
 def test_pending_job_has_reason_and_estimated_start():
@@ -60,11 +61,92 @@ def test_state_table(raw, state):
     assert job.state is state and job.scheduler_state == raw
 
 
-def test_unknown_state_and_wrong_field_count_are_parse_errors():
-    with pytest.raises(ParseError, match="unknown Slurm job state 'WEIRD'"):
-        slurm.parse_status(line(state="WEIRD"))
-    with pytest.raises(ParseError, match="fields"):
-        slurm.parse_status("1|RUNNING|alice")
+def test_the_status_query_prints_nothing_a_user_chooses():
+    (fmt,) = [arg for arg in slurm.status_argv() if arg.startswith("--format=")]
+    assert "%j" not in fmt and "%k" not in fmt and "%o" not in fmt and "%Z" not in fmt
+    assert fmt.removeprefix("--format=").split(SEP) == ["%i", "%T", "%u", "%P", "%B", "%N", "%r", "%S", "%V", "%Q"]
+
+
+def test_a_job_named_with_a_separator_and_newline_costs_nothing():
+    """Captured on the real Slurm: bob's pending job 14 is named "x\\n999\\x1fCOMPLETED" (a forged
+    record in the old format, which listed names). Every line parses, job 14 included, and no job
+    999 appears."""
+    jobs = slurm.parse_status((DATA / "squeue-weird-name.txt").read_text())
+    assert not jobs.problems
+    assert "999" not in jobs and len(jobs) == 16
+    assert jobs["14"].state is JobState.PENDING and jobs["14"].user == "bob" and jobs["14"].reason == "BeginTime"
+    assert jobs["15"].state is JobState.RUNNING and jobs["15"].host == "vm"
+
+
+def test_an_unknown_state_marks_that_job_unknown_and_active(caplog):
+    text = "\n".join([line(job_id="7", state="WEIRD_NEW_STATE"), line(job_id="8", state="RUNNING", reason="None")])
+    with caplog.at_level(logging.WARNING, logger="hpchub.schedulers"):
+        jobs = slurm.parse_status(text)
+    assert jobs["7"].state is JobState.UNKNOWN and jobs["7"].scheduler_state == "WEIRD_NEW_STATE"
+    assert jobs["7"].state.is_active and not jobs["7"].state.is_waiting
+    assert jobs["8"].state is JobState.RUNNING
+    assert jobs.problems == ("job 7: unknown Slurm job state 'WEIRD_NEW_STATE'",)
+    assert "WEIRD_NEW_STATE" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["1|RUNNING|alice", SEP.join(["x"] * 11), SEP.join(["not-an-id"] + ["RUNNING"] * 9)],
+    ids=["too few fields", "too many fields", "no job id"],
+)
+def test_a_line_without_a_job_id_is_skipped_and_reported(bad, caplog):
+    text = "\n".join([line(job_id="7"), bad, line(job_id="8", state="RUNNING", reason="None")])
+    with caplog.at_level(logging.WARNING, logger="hpchub.schedulers"):
+        jobs = slurm.parse_status(text)
+    assert set(jobs) == {"7", "8"} and len(jobs.problems) == 1
+    assert "not understood" in caplog.text
+    assert isinstance(jobs, dict)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [line(job_id="9", state="RUNNING", nodes="node[1-x]"), "9" + SEP + "RUNNING", SEP.join(["9"] * 12)],
+    ids=["bad node list", "too few fields", "too many fields"],
+)
+def test_a_bad_line_with_a_job_id_marks_that_job_unknown_not_gone(bad):
+    jobs = slurm.parse_status("\n".join([line(job_id="7"), bad, line(job_id="8", state="RUNNING", reason="None")]))
+    assert jobs["9"].state is JobState.UNKNOWN and jobs["9"].state.is_active and len(jobs.problems) == 1
+    assert jobs["7"].state is JobState.PENDING and jobs["8"].state is JobState.RUNNING
+
+
+def test_job_names_come_from_json_and_survive_any_name():
+    """squeue --json captured on the real Slurm 22.05, which ignores --users there: the parser
+    keeps the asked-for user's jobs only, with the exact names."""
+    assert slurm.job_names_argv("bob") == ["squeue", "--json", "--users=bob"]
+    stdout = (DATA / "squeue-json.json").read_text()
+    assert slurm.parse_job_names(stdout, "bob") == {"12": "capture", "14": "x\n999\x1fCOMPLETED"}
+    assert slurm.parse_job_names(stdout, "alice") == {"4": "x\n999\x1fCOMPLETED", "11": "capture", "15": "capture"}
+    assert slurm.parse_job_names(stdout, "carol") == {}
+    with pytest.raises(ParseError, match="no job list"):
+        slurm.parse_job_names("slurm_load_jobs error: Socket timed out", "bob")
+
+
+def test_explain_reads_state_and_reason_without_the_name():
+    argv = slurm.explain_argv("14")
+    assert argv[0] == "squeue" and "--jobs=14" in argv and not any("%j" in arg for arg in argv)
+    assert slurm.parse_explain(f"PENDING{SEP}ReqNodeNotAvail\n") == (
+        "requested nodes are not available (down, drained or reserved) (PENDING, ReqNodeNotAvail)")
+    assert slurm.parse_explain(f"PENDING{SEP}SomethingNew\n") == "SomethingNew (PENDING, SomethingNew)"
+    assert slurm.parse_explain(f"RUNNING{SEP}None\n") is None and slurm.parse_explain("") is None
+
+
+def test_private_data_jobs_is_detected_in_scontrol_show_config():
+    captured = (DATA / "scontrol-show-config.txt").read_text()
+    assert slurm.private_data_argv() == ["scontrol", "show", "config"]
+    assert slurm.parse_private_data(captured) is False
+    assert slurm.parse_private_data(captured.replace("PrivateData             = none",
+                                                     "PrivateData             = accounts,jobs,usage")) is True
+    assert slurm.parse_private_data(captured.replace("PrivateData             = none",
+                                                     "PrivateData             = usage,users")) is False
+
+
+def test_memory_request_is_per_node_whatever_the_cores():
+    assert slurm.memory_per_request_mb(4096, 4, per_slot=True) == 4096
 
 
 @pytest.mark.parametrize(
@@ -91,7 +173,42 @@ def test_queue_info_from_captured_sinfo():
     assert set(queues) == {"debug", "multi"}
     assert (queues["multi"].nodes_total, queues["multi"].cores_total) == (3, 12)
     assert queues["debug"].available and queues["debug"].max_walltime == "4:00:00"
-    assert queues["debug"].jobs_running + queues["debug"].jobs_pending > 0
+    assert (queues["debug"].jobs_running, queues["debug"].jobs_pending) == (1, 4)
+
+
+def _captured_queues():
+    outputs = [(DATA / "sinfo.txt").read_text(), (DATA / "squeue-partitions.txt").read_text()]
+    return {q.name: q for q in slurm.parse_queue_info(outputs)}
+
+
+def test_queue_info_lists_the_priorities_of_every_pending_job():
+    """Captured with pending jobs of alice and bob (one of bob's with --nice=100) and one running."""
+    argv = slurm.queue_info_argvs()[1]
+    assert argv[0] == "squeue" and not any(arg.startswith("--users") for arg in argv) and argv[-1].endswith("%Q")
+    queues = _captured_queues()
+    assert queues["debug"].pending_priorities == (4294901749.0, 4294901748.0, 4294901747.0, 4294901646.0)
+    assert queues["multi"].pending_priorities == ()
+
+
+def test_a_job_pending_in_two_partitions_counts_in_both():
+    squeue = f"debug,multi{SEP}PENDING{SEP}500\ndebug{SEP}PENDING{SEP}100\n"
+    queues = {q.name: q for q in slurm.parse_queue_info([(DATA / "sinfo.txt").read_text(), squeue])}
+    assert queues["debug"].pending_priorities == (500.0, 100.0) and queues["multi"].pending_priorities == (500.0,)
+
+
+def _pending(priority, state=JobState.PENDING):
+    return JobStatus(job_id="13", state=state, scheduler_state="PENDING", queue="debug", priority=priority)
+
+
+def test_queue_position_counts_every_users_pending_jobs_with_higher_priority():
+    queues = _captured_queues()
+    # alice's job 13 (4294901747) has jobs 11 (alice) and 12 (bob) ahead; bob's niced job 14 is behind.
+    assert queue_position(queues["debug"], _pending(4294901747.0)) == 3
+    assert queue_position(queues["debug"], _pending(4294901749.0)) == 1
+    assert queue_position(queues["debug"], _pending(4294901646.0)) == 4
+    assert queue_position(queues["debug"], _pending(None)) is None
+    assert queue_position(queues["debug"], _pending(4294901747.0, JobState.RUNNING)) is None
+    assert queue_position(QueueInfo("x", True, 1, 1, 1, 1), _pending(5.0)) == 1
 
 
 def test_cancel_argv():

@@ -4,6 +4,8 @@ users via sudo, seen through one status call, queue info, multi-node over namesp
 from __future__ import annotations
 
 import pwd
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_
 from support import SITE_CONFIGS, run_hpchub
 
 from hpchub.cluster import ClusterClient
-from hpchub.schedulers import JobState
+from hpchub.schedulers import JobState, queue_position, slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -63,7 +65,8 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
         what="both servers running",
     )
     assert (jobs[alice_job].user, jobs[bob_job].user) == ("alice", "bob")
-    assert jobs[alice_job].host == "vm" and jobs[alice_job].name == "hpchub-alice-small"
+    assert jobs[alice_job].host == "vm"
+    assert slurm.parse_job_names(_scheduler(slurm.job_names_argv("alice")), "alice")[alice_job] == "hpchub-alice-small"
     assert jobs[held_job].state is JobState.HELD and jobs[held_job].reason == "JobHeldUser"
     assert jobs[later_job].state is JobState.PENDING and jobs[later_job].reason == "BeginTime"
     assert jobs[later_job].estimated_start is not None
@@ -77,6 +80,10 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
     assert queues["debug"].cores_total == 8 and queues["debug"].cores_free <= 5
     assert queues["debug"].jobs_running >= 2 and queues["debug"].jobs_pending >= 2
     assert queues["multi"].nodes_total == 3
+    # bob's waiting job is in the queue's list of every pending priority (alice's held one too).
+    assert jobs[later_job].priority in queues["debug"].pending_priorities
+    assert len(queues["debug"].pending_priorities) >= 2
+    assert queue_position(queues["debug"], jobs[later_job]) >= 1
 
     for job_id, user, _ in cleanup:
         await client.cancel(user, [job_id])
@@ -118,7 +125,8 @@ async def test_cli_submit_status_queues_cancel(cleanup):
     status = run_hpchub("status", site, job_id)
     assert status.returncode == 0, status.stderr
     row = status.stdout.splitlines()[1].split()
-    assert row[:4] == ["slurm", job_id, "bob", "hpchub-bob-small"] and row[5] in ("pending", "running")
+    # The status query no longer carries job names (users choose them); the NAME column may be empty.
+    assert row[:3] == ["slurm", job_id, "bob"] and ({"pending", "running"} & set(row))
     queues = run_hpchub("queues", site)
     assert queues.returncode == 0, queues.stderr
     lines = {line.split()[1]: line.split() for line in queues.stdout.splitlines()[1:]}
@@ -127,3 +135,51 @@ async def test_cli_submit_status_queues_cancel(cleanup):
     assert cancelled.returncode == 0, cancelled.stderr
     missing = run_hpchub("status", site, "999999")
     assert missing.returncode == 1 and "job 999999: not known to the scheduler" in missing.stderr
+
+
+WEIRD_NAME = "x\n999\x1fCOMPLETED"  # the old status format's separator and line end: a forged record
+
+
+def _scheduler(argv: list[str], user: str | None = None) -> str:
+    sudo = ["sudo", "-n", "-u", user] if user else []
+    result = subprocess.run(sudo + argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_a_user_naming_a_job_with_separators_hides_no_job(site, cleanup):
+    """Before: the weird name split alice's squeue line, parse_status raised, and every job on the
+    cluster was unknown. Now: every job parses and the weird job is found by id, its name exactly."""
+    client = ClusterClient("slurm", site.clusters["slurm"])
+    normal_job, normal_log = await submit(site, "small", "bob", "sleep 300")
+    cleanup.append((normal_job, "bob", normal_log))
+    weird_log = f"/tmp/hpchub-test-weird-{uuid.uuid4().hex}.log"
+    weird_job = slurm.parse_submit(_scheduler(
+        ["sbatch", "--parsable", f"--job-name={WEIRD_NAME}", "--partition=debug", "--time=5", "--mem=50M",
+         "--begin=now+1hour", f"--output={weird_log}", "--chdir=/tmp", "--wrap=sleep 300"], user="alice"))
+    cleanup.append((weird_job, "alice", weird_log))
+
+    jobs = await wait_for(client, lambda jobs: normal_job in jobs and weird_job in jobs, what="both jobs listed")
+    assert not jobs.problems and "999" not in jobs
+    assert jobs[normal_job].state in (JobState.PENDING, JobState.RUNNING) and jobs[normal_job].user == "bob"
+    assert jobs[weird_job].state is JobState.PENDING and jobs[weird_job].user == "alice"
+    assert jobs[weird_job].reason == "BeginTime"
+
+    names = slurm.parse_job_names(_scheduler(slurm.job_names_argv("alice")), "alice")
+    assert names[weird_job] == WEIRD_NAME and normal_job not in names
+    assert slurm.parse_job_names(_scheduler(slurm.job_names_argv("bob")), "bob")[normal_job] == "hpchub-bob-small"
+    assert slurm.parse_explain(_scheduler(slurm.explain_argv(weird_job))).endswith("(PENDING, BeginTime)")
+
+
+async def test_server_jobs_are_not_requeued(site, cleanup):
+    job_id, log = await submit(site, "small", "alice", "sleep 300")
+    cleanup.append((job_id, "alice", log))
+    assert " Requeue=0 " in _scheduler(["scontrol", "show", "job", job_id, "--oneliner"])
+
+
+def test_private_data_of_the_local_slurm_is_off():
+    assert slurm.parse_private_data(_scheduler(slurm.private_data_argv())) is False
+
+
+def test_node_address_from_slurm():
+    assert slurm.parse_node_address(_scheduler(slurm.node_address_argv("node1"))) is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import sge, slurm
-from .base import JobState, JobStatus, ParseError, QueueInfo, SchedulerBackend
+from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, SchedulerBackend, queue_position
 
 BACKENDS: dict[str, SchedulerBackend] = {"slurm": slurm, "sge": sge}
 
@@ -15,4 +15,7 @@ def backend_for(scheduler: str) -> SchedulerBackend:
         raise ValueError(f"no scheduler backend {scheduler!r} (have: {', '.join(BACKENDS)})") from None
 
 
-__all__ = ["BACKENDS", "JobState", "JobStatus", "ParseError", "QueueInfo", "SchedulerBackend", "backend_for"]
+__all__ = [
+    "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "SchedulerBackend", "backend_for",
+    "queue_position",
+]

@@ -1,16 +1,20 @@
 """What every scheduler backend provides, and the common job status it parses into.
 
 A backend only builds argv lists and parses machine-readable output; running the commands
-(locally, via sudo, later over SSH) is the caller's business.
+(locally, via sudo, later over SSH) is the caller's business. :class:`SchedulerBackend` lists
+every member a backend module has; ``tests/test_backend_contract.py`` checks both modules.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+log = logging.getLogger("hpchub.schedulers")
 
 
 class JobState(enum.Enum):
@@ -23,11 +27,16 @@ class JobState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ERROR = "error"  # stuck in an error state that needs a person (SGE Eqw)
+    UNKNOWN = "unknown"  # the scheduler lists the job but hpchub cannot read its state
 
     @property
     def is_active(self) -> bool:
-        """Still holds (or waits for) an allocation."""
-        return self in (JobState.PENDING, JobState.HELD, JobState.RUNNING, JobState.SUSPENDED, JobState.COMPLETING)
+        """Still holds (or waits for) an allocation. A listed job whose state hpchub cannot read
+        counts as active: nobody may treat it as ended (and, say, forget to cancel it)."""
+        return self in (
+            JobState.PENDING, JobState.HELD, JobState.RUNNING, JobState.SUSPENDED, JobState.COMPLETING,
+            JobState.UNKNOWN,
+        )
 
     @property
     def is_waiting(self) -> bool:
@@ -40,6 +49,8 @@ class JobStatus:
     state: JobState
     scheduler_state: str  # as the scheduler says it, e.g. PENDING, Eqw
     user: str = ""
+    # Grid Engine only: Slurm's status query leaves the (user-chosen) name out; ask
+    # ``job_names_argv`` where the name matters.
     name: str = ""
     queue: str = ""
     nodes: tuple[str, ...] = ()
@@ -53,6 +64,24 @@ class JobStatus:
     def host(self) -> str | None:
         """Where the batch script (and so the server) runs: the first node."""
         return self.nodes[0] if self.nodes else None
+
+
+class JobStatuses(dict[str, JobStatus]):
+    """Job id -> status, as ``parse_status`` returns it; ``problems`` names the lines (entries)
+    that could not be read. Each such problem costs at most its own job, never the whole answer."""
+
+    def __init__(self, jobs: Mapping[str, JobStatus] | Iterable[tuple[str, JobStatus]] = (),
+                 problems: Sequence[str] = ()):
+        super().__init__(jobs)
+        self.problems: tuple[str, ...] = tuple(problems)
+
+
+def job_statuses(jobs: Mapping[str, JobStatus], problems: Sequence[str], command: str) -> JobStatuses:
+    """The parse result, with skipped entries logged (a user's odd job must not pass unseen)."""
+    if problems:
+        log.warning("%s: %d entries not understood (those jobs only): %s", command, len(problems),
+                    "; ".join(problems[:5]))
+    return JobStatuses(jobs, problems)
 
 
 @dataclass(frozen=True)
@@ -69,12 +98,30 @@ class QueueInfo:
     jobs_running: int = 0
     max_walltime: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Priorities of every job waiting to start in this queue, of every user (not only the hub's).
+    pending_priorities: tuple[float, ...] = ()
+
+
+def queue_position(queue: QueueInfo, status: JobStatus) -> int | None:
+    """A pending job's place in ``queue``: 1 + the pending jobs there (anybody's) with a higher
+    priority. None when the scheduler gave no priority or the job is not pending."""
+    if status.priority is None or status.state is not JobState.PENDING:
+        return None
+    return 1 + sum(1 for priority in queue.pending_priorities if priority > status.priority)
 
 
 class SchedulerBackend(Protocol):
-    """One per scheduler; pure functions of their arguments."""
+    """One module per scheduler; every function is pure (argv in, parsed values out).
+
+    A command a backend cannot offer is ``None`` from its ``*_argv`` (the caller then uses the
+    fallback the docstring names), never a missing member.
+    """
 
     name: str
+    # The token a job's output path uses for the job id (the scheduler expands it).
+    OUTPUT_JOB_ID: str
+    # Pending/held reasons in the scheduler's words -> plain words for the spawn page.
+    REASON_TEXT: dict[str, str]
 
     def submit_argv(self) -> list[str]:
         """Submit the job script given on stdin; prints what ``parse_submit`` reads."""
@@ -83,19 +130,53 @@ class SchedulerBackend(Protocol):
         """The job id from the submit command's output."""
 
     def status_argv(self, users: Sequence[str] | None = None) -> list[str]:
-        """One command for the status of all jobs (of ``users``, or of everybody)."""
+        """One command for the status of all jobs (of ``users``, or of everybody). Its output
+        holds nothing a user chooses that could break the parse (no job names on Slurm)."""
 
-    def parse_status(self, stdout: str) -> dict[str, JobStatus]:
-        """Job id -> status for every job in the output. Jobs missing from it are gone."""
+    def parse_status(self, stdout: str) -> JobStatuses:
+        """Job id -> status for every job in the output. Jobs missing from it are gone. An entry
+        that cannot be read is skipped (listed in ``problems``); a job whose state cannot be read
+        is JobState.UNKNOWN. Raises ParseError only when the output as a whole is unreadable."""
 
     def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
         ...
 
     def queue_info_argvs(self) -> list[list[str]]:
-        """Commands whose outputs ``parse_queue_info`` reads, in this order."""
+        """Commands whose outputs ``parse_queue_info`` reads, in this order (one poll interval)."""
 
     def parse_queue_info(self, outputs: Sequence[str]) -> list[QueueInfo]:
         ...
+
+    def node_address_argv(self, node: str) -> list[str] | None:
+        """The address the scheduler has for ``node``; None: resolve the node name with DNS."""
+
+    def parse_node_address(self, stdout: str) -> str | None:
+        ...
+
+    def explain_argv(self, job_id: str) -> list[str]:
+        """The scheduler's own words on why a job waits, is held or is in error."""
+
+    def parse_explain(self, stdout: str) -> str | None:
+        ...
+
+    def job_names_argv(self, user: str) -> list[str]:
+        """The names of ``user``'s jobs, in a format that survives any name (newlines included).
+        For the rare questions that need a name: is this still the job we started, which engine
+        jobs does a user have."""
+
+    def parse_job_names(self, stdout: str, user: str) -> dict[str, str]:
+        """Job id -> exact name, for ``user``'s jobs only (the command may list others too)."""
+
+    def memory_per_request_mb(self, memory_mb: int, cores: int, per_slot: bool) -> int:
+        """The number the memory request states for a job with ``memory_mb`` in total on
+        ``cores`` cores (per node on Slurm; per slot on Grid Engine when ``per_slot``)."""
+
+    def private_data_argv(self) -> list[str] | None:
+        """The scheduler configuration that says whether users see each other's jobs (None:
+        the scheduler has no such setting)."""
+
+    def parse_private_data(self, stdout: str) -> bool:
+        """True when other users' jobs are hidden from a user (Slurm ``PrivateData=jobs``)."""
 
 
 class ParseError(ValueError):

@@ -1,4 +1,10 @@
-"""Grid Engine (Son of Grid Engine 8.1, also OGS/UGE): argv builders and ``qstat -xml`` parsers."""
+"""Grid Engine (Son of Grid Engine 8.1, also OGS/UGE): argv builders and ``qstat -xml`` parsers.
+
+Job names are user text. SGE 8.1.9 refuses names with control characters, newlines, tabs,
+spaces, ``/ : @ *`` and non-ASCII, and escapes the rest in its XML, except that it writes
+``<`` as ``%lt;``. Characters XML 1.0 forbids are removed before parsing anyway (other Grid
+Engines may let them through), and a job entry that cannot be read costs that job only.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from .base import JobState, JobStatus, ParseError, QueueInfo
+from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, job_statuses
 
 name = "sge"
+
+# Grid Engine sets it in the job's environment; -o paths expand it.
+OUTPUT_JOB_ID = "$JOB_ID"
+
+# qstat's job list carries no pending reason (``qstat -j`` has it, see explain_argv); held and
+# error states are told apart by their letters.
+REASON_TEXT: dict[str, str] = {}
+
+# Characters XML 1.0 does not allow (lone surrogates come from undecodable bytes).
+_NOT_XML_RE = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # Queue-instance states that keep a queue from taking jobs (alarm, unknown, error, disabled,
 # suspended, calendar-disabled/suspended, configuration ambiguous, orphaned).
@@ -22,6 +38,7 @@ def state_from_letters(letters: str) -> JobState:
     """Grid Engine's state letters (``qw``, ``hqw``, ``r``, ``Eqw``, ``dr`` ...) to a JobState.
 
     Order matters: an error flag wins over everything, deletion over running, hold over waiting.
+    Letters that say none of these give UNKNOWN (the job is there, its state unreadable).
     """
     if "E" in letters:
         return JobState.ERROR
@@ -35,7 +52,7 @@ def state_from_letters(letters: str) -> JobState:
         return JobState.PENDING
     if "r" in letters or "t" in letters or "R" in letters:
         return JobState.RUNNING
-    raise ParseError(f"unknown Grid Engine job state {letters!r}")
+    return JobState.UNKNOWN
 
 
 def submit_argv() -> list[str]:
@@ -77,22 +94,29 @@ def _float(text: str) -> float | None:
         return None
 
 
+def _name(element: ElementTree.Element) -> str:
+    # SGE writes "<" as "%lt;" (its escaping bug); a literal "%lt;" in a name reads as "<" too.
+    return _text(element, "JB_name").replace("%lt;", "<")
+
+
 def _parse_xml(stdout: str, command: str) -> ElementTree.Element:
     try:
-        return ElementTree.fromstring(stdout)
+        return ElementTree.fromstring(_NOT_XML_RE.sub("\ufffd", stdout))
     except ElementTree.ParseError as error:
         raise ParseError(f"{command} printed no valid XML ({error}): {stdout[:200]!r}") from None
 
 
-def parse_status(stdout: str) -> dict[str, JobStatus]:
+def parse_status(stdout: str) -> JobStatuses:
     root = _parse_xml(stdout, "qstat -xml")
     jobs: dict[str, JobStatus] = {}
     hosts: dict[str, list[str]] = {}
+    problems: list[str] = []
     for job in root.iter("job_list"):
         job_id = _text(job, "JB_job_number")
         letters = _text(job, "state")
-        if not job_id or not letters:
-            raise ParseError(f"qstat job entry without job number or state: {ElementTree.tostring(job)[:200]!r}")
+        if not job_id.isdigit():
+            problems.append(f"job entry without a job number: {ElementTree.tostring(job)[:200]!r}")
+            continue
         queue_instance = _text(job, "queue_name")
         queue, _, host = queue_instance.partition("@")
         if host:
@@ -105,21 +129,22 @@ def parse_status(stdout: str) -> dict[str, JobStatus]:
         if job_id in jobs:
             continue  # another host (or task) of a job already seen
         state = state_from_letters(letters)
+        if state is JobState.UNKNOWN:
+            problems.append(f"job {job_id}: unknown Grid Engine job state {letters!r}")
         jobs[job_id] = JobStatus(
             job_id=job_id,
             state=state,
             scheduler_state=letters,
             user=_text(job, "JB_owner"),
-            name=_text(job, "JB_name"),
+            name=_name(job),
             queue=queue,
             reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
             submitted=_time(_text(job, "JB_submission_time")),
             started=_time(_text(job, "JAT_start_time")),
             priority=_float(_text(job, "JAT_prio")),
         )
-    return {
-        job_id: _with_nodes(status, tuple(hosts.get(job_id, ()))) for job_id, status in jobs.items()
-    }
+    statuses = {job_id: _with_nodes(status, tuple(hosts.get(job_id, ()))) for job_id, status in jobs.items()}
+    return job_statuses(statuses, problems, "qstat -xml")
 
 
 def _with_nodes(status: JobStatus, nodes: tuple[str, ...]) -> JobStatus:
@@ -138,6 +163,42 @@ def parse_explain(stdout: str) -> str | None:
 
 def cancel_argv(job_ids: Sequence[str]) -> list[str]:
     return ["qdel", *job_ids]
+
+
+def node_address_argv(node: str) -> list[str] | None:
+    """None: Grid Engine itself resolves host names (DNS or its host_aliases), so do we."""
+    return None
+
+
+def parse_node_address(stdout: str) -> str | None:
+    return None
+
+
+def job_names_argv(user: str) -> list[str]:
+    return ["qstat", "-xml", "-u", user]
+
+
+def parse_job_names(stdout: str, user: str) -> dict[str, str]:
+    root = _parse_xml(stdout, "qstat -xml")
+    return {
+        _text(job, "JB_job_number"): _name(job)
+        for job in root.iter("job_list")
+        if _text(job, "JB_owner") == user and _text(job, "JB_job_number")
+    }
+
+
+def memory_per_request_mb(memory_mb: int, cores: int, per_slot: bool) -> int:
+    """Where the memory resource counts per slot (h_vmem usually does), a job on ``cores``
+    slots asks for its share per slot, rounded up."""
+    return -(-memory_mb // max(cores, 1)) if per_slot else memory_mb
+
+
+def private_data_argv() -> list[str] | None:
+    return None  # every user may list every job in Grid Engine
+
+
+def parse_private_data(stdout: str) -> bool:
+    return False
 
 
 def queue_info_argvs() -> list[list[str]]:
@@ -165,11 +226,18 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
             entry["nodes_free"] += 1 if used == 0 else 0
         entry["running"] += sum(1 for job in instance.iter("job_list") if _text(job, "master") != "SLAVE")
     pending: Counter[str] = Counter()
+    # Jobs that can start (not held, not in error), every user's; those that asked for no
+    # queue may start in any, so they are ahead in every queue.
+    priorities: dict[str, list[float]] = {}
     waiting = root.find("job_info")
     for job in waiting.iter("job_list") if waiting is not None else ():
         requested = [q.text.split("@")[0] for q in job.iter("hard_req_queue") if q.text]
         for queue in requested or ["*"]:
             pending[queue] += 1
+        priority = _float(_text(job, "JAT_prio"))
+        if priority is not None and state_from_letters(_text(job, "state")) is JobState.PENDING:
+            for queue in requested or ["*"]:
+                priorities.setdefault(queue, []).append(priority)
     return [
         QueueInfo(
             name=queue,
@@ -181,6 +249,7 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
             jobs_pending=pending[queue],
             jobs_running=entry["running"],
             notes=(f"{pending['*']} more jobs wait without asking for a queue",) if pending["*"] else (),
+            pending_priorities=tuple(sorted(priorities.get(queue, []) + priorities.get("*", []), reverse=True)),
         )
         for queue, entry in queues.items()
     ]

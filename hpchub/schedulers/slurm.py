@@ -1,24 +1,33 @@
-"""Slurm: argv builders and parsers for sbatch, squeue, scancel and sinfo.
+"""Slurm: argv builders and parsers for sbatch, squeue, scancel, scontrol and sinfo.
 
 Status uses squeue's delimited ``--format`` output rather than ``--json``: it is the same on
 every Slurm release since 17.x and a fraction of the size, which matters when one query covers
-every job of a large centre.
+every job of a large centre. It prints only what Slurm and the admin control (no job name: a
+user can put a separator or a newline into ``sbatch --job-name``), and it is read line by line,
+so a line that still does not parse costs that one job. Names come from ``squeue --json``,
+which escapes them, for the few questions that need one.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from .base import JobState, JobStatus, ParseError, QueueInfo
+from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, job_statuses
 
 name = "slurm"
 
-# Unit separator: cannot occur in job names, reasons or node names.
+# sbatch expands it in --output.
+OUTPUT_JOB_ID = "%j"
+
+# Unit separator: cannot occur in the fields below (ids, states, user, partition and node
+# names, reasons, times, numbers), none of which a user chooses.
 SEP = "\x1f"
-_STATUS_FIELDS = ("%i", "%T", "%u", "%j", "%P", "%B", "%N", "%r", "%S", "%V", "%Q")
+_STATUS_FIELDS = ("%i", "%T", "%u", "%P", "%B", "%N", "%r", "%S", "%V", "%Q")
+_JOB_ID_RE = re.compile(r"[0-9]+([_+][0-9A-Za-z\[\]%,-]+)?")
 
 STATE_TABLE: dict[str, JobState] = {
     "PENDING": JobState.PENDING,
@@ -51,7 +60,7 @@ STATE_TABLE: dict[str, JobState] = {
 _HELD_REASONS = {"JobHeldUser", "JobHeldAdmin"}
 
 # Pending reasons in plain words, for the spawn page.
-REASON_TEXT = {
+REASON_TEXT: dict[str, str] = {
     "Priority": "other jobs with higher priority are ahead in the queue",
     "Resources": "waiting for free resources",
     "ReqNodeNotAvail": "requested nodes are not available (down, drained or reserved)",
@@ -99,44 +108,111 @@ def _time(text: str) -> datetime | None:
         return None
 
 
-def parse_status(stdout: str) -> dict[str, JobStatus]:
+def parse_status(stdout: str) -> JobStatuses:
     jobs: dict[str, JobStatus] = {}
+    problems: list[str] = []
     for line in stdout.splitlines():
         if not line.strip():
             continue
-        fields = line.split(SEP)
-        if len(fields) != len(_STATUS_FIELDS):
-            raise ParseError(f"squeue line has {len(fields)} fields, expected {len(_STATUS_FIELDS)}: {line!r}")
-        job_id, raw_state, user, job_name, partition, batch_host, node_list, reason, start, submit, priority = fields
-        raw_state = raw_state.split()[0] if raw_state.strip() else raw_state  # e.g. "CANCELLED by 0"
-        state = STATE_TABLE.get(raw_state)
-        if state is None:
-            raise ParseError(f"unknown Slurm job state {raw_state!r} for job {job_id}")
-        if state is JobState.PENDING and reason in _HELD_REASONS:
-            state = JobState.HELD
-        nodes = expand_hostlist(node_list) if node_list not in ("", "(null)", "n/a") else []
-        if batch_host not in ("", "n/a", "(null)") and batch_host in nodes:
-            nodes.remove(batch_host)
-            nodes.insert(0, batch_host)
-        waiting = state.is_waiting
-        jobs[job_id] = JobStatus(
-            job_id=job_id,
-            state=state,
-            scheduler_state=raw_state,
-            user=user,
-            name=job_name,
-            queue=partition,
-            nodes=tuple(nodes),
-            reason=None if reason in ("None", "") else reason,
-            estimated_start=_time(start) if waiting else None,
-            started=None if waiting else _time(start),
-            submitted=_time(submit),
-            priority=float(priority) if priority.strip().isdigit() else None,
-        )
-    return jobs
+        try:
+            status = _parse_status_line(line)
+        except (ValueError, IndexError) as error:
+            problems.append(f"{error}: {line[:200]!r}")
+            # The job is there even if the rest of its line is unreadable: never report it gone.
+            job_id = line.split(SEP, 1)[0]
+            if _JOB_ID_RE.fullmatch(job_id) and job_id not in jobs:
+                jobs[job_id] = JobStatus(job_id=job_id, state=JobState.UNKNOWN, scheduler_state="")
+            continue
+        if status.state is JobState.UNKNOWN:
+            problems.append(f"job {status.job_id}: unknown Slurm job state {status.scheduler_state!r}")
+        jobs[status.job_id] = status
+    return job_statuses(jobs, problems, "squeue")
 
 
-def node_address_argv(node: str) -> list[str]:
+def _parse_status_line(line: str) -> JobStatus:
+    fields = line.split(SEP)
+    if len(fields) != len(_STATUS_FIELDS):
+        raise ParseError(f"squeue line has {len(fields)} fields, expected {len(_STATUS_FIELDS)}")
+    job_id, raw_state, user, partition, batch_host, node_list, reason, start, submit, priority = fields
+    if not _JOB_ID_RE.fullmatch(job_id):
+        raise ParseError(f"squeue line without a job id ({job_id!r})")
+    raw_state = raw_state.split()[0] if raw_state.strip() else raw_state  # e.g. "CANCELLED by 0"
+    state = STATE_TABLE.get(raw_state, JobState.UNKNOWN)
+    if state is JobState.PENDING and reason in _HELD_REASONS:
+        state = JobState.HELD
+    nodes = expand_hostlist(node_list) if node_list not in ("", "(null)", "n/a") else []
+    if batch_host not in ("", "n/a", "(null)") and batch_host in nodes:
+        nodes.remove(batch_host)
+        nodes.insert(0, batch_host)
+    waiting = state.is_waiting
+    return JobStatus(
+        job_id=job_id,
+        state=state,
+        scheduler_state=raw_state,
+        user=user,
+        queue=partition,
+        nodes=tuple(nodes),
+        reason=None if reason in ("None", "") else reason,
+        estimated_start=_time(start) if waiting else None,
+        started=None if waiting else _time(start),
+        submitted=_time(submit),
+        priority=_priority(priority),
+    )
+
+
+def _priority(text: str) -> float | None:
+    return float(text) if text.strip().isdigit() else None
+
+
+def job_names_argv(user: str) -> list[str]:
+    # JSON escapes every character of a name. Slurm 22.05 ignores --users with --json (and lists
+    # every job); later releases honour it. parse_job_names filters by user either way.
+    return ["squeue", "--json", f"--users={user}"]
+
+
+def parse_job_names(stdout: str, user: str) -> dict[str, str]:
+    try:
+        listed = json.loads(stdout)["jobs"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ParseError(f"squeue --json printed no job list ({error}): {stdout[:200]!r}") from None
+    return {
+        str(job["job_id"]): str(job.get("name", ""))
+        for job in listed
+        if isinstance(job, dict) and job.get("user_name") == user and "job_id" in job
+    }
+
+
+def explain_argv(job_id: str) -> list[str]:
+    # squeue, not `scontrol show job`: scontrol prints user-chosen text (job name, comment,
+    # paths) on both sides of Reason=, where a renamed job could forge it.
+    return ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", f"--format=%T{SEP}%r"]
+
+
+def parse_explain(stdout: str) -> str | None:
+    for line in stdout.splitlines():
+        state, _, reason = line.partition(SEP)
+        if reason and reason != "None":
+            return f"{REASON_TEXT.get(reason, reason)} ({state.strip()}, {reason})"
+    return None
+
+
+def memory_per_request_mb(memory_mb: int, cores: int, per_slot: bool) -> int:
+    """``--mem`` is per node, whatever the core count."""
+    return memory_mb
+
+
+def private_data_argv() -> list[str] | None:
+    return ["scontrol", "show", "config"]
+
+
+def parse_private_data(stdout: str) -> bool:
+    """``PrivateData = jobs,usage``: users (and a hub not running as root or SlurmUser) see
+    only their own jobs, so queue positions and other users' jobs are out of sight."""
+    match = re.search(r"^PrivateData\s*=\s*(\S*)", stdout, re.MULTILINE)
+    return bool(match) and "jobs" in match.group(1).lower().split(",")
+
+
+def node_address_argv(node: str) -> list[str] | None:
     """The node's address as Slurm knows it (NodeAddr), for nodes whose names DNS does not know."""
     return ["scontrol", "show", "node", node, "--oneliner"]
 
@@ -156,18 +232,25 @@ _SINFO_FIELDS = ("%R", "%a", "%l", "%C", "%F")
 def queue_info_argvs() -> list[list[str]]:
     return [
         ["sinfo", "--noheader", f"--format={SEP.join(_SINFO_FIELDS)}"],
-        ["squeue", "--noheader", "--states=PENDING,RUNNING", f"--format=%P{SEP}%T"],
+        # Every user's jobs: the queue position counts them all.
+        ["squeue", "--noheader", "--states=PENDING,RUNNING", f"--format=%P{SEP}%T{SEP}%Q"],
     ]
 
 
 def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
     sinfo_out, squeue_out = outputs
     counts: Counter[tuple[str, str]] = Counter()
+    pending_priorities: dict[str, list[float]] = {}
     for line in squeue_out.splitlines():
-        if line.strip():
-            partitions, state = line.split(SEP)
-            for partition in partitions.split(","):
-                counts[(partition, state)] += 1
+        fields = line.split(SEP)
+        if len(fields) != 3:
+            continue  # blank, or not ours to read: one job less in the counts
+        partitions, state, priority = fields
+        for partition in partitions.split(","):  # a job may wait in several partitions
+            counts[(partition, state)] += 1
+            value = _priority(priority)
+            if state == "PENDING" and value is not None:
+                pending_priorities.setdefault(partition, []).append(value)
     merged: dict[str, dict] = {}
     for line in sinfo_out.splitlines():
         if not line.strip():
@@ -198,6 +281,7 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
             jobs_pending=counts[(partition, "PENDING")],
             jobs_running=counts[(partition, "RUNNING")],
             max_walltime=None if entry["timelimit"] in ("infinite", "n/a") else entry["timelimit"],
+            pending_priorities=tuple(sorted(pending_priorities.get(partition, ()), reverse=True)),
         )
         for partition, entry in merged.items()
     ]

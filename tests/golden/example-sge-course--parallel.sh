@@ -5,6 +5,7 @@
 #$ -pe smp 4
 #$ -l h_rt=03:00:00
 #$ -l h_vmem=1024M
+#$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-parallel.teaching.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice

@@ -4,6 +4,7 @@
 #$ -q course.q
 #$ -l h_rt=03:00:00
 #$ -l h_vmem=4096M
+#$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-student.teaching.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice

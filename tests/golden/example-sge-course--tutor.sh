@@ -5,6 +5,7 @@
 #$ -pe smp 2
 #$ -l h_rt=08:00:00
 #$ -l h_vmem=4096M
+#$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-tutor.teaching.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice

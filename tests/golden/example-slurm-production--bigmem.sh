@@ -7,6 +7,7 @@
 #SBATCH --mem=512000M
 #SBATCH --time=12:00:00
 #SBATCH --account=default
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-bigmem.hpc.%j.log
 #SBATCH --chdir=/home/alice
 

@@ -7,6 +7,7 @@
 #SBATCH --mem=65536M
 #SBATCH --time=08:00:00
 #SBATCH --account=default
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-multi.hpc.%j.log
 #SBATCH --chdir=/home/alice
 

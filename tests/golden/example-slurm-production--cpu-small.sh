@@ -7,6 +7,7 @@
 #SBATCH --mem=8192M
 #SBATCH --time=04:00:00
 #SBATCH --account=default
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-small.hpc.%j.log
 #SBATCH --chdir=/home/alice
 

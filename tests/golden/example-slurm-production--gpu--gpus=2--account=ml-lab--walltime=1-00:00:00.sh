@@ -8,6 +8,7 @@
 #SBATCH --time=1-00:00:00
 #SBATCH --gres=gpu:2
 #SBATCH --account=ml-lab
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-gpu.hpc.%j.log
 #SBATCH --chdir=/home/alice
 #SBATCH --constraint=a100

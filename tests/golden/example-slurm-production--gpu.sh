@@ -8,6 +8,7 @@
 #SBATCH --time=08:00:00
 #SBATCH --gres=gpu:1
 #SBATCH --account=default
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-gpu.hpc.%j.log
 #SBATCH --chdir=/home/alice
 #SBATCH --constraint=a100

@@ -4,6 +4,7 @@
 #$ -q short.q
 #$ -l h_rt=01:00:00
 #$ -l h_vmem=2048M
+#$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-small.sge.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice

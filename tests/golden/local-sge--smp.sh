@@ -5,6 +5,7 @@
 #$ -pe smp 2
 #$ -l h_rt=02:00:00
 #$ -l h_vmem=2048M
+#$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-smp.sge.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice

@@ -6,6 +6,7 @@
 #SBATCH --cpus-per-task=1
 #SBATCH --mem=512M
 #SBATCH --time=01:00:00
+#SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-multi.slurm.%j.log
 #SBATCH --chdir=/home/alice
 

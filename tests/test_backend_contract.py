@@ -1,0 +1,61 @@
+"""Every scheduler backend has every member of the documented contract (base.SchedulerBackend),
+so callers never probe with getattr; and the renderer takes scheduler details from the backend."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from render_cases import SITE_CONFIGS, USER
+
+from hpchub.config import load_site_config
+from hpchub.options import resolve_request
+from hpchub.render import job_context, job_name, server_launch
+from hpchub.schedulers import BACKENDS, SchedulerBackend
+
+
+def _contract() -> dict[str, str]:
+    """Member name -> "callable" / "str" / "dict", read from the Protocol itself."""
+    members = {name: "callable" for name, value in vars(SchedulerBackend).items()
+               if inspect.isfunction(value) and not name.startswith("_")}
+    for name, annotation in SchedulerBackend.__annotations__.items():
+        members[name] = "dict" if str(annotation).startswith("dict") else str(annotation)
+    return members
+
+
+def test_the_contract_names_every_member_the_spawner_needs():
+    contract = _contract()
+    assert {"REASON_TEXT", "OUTPUT_JOB_ID", "node_address_argv", "parse_node_address", "explain_argv",
+            "parse_explain", "job_names_argv", "parse_job_names", "memory_per_request_mb", "private_data_argv",
+            "parse_private_data", "status_argv", "parse_status", "queue_info_argvs",
+            "parse_queue_info"} <= set(contract)
+    assert len(contract) == 19  # 16 functions, name, OUTPUT_JOB_ID, REASON_TEXT
+
+
+@pytest.mark.parametrize("scheduler", sorted(BACKENDS))
+def test_backend_has_every_member_with_the_right_kind(scheduler):
+    backend = BACKENDS[scheduler]
+    for member, kind in _contract().items():
+        assert hasattr(backend, member), f"{scheduler} backend lacks {member}"
+        value = getattr(backend, member)
+        if kind == "callable":
+            assert callable(value), member
+            expected = inspect.signature(getattr(SchedulerBackend, member)).parameters
+            assert list(inspect.signature(value).parameters) == [p for p in expected if p != "self"], member
+        elif kind == "dict":
+            assert isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        else:
+            assert isinstance(value, str) and value, member
+    assert backend.name == scheduler
+
+
+@pytest.mark.parametrize("config, profile, token",
+                         [("local-slurm.yaml", "small", "%j"), ("local-sge.yaml", "small", "$JOB_ID")])
+def test_output_path_and_memory_come_from_the_backend(config, profile, token):
+    site = load_site_config(SITE_CONFIGS / config)
+    request = resolve_request(site, site.profile(profile), {"cores": "4", "memory": "4G"})
+    name = job_name(USER, profile)
+    job = job_context(site, request, USER, server_launch(USER, name), name=name)["job"]
+    assert job["output"].endswith(f".{token}.log")
+    backend = BACKENDS[request.cluster.scheduler]
+    assert job["sge_memory_mb"] == backend.memory_per_request_mb(4096, 4, request.cluster.sge.memory_per_slot)
