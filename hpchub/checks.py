@@ -19,7 +19,7 @@ from typing import Literal
 from .cluster import client_for
 from .config import SiteConfig
 from .runner import CommandError
-from .schedulers import ParseError
+from .schedulers import ParseError, slurm
 
 Level = Literal["error", "warning", "info"]
 
@@ -124,7 +124,6 @@ def _submission_findings(site: SiteConfig) -> list[Finding]:
 
 # --- asking the schedulers (check --live) ----------------------------------------------------
 
-_PRIVATE_DATA_RE = re.compile(r"^\s*PrivateData\s*=\s*(.*?)\s*$", re.MULTILINE)
 _SLURM_USER_RE = re.compile(r"^\s*SlurmUser\s*=\s*\S*?\((\d+)\)\s*$", re.MULTILINE)
 
 PRIVATE_DATA_JOBS = ("Slurm PrivateData=jobs: the hub's account sees only its own jobs; run the hub's status "
@@ -133,11 +132,7 @@ PRIVATE_DATA_JOBS = ("Slurm PrivateData=jobs: the hub's account sees only its ow
 
 def slurm_private_data_jobs(text: str) -> bool:
     """Whether ``scontrol show config`` output says users see only their own jobs."""
-    match = _PRIVATE_DATA_RE.search(text)
-    if match is None:
-        return False
-    values = {value.strip().lower() for value in match.group(1).split(",")}
-    return "jobs" in values or "all" in values
+    return slurm.parse_private_data(text)
 
 
 def slurm_private_data_finding(text: str, uid: int) -> Finding | None:
@@ -186,9 +181,10 @@ async def _cluster_findings(site: SiteConfig, name: str) -> list[Finding]:
     unconfigured = sorted(set(queues) - set(cluster.queues))
     if unconfigured:
         findings.append(Finding("info", f"clusters.{name}: queues not in the site config: {', '.join(unconfigured)}"))
-    if cluster.scheduler == "slurm":
+    private_data_argv = client.backend.private_data_argv()
+    if private_data_argv is not None:
         try:
-            config = (await client.run(["scontrol", "show", "config"])).stdout
+            config = (await client.run(private_data_argv)).stdout
         except CommandError as error:
             findings.append(Finding("warning", f"clusters.{name}: cannot read the Slurm configuration: {error}"))
         else:

@@ -110,17 +110,34 @@ def _clients(site: SiteConfig, cluster: str | None) -> list[ClusterClient]:
     return [client_for(site, name) for name in names]
 
 
+async def _names(client: ClusterClient, users: Sequence[str]) -> dict[str, str]:
+    """Job names of these users' jobs (status answers leave names out: they are users' text)."""
+    names: dict[str, str] = {}
+    for user in users:
+        names.update(await client.job_names(user))
+    return names
+
+
+MAX_USERS_FOR_NAMES = 50  # one names query per user: beyond this, ask for --users or --all
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
     rows = []
     for client in _clients(site, args.cluster):
         jobs = asyncio.run(client.status(args.users.split(",") if args.users else None))
+        if args.job_ids:
+            jobs = {job_id: job for job_id, job in jobs.items() if job_id in args.job_ids}
+        users = sorted({job.user for job in jobs.values() if job.user})
+        if len(users) > MAX_USERS_FOR_NAMES and not args.all:
+            raise OptionsError({"users": f"{len(users)} users have jobs on {client.name}: "
+                                         "name some with --users, or list everything with --all"})
+        names = asyncio.run(_names(client, users)) if len(users) <= MAX_USERS_FOR_NAMES else {}
         for job in jobs.values():
-            if args.job_ids and job.job_id not in args.job_ids:
+            name = job.name or names.get(job.job_id, "")
+            if not args.all and not args.job_ids and not name.startswith("hpchub-"):
                 continue
-            if not args.all and not job.name.startswith("hpchub-") and not args.job_ids:
-                continue
-            rows.append((client.name, job.job_id, job.user, job.name, job.queue, job.state.value,
+            rows.append((client.name, job.job_id, job.user, name or "-", job.queue, job.state.value,
                          job.scheduler_state, ",".join(job.nodes) or "-", job.reason or "-"))
     _table(("CLUSTER", "JOBID", "USER", "NAME", "QUEUE", "STATE", "SCHED", "NODES", "REASON"), rows)
     missing = set(args.job_ids) - {row[1] for row in rows}

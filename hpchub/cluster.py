@@ -151,7 +151,7 @@ class ClusterClient:
     async def job_names(self, user: str) -> dict[str, str]:
         """Job id -> job name for the user's jobs (names are the user's text: asked for only here)."""
         result = await self.run(self.backend.job_names_argv(user))
-        return self.backend.parse_job_names(result.stdout)
+        return self.backend.parse_job_names(result.stdout, user)
 
     async def cancel(self, user: str, job_ids: Sequence[str]) -> None:
         await self.run(self.backend.cancel_argv(job_ids), user=user)

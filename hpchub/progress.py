@@ -16,7 +16,7 @@ def waiting(job_id: str, status: JobStatus, reason_text: Mapping[str, str], queu
     """``Job 12 is waiting in queue debug (waiting for free resources), position 3 of 7 waiting, ...``.
     The position counts every pending job of every user in that queue (from the cached queue
     numbers), not only the hub's."""
-    text = f"Job {job_id} is waiting in queue {status.queue}"
+    text = f"Job {job_id} is waiting in queue {status.queue or (queue.name if queue else '?')}"
     if status.reason:
         text += f" ({reason_text.get(status.reason, status.reason)})"
     if queue is not None:
@@ -26,6 +26,10 @@ def waiting(job_id: str, status: JobStatus, reason_text: Mapping[str, str], queu
     if status.estimated_start:
         text += f", estimated start {status.estimated_start:%Y-%m-%d %H:%M}"
     return text
+
+
+def unreadable(job_id: str, status: JobStatus) -> str:
+    return f"Job {job_id} is listed by the scheduler in a state hpchub cannot read ({status.scheduler_state or '?'})"
 
 
 def scheduler_silent(job_id: str, error: str | None) -> str:

@@ -291,7 +291,7 @@ class HPCSpawner(Spawner):
         self._ended_job = None
         self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name))
         try:
-            host = await self._wait_until_running(runtime)
+            host = await self._wait_until_running(runtime, request.queue)
             port = await self._wait_for_port(runtime)
         except BaseException:
             await self._abandon(runtime)
@@ -303,13 +303,16 @@ class HPCSpawner(Spawner):
         self._emit(90, progress.server_reported(host, port))
         return address, port
 
-    async def _wait_until_running(self, runtime: ClusterRuntime) -> str:
+    async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
         last_message = None
         while True:
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            status = view.status
+            if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
+                why = await self._explain(runtime) or status.scheduler_state
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
             if lifecycle.has_ended(view):
                 raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)))
-            status = view.status
             if view.presence is Presence.KNOWN and status is not None:
                 if status.state is JobState.RUNNING and status.host:
                     self.job_host = status.host
@@ -317,11 +320,13 @@ class HPCSpawner(Spawner):
                     return status.host
                 if status.state is JobState.HELD:
                     raise SpawnFailed(progress.held(self.job_id, status))
-                if status.state is JobState.ERROR:
-                    why = await self._explain(runtime) or status.scheduler_state
-                    raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
-                queue = next((q for q in await self._queue_numbers(runtime) if q.name == status.queue), None)
-                message = progress.waiting(self.job_id, status, runtime.client.backend.REASON_TEXT, queue)
+                if status.state is JobState.UNKNOWN:
+                    message = progress.unreadable(self.job_id, status)
+                else:
+                    # Pending Grid Engine jobs name no queue yet: the one the job asked for.
+                    wanted = status.queue or queue_name
+                    queue = next((q for q in await self._queue_numbers(runtime) if q.name == wanted), None)
+                    message = progress.waiting(self.job_id, status, runtime.client.backend.REASON_TEXT, queue)
             else:
                 message = progress.scheduler_silent(self.job_id, view.error)
             if message != last_message:

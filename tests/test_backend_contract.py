@@ -10,7 +10,7 @@ from render_cases import SITE_CONFIGS, USER
 
 from hpchub.config import load_site_config
 from hpchub.options import resolve_request
-from hpchub.render import job_context, job_name, server_launch
+from hpchub.jobs import server_job
 from hpchub.schedulers import BACKENDS, SchedulerBackend
 
 
@@ -54,8 +54,7 @@ def test_backend_has_every_member_with_the_right_kind(scheduler):
 def test_output_path_and_memory_come_from_the_backend(config, profile, token):
     site = load_site_config(SITE_CONFIGS / config)
     request = resolve_request(site, site.profile(profile), {"cores": "4", "memory": "4G"})
-    name = job_name(USER, profile)
-    job = job_context(site, request, USER, server_launch(USER, name), name=name)["job"]
+    job = server_job(site, request, USER).context["job"]
     assert job["output"].endswith(f".{token}.log")
     backend = BACKENDS[request.cluster.scheduler]
     assert job["sge_memory_mb"] == backend.memory_per_request_mb(4096, 4, request.cluster.sge.memory_per_slot)

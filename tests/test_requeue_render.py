@@ -8,7 +8,7 @@ from render_cases import SITE_CONFIGS, USER
 
 from hpchub.config import parse_site_config
 from hpchub.options import resolve_request
-from hpchub.render import job_context, job_name, render_job_script, server_launch, template_name
+from hpchub.jobs import server_job
 
 REQUEUE_PROFILE = """
   - slug: requeued
@@ -23,9 +23,7 @@ REQUEUE_PROFILE = """
 def _render(config: str, profile: str, extra: str = "") -> str:
     site = parse_site_config((SITE_CONFIGS / config).read_text() + extra, source=SITE_CONFIGS / config)
     request = resolve_request(site, site.profile(profile), {})
-    name = job_name(USER, profile)
-    return render_job_script(site, job_context(site, request, USER, server_launch(USER, name), name=name),
-                             template_name(request))
+    return server_job(site, request, USER).script
 
 
 @pytest.mark.parametrize("config, cluster, queue, off, on", [

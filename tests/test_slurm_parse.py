@@ -114,16 +114,14 @@ def test_a_bad_line_with_a_job_id_marks_that_job_unknown_not_gone(bad):
     assert jobs["7"].state is JobState.PENDING and jobs["8"].state is JobState.RUNNING
 
 
-def test_job_names_come_from_json_and_survive_any_name():
-    """squeue --json captured on the real Slurm 22.05, which ignores --users there: the parser
-    keeps the asked-for user's jobs only, with the exact names."""
-    assert slurm.job_names_argv("bob") == ["squeue", "--json", "--users=bob"]
-    stdout = (DATA / "squeue-json.json").read_text()
-    assert slurm.parse_job_names(stdout, "bob") == {"12": "capture", "14": "x\n999\x1fCOMPLETED"}
-    assert slurm.parse_job_names(stdout, "alice") == {"4": "x\n999\x1fCOMPLETED", "11": "capture", "15": "capture"}
-    assert slurm.parse_job_names(stdout, "carol") == {}
-    with pytest.raises(ParseError, match="no job list"):
-        slurm.parse_job_names("slurm_load_jobs error: Socket timed out", "bob")
+def test_job_names_are_asked_for_one_user_and_a_spilled_name_cannot_pose_as_another_user():
+    assert slurm.job_names_argv("bob") == ["squeue", "--noheader", "--states=all", "--users=bob",
+                                           "--format=%i\x1f%u\x1f%j"]
+    # bob's job 14 is named "x\n999\x1falice\x1fhpchub-alice-small": its second line looks like an entry.
+    stdout = "12\x1fbob\x1fcapture\n14\x1fbob\x1fx\n999\x1falice\x1fhpchub-alice-small\n"
+    assert slurm.parse_job_names(stdout, "bob") == {"12": "capture", "14": "x"}
+    assert slurm.parse_job_names(stdout, "alice") == {"999": "hpchub-alice-small"}  # alice never asks bob's output
+    assert slurm.parse_job_names("", "carol") == {}
 
 
 def test_explain_reads_state_and_reason_without_the_name():

@@ -95,10 +95,11 @@ async def fake():
         runtime.task.cancel()
 
 
-def make_spawner(user="alice", groups=(), options=None, site=SITE) -> HPCSpawner:
+def make_spawner(user="alice", groups=(), options=None, site=SITE, server="") -> HPCSpawner:
     user_model = SimpleNamespace(name=user, groups=[SimpleNamespace(name=g) for g in groups], url=f"/user/{user}/")
     spawner = HPCSpawner(user=user_model, site_config=str(site), startup_poll_interval=0.02, poll_interval=1,
-                         stop_wait_timeout=2, user_options=options or {})
+                         stop_wait_timeout=2, user_options=options or {},
+                         orm_spawner=SimpleNamespace(name=server, server=None) if server else None)
     spawner.api_token = TOKEN
     spawner.get_env = lambda: {"JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_API_URL": "http://10.77.0.1:8081/hub/api", "PATH": "/hub/path"}
     return spawner
@@ -135,6 +136,15 @@ async def start_running(spawner, fake, node="vm", port=1234):
     fake.set(job_id, JobState.RUNNING, nodes=(node,))
     report_port(port)
     return await asyncio.wait_for(start, 5)
+
+
+async def poll_until_ended(spawner, timeout=3.0) -> bool:
+    """poll() until it says the job ended (within 1.5 poll intervals it answers from the cache)."""
+    for _ in range(int(timeout / 0.05)):
+        if await spawner.poll() == 1:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
@@ -184,8 +194,7 @@ async def test_a_job_that_ends_on_its_own_loses_its_files(fake):
     spawner = make_spawner(options={"profile": "small"})
     await start_running(spawner, fake)
     fake.set("100", JobState.FINISHED)
-    await asyncio.sleep(0.05)
-    assert await spawner.poll() == 1
+    assert await poll_until_ended(spawner)
     await wait_until(lambda: fake.removed == ["hpchub-alice-small"])
     assert fake.cancelled == []
 
@@ -319,8 +328,7 @@ async def test_server_jobs_tell_notebooks_the_site_config_and_engine_profile(fak
 
 
 async def test_named_servers_and_profiles_never_share_files(fake):
-    gpu_large = make_spawner(options={"profile": "small"})
-    gpu_large.name = "large"
+    gpu_large = make_spawner(options={"profile": "small"}, server="large")
     start = asyncio.create_task(gpu_large.start())
     await wait_until(lambda: fake.scripts)
     start.cancel()
@@ -344,8 +352,7 @@ async def test_a_broken_or_changed_site_config_never_orphans_a_running_job(fake,
     moved.load_state(state)
     assert await moved.poll() is None
     fake.set("100", JobState.FINISHED)
-    await asyncio.sleep(0.05)
-    assert await moved.poll() == 1
+    assert await poll_until_ended(moved)
     # State an older spawner (batchspawner) left: a clear log line, no crash, no "gone".
     old = make_spawner(site=site_file)
     old.load_state({"job_id": "77", "job_status": "RUNNING"})
@@ -378,8 +385,7 @@ def test_the_port_endpoint_does_not_import_the_spawner():
 async def test_hpchub_render_prints_exactly_what_the_spawner_submits(fake, capsys):
     from hpchub.cli import main as hpchub_cli
 
-    spawner = make_spawner(options={"profile": "small", "cores": "2", "memory": "2G"})
-    spawner.name = "big"
+    spawner = make_spawner(options={"profile": "small", "cores": "2", "memory": "2G"}, server="big")
     start = asyncio.create_task(spawner.start())
     await wait_until(lambda: fake.scripts)
     start.cancel()
