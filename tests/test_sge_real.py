@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, queue_position, sge
 
 pytestmark = [pytest.mark.sge, pytest.mark.usefixtures("sge_cluster")]
@@ -48,7 +48,7 @@ async def cleanup(site):
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, cleanup):
-    client = ClusterClient("sge", site.clusters["sge"])
+    client = client_for(site, "sge")
     alice_job, alice_log = await submit(site, "small", "alice", f"bash -c '{REPORT}; sleep 300'", cores="2", queue="long.q")
     cleanup.append((alice_job, "alice", alice_log))
     bob_job, bob_log = await submit(site, "smp", "bob", f"bash -c '{REPORT}; sleep 300'")
@@ -85,7 +85,7 @@ async def test_jobs_of_several_users_in_one_status_call_then_deleted(site, clean
 
 
 async def test_a_job_that_cannot_start_is_reported_in_error(site, cleanup):
-    client = ClusterClient("sge", site.clusters["sge"])
+    client = client_for(site, "sge")
     job_id, log = await submit(site, "broken-output", "alice", "sleep 300")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.ERROR, what="job in Eqw")
@@ -93,7 +93,7 @@ async def test_a_job_that_cannot_start_is_reported_in_error(site, cleanup):
 
 
 async def test_a_failing_job_leaves_qstat_and_its_output(site, cleanup):
-    client = ClusterClient("sge", site.clusters["sge"])
+    client = client_for(site, "sge")
     job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
     cleanup.append((job_id, "alice", log))
     await wait_for(client, lambda jobs: job_id not in jobs, what="job gone")
@@ -120,7 +120,7 @@ ODD_NAME = "a<b>&c]]>"  # allowed by SGE, and SGE writes its "<" as "%lt;" in qs
 
 
 async def test_a_job_with_an_odd_name_hides_no_job_and_its_name_reads_exactly(site, cleanup):
-    client = ClusterClient("sge", site.clusters["sge"])
+    client = client_for(site, "sge")
     normal_job, normal_log = await submit(site, "small", "bob", "sleep 300")
     cleanup.append((normal_job, "bob", normal_log))
     odd_log = f"/tmp/hpchub-test-odd-{uuid.uuid4().hex}.log"

@@ -12,7 +12,7 @@ import pytest
 from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 from support import SITE_CONFIGS, run_hpchub
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, queue_position, slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -49,7 +49,7 @@ async def cleanup(site):
 
 
 async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cleanup):
-    client = ClusterClient("slurm", site.clusters["slurm"])
+    client = client_for(site, "slurm")
     alice_job, alice_log = await submit(site, "small", "alice", f"bash -c '{REPORT}; sleep 300'", cores="2", memory="2G")
     cleanup.append((alice_job, "alice", alice_log))
     bob_job, bob_log = await submit(site, "small", "bob", f"bash -c '{REPORT}; sleep 300'")
@@ -98,7 +98,7 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
 
 @pytest.mark.multinode
 async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
-    client = ClusterClient("slurm", site.clusters["slurm"])
+    client = client_for(site, "slurm")
     job_id, log = await submit(site, "multi", "alice", "bash -c 'srun --ntasks-per-node=1 hostname | sort; echo done; sleep 300'", nodes="3")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.RUNNING, what="multi-node job running")
@@ -108,7 +108,7 @@ async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
 
 
 async def test_a_failing_job_is_reported_failed(site, cleanup):
-    client = ClusterClient("slurm", site.clusters["slurm"])
+    client = client_for(site, "slurm")
     job_id, log = await submit(site, "small", "alice", "bash -c 'echo broken environment >&2; exit 3'")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: job_id in jobs and jobs[job_id].state is JobState.FAILED, what="job failed")
@@ -150,7 +150,7 @@ def _scheduler(argv: list[str], user: str | None = None) -> str:
 async def test_a_user_naming_a_job_with_separators_hides_no_job(site, cleanup):
     """Before: the weird name split alice's squeue line, parse_status raised, and every job on the
     cluster was unknown. Now: every job parses and the weird job is found by id, its name exactly."""
-    client = ClusterClient("slurm", site.clusters["slurm"])
+    client = client_for(site, "slurm")
     normal_job, normal_log = await submit(site, "small", "bob", "sleep 300")
     cleanup.append((normal_job, "bob", normal_log))
     weird_log = f"/tmp/hpchub-test-weird-{uuid.uuid4().hex}.log"
