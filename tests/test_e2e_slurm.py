@@ -3,6 +3,7 @@ spawned through the REST API as batch jobs of the users' own accounts."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from hubharness import job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, user_readable
+from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, run_hpchub, user_readable
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config
@@ -55,20 +56,24 @@ def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, cli
     spawn_seconds = time.monotonic() - started
     job_id = server["state"]["job_id"]
     jobs = jobs_of(client, "alice")
-    assert job_id in jobs and jobs[job_id].user == "alice" and jobs[job_id].name == "hpchub-alice-small"
-    assert jobs[job_id].state is JobState.RUNNING
+    assert job_id in jobs and jobs[job_id].user == "alice" and jobs[job_id].state is JobState.RUNNING
+    assert asyncio.run(client.job_names("alice"))[job_id] == "hpchub-alice-small"
     status = hub.get_user_url("alice", "api/status")
     assert status.status_code == 200 and "last_activity" in status.json()
-    # The job got what was asked, and the token never appears in the scheduler's copy of the script.
+    # What the scheduler got is exactly what `hpchub render` prints for the same choices.
     script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True).stdout
-    assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH --mem=2048M" in script
-    secrets = Path(server["state"]["secrets_file"])
+    rendered = run_hpchub("render", str(hub.site_config), "--profile", "small", "--user", "alice",
+                          "--set", "cores=2", "--set", "memory=2G")
+    assert rendered.returncode == 0 and script == rendered.stdout
+    # The token reached the job in a file only alice can read, in a directory only she can enter.
+    secrets = Path(f"/home/alice/.hpchub/jobs/{server['state']['job_key']}/env")
     assert secrets.stat().st_mode & 0o777 == 0o600 and secrets.owner() == "alice"
+    assert secrets.parent.stat().st_mode & 0o777 == 0o700 and secrets.parent.owner() == "alice"
     token = re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", secrets.read_text(), re.M).group(1)
     assert len(token) >= 32 and token not in script
     stop(hub, "alice")
     assert job_id not in jobs_of(client, "alice")
-    assert not secrets.exists()
+    assert not secrets.parent.exists()
     print(f"spawn to ready: {spawn_seconds:.1f} s")
 
 
@@ -152,7 +157,7 @@ def test_a_scheduler_outage_stops_no_server(hub, client):
 
 def test_port_endpoint_takes_only_a_port_and_only_from_the_servers_own_token(hub):
     server = spawn(hub, "alice", {"profile": "small"})
-    env = Path(server["state"]["secrets_file"]).read_text()
+    env = Path(f"/home/alice/.hpchub/jobs/{server['state']['job_key']}/env").read_text()
     server_token = re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", env, re.M).group(1)
     bob_token = hub.api("POST", "/users/bob/tokens", json={"note": "test"}).json()["token"]
     alice_token = hub.api("POST", "/users/alice/tokens", json={"note": "test"}).json()["token"]

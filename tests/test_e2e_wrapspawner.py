@@ -3,6 +3,7 @@ one): the spawn, the port report through the wrapper, and the stop, on the real 
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import time
 
@@ -45,7 +46,7 @@ def test_hpchub_profile_through_profiles_spawner(hub):
     child_state = server["state"]["child_state"]
     assert server["state"]["profile"] == "hpc-small" and child_state["job_profile"] == "small"
     job = jobs_of(client, "alice")[child_state["job_id"]]
-    assert job.user == "alice" and job.name == "hpchub-alice-small"
+    assert job.user == "alice" and asyncio.run(client.job_names("alice"))[child_state["job_id"]] == "hpchub-alice-small"
     assert hub.get_user_url("alice", "api/status").status_code == 200
     stop(hub, "alice")
     assert child_state["job_id"] not in jobs_of(client, "alice")

@@ -37,6 +37,8 @@ class FakeCluster(ClusterClient):
         self.failing = False
 
     async def submit(self, user, key, script, files, keep_days=None):
+        self.check_account(user)  # what every command run as a user goes through
+        self.keep_days = keep_days
         job_id = str(100 + len(self.scripts))
         self.scripts.append((user, script))
         self.files[key] = (user, dict(files))
@@ -173,6 +175,14 @@ async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
     assert porthandler.waiting_for(TOKEN) is None  # no longer waiting
     await spawner.stop()
     assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
+    assert fake.keep_days == 14  # old logs are cleaned in the same call as the submission
+
+
+async def test_a_hub_user_named_root_gets_no_job(fake):
+    spawner = make_spawner(user="root", options={"profile": "small"})
+    with pytest.raises(SpawnFailed, match="account 'root' has uid 0, below the site's minimum"):
+        await spawner.start()
+    assert fake.scripts == [] and porthandler.waiting_for(TOKEN) is None
 
 
 async def test_a_scheduler_outage_is_unknown_and_keeps_the_server(fake):

@@ -1,0 +1,55 @@
+"""Who hpchub acts as: the transport refuses root, system accounts and the hub's own account, and
+never runs users' jobs as root through `via: local`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+from support import SITE_CONFIGS
+
+from hpchub.cluster import AccountRefused, ClusterClient, ClusterSpec, client_for
+from hpchub.config import load_site_config
+
+SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
+
+
+def spec(**changes) -> ClusterSpec:
+    fields = {**ClusterSpec.from_site(SITE, "slurm").to_state(), **changes}
+    return ClusterSpec.from_state(fields)
+
+
+@pytest.mark.parametrize("account", ["root", "daemon", "bin"])
+def test_sudo_refuses_root_and_system_accounts(account):
+    client = ClusterClient(spec(uid_min=1000))
+    with pytest.raises(AccountRefused, match=f"account '{account}' has uid"):
+        client.as_user(account, ["sbatch"])
+
+
+def test_sudo_refuses_the_hubs_own_account_and_unknown_accounts():
+    me = pwd.getpwuid(os.getuid()).pw_name
+    with pytest.raises(AccountRefused):  # root here: below the minimum; as a service account: the hub itself
+        ClusterClient(spec(uid_min=0)).as_user(me, ["sbatch"])
+    with pytest.raises(AccountRefused, match="no unix account"):
+        ClusterClient(spec()).as_user("no-such-user-here", ["sbatch"])
+
+
+def test_the_site_minimum_uid_is_used():
+    alice_uid = pwd.getpwnam("alice").pw_uid
+    assert ClusterClient(spec(uid_min=alice_uid)).as_user("alice", ["id"]) == ["sudo", "-n", "-u", "alice", "--", "id"]
+    with pytest.raises(AccountRefused, match="below the site's minimum"):
+        ClusterClient(spec(uid_min=alice_uid + 1)).as_user("alice", ["id"])
+    assert client_for(SITE, "slurm").spec.uid_min == SITE.effective_uid_min
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is about a hub running as root")
+def test_local_submission_is_refused_when_the_hub_is_root():
+    with pytest.raises(AccountRefused, match="which is root here"):
+        ClusterClient(spec(via="local")).as_user("alice", ["sbatch"])
+
+
+def test_the_spec_survives_the_spawner_state():
+    original = ClusterSpec.from_site(SITE, "slurm")
+    assert ClusterSpec.from_state(original.to_state()) == original
+    assert original.jobfiles.endswith("hpchub-job") and original.via == "sudo"
