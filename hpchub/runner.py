@@ -68,7 +68,8 @@ class CommandError(RuntimeError):
 
 
 class CommandTimeout(CommandError):
-    """The command did not finish in time; it was killed (with its process group)."""
+    """The command did not finish in time; its process group got SIGTERM, then SIGKILL. Carries
+    the output read until then."""
 
 
 async def run_command(
@@ -126,9 +127,9 @@ async def run_command(
     except asyncio.CancelledError:
         _stop_in_background(transport)
         raise
-    result = CommandResult(
-        argv, transport.get_returncode() or 0, collector.text(1), collector.text(2), time.monotonic() - started
-    )
+    returncode = transport.get_returncode()
+    assert returncode is not None  # it exited: collector.exited is done
+    result = CommandResult(argv, returncode, collector.text(1), collector.text(2), time.monotonic() - started)
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stdout, result.stderr)
     return result
