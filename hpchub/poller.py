@@ -3,7 +3,8 @@
 Spawners ask the poller about their job; the poller answers from its last snapshot when that is
 fresh enough and otherwise runs one status command for every job it watches (coalescing
 concurrent callers into that one command). A failed query is never "job gone": callers get
-UNKNOWN until the scheduler answers again, and the poller backs off meanwhile.
+UNKNOWN until the scheduler answers again, and the poller backs off meanwhile. A query that does
+not answer within ``query_timeout`` has failed: no caller waits longer than that.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from .runner import DEFAULT_TIMEOUT
 from .schedulers import JobStatus
 
 log = logging.getLogger("hpchub.poller")
@@ -56,18 +58,24 @@ class StatusPoller:
         max_backoff: float = 300.0,
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        query_timeout: float = 2 * DEFAULT_TIMEOUT,
     ):
+        """``query_timeout``: seconds after which a status query counts as failed (its callers
+        get UNKNOWN, the poller backs off), whatever the query does; longer than the command
+        runner's own bound, so it only catches a query that hangs outside a command."""
         self._query = query
         self.interval = interval
         self.min_interval = min_interval
         self.max_backoff = max_backoff
         self.jitter = jitter
+        self.query_timeout = query_timeout
         self._clock = clock
         self._snapshot = _Snapshot()
         self._watched: dict[str, str] = {}  # job id -> user
         self._watched_since: dict[str, float] = {}
         self._on_end: dict[str, Callable[[], Awaitable[object]]] = {}
-        self._inflight: asyncio.Future | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task] = set()  # timed-out queries, cancelled but not yet ended
         self._failures = 0
         self._retry_at = float("-inf")
         self.last_error: str | None = None
@@ -127,31 +135,39 @@ class StatusPoller:
         """Run one status query for all watched jobs, unless one is running (then wait for it),
         the last one is younger than ``max_age`` (never less than ``min_interval``, however
         many callers ask), or the poller is backing off after failures."""
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
-            return
-        if self._clock() < self._retry_at:
-            return
-        if self._clock() - self._snapshot.taken < max(max_age or 0, self.min_interval):
-            return
-        self._inflight = asyncio.get_running_loop().create_future()
-        try:
-            await self._run_query()
-        finally:
-            inflight, self._inflight = self._inflight, None
-            inflight.set_result(None)
+        if self._inflight is None:
+            if self._clock() < self._retry_at:
+                return
+            if self._clock() - self._snapshot.taken < max(max_age or 0, self.min_interval):
+                return
+            # A task of its own, so that a caller that is cancelled does not cancel the query
+            # the other callers wait for.
+            self._inflight = asyncio.get_running_loop().create_task(self._run_query())
+        await asyncio.shield(self._inflight)
 
     async def _run_query(self) -> None:
+        try:
+            await self._query_and_record()
+        finally:
+            self._inflight = None
+
+    async def _query_and_record(self) -> None:
         users = frozenset(self._watched.values())
         started = self._clock()
+        query = asyncio.ensure_future(self._query(sorted(users) if users else None))
+        # asyncio.wait, not wait_for: wait_for waits for the cancelled query to end, which a query
+        # stuck outside a cancellation point never does.
+        await asyncio.wait((query,), timeout=self.query_timeout)
+        if not query.done():
+            query.cancel()
+            self._abandoned.add(query)
+            query.add_done_callback(self._forget_abandoned)
+            self._record_failure(f"status query timed out after {self.query_timeout:g} s")
+            return
         try:
-            jobs = await self._query(sorted(users) if users else None)
-        except Exception as error:  # any failure means "unknown", never "gone"
-            self._failures += 1
-            delay = min(self.interval * 2 ** (self._failures - 1), self.max_backoff)
-            self._retry_at = self._clock() + delay * (1 + random.uniform(0, self.jitter))
-            self.last_error = str(error).splitlines()[0] if str(error) else type(error).__name__
-            log.warning("status query failed (%d in a row; next try in %.0f s): %s", self._failures, delay, self.last_error)
+            jobs = query.result()
+        except (Exception, asyncio.CancelledError) as error:  # any failure means "unknown", never "gone"
+            self._record_failure(str(error).splitlines()[0] if str(error) else type(error).__name__)
             return
         if self._failures:
             log.info("status query answers again after %d failures", self._failures)
@@ -160,6 +176,18 @@ class StatusPoller:
         self.last_error = None
         self._snapshot = _Snapshot(jobs, users, started)
         self._notify_ended()
+
+    def _record_failure(self, error: str) -> None:
+        self._failures += 1
+        delay = min(self.interval * 2 ** (self._failures - 1), self.max_backoff)
+        self._retry_at = self._clock() + delay * (1 + random.uniform(0, self.jitter))
+        self.last_error = error
+        log.warning("status query failed (%d in a row; next try in %.0f s): %s", self._failures, delay, error)
+
+    def _forget_abandoned(self, query: asyncio.Future) -> None:
+        self._abandoned.discard(query)
+        if not query.cancelled() and query.exception() is not None:
+            log.info("an abandoned status query failed late: %s", query.exception())
 
     def _notify_ended(self) -> None:
         for job_id in list(self._on_end):

@@ -7,12 +7,24 @@ import asyncio
 import os
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_TIMEOUT = 30.0
 _TAIL = 2000  # characters of output kept in error messages
+
+TERM_GRACE = 2.0
+"""Seconds between SIGTERM and SIGKILL of a timed-out (or cancelled) command's process group.
+SIGTERM comes first because sudo relays it to the command it runs as another user, while a
+SIGKILL of sudo would leave that command running on its own."""
+
+READ_GRACE = 1.0
+"""Seconds to collect what is left of a killed command's output. Whatever still holds the pipes
+after that (a grandchild that left the process group, a process stuck in the kernel on NFS) is
+abandoned: the pipes are closed and the process is reaped whenever it ends. A timed-out
+command so returns within ``timeout + TERM_GRACE + READ_GRACE`` whatever it does."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,8 @@ class CommandError(RuntimeError):
 
 
 class CommandTimeout(CommandError):
-    """The command did not finish in time; it was killed (with its process group)."""
+    """The command did not finish in time; its process group got SIGTERM, then SIGKILL. Carries
+    the output read until then."""
 
 
 async def run_command(
@@ -70,7 +83,9 @@ async def run_command(
 ) -> CommandResult:
     """Run ``argv`` and return its output; raise CommandError unless it exits 0 (when ``check``).
 
-    The child gets its own session so that a timeout can kill everything it started.
+    The child gets its own session so that a timeout can stop everything it started. A timeout
+    is a hard limit: CommandTimeout (with the output so far) comes within ``timeout`` plus
+    TERM_GRACE and READ_GRACE. A cancelled call stops the command the same way, in the background.
     ``cwd`` defaults to ``/`` because commands run as other users cannot enter root's cwd.
     """
     if isinstance(argv, (str, bytes)):
@@ -78,37 +93,43 @@ async def run_command(
     argv = tuple(argv)
     if not argv or not all(isinstance(arg, str) for arg in argv):
         raise TypeError(f"argv must be a non-empty sequence of str, got {argv!r}")
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
-        process = await asyncio.create_subprocess_exec(
+        # A transport and protocol rather than asyncio's Process: the output is kept as it
+        # arrives (a timeout still reports it) and the pipes can be closed on a process that
+        # never ends.
+        transport, collector = await loop.subprocess_exec(
+            lambda: _OutputCollector(loop),
             *argv,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
         )
     except OSError as error:
         raise CommandError(argv, None, reason=f"could not be started: {error.strerror or error}") from None
+    if input is not None:
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(input.encode())
+        stdin.close()  # after the write is flushed; a command that does not read it is no error
     try:
-        stdout, stderr = await asyncio.wait_for(
-            process.communicate(input.encode() if input is not None else None), timeout
-        )
-    except asyncio.TimeoutError:
-        _kill_group(process)
-        stdout, stderr = await process.communicate()
-        raise CommandTimeout(
-            argv, None, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
-            reason=f"timed out after {timeout:g} s",
-        ) from None
+        finished, _ = await asyncio.wait((collector.exited, collector.output_closed), timeout=timeout)
+        if len(finished) < 2:
+            ended = await _stop(transport, collector)
+            reason = f"timed out after {timeout:g} s"
+            if not ended:
+                reason += f" (its output was still open {TERM_GRACE + READ_GRACE:g} s after SIGTERM; abandoned)"
+            raise CommandTimeout(argv, None, collector.text(1), collector.text(2), reason=reason)
     except asyncio.CancelledError:
-        _kill_group(process)
+        _stop_in_background(transport)
         raise
-    result = CommandResult(
-        argv, process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
-        time.monotonic() - started,
-    )
+    returncode = transport.get_returncode()
+    assert returncode is not None  # it exited: collector.exited is done
+    result = CommandResult(argv, returncode, collector.text(1), collector.text(2), time.monotonic() - started)
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stdout, result.stderr)
     return result
@@ -119,8 +140,70 @@ def run_command_sync(argv: Sequence[str], **kwargs) -> CommandResult:
     return asyncio.run(run_command(argv, **kwargs))
 
 
-def _kill_group(process: asyncio.subprocess.Process) -> None:
+class _OutputCollector(asyncio.SubprocessProtocol):
+    """A command's stdout and stderr as they arrive, and when it exited and closed them. The
+    transport is closed once both happened, also when nobody waits any more (a cancelled call)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.output = {1: bytearray(), 2: bytearray()}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+        self._open_outputs = {1, 2}
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.output[fd].extend(data.encode() if isinstance(data, str) else data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open_outputs.discard(fd)
+        if not self._open_outputs:
+            self._finish(self.output_closed)
+
+    def process_exited(self) -> None:
+        self._finish(self.exited)
+
+    def _finish(self, event: asyncio.Future[None]) -> None:
+        if not event.done():
+            event.set_result(None)
+        if self.exited.done() and self.output_closed.done() and self._transport is not None:
+            self._transport.close()
+
+    def text(self, fd: int) -> str:
+        return self.output[fd].decode(errors="replace")
+
+
+async def _stop(transport: asyncio.SubprocessTransport, collector: _OutputCollector) -> bool:
+    """SIGTERM the command's group, SIGKILL it once the command exits or TERM_GRACE is over, read
+    the rest of its output for at most READ_GRACE and close the pipes. True if everything ended."""
+    group = transport.get_pid()
+    _signal_group(group, signal.SIGTERM)
+    await asyncio.wait((collector.exited,), timeout=TERM_GRACE)
+    _signal_group(group, signal.SIGKILL)  # also whatever in the group ignored SIGTERM
+    finished, _ = await asyncio.wait((collector.exited, collector.output_closed), timeout=READ_GRACE)
+    # Closing the transport closes our ends of the pipes; the event loop's child watcher still
+    # reaps the process (and keeps the transport) whenever it ends, so no zombie stays behind.
+    transport.close()
+    return len(finished) == 2
+
+
+def _stop_in_background(transport: asyncio.SubprocessTransport) -> None:
+    """``_stop`` for a cancelled call, which must not wait: SIGTERM now, SIGKILL and close later
+    (a timer, not a task, so a loop that closes meanwhile has nothing pending to complain about)."""
+    group = transport.get_pid()
+    _signal_group(group, signal.SIGTERM)
+
+    def kill_and_close() -> None:
+        _signal_group(group, signal.SIGKILL)
+        transport.close()
+
+    asyncio.get_running_loop().call_later(TERM_GRACE, kill_and_close)
+
+
+def _signal_group(group: int, signum: int) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):  # gone already, or only other users' processes left
         pass

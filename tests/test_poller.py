@@ -1,6 +1,7 @@
 """The shared status poller, with a fake scheduler query (the real one is in the e2e tests)."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -192,3 +193,59 @@ async def test_no_listener_fires_while_the_scheduler_fails(setup):
     await poller.refresh()
     await asyncio.sleep(0)
     assert ended == [] and poller.view("1").presence is Presence.UNKNOWN
+
+
+async def test_a_query_that_never_answers_fails_after_query_timeout_and_releases_every_caller():
+    clock = Clock()
+    answers = asyncio.Event()  # never set while the scheduler hangs
+    hanging = True
+    cancelled = []
+
+    async def query(users):
+        if hanging:
+            try:
+                await answers.wait()
+            except asyncio.CancelledError:
+                cancelled.append(users)
+                raise
+        return {"1": JobStatus("1", JobState.RUNNING, "RUNNING", user="alice")}
+
+    poller = StatusPoller(query, interval=30, min_interval=1, jitter=0, clock=clock, query_timeout=0.3)
+    poller.watch("1", "alice")
+    clock.now += 1
+    started = time.monotonic()
+    first = asyncio.ensure_future(poller.get("1"))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(poller.get("1"))  # joins the query in flight
+    views = await asyncio.wait_for(asyncio.gather(first, second), 0.3 + 1)
+    assert time.monotonic() - started < 0.3 + 0.3
+    assert all(view.presence is Presence.UNKNOWN and "timed out after 0.3 s" in view.error for view in views)
+    assert cancelled == [["alice"]] and poller.failing  # the hung query was cancelled, once
+    # Back off as after any failure; the next answer recovers.
+    hanging = False
+    clock.now += 10
+    assert (await poller.get("1")).presence is Presence.UNKNOWN and len(cancelled) == 1
+    clock.now += 25
+    view = await asyncio.wait_for(poller.get("1"), 1)
+    assert view.presence is Presence.KNOWN and not poller.failing and poller.last_error is None
+
+
+async def test_a_query_that_ignores_cancellation_still_releases_the_callers():
+    clock = Clock()
+    release = asyncio.Event()
+
+    async def stubborn_query(users):
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # a query that swallows the cancellation keeps running
+        return {}
+
+    poller = StatusPoller(stubborn_query, interval=30, min_interval=1, jitter=0, clock=clock, query_timeout=0.2)
+    poller.watch("1", "alice")
+    clock.now += 1
+    view = await asyncio.wait_for(poller.get("1"), 0.2 + 1)
+    assert view.presence is Presence.UNKNOWN and "timed out" in view.error
+    release.set()  # let the abandoned query end before the test's loop closes
+    await asyncio.sleep(0)

@@ -2,11 +2,17 @@
 
 import asyncio
 import os
+import random
+import signal
 import time
 
 import pytest
 
+from hpchub import runner
 from hpchub.runner import CommandError, CommandTimeout, run_command, run_command_sync
+
+# The longest a timed-out command may take beyond its timeout: SIGTERM grace, bounded read, slack.
+_STOP_BOUND = runner.TERM_GRACE + runner.READ_GRACE + 1
 
 
 async def test_output_and_exit_code():
@@ -45,6 +51,107 @@ async def test_timeout_kills_the_process_group(tmp_path):
             break
         await asyncio.sleep(0.05)
     assert not _alive(child), "the grandchild survived the timeout"
+
+
+async def test_a_grandchild_that_left_the_group_and_holds_stdout_does_not_hold_the_runner():
+    # setsid takes the grandchild out of the process group, so no group signal reaches it, and it
+    # keeps stdout open: reading until EOF would wait for it (about a minute).
+    marker = f"61.{random.randrange(10**6):06d}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(CommandTimeout) as caught:
+            await asyncio.wait_for(
+                run_command(["sh", "-c", f"echo started; setsid sleep {marker} & exec sleep 60"], timeout=0.5),
+                0.5 + _STOP_BOUND,
+            )
+        elapsed = time.monotonic() - started
+        assert elapsed < 0.5 + _STOP_BOUND
+        error = caught.value
+        assert error.argv[0] == "sh" and error.stdout == "started\n" and "timed out after 0.5 s" in str(error)
+        assert _pids_running(["sleep", marker]), "the test did not set up the escaped grandchild it means to"
+        await _wait_until(lambda: not _zombie_children())
+        assert not _zombie_children(), "the killed command was not reaped"
+    finally:
+        for pid in _pids_running(["sleep", marker]):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout):
+        await asyncio.wait_for(
+            run_command(["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.1; done"], timeout=0.5),
+            0.5 + _STOP_BOUND,
+        )
+    elapsed = time.monotonic() - started
+    assert 0.5 + runner.TERM_GRACE - 0.1 < elapsed < 0.5 + _STOP_BOUND  # it got the grace, then SIGKILL
+    child = int(pidfile.read_text())
+    await _wait_until(lambda: not _alive(child))
+    assert not _alive(child)
+
+
+async def test_sigterm_comes_first_and_a_child_that_exits_on_it_ends_the_wait(tmp_path):
+    marker = tmp_path / "terminated"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as caught:
+        await run_command(
+            ["sh", "-c", f"trap 'echo TERM > {marker}; exit 143' TERM; echo up; sleep 60 & wait"], timeout=0.5
+        )
+    assert marker.read_text() == "TERM\n"
+    assert caught.value.stdout == "up\n"
+    assert time.monotonic() - started < 0.5 + 1  # no waiting out the grace once the command is gone
+
+
+async def test_cancellation_terminates_without_waiting(tmp_path):
+    marker = tmp_path / "terminated"
+    command = asyncio.ensure_future(
+        run_command(["sh", "-c", f"trap 'echo TERM > {marker}; exit 143' TERM; sleep 60 & wait"], timeout=30)
+    )
+    await asyncio.sleep(0.3)
+    command.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(command, 1)
+    assert time.monotonic() - started < 0.5
+    await _wait_until(marker.exists)
+    assert marker.read_text() == "TERM\n"  # SIGTERM first, as on a timeout
+    await _wait_until(lambda: not _zombie_children())
+    assert not _zombie_children()
+
+
+async def _wait_until(condition, seconds: float = 3.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def _pids_running(argv: list[str]) -> list[int]:
+    wanted = "\0".join(argv).encode() + b"\0"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if cmdline.read() == wanted:
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def _zombie_children() -> list[int]:
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(") ", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                zombies.append(int(entry))
+    return zombies
 
 
 def _alive(pid: int) -> bool:
