@@ -196,10 +196,6 @@ class StatusPoller:
                 callback = self._on_end.pop(job_id)
                 asyncio.get_running_loop().create_task(callback())
 
-    @property
-    def failing(self) -> bool:
-        return self._failures > 0
-
     # -- background loop --------------------------------------------------------------------
     async def run_forever(self) -> None:
         """Refresh every interval (with jitter, so that hubs restarted together spread out)."""

@@ -135,11 +135,6 @@ async def run_command(
     return result
 
 
-def run_command_sync(argv: Sequence[str], **kwargs) -> CommandResult:
-    """``run_command`` for synchronous callers such as the CLI."""
-    return asyncio.run(run_command(argv, **kwargs))
-
-
 class _OutputCollector(asyncio.SubprocessProtocol):
     """A command's stdout and stderr as they arrive, and when it exited and closed them. The
     transport is closed once both happened, also when nobody waits any more (a cancelled call)."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hpchub import runner
-from hpchub.runner import CommandError, CommandTimeout, run_command, run_command_sync
+from hpchub.runner import CommandError, CommandTimeout, run_command
 
 # The longest a timed-out command may take beyond its timeout: SIGTERM grace, bounded read, slack.
 _STOP_BOUND = runner.TERM_GRACE + runner.READ_GRACE + 1
@@ -173,11 +173,11 @@ async def test_check_false_returns_failures():
 
 def test_argv_must_be_strings():
     with pytest.raises(TypeError):
-        run_command_sync("sbatch job.sh")
+        asyncio.run(run_command("sbatch job.sh"))
     with pytest.raises(TypeError):
-        run_command_sync(["echo", 1])
+        asyncio.run(run_command(["echo", 1]))
 
 
-def test_sync_wrapper_and_env():
-    result = run_command_sync(["sh", "-c", "echo $ONLY_THIS"], env={"ONLY_THIS": "yes", "PATH": os.environ["PATH"]})
+async def test_only_the_given_environment():
+    result = await run_command(["sh", "-c", "echo $ONLY_THIS"], env={"ONLY_THIS": "yes", "PATH": os.environ["PATH"]})
     assert result.stdout == "yes\n"
