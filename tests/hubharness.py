@@ -179,6 +179,14 @@ def jobs_of(client, user: str) -> dict:
     return {job_id: job for job_id, job in asyncio.run(client.status([user])).items() if job.state.is_active}
 
 
+def active_job_names(client, user: str) -> dict[str, str]:
+    """Job id -> name of the user's active jobs (status answers carry no names; see hpchub.schedulers)."""
+    import asyncio
+
+    active = jobs_of(client, user)
+    return {job_id: name for job_id, name in asyncio.run(client.job_names(user)).items() if job_id in active}
+
+
 def spawn(hub: Hub, user: str, options: dict, timeout: float = 120) -> dict:
     response = hub.api("POST", f"/users/{user}/server", json=options)
     assert response.status_code in (201, 202), response.text

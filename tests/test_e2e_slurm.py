@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubharness import job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
+from hubharness import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, run_hpchub, user_readable
 
 from hpchub.cluster import client_for
@@ -173,7 +173,7 @@ def test_port_endpoint_takes_only_a_port_and_only_from_the_servers_own_token(hub
     assert report(server_token, {"port": 1234, "exec_prefix": "rm -rf /"}) == 400
     assert report(server_token, {"port": "1234"}) == 400
     assert report(server_token, {"port": 70000}) == 400
-    assert report(server_token, {"port": 1234}) == 409  # running: not waiting for a port
+    assert report(server_token, {"port": 1234}) == 403  # running: no longer a starting server
     assert hub.get_user_url("alice", "api/status").status_code == 200
     stop(hub, "alice")
 
@@ -209,8 +209,7 @@ def test_a_person_logs_in_picks_a_profile_in_the_form_and_gets_jupyterlab(hub, c
     browser.post(f"{hub.url}/hub/spawn", data=data)
     server = hub.wait_for_server("bob")
     assert server["user_options"] == {"profile": "small", "cores": "3", "memory": "2G", "walltime": "00:30:00"}
-    job = jobs_of(client, "bob")[server["state"]["job_id"]]
-    assert job.name == "hpchub-bob-small"
+    assert active_job_names(client, "bob")[server["state"]["job_id"]] == "hpchub-bob-small"
     lab = browser.get(f"{hub.url}/user/bob/lab")
     assert lab.status_code == 200 and "JupyterLab" in lab.text
     stop(hub, "bob")
@@ -257,9 +256,9 @@ def test_queue_wait_shows_in_progress_and_the_start_timeout_cancels_the_job(impa
     assert "Spawn failed" in events and time.monotonic() - started < 30
     hub.wait_for_server("alice", ready=False, timeout=20)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values()):
+    while time.monotonic() < deadline and "hpchub-alice-queued" in active_job_names(client, "alice").values():
         time.sleep(1)
-    assert not any(job.name == "hpchub-alice-queued" for job in jobs_of(client, "alice").values())
+    assert "hpchub-alice-queued" not in active_job_names(client, "alice").values()
 
 
 def test_engine_jobs_never_outlive_their_notebook_server(hub, client):
@@ -279,7 +278,7 @@ def test_engine_jobs_never_outlive_their_notebook_server(hub, client):
 
         asyncio.run(main())
     """)
-    assert jobs_of(client, "carol")[engines].name == f"hpchub-carol-multi-engines-p{server_job}"
+    assert active_job_names(client, "carol")[engines] == f"hpchub-carol-multi.e-{server_job}"
     subprocess.run(["sudo", "-n", "-u", "carol", "scancel", server_job], check=True)
     hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL)
     deadline = time.monotonic() + 2 * POLL_INTERVAL
