@@ -13,16 +13,16 @@ def submitted(job_id: str, queue: str, cluster: str) -> str:
 
 
 def waiting(job_id: str, status: JobStatus, reason_text: Mapping[str, str], queue: QueueInfo | None) -> str:
-    """``Job 12 is waiting in queue debug (waiting for free resources), position 3 of 7 waiting, ...``.
-    The position counts every pending job of every user in that queue (from the cached queue
-    numbers), not only the hub's."""
+    """``Job 12 is waiting in queue debug (waiting for free resources), position 3 among all
+    waiting jobs, ...``: the position counts every user's pending jobs in that queue with a higher
+    priority (from the queue numbers, fetched at most once per queue_info_ttl), not only the hub's."""
     text = f"Job {job_id} is waiting in queue {status.queue or (queue.name if queue else '?')}"
     if status.reason:
         text += f" ({reason_text.get(status.reason, status.reason)})"
     if queue is not None:
         position = queue_position(queue, status)
         if position:
-            text += f", position {position} of {len(queue.pending_priorities)} waiting in this queue"
+            text += f", position {position} among all waiting jobs"
     if status.estimated_start:
         text += f", estimated start {status.estimated_start:%Y-%m-%d %H:%M}"
     return text

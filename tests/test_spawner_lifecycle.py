@@ -166,7 +166,7 @@ async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
     assert messages[0] == "Submitted job 100 to debug on slurm"
     # Position among every pending job of the queue (9.0 and 7.0 are ahead of 5.0), not only the hub's.
     assert ("Job 100 is waiting in queue debug (other jobs with higher priority are ahead in the queue), "
-            "position 3 of 3 waiting in this queue") in messages
+            "position 3 among all waiting jobs") in messages
     assert "Job 100 running on vm; starting the server" in messages
     state = spawner.get_state()
     assert (state["job_id"], state["job_host"], state["job_profile"]) == ("100", "vm", "small")
