@@ -21,8 +21,6 @@ if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[test]" jupyterlab
     echo "setup-python.sh: pip install failed" >&2
     exit 1
 fi
-# ipyparallel clusters in this environment get a controller that compute nodes can reach.
-install -D -m 644 examples/ipcluster_config.py "$venv/etc/ipython/ipcluster_config.py"
 "$venv/bin/pip" check --disable-pip-version-check >/dev/null || { "$venv/bin/pip" check >&2; exit 1; }
 chmod -R a+rX "$venv"
 echo "python: $venv ready ($("$venv/bin/python" --version), hpchub $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("hpchub"))'))"
