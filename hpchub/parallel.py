@@ -251,7 +251,7 @@ def Cluster(
     """An ipyparallel Cluster whose engines are a batch job of ``profile`` (with user ``options``
     such as ``{"nodes": 3}``) and whose controller listens where those engines can reach it.
     Other keyword arguments go to ``ipyparallel.Cluster``."""
-    launcher = {"options": dict(options or {})}
+    launcher: dict[str, object] = {"options": dict(options or {})}
     if profile:
         launcher["profile"] = profile
     if site_config:
