@@ -62,7 +62,8 @@ def measure(kind: str, n: int) -> dict:
     scratch.chmod(0o755)
     shutil.chown(scratch, "alice")  # ipyparallel's launcher writes its batch script into the cwd
     script = scratch / "run.py"
-    script.write_text(f"SITE = {str(REPO / 'site-configs' / 'local-slurm.yaml')!r}\nKIND = {kind!r}\nN = {n}\n" + textwrap.dedent(RUN))
+    site = REPO / "site-configs" / "local-slurm.yaml"
+    script.write_text(f"SITE = {str(site)!r}\nKIND = {kind!r}\nN = {n}\n" + textwrap.dedent(RUN))
     script.chmod(0o644)
     try:
         result = subprocess.run(["sudo", "-n", "-u", "alice", PYTHON, str(script)], capture_output=True, text=True,

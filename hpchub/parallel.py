@@ -3,13 +3,15 @@
 In a notebook whose server hpchub started::
 
     import ipyparallel as ipp
-    cluster = ipp.Cluster(engines="hpchub", controller="hpchub", n=8)   # or:
-    cluster = hpchub.parallel.Cluster(profile="multi", n=8, nodes=3)
+    cluster = ipp.Cluster(engines="hpchub", n=8)   # or:
+    cluster = hpchub.parallel.Cluster(profile="multi", n=8, options={"nodes": 3})
 
 The engine job is rendered from the site's templates (``slurm-engines.sh.j2``: one job with n
 srun tasks; ``sge-engines.sh.j2``: an array job), submitted as the notebook's user, and watched
 through the shared status poller: when it ends, fails or is cancelled, ipyparallel hears of it
-(``notify_stop``). The controller listens on an address the compute nodes can reach.
+(``notify_stop``). The controller listens on an address the compute nodes can reach: inside
+hpchub's jobs it is ipyparallel's default there (the package's ``etc/ipython/ipcluster_config.py``),
+elsewhere ``controller="hpchub"`` asks for it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .runtime import ClusterRuntime
 from .schedulers import JobState
 
 # Set by hpchub's server jobs (see hpchub.jobs), so that a notebook needs no configuration.
+# ENV_SITE_CONFIG also marks an hpchub job for the packaged etc/ipython/ipcluster_config.py.
 ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
 
 
@@ -216,7 +219,7 @@ def Cluster(
     """An ipyparallel Cluster whose engines are a batch job of ``profile`` (with user ``options``
     such as ``{"nodes": 3}``) and whose controller listens where those engines can reach it.
     Other keyword arguments go to ``ipyparallel.Cluster``."""
-    launcher = {"options": dict(options or {})}
+    launcher: dict[str, object] = {"options": dict(options or {})}
     if profile:
         launcher["profile"] = profile
     if site_config:

@@ -2,7 +2,8 @@
 # The whole test suite, on a Debian 12 machine as root: installs what it needs (Debian packages,
 # the Python venv, test users), starts the local Slurm and Grid Engine clusters, runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
-# and stops the clusters it started. Extra arguments go to pytest.
+# and stops the clusters it started. ruff and mypy (configured in pyproject.toml) run first; a
+# finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
 #
 # usage: bash tests/run.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -29,6 +30,12 @@ for cluster in slurm sge; do
     fi
 done
 
+lint=0
+echo "---- ruff check hpchub tests bench ----"
+"$venv/bin/ruff" check hpchub tests bench || lint=$?
+echo "---- mypy hpchub ----"
+"$venv/bin/mypy" hpchub || lint=$?
+
 status=0
 HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" "$@" || status=$?
 if [ "$status" -ne 0 ]; then
@@ -37,5 +44,9 @@ if [ "$status" -ne 0 ]; then
     sinfo 2>&1 | head -20 || true
     squeue --states=all 2>&1 | head -40 || true
     qstat -f -u '*' 2>&1 | head -40 || true
+fi
+if [ "$lint" -ne 0 ]; then
+    echo "run.sh: ruff or mypy found problems (see above)" >&2
+    [ "$status" -ne 0 ] || status=$lint
 fi
 exit "$status"

@@ -2,7 +2,7 @@
 # The Python environment for the tests and for jobs: a venv made from Debian's /usr/bin/python3
 # in a world-readable place (jobs run as ordinary users, who cannot enter /root's pyenv),
 # holding hpchub (installed from this checkout, not editable, so jobs never read the
-# checkout), JupyterLab and the test tools.
+# checkout), JupyterLab and the test and lint tools.
 #
 # usage: tests/setup-python.sh          (env HPCHUB_VENV overrides /opt/hpchub/venv)
 set -euo pipefail
@@ -16,13 +16,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 log=$(mktemp /tmp/hpchub-pip.XXXXXX)
 trap 'rm -f "$log"' EXIT
-if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[test]" jupyterlab >"$log" 2>&1; then
+if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[test,lint]" jupyterlab >"$log" 2>&1; then
     cat "$log" >&2
     echo "setup-python.sh: pip install failed" >&2
     exit 1
 fi
-# ipyparallel clusters in this environment get a controller that compute nodes can reach.
-install -D -m 644 examples/ipcluster_config.py "$venv/etc/ipython/ipcluster_config.py"
 "$venv/bin/pip" check --disable-pip-version-check >/dev/null || { "$venv/bin/pip" check >&2; exit 1; }
 chmod -R a+rX "$venv"
 echo "python: $venv ready ($("$venv/bin/python" --version), hpchub $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("hpchub"))'))"

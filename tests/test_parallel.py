@@ -3,16 +3,23 @@ Slurm and on Grid Engine as an ordinary user, watched, stopped, and noticed when
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
-from support import SITE_CONFIGS, run_as_user, user_readable
+from support import REPO, SITE_CONFIGS, run_as_user, user_readable
 
 from hpchub.parallel import HPCEngineSetLauncher
 
 LOCAL_SLURM = user_readable("local-slurm.yaml", (SITE_CONFIGS / "local-slurm.yaml").read_text())
 LOCAL_SGE = user_readable("local-sge.yaml", (SITE_CONFIGS / "local-sge.yaml").read_text())
+# The Python environment of run_as_user (tests/setup-python.sh made it with hpchub installed).
+JOB_VENV = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv")
 
 
 def test_slurm_engine_script_spreads_tasks_and_stops_before_walltime():
@@ -134,15 +141,66 @@ def test_entry_points_name_the_launchers():
     assert controllers["hpchub"] == "hpchub.parallel:HPCControllerLauncher"
 
 
+PACKAGED_IPCLUSTER_CONFIG = "etc/ipython/ipcluster_config.py"
+
+
+def default_controllers(env: dict[str, str], ipython_dir: Path) -> dict:
+    """The controller settings of plain ipyparallel Clusters made by this Python environment
+    (with its installed hpchub) under ``env``, with an empty IPython directory."""
+    code = """
+import json
+import ipyparallel as ipp
+found = {}
+for engines in (None, "hpchub"):
+    cluster = ipp.Cluster(engines=engines, n=1)
+    found[str(engines)] = {"controller": cluster.controller_launcher_class.__name__,
+                           "ip": cluster.controller_ip, "location": cluster.controller_location}
+print(json.dumps(found))
+"""
+    outside = {key: value for key, value in os.environ.items() if not key.startswith(("HPCHUB_", "JUPYTERHUB_", "IPYTHON"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=ipython_dir.parent, env={**outside, "IPYTHONDIR": str(ipython_dir), **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_outside_hpchub_jobs_ipyparallel_defaults_are_unchanged(tmp_path):
+    found = default_controllers({}, tmp_path / "ipython")
+    for engines in ("None", "hpchub"):
+        assert found[engines] == {"controller": "LocalControllerLauncher", "ip": "", "location": ""}
+
+
+def test_inside_a_server_job_the_default_controller_is_hpchubs(tmp_path):
+    found = default_controllers({"HPCHUB_SITE_CONFIG": str(LOCAL_SLURM), "HPCHUB_ENGINE_PROFILE": "multi"},
+                                tmp_path / "ipython")
+    assert found["hpchub"]["controller"] == "HPCControllerLauncher"
+    assert found["None"]["controller"] == "HPCControllerLauncher"
+
+
+def test_pip_install_hpchub_brings_the_ipcluster_config():
+    """The file ipyparallel reads is the installed package's own (in its RECORD), not one copied by hand."""
+    (installed,) = importlib.metadata.distributions(name="hpchub", path=[sysconfig.get_path("purelib")])
+    (recorded,) = [f for f in installed.files or [] if str(f).endswith(PACKAGED_IPCLUSTER_CONFIG)]
+    path = Path(recorded.locate()).resolve()
+    assert path == (Path(sys.prefix) / PACKAGED_IPCLUSTER_CONFIG).resolve()
+    assert path.read_text() == (REPO / PACKAGED_IPCLUSTER_CONFIG).read_text()
+
+
 @pytest.mark.slurm
 @pytest.mark.multinode
-def test_plain_ipyparallel_cluster_with_hpchub_engines_inside_a_server_environment(slurm_cluster):
-    """What a notebook writes: ipp.Cluster(engines="hpchub", n=...). The server job's environment
-    names the site config and engine profile; the venv's ipcluster_config.py picks the controller."""
+def test_plain_ipyparallel_cluster_in_a_three_node_server_registers_engines_on_every_node(slurm_cluster):
+    """What a notebook writes, ipp.Cluster(engines="hpchub", n=3), in the environment of a server
+    whose profile spans 3 nodes; jobs use this pytest's venv, which has nothing but pip's install
+    of hpchub (and an empty IPython directory): engines on all 3 nodes, none on this one, register."""
+    site = (SITE_CONFIGS / "local-slurm.yaml").read_text()
+    three_nodes = site.replace("venv: /opt/hpchub/venv", f"venv: {JOB_VENV}").replace(
+        'walltime: "01:00:00", nodes: 2}', 'walltime: "01:00:00", nodes: 3}')
+    assert three_nodes.count(JOB_VENV) == 1 and "nodes: 3}" in three_nodes
+    site_config = user_readable("three-node-server.yaml", three_nodes)
     result = run_as("alice", f"""
-        import asyncio, json, os, socket
-        os.environ.update(HPCHUB_SITE_CONFIG={str(LOCAL_SLURM)!r}, HPCHUB_ENGINE_PROFILE="multi",
-                          JUPYTERHUB_API_URL="http://10.77.0.1:8081/hub/api")
+        import asyncio, importlib.metadata, json, os, socket, sys
+        os.environ.update(HPCHUB_SITE_CONFIG={str(site_config)!r}, HPCHUB_ENGINE_PROFILE="multi",
+                          JUPYTERHUB_API_URL="http://10.77.0.1:8081/hub/api", IPYTHONDIR=os.path.abspath("ipython"))
         import ipyparallel as ipp
 
         async def main():
@@ -150,10 +208,17 @@ def test_plain_ipyparallel_cluster_with_hpchub_engines_inside_a_server_environme
             rc = await cluster.start_and_connect()
             hosts = rc[:].apply_sync(socket.gethostname)
             controller = type(cluster.controller).__name__
+            job_id = cluster.engine_set.job_id
             await cluster.stop_cluster()
-            print(json.dumps({{"hosts": hosts, "controller": controller}}))
+            config_files = [str(f.locate().resolve()) for f in importlib.metadata.files("hpchub")
+                            if str(f).endswith({PACKAGED_IPCLUSTER_CONFIG!r})]
+            print(json.dumps({{"hosts": hosts, "controller": controller, "job_id": job_id, "prefix": sys.prefix,
+                               "config_files": config_files}}))
 
         asyncio.run(main())
     """)
+    assert result["prefix"] == JOB_VENV
     assert result["controller"] == "HPCControllerLauncher"
-    assert len(set(result["hosts"])) == 2  # the multi profile's default: 2 nodes
+    assert sorted(result["hosts"]) == ["node1", "node2", "node3"]
+    assert result["config_files"] == [f"{JOB_VENV}/{PACKAGED_IPCLUSTER_CONFIG}"]  # pip's, not a hand-copied file
+    assert not [line for line in active_slurm_jobs_named("alice", "-engines-") if line.split()[0] == result["job_id"]]
