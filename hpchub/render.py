@@ -116,11 +116,14 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     # Secrets (the hub API token) reach the job in this file, readable by the user only.
     secrets_file: str | None = None
-    # Pick a free port on the node and report it to the hub before starting the server.
+    # The server reports its port to the hub (hpchub.singleuser); the script names its node.
     report_port: bool = False
 
 
 SERVER_COMMAND = ("jupyterhub-singleuser",)
+# Appended to the server command: hpchub.singleuser picks the listening address and reports the
+# port once the server listens on it; port 0 lets the OS choose a free one at bind time.
+SERVER_ARGS = ("--ServerApp.jpserver_extensions=hpchub.singleuser=True", "--ServerApp.port=0")
 
 
 def server_launch(
@@ -129,11 +132,12 @@ def server_launch(
     server_command: Sequence[str] = SERVER_COMMAND,
     test_command: Sequence[str] | None = None,
 ) -> Launch:
-    """How a server job starts: hub secrets from a user-only file, port reported, then the
-    server. ``test_command`` (an admin trying a profile) runs instead and needs neither."""
+    """How a server job starts: hub secrets from a user-only file, then the server, which reports
+    its own port. ``test_command`` (an admin trying a profile) runs instead and needs neither."""
     if test_command:
         return Launch(command=tuple(test_command))
-    return Launch(command=tuple(server_command), secrets_file=f"{user.home}/.hpchub/{name}.env", report_port=True)
+    return Launch(command=(*server_command, *SERVER_ARGS), secrets_file=f"{user.home}/.hpchub/{name}.env",
+                  report_port=True)
 
 
 def job_name(user: UserAccount, profile_slug: str, suffix: str = "") -> str:
