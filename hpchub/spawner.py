@@ -32,6 +32,8 @@ from .render import UserAccount, job_context, job_name, render_job_script, serve
 from .runner import CommandError
 from .runtime import ClusterRuntime
 from .schedulers import JobState
+from .schedulers import slurm as _slurm
+from .tls import node_alt_names, tls_env, tls_files
 
 porthandler.register_at_import()
 
@@ -103,6 +105,10 @@ class HPCSpawner(Spawner):
     @default("poll_interval")
     def _poll_interval_default(self):
         return 30
+
+    @default("ssl_alt_names")
+    def _ssl_alt_names_default(self):
+        return self._queue_alt_names  # internal_ssl: JupyterHub calls it before start()
 
     # -- state ------------------------------------------------------------------------------
     job_id = Unicode("")
@@ -255,8 +261,14 @@ class HPCSpawner(Spawner):
 
         self._port_event = asyncio.Event()
         self._reported_port = None
-        env_text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(self._job_env().items()))
+        job_env = self._job_env()
         try:
+            if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
+                tls_dir = _tls_dir(secrets_file)
+                for file_name, text in tls_files(self.cert_paths).items():
+                    await client.write_user_file(user.name, f"{tls_dir}/{file_name}", text)
+                job_env.update(tls_env(tls_dir))
+            env_text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(job_env.items()))
             await client.write_user_file(user.name, secrets_file, env_text)
             job_id = await client.submit(user.name, script, log_dir=context["job"]["log_dir"])
         except CommandError as error:
@@ -328,6 +340,33 @@ class HPCSpawner(Spawner):
                 raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server reported its port"))
             if view.presence is Presence.KNOWN and view.status.state is JobState.ERROR:
                 raise SpawnFailed(await self._failure_text(runtime, "the job is in an error state"))
+
+    async def _queue_alt_names(self, spawner=None) -> list[str]:
+        """internal_ssl: the server's certificate is made before the job has a node, so it names
+        every node of the queue by the address the hub will connect to (as _address_of finds it:
+        Slurm's NodeAddr, else DNS of the node name)."""
+        request = self._request_from(self.user_options)
+        runtime = self._runtime(request.cluster_name)
+        if runtime.client.backend is _slurm:
+            argv = ["sinfo", "--noheader", "--Node", "--partition", request.queue, "--format", "%N %o"]
+        else:
+            argv = ["qselect", "-q", request.queue]  # one queue@host line per node
+        try:
+            lines = (await runtime.client.run(argv)).stdout.split("\n")
+        except CommandError as error:
+            self.log.warning("no node list for queue %s: %s", request.queue, error)
+            lines = []
+        addresses = []
+        for fields in (line.split() for line in lines if line.strip()):
+            host = fields[0].rpartition("@")[2]
+            address = fields[1] if len(fields) > 1 else host
+            if address == host:
+                try:
+                    address = socket.gethostbyname(host)
+                except OSError:
+                    pass
+            addresses.append(address)
+        return list(self.trusted_alt_names) + node_alt_names(addresses)
 
     async def _address_of(self, runtime: ClusterRuntime, host: str) -> str:
         """The address the hub connects to: from the scheduler's node name (never from the job)."""
@@ -447,7 +486,7 @@ class HPCSpawner(Spawner):
         runtime.poller.unwatch(self.job_id)
         if self.secrets_file:
             try:
-                await runtime.client.run(["rm", "-f", self.secrets_file], user=self.user.name)
+                await runtime.client.run(["rm", "-rf", self.secrets_file, _tls_dir(self.secrets_file)], user=self.user.name)
             except CommandError as error:
                 self.log.warning("removing %s: %s", self.secrets_file, error)
 
@@ -455,6 +494,12 @@ class HPCSpawner(Spawner):
         while True:
             event = await self._progress.get()
             yield event
+
+
+def _tls_dir(secrets_file: str) -> str:
+    """internal_ssl files of the job whose secrets are ``~/.hpchub/NAME.env``: ``~/.hpchub/jobs/NAME``."""
+    path = Path(secrets_file)
+    return str(path.parent / "jobs" / path.stem)
 
 
 def _first_line(text: str) -> str:
