@@ -486,7 +486,8 @@ class HPCSpawner(Spawner):
         runtime.poller.unwatch(self.job_id)
         if self.secrets_file:
             try:
-                await runtime.client.run(["rm", "-rf", self.secrets_file, _tls_dir(self.secrets_file)], user=self.user.name)
+                await runtime.client.run(["rm", "-f", self.secrets_file], user=self.user.name)
+                await runtime.client.run(["rm", "-rf", _tls_dir(self.secrets_file)], user=self.user.name)  # internal_ssl
             except CommandError as error:
                 self.log.warning("removing %s: %s", self.secrets_file, error)
 
