@@ -167,6 +167,10 @@ class ClusterClient:
             return None
         return self.backend.parse_node_address((await self.run(argv)).stdout)
 
+    async def queue_nodes(self, queue: str) -> list[tuple[str, str | None]]:
+        """(node, the scheduler's address or None) for every node of ``queue``."""
+        return self.backend.parse_queue_nodes((await self.run(self.backend.queue_nodes_argv(queue))).stdout)
+
     async def explain(self, job_id: str) -> str | None:
         """The scheduler's own words on why a job is held or in error."""
         return self.backend.parse_explain((await self.run(self.backend.explain_argv(job_id))).stdout)

@@ -26,6 +26,9 @@ from .render import Launch, RenderError, UserAccount, engine_context, job_contex
 from .schedulers import backend_for
 
 SERVER_COMMAND = ("jupyterhub-singleuser",)
+# Appended to the server command: hpchub.singleuser binds the address the hub connects to and
+# reports the port once the server listens on it; port 0 lets the OS choose a free one at bind time.
+SERVER_ARGS = ("--ServerApp.jpserver_extensions=hpchub.singleuser=True", "--ServerApp.port=0")
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENGINE_MARK = ".e-"
 
@@ -99,7 +102,8 @@ def server_job(
     env = {ENV_ENGINE_PROFILE: request.profile.slug}
     if site.source is not None:
         env[ENV_SITE_CONFIG] = str(Path(site.source).resolve())
-    launch = Launch(command=tuple(server_command), env=env, secrets_file=f"{job_dir(user, name)}/env", report_port=True)
+    launch = Launch(command=(*server_command, *SERVER_ARGS), env=env, secrets_file=f"{job_dir(user, name)}/env",
+                    report_port=True)
     context = job_context(site, request, user, launch, name=name)
     return _prepare("server", site, request, user, name, name, context, template_name(request))
 

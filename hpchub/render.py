@@ -137,7 +137,7 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     # Secrets (the hub API token) reach the job in this file, readable by the user only.
     secrets_file: str | None = None
-    # Pick a free port on the node and report it to the hub before starting the server.
+    # The server reports its port to the hub (hpchub.singleuser); the script names its node.
     report_port: bool = False
 
 
@@ -187,6 +187,8 @@ def job_context(
             "log_dir": Raw(log_dir),
             # The cluster key keeps job ids of clusters that share home directories apart.
             "output": Raw(f"{log_dir}/{name}.{request.cluster_name}.{backend.OUTPUT_JOB_ID}.log"),
+            # The variable holding the scheduler's name for the node a job runs on.
+            "node_name_variable": Raw(backend.NODE_NAME_VARIABLE),
         },
         "environment": {
             "modules": [Raw(m) for m in environment.modules],

@@ -47,6 +47,15 @@ class ClusterRuntime:
             self.queues = CachedQuery(self.client.queue_info, ttl=ttl)
         return self.queues
 
+    async def queue_addresses(self, queue: str) -> list[str]:
+        """The addresses the hub would connect to for every node of ``queue``."""
+        addresses = []
+        for node, address in await self.client.queue_nodes(queue):
+            if address and address != node:
+                self._node_addresses[node] = (address, time.monotonic())
+            addresses.append(await self.node_address(node))
+        return addresses
+
     async def node_address(self, node: str) -> str:
         """The address the hub connects to for ``node``: the scheduler's (Slurm NodeAddr), else DNS,
         else the name; never anything the job says. Cached for NODE_ADDRESS_TTL."""

@@ -22,7 +22,7 @@ from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from . import jobs, lifecycle, porthandler, progress
+from . import jobs, lifecycle, porthandler, progress, tls
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import options_from_form, render_spawn_form
@@ -132,6 +132,10 @@ class HPCSpawner(Spawner):
     @default("poll_interval")
     def _poll_interval_default(self):
         return 30
+
+    @default("ssl_alt_names")
+    def _ssl_alt_names_default(self):
+        return self._queue_alt_names  # internal_ssl: JupyterHub calls it before start()
 
     # -- state: enough to find, poll and cancel the job without the site config -----------------
     job_id = Unicode("")
@@ -252,6 +256,18 @@ class HPCSpawner(Spawner):
             raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
 
     # -- the job ----------------------------------------------------------------------------
+    async def _queue_alt_names(self, spawner=None) -> list[str]:
+        """internal_ssl: the server's certificate is made before the job has a node, so it names
+        every node of the queue by the address the hub will connect to."""
+        request = await self._request_from(self.user_options)
+        runtime = self._runtime(ClusterSpec.from_site(self.site, request.cluster_name))
+        try:
+            addresses = await runtime.queue_addresses(request.queue)
+        except CommandError as error:
+            self.log.warning("no node list for queue %s (the server's certificate names none): %s", request.queue, error)
+            addresses = []
+        return list(self.trusted_alt_names) + tls.node_alt_names(addresses)
+
     def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
@@ -276,7 +292,12 @@ class HPCSpawner(Spawner):
             job = jobs.server_job(site, request, user, self.name, self.server_command)
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None
-        files = {"env": jobs.env_file(self._job_env())}
+        env = self._job_env()
+        files = {}
+        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
+            files.update(tls.tls_files(self.cert_paths))
+            env.update(tls.tls_env(job.job_dir))
+        files["env"] = jobs.env_file(env)
         self._port = porthandler.expect_port(self.api_token)
         try:
             job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)

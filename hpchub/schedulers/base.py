@@ -122,6 +122,9 @@ class SchedulerBackend(Protocol):
     OUTPUT_JOB_ID: str
     # Pending/held reasons in the scheduler's words -> plain words for the spawn page.
     REASON_TEXT: dict[str, str]
+    # The environment variable that names, inside a job, the node it runs on as the scheduler
+    # names it (the hub resolves that name to the address it connects to).
+    NODE_NAME_VARIABLE: str
 
     def submit_argv(self) -> list[str]:
         """Submit the job script given on stdin; prints what ``parse_submit`` reads."""
@@ -145,6 +148,14 @@ class SchedulerBackend(Protocol):
         """Commands whose outputs ``parse_queue_info`` reads, in this order (one poll interval)."""
 
     def parse_queue_info(self, outputs: Sequence[str]) -> list[QueueInfo]:
+        ...
+
+    def queue_nodes_argv(self, queue: str) -> list[str]:
+        """The nodes of ``queue`` (for TLS certificates made before a job has its node)."""
+        ...
+
+    def parse_queue_nodes(self, stdout: str) -> list[tuple[str, str | None]]:
+        """(node name, the scheduler's address for it or None: ask DNS) for each node."""
         ...
 
     def node_address_argv(self, node: str) -> list[str] | None:

@@ -21,6 +21,7 @@ name = "sge"
 
 # Grid Engine sets it in the job's environment; -o paths expand it.
 OUTPUT_JOB_ID = "$JOB_ID"
+NODE_NAME_VARIABLE = "HOSTNAME"
 
 # qstat's job list carries no pending reason (``qstat -j`` has it, see explain_argv); held and
 # error states are told apart by their letters.
@@ -163,6 +164,15 @@ def parse_explain(stdout: str) -> str | None:
 
 def cancel_argv(job_ids: Sequence[str]) -> list[str]:
     return ["qdel", *job_ids]
+
+
+def queue_nodes_argv(queue: str) -> list[str]:
+    return ["qselect", "-q", queue]  # one queue@host line per queue instance
+
+
+def parse_queue_nodes(stdout: str) -> list[tuple[str, str | None]]:
+    hosts = [line.strip().rpartition("@")[2] for line in stdout.splitlines() if line.strip()]
+    return [(host, None) for host in dict.fromkeys(hosts)]
 
 
 def node_address_argv(node: str) -> list[str] | None:

@@ -21,6 +21,7 @@ name = "slurm"
 
 # sbatch expands it in --output.
 OUTPUT_JOB_ID = "%j"
+NODE_NAME_VARIABLE = "SLURMD_NODENAME"
 
 # Unit separator: cannot occur in the fields below (ids, states, user, partition and node
 # names, reasons, times, numbers), none of which a user chooses.
@@ -211,6 +212,19 @@ def parse_private_data(stdout: str) -> bool:
     only their own jobs, so queue positions and other users' jobs are out of sight."""
     match = re.search(r"^PrivateData\s*=\s*(\S*)", stdout, re.MULTILINE)
     return bool(match) and not {"jobs", "all"}.isdisjoint(match.group(1).lower().split(","))
+
+
+def queue_nodes_argv(queue: str) -> list[str]:
+    return ["sinfo", "--noheader", "--Node", f"--partition={queue}", f"--format=%N{SEP}%o"]
+
+
+def parse_queue_nodes(stdout: str) -> list[tuple[str, str | None]]:
+    nodes = []
+    for line in stdout.splitlines():
+        name, _, address = line.partition(SEP)
+        if name.strip():
+            nodes.append((name.strip(), address.strip() or None))
+    return list(dict.fromkeys(nodes))  # sinfo --Node lists a node once per partition
 
 
 def node_address_argv(node: str) -> list[str] | None:

@@ -37,37 +37,6 @@ set -a
 set +a
 export HPCHUB_ENGINE_PROFILE=gpu
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
-# Pick a free port on this node and report it to the hub. The port is all the hub takes from a
-# job (the host comes from the scheduler), and only with this server's own token.
-command -v python3 >/dev/null || hpchub_fail "python3 is not on PATH after the environment block"
-HPCHUB_PORT=$(python3 - <<'HPCHUB_REPORT_PORT'
-import json, os, socket, sys, time, urllib.error, urllib.request
-
-with socket.socket() as sock:
-    sock.bind(("", 0))
-    port = sock.getsockname()[1]
-url = os.environ["JUPYTERHUB_API_URL"].rstrip("/") + "/hpchub/port"
-request = urllib.request.Request(
-    url, data=json.dumps({"port": port}).encode(), method="POST",
-    headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"], "Content-Type": "application/json"},
-)
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the hub is never behind the site's web proxy
-for attempt in range(1, 6):
-    try:
-        opener.open(request, timeout=10).close()
-        break
-    except urllib.error.HTTPError as error:
-        print(f"hpchub: the hub refused port {port} at {url}: {error.code} {error.read()[:300]!r}", file=sys.stderr)
-        if error.code < 500:
-            sys.exit(1)
-    except OSError as error:
-        print(f"hpchub: cannot reach the hub at {url} (attempt {attempt}): {error}", file=sys.stderr)
-    if attempt == 5:
-        sys.exit(1)
-    time.sleep(2)
-print(port)
-HPCHUB_REPORT_PORT
-) || hpchub_fail "could not report the server's port to the hub"
-echo "hpchub: server port $HPCHUB_PORT reported to the hub"
-export JUPYTERHUB_SERVICE_URL="http://0.0.0.0:${HPCHUB_PORT}${JUPYTERHUB_SERVICE_PREFIX:-/}"
-exec jupyterhub-singleuser
+export HPCHUB_SCHEDULER=slurm
+export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
+exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True --ServerApp.port=0

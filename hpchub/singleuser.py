@@ -1,0 +1,186 @@
+"""The job side of a single-user server: a Jupyter server extension, loaded only inside the job.
+
+hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True
+--ServerApp.port=0`` (see ``hpchub.render.SERVER_ARGS``). This extension then
+
+- makes the server listen on the address the hub connects to: the scheduler's node
+  (``HPCHUB_SCHEDULER``, ``HPCHUB_NODE_NAME``, set by the job script) resolved the way the hub
+  resolves it; on all interfaces (0.0.0.0), with a log line, only where that address is not one
+  of this host's;
+- once the server listens, reports the port of its listening socket to the hub
+  (``POST /hub/api/hpchub/port``, body ``{"port": N}``, with the server's own API token, over the
+  singleuser app's hub client and TLS settings). The port the hub gets is one this process
+  already holds, so no other process can take it in between. If the report fails, the server
+  exits with status 1, so the job ends and the spawn fails at once with the job's output.
+
+Nothing here runs in the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+ALL_INTERFACES = "0.0.0.0"
+REPORT_ATTEMPTS = 5
+REPORT_RETRY_SECONDS = 2.0
+SCHEDULER_QUERY_TIMEOUT = 15.0
+
+log = logging.getLogger("hpchub.singleuser")
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "hpchub.singleuser"}]
+
+
+# -- the address --------------------------------------------------------------------------------
+def scheduler_node_address(scheduler: str, node_name: str, run: Callable[[list[str]], str] | None = None) -> str:
+    """The address the hub connects to for ``node_name``, found as the hub finds it: the
+    scheduler's own address for the node where the backend has one (Slurm: NodeAddr), else DNS."""
+    from .schedulers import backend_for
+
+    backend = backend_for(scheduler)
+    address = node_name
+    argv = backend.node_address_argv(node_name)
+    if argv is not None:
+        try:
+            address = backend.parse_node_address((run or _run)(argv)) or node_name
+        except (OSError, subprocess.SubprocessError) as error:
+            log.warning("hpchub: no address for node %s from the scheduler: %s", node_name, error)
+    if address == node_name:
+        try:
+            address = socket.gethostbyname(node_name)
+        except OSError:
+            pass
+    return address
+
+
+def _run(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=SCHEDULER_QUERY_TIMEOUT).stdout
+
+
+def is_local_address(address: str) -> bool:
+    """True if a server on this host can listen on ``address`` (an IP address)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def bind_address(scheduler: str, node_name: str, run: Callable[[list[str]], str] | None = None) -> tuple[str, str]:
+    """(IP address to listen on, why): the node's address if it is one of this host's, else all
+    interfaces."""
+    if not scheduler or not node_name:
+        return ALL_INTERFACES, "the job script did not name the scheduler's node (HPCHUB_SCHEDULER, HPCHUB_NODE_NAME)"
+    address = scheduler_node_address(scheduler, node_name, run)
+    try:
+        ip = str(ipaddress.ip_address(address))
+    except ValueError:
+        try:
+            ip = socket.gethostbyname(address)
+        except OSError as error:
+            return ALL_INTERFACES, f"the hub's address {address!r} for node {node_name} does not resolve here ({error})"
+    if not is_local_address(ip):
+        return ALL_INTERFACES, f"the hub's address {ip} for node {node_name} is not an address of this host"
+    return ip, f"the hub's address for node {node_name}"
+
+
+# -- the port -----------------------------------------------------------------------------------
+def listening_ports(serverapp: Any) -> set[int]:
+    """The ports of the server's listening TCP sockets (read from the sockets, not from config)."""
+    server = getattr(serverapp, "http_server", None)
+    sockets = getattr(server, "_sockets", {}) or {}  # tornado's TCPServer keeps fd -> socket
+    return {sock.getsockname()[1] for sock in sockets.values() if sock.family in (socket.AF_INET, socket.AF_INET6)}
+
+
+class PortReportError(RuntimeError):
+    pass
+
+
+def _hub_client(serverapp: Any) -> tuple[str, str, dict[str, Any]]:
+    """(hub API URL, this server's token, HTTP client options): from the running jupyterhub
+    singleuser app (its TLS context carries internal_ssl's client certificate), else from the
+    environment the hub gave the job."""
+    for apps in serverapp.extension_manager.extension_apps.values():
+        for app in apps:
+            hub_auth = getattr(app, "hub_auth", None)
+            options = getattr(app, "hub_http_client_opts", None)
+            if hub_auth is not None and options is not None:
+                return hub_auth.api_url, hub_auth.api_token, dict(options)
+    from jupyterhub.utils import make_ssl_context
+
+    options: dict[str, Any] = {}
+    context = make_ssl_context(os.environ.get("JUPYTERHUB_SSL_KEYFILE"), os.environ.get("JUPYTERHUB_SSL_CERTFILE"),
+                               cafile=os.environ.get("JUPYTERHUB_SSL_CLIENT_CA"))
+    if context is not None:
+        options["ssl"] = context
+    return os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""), options
+
+
+async def report_port(url: str, token: str, port: int, client_options: dict[str, Any],
+                      attempts: int = REPORT_ATTEMPTS, retry_seconds: float = REPORT_RETRY_SECONDS) -> None:
+    """POST ``{"port": port}`` to ``url`` with ``token``; retry while the hub is unreachable or
+    answers 5xx; raise PortReportError when it refuses (4xx) or never answers."""
+    from jupyterhub.httpclient import fetch
+
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    last_error = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await fetch(url, method="POST", data=json.dumps({"port": port}), headers=headers,
+                                   raise_for_status=False, **client_options)
+            if response.status < 300:
+                return
+            last_error = f"{response.status} {(await response.text())[:300]!r}"
+            if response.status < 500:
+                raise PortReportError(f"the hub refused port {port} at {url}: {last_error}")
+        except PortReportError:
+            raise
+        except Exception as error:  # aiohttp's and ssl's connection errors: try again
+            last_error = f"{type(error).__name__}: {error}"
+        log.warning("hpchub: reporting port %s to %s failed (attempt %s of %s): %s", port, url, attempt, attempts,
+                    last_error)
+        if attempt < attempts:
+            await asyncio.sleep(retry_seconds)
+    raise PortReportError(f"cannot report port {port} to the hub at {url}: {last_error}")
+
+
+# -- the extension hooks ------------------------------------------------------------------------
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    # Runs after the singleuser app set ip from JUPYTERHUB_SERVICE_URL and before the server
+    # binds, so the address chosen here is the one it listens on.
+    ip, why = bind_address(os.environ.get("HPCHUB_SCHEDULER", ""), os.environ.get("HPCHUB_NODE_NAME", ""))
+    if ip == ALL_INTERFACES:
+        serverapp.log.warning("hpchub: listening on all interfaces: %s", why)
+    else:
+        serverapp.log.info("hpchub: listening on %s, %s", ip, why)
+    serverapp.ip = ip
+
+
+async def _start_jupyter_server_extension(serverapp: Any) -> None:
+    # Runs once the IO loop has started, after the server's sockets were bound.
+    ports = listening_ports(serverapp)
+    try:
+        if len(ports) != 1:
+            raise PortReportError(f"the server should listen on one port, it listens on {sorted(ports) or 'none'}")
+        (port,) = ports
+        url, token, options = _hub_client(serverapp)
+        await report_port(url.rstrip("/") + "/hpchub/port", token, port, options)
+    except Exception as error:
+        message = f"hpchub: {error}; stopping the server"
+        serverapp.log.critical(message)
+        print(message, file=sys.stderr, flush=True)
+        # Not caught by jupyter_server's extension loop: the process ends with status 1.
+        raise SystemExit(1) from None
+    serverapp.log.info("hpchub: server port %s reported to the hub", port)

@@ -1,0 +1,142 @@
+"""End to end on the real local Slurm with ``c.JupyterHub.internal_ssl = True``: the hub starts its
+own configurable-http-proxy (with the proxy's TLS client certificate), the server's key and
+certificate reach the job in user-only files, and hub and proxy reach the server over TLS.
+Also where the server listens: on the node's address, on the port it reported."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from hubharness import VENV, Hub, jobs_of, remove_job_logs, spawn, stop
+from support import REPO, SITE_CONFIGS, user_readable
+
+from hpchub.cluster import ClusterClient
+from hpchub.config import load_site_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+USERS = ("carol", "bob")  # not alice: other suites give her jobs with odd names
+
+TLS_CONFIG = """
+load_subconfig({example!r})
+import os
+c.JupyterHub.internal_ssl = True
+# Jobs call the hub at hub_ip: its certificate must name that address.
+c.JupyterHub.trusted_alt_names = ["IP:" + c.JupyterHub.hub_ip]
+c.ConfigurableHTTPProxy.should_start = True
+c.ConfigurableHTTPProxy.api_url = "https://127.0.0.1:" + os.environ["HPCHUB_TLS_PROXY_API_PORT"]
+"""
+
+
+class HubWithItsOwnProxy(Hub):
+    """The hub starts the proxy itself, as it must for internal_ssl: it hands the proxy the
+    certificates it creates at start-up, and stops the proxy when it stops."""
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        del env["HPCHUB_PROXY_API"]
+        env["HPCHUB_TLS_PROXY_API_PORT"] = str(self.proxy_api_port)
+        return env
+
+    def start(self) -> None:
+        self.hub = subprocess.Popen(
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
+            cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
+        )
+        self._wait_until_up()
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster, tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub-slurm-tls")
+    config = state / "jupyterhub_config.py"
+    config.write_text(TLS_CONFIG.format(example=str(REPO / "examples" / "jupyterhub_config.py")))
+    # The jobs run the hpchub under test (HPCHUB_VENV), not necessarily the shared one.
+    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text().replace("venv: /opt/hpchub/venv", f"venv: {VENV}")
+    hub = HubWithItsOwnProxy(user_readable(f"{state.name}.yaml", site_text), state, config_file=config)
+    started = time.time()
+    hub.start()
+    try:
+        yield hub
+    finally:
+        for user in USERS:
+            hub.api("DELETE", f"/users/{user}/server")
+        hub.close()
+        remove_job_logs(USERS, since=started)
+        for user in USERS:
+            subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-small",
+                            f"--name=hpchub-{user}-multi"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def client(hub):
+    site = load_site_config(hub.site_config)
+    return ClusterClient("slurm", site.clusters["slurm"])
+
+
+def listening(addresses_and_ports: str, port: int) -> list[str]:
+    """Local addresses of the LISTEN sockets on ``port`` in ``ss -ltnH`` output."""
+    found = []
+    for line in addresses_and_ports.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3].rsplit(":", 1)[-1] == str(port):
+            found.append(fields[3].rsplit(":", 1)[0])
+    return found
+
+
+def server_target(hub: Hub, user: str) -> tuple[str, str, int]:
+    """(scheme, address, port) the hub gave the proxy for the user's server."""
+    log = hub.hub_log.read_text(errors="replace")
+    targets = re.findall(rf"Adding user {user} to proxy /user/{user}/ => (\S+)", log)
+    assert targets, hub.log_tail()
+    match = re.match(r"(https?)://([^:/]+):(\d+)", targets[-1])
+    return match.group(1), match.group(2), int(match.group(3))
+
+
+def test_internal_ssl_server_on_the_head_node_through_the_proxy(hub, client):
+    server = spawn(hub, "carol", {"profile": "small"})
+    job_id = server["state"]["job_id"]
+    assert job_id in jobs_of(client, "carol")
+    proto, address, port = server_target(hub, "carol")
+    assert (proto, address) == ("https", "127.0.0.1")  # the vm node's NodeAddr, over TLS
+    status = hub.get_user_url("carol", "api/status")
+    assert status.status_code == 200 and "last_activity" in status.json()
+    # The server's key reached the job in carol's own files, never in the script.
+    env = Path(server["state"]["secrets_file"]).read_text()
+    keyfile = Path(re.search(r"^JUPYTERHUB_SSL_KEYFILE=(\S+)$", env, re.M).group(1))
+    assert keyfile.parent == Path("/home/carol/.hpchub/jobs/hpchub-carol-small")
+    for name in ("tls.key", "tls.crt", "ca.crt"):
+        path = keyfile.parent / name
+        assert path.owner() == "carol" and path.stat().st_mode & 0o777 == 0o600
+    assert "BEGIN" in keyfile.read_text() and "PRIVATE KEY" in keyfile.read_text()
+    script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True).stdout
+    assert "PRIVATE KEY" not in script
+    # The reported port is the one carol's server listens on, on the node's address only.
+    sockets = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    assert listening(sockets, port) == ["127.0.0.1"], sockets
+    # Plain HTTP to the server is refused: TLS only.
+    with pytest.raises(requests.RequestException):
+        requests.get(f"http://127.0.0.1:{port}/user/carol/api/status", timeout=5).raise_for_status()
+    stop(hub, "carol")
+    assert not keyfile.parent.exists()
+
+
+@pytest.mark.multinode
+def test_internal_ssl_server_on_a_compute_node_listens_on_its_node_address(hub, client):
+    server = spawn(hub, "bob", {"profile": "multi", "nodes": 1})
+    assert server["state"]["job_host"] in ("node1", "node2", "node3")
+    node = server["state"]["job_host"]
+    proto, address, port = server_target(hub, "bob")
+    node_address = {"node1": "10.77.0.11", "node2": "10.77.0.12", "node3": "10.77.0.13"}[node]
+    assert (proto, address) == ("https", node_address)
+    assert hub.get_user_url("bob", "api/status").status_code == 200
+    sockets = subprocess.run(["ip", "netns", "exec", f"hpchub-{node}", "ss", "-ltnH"], capture_output=True, text=True,
+                             check=True).stdout
+    assert listening(sockets, port) == [node_address], sockets  # not 0.0.0.0
+    stop(hub, "bob")
+
