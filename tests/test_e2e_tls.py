@@ -15,7 +15,7 @@ import requests
 from hubharness import VENV, Hub, jobs_of, remove_job_logs, spawn, stop
 from support import REPO, SITE_CONFIGS, user_readable
 
-from hpchub.cluster import ClusterClient
+from hpchub.cluster import client_for
 from hpchub.config import load_site_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -76,7 +76,7 @@ def hub(slurm_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(hub):
     site = load_site_config(hub.site_config)
-    return ClusterClient("slurm", site.clusters["slurm"])
+    return client_for(site, "slurm")
 
 
 def listening(addresses_and_ports: str, port: int) -> list[str]:
@@ -107,7 +107,7 @@ def test_internal_ssl_server_on_the_head_node_through_the_proxy(hub, client):
     status = hub.get_user_url("carol", "api/status")
     assert status.status_code == 200 and "last_activity" in status.json()
     # The server's key reached the job in carol's own files, never in the script.
-    env = Path(server["state"]["secrets_file"]).read_text()
+    env = Path(f"/home/carol/.hpchub/jobs/{server['state']['job_key']}/env").read_text()
     keyfile = Path(re.search(r"^JUPYTERHUB_SSL_KEYFILE=(\S+)$", env, re.M).group(1))
     assert keyfile.parent == Path("/home/carol/.hpchub/jobs/hpchub-carol-small")
     for name in ("tls.key", "tls.crt", "ca.crt"):
