@@ -7,6 +7,7 @@ are stopped by pid at the end; the hub's database lives in a temporary directory
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import secrets
 import signal
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 class Hub:
     def __init__(self, site_config: Path, state_dir: Path, poll_interval: int = 5, config_file: Path | None = None,
-                 start_timeout: int = 180):
+                 start_timeout: int = 180, user: str | None = None):
         self.site_config = site_config
         self.config_file = config_file or REPO / "examples" / "jupyterhub_config.py"
         self.state_dir = state_dir
@@ -45,6 +46,8 @@ class Hub:
         self.proxy: subprocess.Popen | None = None
         self.hub: subprocess.Popen | None = None
         self.hub_log = state_dir / "hub.log"
+        # The account the hub process runs as (None: this process's, root in the tests); the proxy stays ours.
+        self.user = user
 
     # -- processes --------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -61,7 +64,17 @@ class Hub:
             CONFIGPROXY_AUTH_TOKEN=self.proxy_token,
             PATH=f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
         )
+        if self.user is not None:
+            env.update(HOME=str(self.state_dir), USER=self.user, LOGNAME=self.user)
         return env
+
+    def _as_hub_account(self) -> dict:
+        """Popen arguments that run the hub as ``self.user``, with no supplementary groups of ours."""
+        if self.user is None:
+            return {}
+        account = pwd.getpwnam(self.user)
+        os.chown(self.state_dir, account.pw_uid, account.pw_gid)
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
     def start(self) -> None:
         if self.proxy is None:
@@ -73,6 +86,7 @@ class Hub:
         self.hub = subprocess.Popen(
             [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
             cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
+            **self._as_hub_account(),
         )
         self._wait_until_up()
 
