@@ -40,7 +40,8 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
     try:
         profile = site.profile(args.profile)
     except KeyError:
-        raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {', '.join(p.slug for p in site.profiles)})"}) from None
+        slugs = ", ".join(p.slug for p in site.profiles)
+        raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {slugs})"}) from None
     request = resolve_request(site, profile, _parse_sets(args.set))
     user = UserAccount.lookup(args.user)
     if getattr(args, "command", None):
@@ -167,14 +168,15 @@ def cmd_queues(args: argparse.Namespace) -> int:
                 str(limits.max_walltime) if limits and limits.max_walltime else (queue.max_walltime or "-"),
                 "yes" if limits else "no",
             ))
-    _table(("CLUSTER", "QUEUE", "STATE", "CORES FREE", "NODES FREE", "RUNNING", "PENDING", "MAX WALLTIME", "IN SITE CONFIG"), rows)
+    _table(("CLUSTER", "QUEUE", "STATE", "CORES FREE", "NODES FREE", "RUNNING", "PENDING", "MAX WALLTIME",
+            "IN SITE CONFIG"), rows)
     return 0
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def parser() -> argparse.ArgumentParser:

@@ -63,7 +63,7 @@ class ClusterSpec:
     uid_min: int = 1000
 
     @classmethod
-    def from_site(cls, site: Any, name: str) -> "ClusterSpec":
+    def from_site(cls, site: Any, name: str) -> ClusterSpec:
         cluster = site.clusters[name]
         return cls(
             name=name, scheduler=cluster.scheduler, via=cluster.submit.via, sudo=cluster.submit.sudo,
@@ -74,11 +74,11 @@ class ClusterSpec:
         return asdict(self)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> "ClusterSpec":
+    def from_state(cls, state: Mapping[str, Any]) -> ClusterSpec:
         fields = {key: state[key] for key in cls.__dataclass_fields__ if key in state}
         return cls(**fields)
 
-    def as_current_user(self) -> "ClusterSpec":
+    def as_current_user(self) -> ClusterSpec:
         """The same cluster from a process that already runs as the user (a notebook's launcher)."""
         return ClusterSpec(self.name, self.scheduler, "local", self.sudo, default_jobfiles_command(), self.uid_min)
 

@@ -72,7 +72,7 @@ class Environment(_Model):
     prologue: StrictStr | None = None
     env: dict[Annotated[StrictStr, Field(pattern=ENV_NAME_PATTERN)], SingleLine] = {}
 
-    def extended_by(self, other: "Environment | None") -> "Environment":
+    def extended_by(self, other: Environment | None) -> Environment:
         """This environment with a profile's additions: modules appended, env merged."""
         if other is None:
             return self
@@ -409,7 +409,7 @@ class _PathNamer:
                 return self.lines[tuple(loc[:end])]
         return None
 
-    def problem(self, error: dict) -> ConfigProblem:
+    def problem(self, error: Any) -> ConfigProblem:
         loc = tuple(error["loc"])
         if loc and loc[-1] == "[key]":  # pydantic's marker for "the dict key itself is wrong"
             loc = loc[:-1]
@@ -439,7 +439,7 @@ class _PathNamer:
             message = f"{message}, got {error.get('input')!r}"
         return ConfigProblem(self.name(loc), message, self.line(loc))
 
-    def resolve(self, problem: "_RawProblem") -> ConfigProblem:
+    def resolve(self, problem: _RawProblem) -> ConfigProblem:
         return ConfigProblem(self.name(problem.loc), problem.message, self.line(problem.loc))
 
     def _allowed_keys(self, parent_loc: tuple) -> list[str]:
@@ -566,7 +566,7 @@ def _check_against_queue(profile: Profile, queue_name: str, queue: QueueLimits, 
         bound = getattr(profile.user_adjustable, field)
         if bound is None:
             continue
-        for key, candidate in (("max", bound.max), *((("choices", c) for c in bound.choices or ()))):
+        for key, candidate in (("max", bound.max), *(("choices", c) for c in bound.choices or ())):
             if candidate is not None and candidate > limit:
                 problems.append(
                     _RawProblem(

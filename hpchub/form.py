@@ -9,6 +9,7 @@ REST API takes too (``{"profile": "small", "cores": "2"}``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -18,6 +19,9 @@ from .schedulers import QueueInfo
 
 FORM_TEMPLATE = "spawn-form.html.j2"
 FIELD_SEPARATOR = "--"
+# What the browser accepts in the text fields (the server checks again, strictly).
+MEMORY_PATTERN = r"[0-9]+(\.[0-9]+)?[KMGTkmgt]"
+WALLTIME_PATTERN = r"([0-9]+-)?[0-9]+:[0-5][0-9]:[0-5][0-9]"
 
 
 def form_environment(site_templates: Path | None) -> jinja2.Environment:
@@ -33,7 +37,8 @@ def _field_views(site: SiteConfig, profile: Profile) -> list[dict]:
     views = []
     for field, bound in profile.user_adjustable.fields().items():
         default = getattr(profile, field) if field in ("queue", "account") else getattr(profile.resources, field)
-        view = {"name": field, "input": f"{profile.slug}{FIELD_SEPARATOR}{field}", "default": "" if default is None else str(default)}
+        view: dict[str, Any] = {"name": field, "input": f"{profile.slug}{FIELD_SEPARATOR}{field}",
+                                "default": "" if default is None else str(default)}
         if getattr(bound, "choices", None) is not None:
             view.update(kind="select", choices=[str(c) for c in bound.choices])
         elif field in ("cores", "gpus", "nodes"):
@@ -44,7 +49,7 @@ def _field_views(site: SiteConfig, profile: Profile) -> list[dict]:
             limit = limits.max_memory if field == "memory" else limits.max_walltime
             top = bound.max if bound.max is not None else limit
             view.update(kind="text", min=str(bound.min) if bound.min else None, max=str(top) if top else None,
-                        pattern=r"[0-9]+(\.[0-9]+)?[KMGTkmgt]" if field == "memory" else r"([0-9]+-)?[0-9]+:[0-5][0-9]:[0-5][0-9]")
+                        pattern=MEMORY_PATTERN if field == "memory" else WALLTIME_PATTERN)
         views.append(view)
     return views
 

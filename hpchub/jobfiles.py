@@ -189,7 +189,7 @@ def remove_entry(parent_fd: int, name: str) -> bool:
     if found is None:
         return False
     if stat.S_ISDIR(found.st_mode):
-        shutil.rmtree(name, dir_fd=parent_fd)
+        shutil.rmtree(name, dir_fd=parent_fd)  # type: ignore[call-arg]  # typeshed lacks dir_fd
     else:
         os.unlink(name, dir_fd=parent_fd)
     return True
@@ -319,7 +319,7 @@ def clean(user: UserHome, keep_days: int) -> dict[str, int]:
         if jobs_fd is not None:
             for entry in list(os.scandir(jobs_fd)):
                 if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                    shutil.rmtree(entry.name, dir_fd=jobs_fd)
+                    shutil.rmtree(entry.name, dir_fd=jobs_fd)  # type: ignore[call-arg]  # typeshed lacks dir_fd
                     removed["removed_jobs"] += 1
     return removed
 

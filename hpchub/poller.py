@@ -14,7 +14,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .runner import DEFAULT_TIMEOUT
@@ -22,7 +22,7 @@ from .schedulers import JobStatus
 
 log = logging.getLogger("hpchub.poller")
 
-StatusQuery = Callable[[Iterable[str] | None], Awaitable[dict[str, JobStatus]]]
+StatusQuery = Callable[[Sequence[str] | None], Awaitable[dict[str, JobStatus]]]
 
 
 class Presence(enum.Enum):
@@ -192,9 +192,10 @@ class StatusPoller:
     def _notify_ended(self) -> None:
         for job_id in list(self._on_end):
             view = self.view(job_id)
-            if view.presence is Presence.GONE or (view.presence is Presence.KNOWN and not view.status.state.is_active):
+            status = view.status
+            if view.presence is Presence.GONE or (status is not None and not status.state.is_active):
                 callback = self._on_end.pop(job_id)
-                asyncio.get_running_loop().create_task(callback())
+                asyncio.ensure_future(callback())
 
     # -- background loop --------------------------------------------------------------------
     async def run_forever(self) -> None:

@@ -63,6 +63,8 @@ def shell_join(args: Sequence[Any]) -> Raw:
 def packaged_templates_dir() -> Path:
     # templates/ is installed as the data-only package hpchub.templates (see setup.cfg).
     spec = importlib.util.find_spec("hpchub.templates")
+    if spec is None or not spec.submodule_search_locations:
+        raise RenderError("the packaged templates (hpchub.templates) are not installed")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -105,7 +107,7 @@ def template_environment(site_templates: Path | None = None) -> jinja2.Environme
     )
     # Text that template code itself produced ({{ super() }}, macros, {% set %} blocks) is
     # already quoted where needed: mark it Raw so printing it does not quote it twice.
-    environment.concat = _concat_raw
+    environment.concat = _concat_raw  # type: ignore[method-assign]
     environment.filters["shell_join"] = shell_join
     return environment
 
@@ -120,7 +122,7 @@ class UserAccount:
     home: str
 
     @classmethod
-    def lookup(cls, name: str) -> "UserAccount":
+    def lookup(cls, name: str) -> UserAccount:
         checked(name, USERNAME_RE, "user name")
         try:
             home = pwd.getpwnam(name).pw_dir

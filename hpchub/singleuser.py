@@ -115,9 +115,9 @@ def _hub_client(serverapp: Any) -> tuple[str, str, dict[str, Any]]:
     for apps in serverapp.extension_manager.extension_apps.values():
         for app in apps:
             hub_auth = getattr(app, "hub_auth", None)
-            options = getattr(app, "hub_http_client_opts", None)
-            if hub_auth is not None and options is not None:
-                return hub_auth.api_url, hub_auth.api_token, dict(options)
+            app_options = getattr(app, "hub_http_client_opts", None)
+            if hub_auth is not None and app_options is not None:
+                return hub_auth.api_url, hub_auth.api_token, dict(app_options)
     from jupyterhub.utils import make_ssl_context
 
     options: dict[str, Any] = {}

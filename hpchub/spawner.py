@@ -272,7 +272,8 @@ class HPCSpawner(Spawner):
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
     async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
-        return list(await runtime.queue_numbers(self.queue_info_ttl).get() or [])
+        queues = await runtime.queue_numbers(self.queue_info_ttl).get()
+        return list(queues) if isinstance(queues, list) else []
 
     def _emit(self, percent: int, message: str) -> None:
         self.log.info("%s: %s", self._log_name, message)

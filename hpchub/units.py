@@ -24,7 +24,7 @@ class Memory:
     text: str = field(compare=False)
 
     @classmethod
-    def parse(cls, value: object) -> "Memory":
+    def parse(cls, value: object) -> Memory:
         if isinstance(value, Memory):
             return value
         if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -57,7 +57,7 @@ class Walltime:
     text: str = field(compare=False)
 
     @classmethod
-    def parse(cls, value: object) -> "Walltime":
+    def parse(cls, value: object) -> Walltime:
         if isinstance(value, Walltime):
             return value
         if not isinstance(value, str):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpchub.config import load_site_config
-from hpchub.options import resolve_request
 from hpchub.jobs import server_job
+from hpchub.options import resolve_request
 from hpchub.render import UserAccount
 
 SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site-configs"

@@ -192,7 +192,8 @@ def test_each_kind_of_mistake_is_named(tmp_path, old, new, expected):
 def test_sge_profiles_must_use_one_host(tmp_path):
     text = VALID.replace("scheduler: slurm", "scheduler: sge").replace("gpus: 0, nodes: 1}", "gpus: 0, nodes: 2}")
     text = text.replace("max_nodes: 1,", "max_nodes: 4,")
-    assert ":18: profiles[small].resources.nodes: Grid Engine profiles run a server on one host: nodes must be 1" in errors_of(text, tmp_path)
+    expected = ":18: profiles[small].resources.nodes: Grid Engine profiles run a server on one host: nodes must be 1"
+    assert expected in errors_of(text, tmp_path)
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
@@ -223,7 +224,8 @@ def test_check_command_exit_codes(tmp_path):
 
 def test_check_renders_templates_and_reports_template_errors(tmp_path):
     (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "slurm.sh.j2").write_text('{% extends "hpchub/slurm.sh.j2" %}{% block launch %}echo {{ no_such_thing }}{% endblock %}')
+    (tmp_path / "templates" / "slurm.sh.j2").write_text(
+        '{% extends "hpchub/slurm.sh.j2" %}{% block launch %}echo {{ no_such_thing }}{% endblock %}')
     site = tmp_path / "site.yaml"
     site.write_text(VALID + "templates_dir: templates\n")
     result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)

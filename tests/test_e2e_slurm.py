@@ -40,7 +40,7 @@ def hub(slurm_cluster, tmp_path_factory):
     yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), site_text, USERS, poll_interval=POLL_INTERVAL)
     # Whatever a failed test left behind: cancel the test users' hpchub jobs.
     for user in USERS:
-        subprocess.run(["sudo", "-n", "-u", user, "scancel", "--name=hpchub-" + user + "-small", "--name=hpchub-" + user + "-multi"],
+        subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-small", f"--name=hpchub-{user}-multi"],
                        capture_output=True)
 
 

@@ -157,8 +157,8 @@ def test_values_reach_the_script_literally_and_never_run(tmp_path):
     canary = tmp_path / "pwned"
     site = parse_site_config(SITE.format(canary=canary))
     request = resolve_request(site, site.profile("p"))
-    args = ["$(touch %s)" % canary, "`touch %s`" % canary, "a'b", 'c"d', "e f", ";", "&&", "$HOME", "*"]
-    launch = Launch(command=["printf", "[%s]\\n", *args], env={"SHOWN": "$(touch %s)" % canary})
+    args = [f"$(touch {canary})", f"`touch {canary}`", "a'b", 'c"d', "e f", ";", "&&", "$HOME", "*"]
+    launch = Launch(command=["printf", "[%s]\\n", *args], env={"SHOWN": f"$(touch {canary})"})
     context = job_context(site, request, UserAccount("alice", str(tmp_path)), launch, name="hpchub-alice-x")
     script = render_job_script(site, context, template_name(request))
     script += ""
@@ -267,6 +267,7 @@ def test_profile_template_is_used_and_a_missing_one_is_a_clear_error(tmp_path):
 
 def test_undefined_variables_are_errors_not_empty_strings(tmp_path):
     (tmp_path / "site-templates").mkdir()
-    (tmp_path / "site-templates" / "slurm.sh.j2").write_text('{% extends "hpchub/slurm.sh.j2" %}{% block launch %}{{ job.typo }}{% endblock %}')
+    (tmp_path / "site-templates" / "slurm.sh.j2").write_text(
+        '{% extends "hpchub/slurm.sh.j2" %}{% block launch %}{{ job.typo }}{% endblock %}')
     with pytest.raises(RenderError, match="has no attribute 'typo'"):
         _render_from(tmp_path, "default")

@@ -7,8 +7,8 @@ import pytest
 from render_cases import SITE_CONFIGS, USER
 
 from hpchub.config import parse_site_config
-from hpchub.options import resolve_request
 from hpchub.jobs import server_job
+from hpchub.options import resolve_request
 
 REQUEUE_PROFILE = """
   - slug: requeued

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpchub.render import SERVER_ARGS
+from hpchub.jobs import SERVER_ARGS
 from hpchub.singleuser import ALL_INTERFACES, bind_address, scheduler_node_address
 
 TOKEN = "s3cret-server-token"

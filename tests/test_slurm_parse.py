@@ -149,7 +149,8 @@ def test_memory_request_is_per_node_whatever_the_cores():
 
 @pytest.mark.parametrize(
     "hostlist, hosts",
-    [("vm", ["vm"]), ("node[1-3]", ["node1", "node2", "node3"]), ("node[01-03,7],gpu1", ["node01", "node02", "node03", "node7", "gpu1"]),
+    [("vm", ["vm"]), ("node[1-3]", ["node1", "node2", "node3"]),
+     ("node[01-03,7],gpu1", ["node01", "node02", "node03", "node7", "gpu1"]),
      ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"])],
 )
 def test_expand_hostlist(hostlist, hosts):
@@ -167,7 +168,8 @@ def test_parse_submit_without_job_id():
 
 
 def test_queue_info_from_captured_sinfo():
-    queues = {q.name: q for q in slurm.parse_queue_info([(DATA / "sinfo.txt").read_text(), (DATA / "squeue-partitions.txt").read_text()])}
+    outputs = [(DATA / "sinfo.txt").read_text(), (DATA / "squeue-partitions.txt").read_text()]
+    queues = {q.name: q for q in slurm.parse_queue_info(outputs)}
     assert set(queues) == {"debug", "multi"}
     assert (queues["multi"].nodes_total, queues["multi"].cores_total) == (3, 12)
     assert queues["debug"].available and queues["debug"].max_walltime == "4:00:00"

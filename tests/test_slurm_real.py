@@ -99,7 +99,8 @@ async def test_jobs_of_several_users_in_one_status_call_then_cancelled(site, cle
 @pytest.mark.multinode
 async def test_multi_node_job_spreads_over_namespace_nodes(site, cleanup):
     client = client_for(site, "slurm")
-    job_id, log = await submit(site, "multi", "alice", "bash -c 'srun --ntasks-per-node=1 hostname | sort; echo done; sleep 300'", nodes="3")
+    command = "bash -c 'srun --ntasks-per-node=1 hostname | sort; echo done; sleep 300'"
+    job_id, log = await submit(site, "multi", "alice", command, nodes="3")
     cleanup.append((job_id, "alice", log))
     jobs = await wait_for(client, lambda jobs: jobs[job_id].state is JobState.RUNNING, what="multi-node job running")
     assert jobs[job_id].nodes == ("node1", "node2", "node3") and jobs[job_id].queue == "multi"

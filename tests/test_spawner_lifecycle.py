@@ -103,7 +103,8 @@ def make_spawner(user="alice", groups=(), options=None, site=SITE, server="") ->
                          stop_wait_timeout=2, user_options=options or {},
                          orm_spawner=SimpleNamespace(name=server, server=None) if server else None)
     spawner.api_token = TOKEN
-    spawner.get_env = lambda: {"JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_API_URL": "http://10.77.0.1:8081/hub/api", "PATH": "/hub/path"}
+    spawner.get_env = lambda: {"JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_API_URL": "http://10.77.0.1:8081/hub/api",
+                               "PATH": "/hub/path"}
     return spawner
 
 

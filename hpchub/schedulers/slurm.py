@@ -211,7 +211,9 @@ def parse_private_data(stdout: str) -> bool:
     """``PrivateData = jobs,usage``: users (and a hub not running as root or SlurmUser) see
     only their own jobs, so queue positions and other users' jobs are out of sight."""
     match = re.search(r"^PrivateData\s*=\s*(\S*)", stdout, re.MULTILINE)
-    return bool(match) and not {"jobs", "all"}.isdisjoint(match.group(1).lower().split(","))
+    if match is None:
+        return False
+    return not {"jobs", "all"}.isdisjoint(match.group(1).lower().split(","))
 
 
 def queue_nodes_argv(queue: str) -> list[str]:
@@ -279,7 +281,8 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
         node_alloc, node_idle, node_other, node_total = (int(x) for x in nodes.split("/"))
         entry = merged.setdefault(
             partition,
-            {"available": avail == "up", "timelimit": timelimit, "cores_total": 0, "cores_free": 0, "nodes_total": 0, "nodes_free": 0},
+            {"available": avail == "up", "timelimit": timelimit, "cores_total": 0, "cores_free": 0, "nodes_total": 0,
+             "nodes_free": 0},
         )
         entry["cores_total"] += cpu_total
         entry["cores_free"] += cpu_idle
