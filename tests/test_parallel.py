@@ -25,17 +25,18 @@ JOB_VENV = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv")
 def test_slurm_engine_script_spreads_tasks_and_stops_before_walltime():
     launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-slurm.yaml"), profile="multi",
                                     options={"nodes": "3"}, engine_set_id="1")
-    script, context = launcher.render(6, user="alice")
+    job = launcher.prepare(6, user="alice")
+    script = job.script
     assert "#SBATCH --nodes=3\n#SBATCH --ntasks=6\n#SBATCH --cpus-per-task=1\n" in script
-    assert "#SBATCH --job-name=hpchub-alice-multi-engines-p" in script
+    assert "#SBATCH --job-name=hpchub-alice-multi.e-" in script
     assert "exec timeout --signal=TERM 3540 srun --kill-on-bad-exit=0 " in script and "-m ipyparallel.engine" in script
-    assert ". /home/alice/.hpchub/hpchub-alice-multi-engines-p" in script  # connection info from a user-only file
+    assert f". /home/alice/.hpchub/jobs/{job.key}/env\n" in script  # connection info from a user-only file
     assert "IPP_CONNECTION_INFO" not in script and launcher.cluster_name == "slurm"
 
 
 def test_sge_engine_script_is_an_array_job():
     launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-sge.yaml"), profile="small")
-    script, _ = launcher.render(3, user="bob")
+    script = launcher.prepare(3, user="bob").script
     assert "#$ -t 1-3\n" in script and "#$ -q short.q\n" in script
     assert "exec timeout --signal=TERM 3540 " in script
 
@@ -43,7 +44,7 @@ def test_sge_engine_script_is_an_array_job():
 def test_engine_options_are_validated_like_the_form():
     launcher = HPCEngineSetLauncher(site_config=str(SITE_CONFIGS / "local-slurm.yaml"), profile="multi", options={"nodes": 9})
     with pytest.raises(ValueError, match="nodes: 9 is above the maximum 3"):
-        launcher.render(4, user="alice")
+        launcher.prepare(4, user="alice")
 
 
 def run_as(user: str, code: str) -> dict:
