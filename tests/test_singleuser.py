@@ -152,8 +152,7 @@ def test_the_port_is_reported_once_the_server_holds_it_on_the_nodes_address(hub,
         assert report["held_by_server"], report
         assert report["listening_on"] == ["127.0.0.1"], report
     finally:
-        output = stop(server)
-    assert f"server port {report['body']['port']} reported to the hub" in output
+        stop(server)
 
 
 def test_a_node_address_that_is_not_local_falls_back_to_all_interfaces_with_a_log_line(hub, tmp_path):
