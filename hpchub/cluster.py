@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .render import USERNAME_RE
 from .runner import DEFAULT_TIMEOUT, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
 
@@ -57,17 +58,35 @@ class ClusterSpec:
 
     name: str
     scheduler: str
-    via: str  # sudo | local (| ssh later)
-    sudo: str = "sudo"
+    via: str  # sudo | local | ssh
+    sudo_command: str = "sudo"
     jobfiles: str = JOBFILES_COMMAND
     uid_min: int = 1000
+    # via: ssh (see config.Submit and config.Network)
+    host: str | None = None
+    port: int = 22
+    user: str = "{user}"
+    key: str | None = None
+    known_hosts: str | None = None
+    ssh_sudo: bool = False
+    query_user: str | None = None
+    to_servers: str = "direct"
+    to_hub: str = "direct"
 
     @classmethod
     def from_site(cls, site: Any, name: str) -> ClusterSpec:
         cluster = site.clusters[name]
+        submit, network = cluster.submit, cluster.network
+        if submit.via == "ssh":
+            return cls(
+                name=name, scheduler=cluster.scheduler, via="ssh", jobfiles=submit.jobfiles or JOBFILES_COMMAND,
+                uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
+                known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
+                to_servers=network.to_servers, to_hub=network.to_hub,
+            )
         return cls(
-            name=name, scheduler=cluster.scheduler, via=cluster.submit.via, sudo=cluster.submit.sudo,
-            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min,
+            name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
+            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -79,8 +98,9 @@ class ClusterSpec:
         return cls(**fields)
 
     def as_current_user(self) -> ClusterSpec:
-        """The same cluster from a process that already runs as the user (a notebook's launcher)."""
-        return ClusterSpec(self.name, self.scheduler, "local", self.sudo, default_jobfiles_command(), self.uid_min)
+        """The same cluster from a process that already runs as the user on the cluster (a
+        notebook's launcher): commands run directly, whatever the hub's transport is."""
+        return ClusterSpec(self.name, self.scheduler, "local", jobfiles=default_jobfiles_command(), uid_min=self.uid_min)
 
 
 class ClusterClient:
@@ -95,7 +115,12 @@ class ClusterClient:
     # -- transport -----------------------------------------------------------------------------
     def check_account(self, user: str) -> None:
         """Refuse to act as root, a system account, or the hub's own account (sudo), and refuse to
-        run users' jobs as root (local)."""
+        run users' jobs as root (local). Over SSH the accounts live on the login node: the name is
+        checked here, the rest by the login node (its sshd and sudoers)."""
+        if not USERNAME_RE.match(user) or user == "root":
+            raise AccountRefused(f"hpchub does not act as {user!r}")
+        if self.spec.via == "ssh":
+            return
         if self.spec.via == "local":
             if os.geteuid() == 0:
                 raise AccountRefused(
@@ -115,13 +140,29 @@ class ClusterClient:
     def as_user(self, user: str, argv: Sequence[str]) -> list[str]:
         """``argv`` as it is run on behalf of ``user`` (never through a shell)."""
         self.check_account(user)
-        if self.spec.via == "sudo":
-            return [self.spec.sudo, "-n", "-u", user, "--", *argv]
+        if self.spec.via == "sudo" or (self.spec.via == "ssh" and self.spec.ssh_sudo):
+            return [self.spec.sudo_command, "-n", "-u", user, "--", *argv]
         return list(argv)
+
+    def ssh_target(self, user: str | None) -> Any:
+        """The login-node account a command runs as: the user's own (``user: "{user}"``), the
+        service account (``sudo: true``, which then sudo's to the user), or for the hub's own
+        queries ``query_user``."""
+        from .sshpool import SSHTarget  # paramiko: only for clusters that need it
+
+        spec = self.spec
+        account = spec.query_user if user is None else (user if spec.user == "{user}" else spec.user)
+        if account is None:
+            raise AccountRefused(f"cluster {self.name!r}: no account for the hub's own queries (submit.query_user)")
+        assert spec.host is not None and spec.key is not None and spec.known_hosts is not None
+        return SSHTarget(host=spec.host, port=spec.port, user=account, key_file=spec.key.replace("{user}", account),
+                         known_hosts=spec.known_hosts)
 
     async def run(self, argv: Sequence[str], *, user: str | None = None, input: str | None = None) -> CommandResult:
         if user is not None:
             argv = self.as_user(user, argv)
+        if self.spec.via == "ssh":
+            return await ssh_pool().run(self.ssh_target(user), list(argv), input=input, timeout=self.timeout)
         return await run_command(argv, input=input, timeout=self.timeout, env=scheduler_env())
 
     # -- the user's side: one call of hpchub-job each --------------------------------------------
@@ -174,6 +215,21 @@ class ClusterClient:
     async def explain(self, job_id: str) -> str | None:
         """The scheduler's own words on why a job is held or in error."""
         return self.backend.parse_explain((await self.run(self.backend.explain_argv(job_id))).stdout)
+
+
+_pools: dict[int, Any] = {}
+
+
+def ssh_pool() -> Any:
+    """This event loop's pool of SSH connections: one per login node and account."""
+    import asyncio
+
+    from .sshpool import SSHPool
+
+    key = id(asyncio.get_running_loop())
+    if key not in _pools:
+        _pools[key] = SSHPool()
+    return _pools[key]
 
 
 def client_for(site: Any, name: str) -> ClusterClient:

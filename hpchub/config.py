@@ -85,12 +85,44 @@ class Environment(_Model):
         )
 
 
+# "{user}" in an SSH account or key path stands for the hub user's unix name.
+USER_TEMPLATE_PATTERN = r"^([A-Za-z0-9_][A-Za-z0-9_.-]*|\{user\})$"
+KEY_PATH_PATTERN = r"^/([A-Za-z0-9_.+@-]|\{user\}|/)*$"
+HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"
+
+
 class Submit(_Model):
     """How the hub runs scheduler commands. ``via`` has no default: ``local`` runs every user's
     job as the hub's own account, which must never happen because a key was left out."""
 
     via: Literal["local", "sudo", "ssh"]
-    sudo: SingleLine = "sudo"
+    sudo_command: SingleLine = Field("sudo", description="via: sudo: the sudo program (path)")
+    # via: ssh - the login node, the account, and how the hub proves who it is.
+    host: Annotated[StrictStr, Field(pattern=HOST_PATTERN)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 22
+    user: Annotated[StrictStr, Field(pattern=USER_TEMPLATE_PATTERN)] = "{user}"
+    key: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = None
+    known_hosts: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = None
+    sudo: bool = Field(False, description="via: ssh: log in as the service account `user`, then sudo -n -u USER")
+    query_user: Annotated[StrictStr, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="via: ssh: the account the hub's own status and queue queries run as "
+                          "(default: `user` when it is one fixed account)")
+    jobfiles: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
+        None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
+
+    @property
+    def status_account(self) -> str | None:
+        """The remote account of the hub's own queries (via: ssh)."""
+        return self.query_user or (self.user if "{user}" not in self.user else None)
+
+
+class Network(_Model):
+    """How the hub reaches servers and jobs reach the hub (matters when the hub is off the cluster)."""
+
+    to_servers: Literal["direct", "tunnel"] = Field(
+        "direct", description="direct: the hub connects to node:port; tunnel: through the login node's SSH connection")
+    to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = Field(
+        "direct", description="direct: the hub's API URL; reverse: a reverse forward on the login node; or a URL")
 
 
 class SGEOptions(_Model):
@@ -105,6 +137,7 @@ class SGEOptions(_Model):
 class Cluster(_Model):
     scheduler: Literal["slurm", "sge"]
     submit: Submit
+    network: Network = Network()
     environment: Environment = Environment()
     queues: dict[Name, QueueLimits] = Field(min_length=1)
     sge: SGEOptions = SGEOptions()
@@ -498,6 +531,8 @@ class _RawProblem:
 def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
     """Cross-checks pydantic cannot do field by field: references and queue limits."""
     problems: list[_RawProblem] = []
+    for name, cluster in site.clusters.items():
+        problems += _check_submit(name, cluster)
     seen_slugs: set[str] = set()
     for index, profile in enumerate(site.profiles):
         at = ("profiles", index)
@@ -528,12 +563,45 @@ def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
             problems.append(
                 _RawProblem(at + ("resources", "nodes"), "Grid Engine profiles run a server on one host: nodes must be 1")
             )
-        if cluster.submit.via == "ssh":
-            problems.append(
-                _RawProblem(("clusters", profile.cluster, "submit", "via"), "submission over ssh is not supported yet")
-            )
         problems += _check_bounds_consistent(profile, at)
     return _unique(problems)
+
+
+_SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles")
+
+
+def _check_submit(name: str, cluster: Cluster) -> list[_RawProblem]:
+    """The keys ``via: ssh`` needs, and no SSH key where it means nothing."""
+    submit, at = cluster.submit, ("clusters", name, "submit")
+    problems = []
+    if submit.via == "ssh":
+        for key in ("host", "key", "known_hosts"):
+            if getattr(submit, key) is None:
+                problems.append(_RawProblem(at + (key,), f"required with via: ssh ({_SSH_KEY_HELP[key]})"))
+        if submit.sudo and "{user}" in submit.user:
+            problems.append(_RawProblem(at + ("user",), "with sudo: true, user is the service account hpchub logs in as "
+                                                         "(a fixed name, not {user})"))
+        if submit.status_account is None:
+            problems.append(_RawProblem(at + ("query_user",), "required when user is {user}: the account whose key runs "
+                                                               "the hub's status and queue queries"))
+    else:
+        for key in _SSH_ONLY:
+            if getattr(submit, key) is not None:
+                problems.append(_RawProblem(at + (key,), f"only means something with via: ssh (this cluster has via: "
+                                                         f"{submit.via})"))
+        if submit.sudo:
+            problems.append(_RawProblem(at + ("sudo",), "only means something with via: ssh"))
+    network = cluster.network
+    if submit.via != "ssh" and (network.to_servers == "tunnel" or network.to_hub == "reverse"):
+        problems.append(_RawProblem(("clusters", name, "network"), "tunnels and reverse forwards need via: ssh"))
+    return problems
+
+
+_SSH_KEY_HELP = {
+    "host": "the login node",
+    "key": "the private key file; {user} stands for the user's name",
+    "known_hosts": "the login node's host key; hpchub never accepts an unknown one",
+}
 
 
 def _unique(problems: list[_RawProblem]) -> list[_RawProblem]:
