@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import pytest
-from support import REPO  # noqa: F401  (tests import paths from support)
 
 
 def _cluster_answers(argv: list[str]) -> bool:

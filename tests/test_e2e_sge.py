@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
-from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import SITE_CONFIGS
+from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.support import SITE_CONFIGS
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config

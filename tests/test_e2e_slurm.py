@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubharness import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, run_hpchub, user_readable
+from helpers.hub import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, run_hpchub, user_readable
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config

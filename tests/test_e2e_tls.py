@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubharness import VENV, Hub, jobs_of, remove_job_logs, spawn, stop
-from support import REPO, SITE_CONFIGS, user_readable
+from helpers.hub import VENV, Hub, jobs_of, remove_job_logs, spawn, stop
+from helpers.support import REPO, SITE_CONFIGS, user_readable
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hubharness import Hub, jobs_of, spawn, spawn_failure_message, stop
-from support import REPO, SITE_CONFIGS, user_readable
+from helpers.hub import Hub, jobs_of, spawn, spawn_failure_message, stop
+from helpers.support import REPO, SITE_CONFIGS, user_readable
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config

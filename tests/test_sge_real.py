@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
+from helpers.jobs import cancel_and_remove_logs, site_with_extra_profiles, submit, wait_for, wait_for_file_text
 
 from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, queue_position, sge

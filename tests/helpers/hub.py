@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import requests
-from support import REPO, user_readable
+
+from .support import REPO, user_readable
 
 VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
 PROXY = Path("/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy")

@@ -7,8 +7,6 @@ import shlex
 import time
 from pathlib import Path
 
-from support import SITE_CONFIGS
-
 from hpchub.cluster import ClusterClient, client_for
 from hpchub.config import SiteConfig, parse_site_config
 from hpchub.jobs import command_job
@@ -16,6 +14,8 @@ from hpchub.options import resolve_request
 from hpchub.render import UserAccount
 from hpchub.runner import CommandError
 from hpchub.schedulers import JobStatus
+
+from .support import SITE_CONFIGS
 
 
 def site_with_extra_profiles(config: str, extra: str) -> SiteConfig:
