@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from hubharness import Hub, job_info_rpcs, spawn, stop  # noqa: E402
-from support import SITE_CONFIGS, user_readable  # noqa: E402
+from helpers.hub import Hub, job_info_rpcs, spawn, stop  # noqa: E402
+from helpers.support import SITE_CONFIGS, user_readable  # noqa: E402
 
 USERS = ("alice", "bob", "carol")
 

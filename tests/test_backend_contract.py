@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from render_cases import SITE_CONFIGS, USER
+from helpers.render_cases import SITE_CONFIGS, USER
 
 from hpchub.config import load_site_config
 from hpchub.jobs import server_job

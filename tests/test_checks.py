@@ -9,8 +9,8 @@ import pwd
 import textwrap
 
 import pytest
-from support import REPO, SITE_CONFIGS
-from support import run_hpchub as hpchub
+from helpers.support import REPO, SITE_CONFIGS
+from helpers.support import run_hpchub as hpchub
 
 from hpchub.checks import (
     PRIVATE_DATA_JOBS,

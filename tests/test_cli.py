@@ -2,9 +2,9 @@
 exercised by examples/local.sh and the scheduler tests)."""
 
 import pytest
-from render_cases import portable
-from support import REPO, SITE_CONFIGS
-from support import run_hpchub as hpchub
+from helpers.render_cases import portable
+from helpers.support import REPO, SITE_CONFIGS
+from helpers.support import run_hpchub as hpchub
 
 LOCAL_SLURM = str(SITE_CONFIGS / "local-slurm.yaml")
 

@@ -7,7 +7,7 @@ import os
 import pwd
 
 import pytest
-from support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS
 
 from hpchub.cluster import AccountRefused, ClusterClient, ClusterSpec, client_for
 from hpchub.config import load_site_config

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS
 
 from hpchub.config import (
     SiteConfigError,

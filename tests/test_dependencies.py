@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from support import REPO
+from helpers.support import REPO
 
 # Declared by design though hpchub does not import them: sites run it beside these spawners.
 BUILT_ON = {"batchspawner", "wrapspawner"}

@@ -7,44 +7,19 @@ import subprocess
 import time
 
 import pytest
-from hubharness import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import SITE_CONFIGS
-
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
+from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.profiles import broken_profile, local_site_text, unwritable_output_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sge]
 
 USERS = ("alice", "bob")
 POLL_INTERVAL = 5
 
-BROKEN_PROFILE = """
-  - slug: broken
-    name: a profile whose environment cannot load
-    cluster: sge
-    queue: short.q
-    resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
-    environment:
-      venv: /nonexistent/venv
-  - slug: stuck
-    name: output nobody can write (the job lands in Eqw)
-    cluster: sge
-    queue: short.q
-    resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
-    directives: ["-o /proc/hpchub-cannot-write-here"]
-"""
-
 
 @pytest.fixture(scope="module")
 def hub(sge_cluster, tmp_path_factory):
-    site_text = (SITE_CONFIGS / "local-sge.yaml").read_text() + BROKEN_PROFILE
+    site_text = local_site_text("sge", broken_profile("sge") + unwritable_output_profile("stuck", memory="1G"))
     yield from run_hub(tmp_path_factory.mktemp("hub-sge"), site_text, USERS, poll_interval=POLL_INTERVAL)
-
-
-@pytest.fixture(scope="module")
-def client(hub):
-    site = load_site_config(hub.site_config)
-    return client_for(site, "sge")
 
 
 def test_spawn_as_the_users_own_job_reach_it_and_stop(hub, client):

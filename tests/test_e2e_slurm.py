@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from hubharness import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from support import CLUSTER_SCRIPTS, REPO, SITE_CONFIGS, run_as_user, run_hpchub, user_readable
+from helpers.hub import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.profiles import begins_in_an_hour_profile, broken_profile, local_site_text
+from helpers.support import CLUSTER_SCRIPTS, REPO, run_as_user, run_hpchub, user_readable
 
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
 from hpchub.schedulers import JobState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -23,31 +22,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 USERS = ("alice", "bob", "carol")
 POLL_INTERVAL = 5
 
-BROKEN_PROFILE = """
-  - slug: broken
-    name: a profile whose environment cannot load
-    cluster: slurm
-    queue: debug
-    resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
-    environment:
-      modules: [no-such-module/1.0]
-"""
-
 
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, tmp_path_factory):
-    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text() + BROKEN_PROFILE
-    yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), site_text, USERS, poll_interval=POLL_INTERVAL)
-    # Whatever a failed test left behind: cancel the test users' hpchub jobs.
-    for user in USERS:
-        subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-small", f"--name=hpchub-{user}-multi"],
-                       capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def client(hub):
-    site = load_site_config(hub.site_config)
-    return client_for(site, "slurm")
+    yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), local_site_text("slurm", broken_profile("slurm")), USERS,
+                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
 
 
 def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, client):
@@ -227,22 +206,12 @@ def test_an_out_of_bounds_form_value_is_shown_and_nothing_is_submitted(hub, clie
     assert set(jobs_of(client, "carol")) == before and hub.server("carol") is None
 
 
-QUEUED_PROFILE = """
-  - slug: queued
-    name: a job the scheduler holds back for an hour
-    cluster: slurm
-    queue: debug
-    resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
-    directives: ["--begin=now+1hour"]
-"""
-
-
 @pytest.fixture(scope="module")
 def impatient_hub(slurm_cluster, tmp_path_factory):
-    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text() + QUEUED_PROFILE
+    """A hub that gives up on a spawn after 12 s, with a profile whose job may not start for an hour."""
+    site_text = local_site_text("slurm", begins_in_an_hour_profile("queued", memory="512M"))
     yield from run_hub(tmp_path_factory.mktemp("hub-slurm-timeout"), site_text, ("alice",),
-                       poll_interval=POLL_INTERVAL, start_timeout=12)
-    subprocess.run(["sudo", "-n", "-u", "alice", "scancel", "--name=hpchub-alice-queued"], capture_output=True)
+                       poll_interval=POLL_INTERVAL, start_timeout=12, leftover_slurm_profiles=("queued",))
 
 
 def test_queue_wait_shows_in_progress_and_the_start_timeout_cancels_the_job(impatient_hub, client):

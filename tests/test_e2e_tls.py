@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
-from hubharness import VENV, Hub, jobs_of, remove_job_logs, spawn, stop
-from support import REPO, SITE_CONFIGS, user_readable
-
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
+from helpers.hub import VENV, Hub, jobs_of, run_hub, spawn, stop
+from helpers.profiles import local_site_text
+from helpers.support import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -57,26 +54,9 @@ def hub(slurm_cluster, tmp_path_factory):
     config = state / "jupyterhub_config.py"
     config.write_text(TLS_CONFIG.format(example=str(REPO / "examples" / "jupyterhub_config.py")))
     # The jobs run the hpchub under test (HPCHUB_VENV), not necessarily the shared one.
-    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text().replace("venv: /opt/hpchub/venv", f"venv: {VENV}")
-    hub = HubWithItsOwnProxy(user_readable(f"{state.name}.yaml", site_text), state, config_file=config)
-    started = time.time()
-    hub.start()
-    try:
-        yield hub
-    finally:
-        for user in USERS:
-            hub.api("DELETE", f"/users/{user}/server")
-        hub.close()
-        remove_job_logs(USERS, since=started)
-        for user in USERS:
-            subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-small",
-                            f"--name=hpchub-{user}-multi"], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def client(hub):
-    site = load_site_config(hub.site_config)
-    return client_for(site, "slurm")
+    site_text = local_site_text("slurm").replace("venv: /opt/hpchub/venv", f"venv: {VENV}")
+    yield from run_hub(state, site_text, USERS, hub_class=HubWithItsOwnProxy, config_file=config,
+                       leftover_slurm_profiles=("small", "multi"))
 
 
 def listening(addresses_and_ports: str, port: int) -> list[str]:

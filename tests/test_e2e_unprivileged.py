@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hubharness import Hub, jobs_of, spawn, spawn_failure_message, stop
-from support import REPO, SITE_CONFIGS, user_readable
+from helpers.hub import Hub, jobs_of, spawn, spawn_failure_message, stop
+from helpers.profiles import broken_profile, local_site_text
+from helpers.support import REPO, user_readable
 
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
 from hpchub.schedulers import JobState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -30,16 +29,6 @@ USERS = ("alice", "bob", "carol")
 SUDOERS_FILE = Path("/etc/sudoers.d/hpchub-test")  # no '.' in the name: sudo's includedir skips such files
 JOBFILES = "/opt/hpchub/venv/bin/hpchub-job"
 POLL_INTERVAL = 5
-
-BROKEN_PROFILE = """
-  - slug: broken
-    name: a profile whose environment cannot load
-    cluster: slurm
-    queue: debug
-    resources: {cores: 1, memory: 512M, walltime: "00:10:00"}
-    environment:
-      modules: [no-such-module/1]
-"""
 
 # What this module's servers submitted: (user, job id) and their job logs, so that cleanup
 # touches only these (other sessions use the same test users on the same cluster).
@@ -114,7 +103,7 @@ def hub_account(slurm_cluster) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def hub(hub_account: str) -> Iterator[Hub]:
-    site_text = (SITE_CONFIGS / "local-slurm.yaml").read_text() + BROKEN_PROFILE
+    site_text = local_site_text("slurm", broken_profile("slurm"))
     site = user_readable("unprivileged-hub.yaml", site_text)  # the hub account and the jobs read it
     state = Path(tempfile.mkdtemp(prefix="hpchub-unprivileged-hub-"))  # pytest's tmp dirs are root-only
     hub = Hub(site, state, poll_interval=POLL_INTERVAL, user=hub_account)
@@ -131,11 +120,6 @@ def hub(hub_account: str) -> Iterator[Hub]:
         for log in WRITTEN_LOGS:
             log.unlink(missing_ok=True)
         shutil.rmtree(state, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def client(hub: Hub):
-    return client_for(load_site_config(hub.site_config), "slurm")
 
 
 def test_the_hub_runs_as_its_own_account_under_readmes_rule(hub):

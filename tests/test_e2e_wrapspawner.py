@@ -8,8 +8,8 @@ import textwrap
 import time
 
 import pytest
-from hubharness import Hub, jobs_of, remove_job_logs, spawn, stop
-from support import REPO, SITE_CONFIGS
+from helpers.hub import Hub, jobs_of, remove_job_logs, spawn, stop
+from helpers.support import REPO, SITE_CONFIGS
 
 from hpchub.cluster import client_for
 from hpchub.config import load_site_config

@@ -3,7 +3,7 @@
 import asyncio
 import re
 
-from support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS
 
 from hpchub.config import load_site_config, parse_site_config
 from hpchub.form import options_from_form, render_spawn_form

@@ -7,7 +7,7 @@ import sys
 import zipfile
 
 import pytest
-from support import REPO, SITE_CONFIGS
+from helpers.support import REPO, SITE_CONFIGS
 
 GOLDEN = REPO / "tests" / "golden" / "local-slurm--small.sh"
 

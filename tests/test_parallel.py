@@ -12,7 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from support import REPO, SITE_CONFIGS, run_as_user, user_readable
+from helpers.support import REPO, SITE_CONFIGS, run_as_user, user_readable
 
 from hpchub.parallel import HPCEngineSetLauncher
 

@@ -7,7 +7,7 @@ import textwrap
 
 import jinja2
 import pytest
-from render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
+from helpers.render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
 
 from hpchub.config import load_site_config, parse_site_config
 from hpchub.form import form_environment

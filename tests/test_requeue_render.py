@@ -4,7 +4,7 @@ under the same id, which the hub would take for the server it started)."""
 from __future__ import annotations
 
 import pytest
-from render_cases import SITE_CONFIGS, USER
+from helpers.render_cases import SITE_CONFIGS, USER
 
 from hpchub.config import parse_site_config
 from hpchub.jobs import server_job

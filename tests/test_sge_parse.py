@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from support import REPO
+from helpers.support import REPO
 
 from hpchub.schedulers import JobState, JobStatus, ParseError, queue_position, sge
 

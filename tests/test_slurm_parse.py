@@ -4,7 +4,7 @@ import logging
 from datetime import datetime
 
 import pytest
-from support import REPO
+from helpers.support import REPO
 
 from hpchub.schedulers import JobState, JobStatus, ParseError, QueueInfo, queue_position, slurm
 

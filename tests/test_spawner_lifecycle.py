@@ -7,7 +7,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-from support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS
 from tornado import web
 
 from hpchub import porthandler

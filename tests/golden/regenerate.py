@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from render_cases import GOLDEN_DIR, golden_cases, render_case  # noqa: E402
+from helpers.render_cases import GOLDEN_DIR, golden_cases, render_case  # noqa: E402
 
 for case in golden_cases():
     (GOLDEN_DIR / case.filename).write_text(render_case(case))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from hpchub.config import load_site_config
 from hpchub.jobs import server_job
 from hpchub.options import resolve_request
 from hpchub.render import UserAccount
 
-SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site-configs"
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+from .support import REPO, SITE_CONFIGS
+
+GOLDEN_DIR = REPO / "tests" / "golden"
 USER = UserAccount("alice", "/home/alice")
 
 

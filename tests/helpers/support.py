@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SITE_CONFIGS = REPO / "site-configs"
 CLUSTER_SCRIPTS = REPO / "tests" / "clusters"
 

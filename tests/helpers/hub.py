@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import requests
-from support import REPO, user_readable
+
+from .support import REPO, user_readable
 
 VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
 PROXY = Path("/opt/hpchub/proxy/node_modules/.bin/configurable-http-proxy")
@@ -162,11 +164,13 @@ class Hub:
         return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
 
 
-def run_hub(state: Path, site_text: str, users=(), **options):
+def run_hub(state: Path, site_text: str, users: Sequence[str] = (), hub_class: type[Hub] = Hub,
+            leftover_slurm_profiles: Sequence[str] = (), **options) -> Iterator[Hub]:
     """A started hub for a test module: writes the site config, yields the Hub, then stops the
-    users' servers and the hub and proxy (a generator for pytest fixtures)."""
+    users' servers and the hub and proxy, removes the users' new job logs and cancels the users'
+    Slurm jobs of ``leftover_slurm_profiles`` (a generator for pytest fixtures)."""
     site = user_readable(f"{state.name}.yaml", site_text)  # notebooks in the jobs read it too
-    hub = Hub(site, state, **options)
+    hub = hub_class(site, state, **options)
     started = time.time()
     hub.start()
     try:
@@ -176,6 +180,17 @@ def run_hub(state: Path, site_text: str, users=(), **options):
             hub.api("DELETE", f"/users/{user}/server")
         hub.close()
         remove_job_logs(users, since=started)
+        cancel_slurm_jobs_named(users, leftover_slurm_profiles)
+
+
+def cancel_slurm_jobs_named(users: Sequence[str], profiles: Sequence[str]) -> None:
+    """Whatever a failed test left behind: cancel the users' hpchub server jobs of ``profiles``
+    (by job name, as each user)."""
+    if not profiles:
+        return
+    for user in users:
+        names = [f"--name=hpchub-{user}-{profile}" for profile in profiles]
+        subprocess.run(["sudo", "-n", "-u", user, "scancel", *names], capture_output=True)
 
 
 def remove_job_logs(users, since: float) -> None:

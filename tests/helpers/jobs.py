@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import subprocess
 import time
 from pathlib import Path
-
-from support import SITE_CONFIGS
 
 from hpchub.cluster import ClusterClient, client_for
 from hpchub.config import SiteConfig, parse_site_config
@@ -17,10 +16,14 @@ from hpchub.render import UserAccount
 from hpchub.runner import CommandError
 from hpchub.schedulers import JobStatus
 
+from .profiles import REAL_SCHEDULER_TEST_PROFILES, local_site_text
+from .support import SITE_CONFIGS
 
-def site_with_extra_profiles(config: str, extra: str) -> SiteConfig:
-    """A local site config plus test-only profiles (appended to its profile list)."""
-    return parse_site_config((SITE_CONFIGS / config).read_text() + extra, source=SITE_CONFIGS / config)
+
+def local_site_with_test_profiles(scheduler: str) -> SiteConfig:
+    """site-configs/local-<scheduler>.yaml plus the profiles the real-scheduler tests submit."""
+    text = local_site_text(scheduler, REAL_SCHEDULER_TEST_PROFILES[scheduler])
+    return parse_site_config(text, source=SITE_CONFIGS / f"local-{scheduler}.yaml")
 
 
 async def submit(site: SiteConfig, profile: str, user: str, command: str, **options) -> tuple[str, str]:
@@ -41,6 +44,14 @@ async def cancel_and_remove_logs(site: SiteConfig, submitted: list[tuple[str, st
         except CommandError:
             pass
         Path(log).unlink(missing_ok=True)
+
+
+def scheduler_output(argv: list[str], user: str | None = None) -> str:
+    """What a scheduler command prints, run as root or (with ``user``) as that user; it must succeed."""
+    sudo = ["sudo", "-n", "-u", user] if user else []
+    result = subprocess.run(sudo + argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 async def wait_for(client: ClusterClient, predicate, timeout: float = 60, what: str = "") -> dict[str, JobStatus]:
