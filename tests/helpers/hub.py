@@ -189,8 +189,8 @@ def cancel_slurm_jobs_named(users: Sequence[str], profiles: Sequence[str]) -> No
     if not profiles:
         return
     for user in users:
-        names = [f"--name=hpchub-{user}-{profile}" for profile in profiles]
-        subprocess.run(["sudo", "-n", "-u", user, "scancel", *names], capture_output=True)
+        for profile in profiles:  # one call per name: scancel keeps only the last --name given
+            subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-{profile}"], capture_output=True)
 
 
 def remove_job_logs(users, since: float) -> None:
