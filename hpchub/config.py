@@ -137,7 +137,7 @@ class SGEOptions(_Model):
 class Cluster(_Model):
     scheduler: Literal["slurm", "sge"]
     submit: Submit
-    network: Network = Network()
+    network: Network = Field(default_factory=Network)
     environment: Environment = Environment()
     queues: dict[Name, QueueLimits] = Field(min_length=1)
     sge: SGEOptions = SGEOptions()
@@ -531,8 +531,8 @@ class _RawProblem:
 def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
     """Cross-checks pydantic cannot do field by field: references and queue limits."""
     problems: list[_RawProblem] = []
-    for name, cluster in site.clusters.items():
-        problems += _check_submit(name, cluster)
+    for cluster_name, cluster_config in site.clusters.items():
+        problems += _check_submit(cluster_name, cluster_config)
     seen_slugs: set[str] = set()
     for index, profile in enumerate(site.profiles):
         at = ("profiles", index)

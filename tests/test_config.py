@@ -175,7 +175,7 @@ def test_unquoted_walltime_stays_text():
         ("    queue: gpu\n", "    queue: gpu\n    directives: [\"--x\\n#SBATCH --uid=0\"]\n", "profiles[gpu].directives[0]: must be a single line"),
         ("    queue: gpu\n", "    queue: gpu\n    account: \"a b\"\n", "profiles[gpu].account: 'a b' has characters"),
         ("    queue: gpu\n", "    queue: gpu\n    template: ../../etc/passwd\n", "profiles[gpu].template: '../../etc/passwd' has characters"),
-        ("submit: {via: sudo}", "submit: {via: ssh}", "clusters.main.submit.via: submission over ssh is not supported yet"),
+        ("submit: {via: sudo}", "submit: {via: ssh}", "clusters.main.submit.host: required with via: ssh (the login node)"),
         ("cores: {min: 1, max: 4}", "cores: {min: 3, max: 4}", "profiles[small].user_adjustable.cores.min: the profile's default 1 is below min 3"),
         ("cores: {min: 1, max: 4}", "cores: {min: 4, max: 2}", "profiles[small].user_adjustable.cores: min 4 is larger than max 2"),
         ("choices: [2G, 4G, 8G]", "choices: [2G, 8G]", "profiles[small].user_adjustable.memory.choices: must include the profile's default 4G"),
@@ -254,7 +254,7 @@ def test_a_cluster_without_submit_is_an_error_naming_line_and_key(tmp_path):
 
 
 def test_submit_without_via_is_an_error(tmp_path):
-    assert errors_of(VALID.replace("submit: {via: sudo}", "submit: {sudo: /usr/bin/sudo}"), tmp_path) == [
+    assert errors_of(VALID.replace("submit: {via: sudo}", "submit: {sudo_command: /usr/bin/sudo}"), tmp_path) == [
         ":5: clusters.main.submit.via: required: how jobs are submitted (sudo, local or ssh)"
     ]
 
@@ -400,3 +400,37 @@ def test_site_config_file_removed_keeps_the_last_good_one(tmp_path):
     assert config.current() is site and "cannot read" in str(config.last_error)
     _write(path, VALID)  # the same content back: nothing new to take
     assert config.current() is site and config.generation == 1 and config.last_error is None
+
+
+SSH_SUBMIT = ("submit: {via: ssh, host: login.hpc.example.org, key: '/etc/hpchub/keys/{user}.key', "
+              "known_hosts: /etc/hpchub/known_hosts, query_user: hpchub-query}")
+
+
+def test_ssh_submission_keys_are_read():
+    site = parse_site_config(VALID.replace("submit: {via: sudo}", SSH_SUBMIT + "\n    network: {to_servers: tunnel}"))
+    submit = site.clusters["main"].submit
+    assert (submit.host, submit.port, submit.user, submit.sudo) == ("login.hpc.example.org", 22, "{user}", False)
+    assert submit.status_account == "hpchub-query" and site.clusters["main"].network.to_servers == "tunnel"
+    service = VALID.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, user: hpchub-svc, sudo: true, "
+                                                   "key: /etc/hpchub/svc.key, known_hosts: /etc/hpchub/known_hosts}")
+    assert parse_site_config(service).clusters["main"].submit.status_account == "hpchub-svc"
+
+
+@pytest.mark.parametrize(
+    "submit, message",
+    [
+        ("submit: {via: ssh, key: /k, known_hosts: /kh, query_user: q}", "clusters.main.submit.host: required with via: ssh"),
+        ("submit: {via: ssh, host: login, known_hosts: /kh, query_user: q}", "clusters.main.submit.key: required with via: ssh"),
+        ("submit: {via: ssh, host: login, key: /k, query_user: q}", "clusters.main.submit.known_hosts: required with via: ssh"),
+        ("submit: {via: ssh, host: login, key: /k, known_hosts: /kh}", "clusters.main.submit.query_user: required when user is {user}"),
+        ("submit: {via: ssh, host: login, key: /k, known_hosts: /kh, sudo: true}", "clusters.main.submit.user: with sudo: true"),
+        ("submit: {via: ssh, host: 'login; rm -rf /', key: /k, known_hosts: /kh, query_user: q}", "clusters.main.submit.host:"),
+        ("submit: {via: ssh, host: login, key: '/k/../../{user}', known_hosts: /kh, query_user: q, user: 'a b'}",
+         "clusters.main.submit.user:"),
+        ("submit: {via: sudo, host: login}", "clusters.main.submit.host: only means something with via: ssh"),
+        ("submit: {via: sudo}\n    network: {to_servers: tunnel}", "clusters.main.network: tunnels and reverse forwards need via: ssh"),
+    ],
+)
+def test_ssh_submission_mistakes_are_named(tmp_path, submit, message):
+    errors = errors_of(VALID.replace("submit: {via: sudo}", submit), tmp_path)
+    assert any(message in line for line in errors), errors
