@@ -26,6 +26,9 @@ usage: $PROG COMMAND
   down    stop sshd and its sessions, remove the namespace, keys, sudoers file
           and the Grid Engine submit host
   status  check the login node as 'up' does; exit 1 if it is not up
+  serve   container role (docker-compose.test.yml): this container is the login
+          node, a Slurm client of HPCHUB_SLURM_CONTROLLER (munge key
+          HPCHUB_MUNGE_KEY); sshd in the foreground on the container's address
 environment:
   HPCHUB_TEST_STATE=DIR   keys, known_hosts and the login node's state (default /var/lib/hpchub-test)
 EOF
@@ -52,6 +55,7 @@ NET_PREFIX=10.77.0
 HEAD_ADDR=$NET_PREFIX.1
 ADDR=$NET_PREFIX.20
 NAME=login
+KNOWN_AS=$ADDR # the host field of the known_hosts line
 HEAD=$(hostname -s)
 USERS=(alice bob carol)
 SVC=hpchub-svc
@@ -270,13 +274,13 @@ ensure_sshd_files() {
     install -d -m 0755 /run/sshd # privilege separation directory (Debian's path)
     /usr/sbin/sshd -t -f "$SSHD_CONF" || die "sshd -t rejects $SSHD_CONF"
     # The client side: the right key, and the same host name with a key it does not have.
-    printf '%s %s\n' "$ADDR" "$(cut -d' ' -f1,2 "$HOST_KEY.pub")" >"$KNOWN_HOSTS.tmp"
+    printf '%s %s\n' "$KNOWN_AS" "$(cut -d' ' -f1,2 "$HOST_KEY.pub")" >"$KNOWN_HOSTS.tmp"
     mv -f "$KNOWN_HOSTS.tmp" "$KNOWN_HOSTS"
     if [ ! -s "$STATE/wrong_host_key.pub" ]; then
         rm -f "$STATE/wrong_host_key" "$STATE/wrong_host_key.pub"
         ssh-keygen -q -t ed25519 -N '' -C wrong -f "$STATE/wrong_host_key" || die "ssh-keygen failed"
     fi
-    printf '%s %s\n' "$ADDR" "$(cut -d' ' -f1,2 "$STATE/wrong_host_key.pub")" >"$WRONG_KNOWN_HOSTS"
+    printf '%s %s\n' "$KNOWN_AS" "$(cut -d' ' -f1,2 "$STATE/wrong_host_key.pub")" >"$WRONG_KNOWN_HOSTS"
     chmod 0644 "$KNOWN_HOSTS" "$WRONG_KNOWN_HOSTS"
     return "$changed"
 }
@@ -330,12 +334,22 @@ check() {
     return "$rc"
 }
 
+# The service account, every account's key, the sudoers file.
+ensure_accounts() {
+    local u
+    install -d -m 0755 "$TEST_STATE" "$STATE"
+    install -d -m 0700 "$KEYS"
+    ensure_service_account
+    for u in "${USERS[@]}" "$SVC"; do ensure_key "$u"; done
+    ensure_sudoers
+}
+
 summary() { echo "login: up (sshd on $ADDR:22, host $NAME; keys in $KEYS, known_hosts $KNOWN_HOSTS)"; }
 
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-    local u restart=
+    local restart=
     if [ -e "$SSHD_CONF" ] && [ "$(cat "$SSHD_CONF")" = "$(sshd_conf_text)" ] &&
         [ "$(cat "$HOSTS" 2>/dev/null)" = "$(hosts_text)" ] && check 2>/dev/null; then
         summary
@@ -348,11 +362,7 @@ cmd_up() {
     bash "$HERE/sge.sh" status >/dev/null 2>&1 || bash "$HERE/sge.sh" up ||
         die "Grid Engine is not up and 'sge.sh up' failed"
     bash "$HERE/users.sh"
-    install -d -m 0755 "$TEST_STATE" "$STATE"
-    install -d -m 0700 "$KEYS"
-    ensure_service_account
-    for u in "${USERS[@]}" "$SVC"; do ensure_key "$u"; done
-    ensure_sudoers
+    ensure_accounts
     ensure_host_entry
     ensure_submit_host
     net_up
@@ -388,9 +398,23 @@ cmd_status() {
     return 1
 }
 
+cmd_serve() {
+    [ -n "${HPCHUB_SLURM_CONTROLLER:-}" ] || die "set HPCHUB_SLURM_CONTROLLER (the Slurm controller's hostname)"
+    need_cmds ssh-keygen runuser useradd usermod visudo sudo
+    ADDR=$(hostname -i | awk '{print $1}')
+    NAME=$(hostname)
+    KNOWN_AS=$NAME,$ADDR
+    [ -n "$ADDR" ] || die "cannot find this container's address (hostname -i)"
+    bash "$HERE/slurm.sh" client
+    ensure_accounts
+    ensure_sshd_files || true
+    echo "login: sshd on $ADDR:22 (host $NAME); keys in $KEYS, known_hosts $KNOWN_HOSTS"
+    exec /usr/sbin/sshd -D -e -f "$SSHD_CONF"
+}
+
 [ $# -eq 1 ] || usage
 case "$1" in
-    up | down | status) ;;
+    up | down | status | serve) ;;
     *) usage ;;
 esac
 
@@ -399,4 +423,5 @@ case "$1" in
     up) take_lock login && cmd_up ;;
     down) take_lock login && cmd_down ;;
     status) cmd_status ;;
+    serve) cmd_serve ;;
 esac
