@@ -26,6 +26,9 @@ usage: $PROG COMMAND
   down    stop sshd and its sessions, remove the namespace, keys, sudoers file
           and the Grid Engine submit host
   status  check the login node as 'up' does; exit 1 if it is not up
+  cut     take the login node off the network (its veth link down): open
+          connections hang as with a node that is gone; sshd keeps running
+  mend    put it back (link up)
   serve   container role (docker-compose.test.yml): this container is the login
           node, a Slurm client of HPCHUB_SLURM_CONTROLLER (munge key
           HPCHUB_MUNGE_KEY); sshd in the foreground on the container's address
@@ -252,6 +255,9 @@ AuthorizedKeysFile .ssh/authorized_keys
 StrictModes yes
 AllowTcpForwarding yes
 GatewayPorts clientspecified
+# OpenSSH's default, as on a real login node: a pooled connection gets at most
+# 10 channels (exec, sftp, direct-tcpip) open at once.
+MaxSessions 10
 X11Forwarding no
 PrintMotd no
 LogLevel VERBOSE
@@ -412,9 +418,14 @@ cmd_serve() {
     exec /usr/sbin/sshd -D -e -f "$SSHD_CONF"
 }
 
+cmd_link() {
+    ip link show "$VETH" >/dev/null 2>&1 || die "no link $VETH: the login node is not up"
+    ip link set "$VETH" "$1"
+}
+
 [ $# -eq 1 ] || usage
 case "$1" in
-    up | down | status | serve) ;;
+    up | down | status | serve | cut | mend) ;;
     *) usage ;;
 esac
 
@@ -424,4 +435,6 @@ case "$1" in
     down) take_lock login && cmd_down ;;
     status) cmd_status ;;
     serve) cmd_serve ;;
+    cut) cmd_link down ;;
+    mend) cmd_link up ;;
 esac
