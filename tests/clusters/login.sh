@@ -11,7 +11,8 @@
 #   /var/lib/hpchub-test/known_hosts            the login node's host key
 #   /var/lib/hpchub-test/known_hosts.wrong      the same host with another key
 #   /var/lib/hpchub-test/login/sshd.log         sshd's log (LogLevel VERBOSE)
-# The host's own /etc/ssh is never read or written.
+# The host's own /etc/ssh is never read or written. The host's /etc/hosts gets
+# one marked line "10.77.0.20 login" (Grid Engine resolves its clients there).
 set -euo pipefail
 
 PROG=login.sh
@@ -23,8 +24,8 @@ usage() {
 usage: $PROG COMMAND
   up      start the login node (and Slurm/Grid Engine first if they are not up);
           check ssh + squeue/qstat/sbatch through it (no-op when healthy)
-  down    stop sshd and its sessions, remove the namespace, keys, sudoers file
-          and the Grid Engine submit host
+  down    stop sshd and its sessions, remove the namespace, keys, known_hosts,
+          sudoers file, the Grid Engine submit host and the /etc/hosts line
   status  check the login node as 'up' does; exit 1 if it is not up
   cut     take the login node off the network (its veth link down): open
           connections hang as with a node that is gone; sshd keeps running
@@ -57,6 +58,7 @@ BRIDGE=hpchub-br0
 NET_PREFIX=10.77.0
 HEAD_ADDR=$NET_PREFIX.1
 ADDR=$NET_PREFIX.20
+MAC=02:77:00:00:00:20 # locally administered
 NAME=login
 KNOWN_AS=$ADDR # the host field of the known_hosts line
 HEAD=$(hostname -s)
@@ -189,6 +191,9 @@ net_up() {
     ip link set "$VETH" master "$BRIDGE"
     ip link set "$VETH" up
     ip -n "$NS" link set lo up
+    # A fixed MAC address: after down + up, the host's (and the nodes') ARP entry for
+    # $ADDR still names the old one for up to ~30 s, and connections time out.
+    ip -n "$NS" link set eth0 address "$MAC"
     ip -n "$NS" addr replace "$ADDR/24" dev eth0
     ip -n "$NS" link set eth0 up
     # No default route: like a compute node, the login node reaches only the bridge network.
@@ -200,6 +205,7 @@ net_up() {
 net_down() {
     ip link del "$VETH" >/dev/null 2>&1 || true
     ip netns del "$NS" >/dev/null 2>&1 || true
+    ip neigh del "$ADDR" dev "$BRIDGE" >/dev/null 2>&1 || true
 }
 
 # ---------------------------------------------------------- Grid Engine
