@@ -1,6 +1,6 @@
-"""Shared fixtures. Real-cluster tests are marked `slurm` / `sge`; tests/run.sh starts those
-clusters and sets HPCHUB_REQUIRE_CLUSTERS=1 so that a cluster that is not up fails the run
-instead of skipping (CI must never pass by skipping them).
+"""Shared fixtures. Real-cluster tests are marked `slurm` / `sge` (and `ssh` for the login node);
+tests/run.sh starts those clusters and sets HPCHUB_REQUIRE_CLUSTERS=1 so that a cluster that is
+not up fails the run instead of skipping (CI must never pass by skipping them).
 
 A test that does the same on both schedulers takes `scheduler` (it runs once per scheduler, each
 run marked like the modules about that scheduler) and `local_site`; a module about one scheduler
@@ -12,9 +12,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from helpers.jobs import cancel_and_remove_logs, local_site_with_test_profiles
+from helpers.support import CLUSTER_SCRIPTS
 
 from hpchub.cluster import ClusterClient, client_for
 from hpchub.config import SiteConfig, load_site_config
@@ -36,6 +40,10 @@ def _require(name: str) -> None:
     if _cluster_answers(CLUSTER_PROBES[name]):
         return
     message = f"the local {name} cluster is not up (start it with tests/clusters/{name}.sh up)"
+    _fail_or_skip(message)
+
+
+def _fail_or_skip(message: str) -> NoReturn:
     if os.environ.get("HPCHUB_REQUIRE_CLUSTERS") == "1":
         pytest.fail(message)
     pytest.skip(message)
@@ -78,3 +86,78 @@ def client(hub) -> ClusterClient:
     """The cluster of the e2e module's `hub` (its site has the one cluster of a local site config)."""
     site = load_site_config(hub.site_config)
     return client_for(site, next(iter(site.clusters)))
+
+
+# The login node of tests/clusters/login.sh (its paths are fixed there).
+LOGIN_STATE = Path(os.environ.get("HPCHUB_TEST_STATE", "/var/lib/hpchub-test"))
+
+
+@dataclass(frozen=True)
+class LoginNode:
+    """sshd as a login node in front of the local Slurm and Grid Engine (tests/clusters/login.sh)."""
+
+    host: str  # the address the hub connects to; known_hosts lists the key under it
+    port: int
+    hostname: str  # what `hostname` prints on the login node
+    keys: dict[str, Path]  # remote account -> private key (ed25519, mode 600, root only)
+    service_account: str  # may `sudo -n -u alice|bob|carol` hpchub-job, scancel and qdel
+    known_hosts: Path  # the login node's real host key
+    wrong_known_hosts: Path  # the same host with another key: every connection must be refused
+    sshd_log: Path  # LogLevel VERBOSE: one "Accepted publickey for USER" line per login
+    netns: str  # the login node's network namespace (/run/netns/NAME)
+    script: Path  # tests/clusters/login.sh: `cut` takes the node off the network, `mend` puts it back
+
+    def ssh_argv(self, user: str, *command: str, known_hosts: Path | None = None) -> list[str]:
+        """The system ssh client as ``user`` (a new connection, strict host key checking); the
+        remote shell joins ``command`` into one line, as ssh always does."""
+        return ["ssh", "-F", "none", "-n", "-p", str(self.port), "-i", str(self.keys[user]),
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ConnectTimeout=10",
+                f"{user}@{self.host}", "--", *command]
+
+    def session_pids(self, user: str) -> list[int]:
+        """sshd's per-connection monitor processes ("sshd: USER [priv]") of ``user``'s open
+        connections; killing one drops that connection as a crash of the login node would."""
+        netns = os.stat(f"/run/netns/{self.netns}").st_ino
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                if cmdline == f"sshd: {user} [priv]" and os.stat(proc / "ns" / "net").st_ino == netns:
+                    pids.append(int(proc.name))
+            except OSError:
+                continue  # gone meanwhile
+        return sorted(pids)
+
+    def log_offset(self) -> int:
+        """The sshd log's current size: count logins after this point with accepted_logins()."""
+        return self.sshd_log.stat().st_size
+
+    def accepted_logins(self, since: int = 0, user: str | None = None) -> int:
+        """``Accepted publickey`` lines written after byte offset ``since`` (of ``user`` if given)."""
+        with self.sshd_log.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        needle = "Accepted publickey for " + (f"{user} " if user else "")
+        return sum(needle in line for line in text.splitlines())
+
+
+@pytest.fixture(scope="session")
+def login_node() -> LoginNode:
+    script = CLUSTER_SCRIPTS / "login.sh"
+    try:
+        status = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        _fail_or_skip(f"{script} status did not answer in 60 s")
+    if status.returncode != 0:
+        _fail_or_skip(f"the SSH login node is not up (start it with tests/clusters/login.sh up): {status.stderr}")
+    keys = LOGIN_STATE / "keys"
+    return LoginNode(
+        host="10.77.0.20", port=22, hostname="login",
+        keys={user: keys / f"{user}.key" for user in ("alice", "bob", "carol", "hpchub-svc")},
+        service_account="hpchub-svc",
+        known_hosts=LOGIN_STATE / "known_hosts", wrong_known_hosts=LOGIN_STATE / "known_hosts.wrong",
+        sshd_log=LOGIN_STATE / "login" / "sshd.log", netns="hpchub-login", script=script)

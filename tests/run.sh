@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite, on a Debian 12 machine as root: installs what it needs (Debian packages,
-# the Python venv, test users), starts the local Slurm and Grid Engine clusters, runs pytest
+# the Python venv, test users), starts the local Slurm and Grid Engine clusters and the SSH login
+# node in front of them (tests/clusters/login.sh), runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff and mypy (configured in pyproject.toml) run first; a
 # finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
@@ -17,13 +18,15 @@ bash tests/clusters/users.sh
 
 started=()
 stop_started() {
-    local cluster
-    for cluster in "${started[@]}"; do
+    local i cluster
+    # In reverse: the login node sits on the Slurm bridge and is a Grid Engine submit host.
+    for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+        cluster=${started[i]}
         bash "tests/clusters/$cluster.sh" down || echo "run.sh: could not stop $cluster" >&2
     done
 }
 trap stop_started EXIT
-for cluster in slurm sge; do
+for cluster in slurm sge login; do
     if ! bash "tests/clusters/$cluster.sh" status >/dev/null 2>&1; then
         started+=("$cluster")
         bash "tests/clusters/$cluster.sh" up

@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.test.yml"
 MOUNT = "/src"  # where the services see the repository
-SERVICES = {"slurm-head", "slurm-node1", "slurm-node2", "sge"}
+SERVICES = {"slurm-head", "slurm-node1", "slurm-node2", "sge", "login"}
 
 
 def load() -> dict:
@@ -112,8 +112,10 @@ def test_roles_and_shared_munge_key():
         assert f"slurm.sh node {node}" in command_text(services[node])
         assert services[node].get("hostname") == node
     assert "sge.sh" in command_text(services["sge"])
+    assert "login.sh serve" in command_text(services["login"])
+    assert services["login"].get("hostname") == "login"
     key_volumes = []
-    for name in ("slurm-head", "slurm-node1", "slurm-node2"):
+    for name in ("slurm-head", "slurm-node1", "slurm-node2", "login"):
         env = services[name].get("environment") or {}
         key = env.get("HPCHUB_MUNGE_KEY")
         assert key, f"{name} has no HPCHUB_MUNGE_KEY"

@@ -1,14 +1,16 @@
 #!/bin/bash
 # Install the Debian 12 packages the hpchub test clusters need (Slurm + Son of
-# Grid Engine + helpers). Idempotent: returns at once when all are installed.
+# Grid Engine + the login node's OpenSSH + helpers). Idempotent: returns at once
+# when all are installed.
 #
-# usage: install-packages.sh [all|slurm|sge]     (default: all)
+# usage: install-packages.sh [all|slurm|sge|login]     (default: all)
+#   login: a Slurm client with sshd (the login node container of docker-compose.test.yml)
 set -euo pipefail
 
 PROG=install-packages.sh
 
 usage() {
-    echo "usage: $PROG [all|slurm|sge]" >&2
+    echo "usage: $PROG [all|slurm|sge|login]" >&2
     echo "  Installs (apt) the packages for the hpchub test clusters; no-op when present." >&2
     exit 2
 }
@@ -21,11 +23,15 @@ slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
 # Never add slurm-wlm-torque: it ships qsub/qstat and conflicts with
 # gridengine-client. Never purge libmunge2: gridengine-client depends on it.
 sge=(gridengine-master gridengine-exec gridengine-client)
+# The login node of the SSH tests (tests/clusters/login.sh); the package's own
+# /etc/ssh/sshd_config is never used (login.sh runs sshd with its own config).
+ssh=(openssh-server openssh-client)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${sge[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${common[@]}") ;;
     slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
+    login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
     -h | --help) usage ;;
     *) usage ;;
 esac
@@ -66,7 +72,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy_created=1
 fi
 
-if [ "$what" != slurm ]; then
+if [ "$what" = all ] || [ "$what" = sge ]; then
     # gridengine-master's postinst (init_cluster) fails halfway when the
     # hostname does not resolve, leaving a broken cell behind.
     getent hosts "$(hostname)" >/dev/null ||

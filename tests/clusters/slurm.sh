@@ -25,6 +25,8 @@ usage: $PROG COMMAND
   start-controller    start slurmctld only (and wait for the nodes)
   controller          container role: munge + slurmctld in the foreground
   node NAME           container role: munge + slurmd -N NAME in the foreground
+  client              container role: munge (background) + slurm.conf only, for a
+                      submit host such as the login node (login.sh serve)
 environment:
   HPCHUB_SLURM_NODES=N              compute nodes node1..nodeN (default 3, 0 = head only)
   HPCHUB_SLURM_UP_TIMEOUT=S         seconds to wait for the nodes (default 60)
@@ -473,11 +475,18 @@ cmd_node() {
     exec slurmd -D -f "$CONF" -N "$name"
 }
 
+cmd_client() {
+    need_cmds munged munge sinfo
+    make_dirs
+    ensure_munge node
+    install_conf "$(conf_roles)" || true
+}
+
 [ $# -ge 1 ] || usage
 cmd=$1
 shift
 case "$cmd" in
-    up | down | status | restart-controller | stop-controller | start-controller | controller)
+    up | down | status | restart-controller | stop-controller | start-controller | controller | client)
         [ $# -eq 0 ] || usage
         ;;
     node) [ $# -eq 1 ] || usage ;;
@@ -495,4 +504,5 @@ case "$cmd" in
     restart-controller) take_lock slurm && stop_ctld && cmd_start_controller ;;
     controller) cmd_controller ;;
     node) cmd_node "$1" ;;
+    client) cmd_client ;;
 esac
