@@ -35,6 +35,8 @@ ENGINE_MARK = ".e-"
 # What ipyparallel's hpchub launchers inside a server job read (see hpchub.parallel).
 ENV_SITE_CONFIG = "HPCHUB_SITE_CONFIG"
 ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
+# A server job submitted over SSH gets the site config as this file of its job directory.
+SITE_COPY = "site.yaml"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,10 @@ def server_job(
     server listens, the engine launcher told which site config and profile it belongs to."""
     name = server_job_name(user, request.profile.slug, server_name)
     env = {ENV_ENGINE_PROFILE: request.profile.slug}
-    if site.source is not None:
+    if request.cluster.submit.via == "ssh":
+        # The hub's file is not on the cluster: a copy travels with the job's files (SITE_COPY).
+        env[ENV_SITE_CONFIG] = f"{job_dir(user, name)}/{SITE_COPY}"
+    elif site.source is not None:
         env[ENV_SITE_CONFIG] = str(Path(site.source).resolve())
     launch = Launch(command=(*server_command, *SERVER_ARGS), env=env, secrets_file=f"{job_dir(user, name)}/env",
                     report_port=True)

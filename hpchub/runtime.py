@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
-from .cluster import ClusterClient, ClusterSpec
+from .cluster import ClusterClient, ClusterSpec, ssh_pool
 from .poller import CachedQuery, StatusPoller
 
 NODE_ADDRESS_TTL = 300.0  # seconds a node's address is reused (nodes are renamed or re-addressed rarely)
@@ -29,6 +30,8 @@ class ClusterRuntime:
         self.task: asyncio.Task | None = None
         self.queues: CachedQuery | None = None
         self._node_addresses: dict[str, tuple[str, float]] = {}
+        self._tunnels: dict[str, Any] = {}  # job id -> sshpool.LocalForward (to_servers: tunnel)
+        self._hub_forward: Any = None  # sshpool.RemoteForward (to_hub: reverse)
 
     @classmethod
     def get(cls, spec: ClusterSpec, interval: float, min_interval: float) -> ClusterRuntime:
@@ -74,3 +77,39 @@ class ClusterRuntime:
                 address = node
         self._node_addresses[node] = (address, time.monotonic())
         return address
+
+    # -- the hub off the cluster (via: ssh) ------------------------------------------------------
+    async def tunnel(self, job_id: str, user: str, address: str, port: int, local_port: int = 0) -> int:
+        """A port on the hub's loopback that reaches the job's server at ``address:port`` through
+        the login node (``to_servers: tunnel``); ``local_port``: the one it had before a hub restart,
+        so the proxy's route stays right. Returns the local port."""
+        forward = self._tunnels.get(job_id)
+        if forward is None:
+            forward = await ssh_pool().open_local_forward(self.client.ssh_target(user), address, port,
+                                                          local_port=local_port)
+            self._tunnels[job_id] = forward
+        return int(forward.port)
+
+    def has_tunnel(self, job_id: str) -> bool:
+        return job_id in self._tunnels
+
+    def close_tunnel(self, job_id: str) -> None:
+        forward = self._tunnels.pop(job_id, None)
+        if forward is not None:
+            forward.close()
+
+    async def hub_api_for_jobs(self, hub_api_url: str, remote_port: int = 0) -> tuple[str, int] | None:
+        """The hub's API URL as jobs of this cluster reach it (``to_hub``), and the login node's port
+        of the reverse forward (0 if none); None: the hub's own URL (direct)."""
+        spec = self.client.spec
+        if spec.to_hub == "direct":
+            return None
+        if spec.to_hub != "reverse":
+            return spec.to_hub.rstrip("/"), 0
+        hub = urlsplit(hub_api_url)
+        if self._hub_forward is None:
+            assert spec.host is not None and hub.hostname is not None
+            self._hub_forward = await ssh_pool().open_remote_forward(
+                self.client.ssh_target(None), spec.host, remote_port, hub.hostname, hub.port or 80)
+        port = int(self._hub_forward.port)
+        return urlunsplit(hub._replace(netloc=f"{spec.host}:{port}")).rstrip("/"), port

@@ -17,6 +17,7 @@ import grp
 import html
 import os
 import pwd
+from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
@@ -146,8 +147,11 @@ class HPCSpawner(Spawner):
     job_host = Unicode("")
     job_profile = Unicode("")
     job_cluster = Dict()  # ClusterSpec.to_state()
+    job_tunnel = Unicode("")  # to_servers: tunnel: "ADDRESS:PORT:LOCALPORT", re-created after a hub restart
+    job_hub_port = Unicode("")  # to_hub: reverse: the login node's port jobs reach the hub at
 
-    _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile")
+    _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile", "job_tunnel",
+                   "job_hub_port")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -294,11 +298,17 @@ class HPCSpawner(Spawner):
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None
         env = self._job_env()
+        jobs_hub = await self._hub_api_for_jobs(runtime)
+        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
+            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
+                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
         files = {}
         if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
             files.update(tls.tls_files(self.cert_paths))
             env.update(tls.tls_env(job.job_dir))
         files["env"] = jobs.env_file(env)
+        if spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (see hpchub.jobs)
+            files[jobs.SITE_COPY] = Path(site.source).read_text()
         self._port = porthandler.expect_port(self.api_token)
         try:
             job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
@@ -323,7 +333,33 @@ class HPCSpawner(Spawner):
         address = await runtime.node_address(host)
         runtime.poller.on_end(job_id, self._ended_callback(job_id))
         self._emit(90, progress.server_reported(host, port))
+        if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
+            local_port = await runtime.tunnel(job_id, self.job_user, address, port)
+            self.job_tunnel = f"{address}:{port}:{local_port}"
+            return "127.0.0.1", local_port
         return address, port
+
+    async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
+        found = await runtime.hub_api_for_jobs(self.hub.api_url, int(self.job_hub_port or 0)) \
+            if runtime.client.spec.to_hub != "direct" else None
+        if found is None:
+            return None
+        url, port = found
+        self.job_hub_port = str(port) if port else ""
+        return url
+
+    async def _restore_forwards(self, runtime: ClusterRuntime) -> None:
+        """After a hub restart: the tunnel of a running server on the local port the proxy's route
+        already names, and the reverse forward on the port its job calls the hub at. A login node
+        that does not answer now is tried again at the next poll."""
+        try:
+            if self.job_tunnel and not runtime.has_tunnel(self.job_id):
+                address, port, local_port = self.job_tunnel.rsplit(":", 2)
+                await runtime.tunnel(self.job_id, self.job_user, address, int(port), local_port=int(local_port))
+            if self.job_hub_port:
+                await self._hub_api_for_jobs(runtime)
+        except (CommandError, OSError) as error:
+            self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
 
     async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
         last_message = None
@@ -456,6 +492,7 @@ class HPCSpawner(Spawner):
         if lifecycle.has_ended(view):
             self._job_ended(runtime)
             return 1
+        await self._restore_forwards(runtime)
         return None  # running, or unknown: a scheduler hiccup never stops a server
 
     def _job_ended(self, runtime: ClusterRuntime) -> None:
@@ -464,6 +501,7 @@ class HPCSpawner(Spawner):
         job_id, user, key = self.job_id, self.job_user, self.job_key
         self._ended_job = job_id
         runtime.poller.unwatch(job_id)
+        runtime.close_tunnel(job_id)
 
         async def clean_up() -> None:
             await self._cancel_engine_jobs(runtime, user, job_id)
@@ -484,6 +522,7 @@ class HPCSpawner(Spawner):
                                         timeout=0 if now else self.stop_wait_timeout, interval=self.startup_poll_interval)
         await self._cancel_engine_jobs(runtime, user, job_id)
         runtime.poller.unwatch(job_id)
+        runtime.close_tunnel(job_id)
         if self.job_key:
             await lifecycle.remove_files(runtime, user, self.job_key)
 

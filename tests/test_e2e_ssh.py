@@ -1,0 +1,148 @@
+"""The hub off the cluster: a real JupyterHub submits, polls and cancels over SSH (paramiko, one
+pooled connection per account) through the real login node (tests/clusters/login.sh, sshd in its
+own network namespace at 10.77.0.20) in front of the real multi-node Slurm."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+import requests
+from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.profiles import local_site_text
+
+from hpchub.cluster import client_for
+from hpchub.config import parse_site_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.ssh]
+
+USERS = ("alice", "bob", "carol")
+POLL_INTERVAL = 5
+LOCAL_SUBMIT = "submit: {via: sudo}"
+
+
+def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None) -> str:
+    """site-configs/local-slurm.yaml submitting through the login node: each user's own account and
+    key, the hub's queries as the service account."""
+    keys = str(login_node.keys["alice"]).replace("alice", "{user}")
+    submit = (f"submit: {{via: ssh, host: {login_node.host}, port: {login_node.port}, user: '{{user}}', "
+              f"key: '{keys}', known_hosts: {known_hosts or login_node.known_hosts}, "
+              f"query_user: {login_node.service_account}, jobfiles: /opt/hpchub/venv/bin/hpchub-job}}")
+    text = local_site_text("slurm").replace(LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
+    assert submit in text
+    return text
+
+
+@pytest.fixture(scope="module")
+def client(slurm_cluster):
+    """The scheduler as the test sees it: locally, so the test's own checks add no SSH logins."""
+    site = parse_site_config(local_site_text("slurm"))
+    return client_for(site, "slurm")
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster, login_node, tmp_path_factory):
+    yield from run_hub(tmp_path_factory.mktemp("hub-ssh"), ssh_site_text(login_node), USERS,
+                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
+
+
+@pytest.fixture(scope="module")
+def tunnel_hub(slurm_cluster, login_node, tmp_path_factory):
+    text = ssh_site_text(login_node, network="{to_servers: tunnel, to_hub: reverse}")
+    yield from run_hub(tmp_path_factory.mktemp("hub-ssh-tunnel"), text, USERS,
+                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
+
+
+def proxy_target(hub, user: str) -> str:
+    routes = requests.get(f"http://127.0.0.1:{hub.proxy_api_port}/api/routes",
+                          headers={"Authorization": f"token {hub.proxy_token}"}, timeout=10).json()
+    (target,) = [route["target"] for path, route in routes.items() if path.rstrip("/") == f"/user/{user}"]
+    return target
+
+
+def test_spawn_poll_and_stop_over_one_ssh_login_per_account(hub, client, login_node):
+    since = login_node.log_offset()
+    server = spawn(hub, "alice", {"profile": "multi", "nodes": 2})
+    job_id = server["state"]["job_id"]
+    assert server["state"]["job_cluster"]["via"] == "ssh"
+    job = jobs_of(client, "alice")[job_id]
+    assert job.user == "alice" and job.nodes == ("node1", "node2")
+    assert proxy_target(hub, "alice").startswith("http://10.77.0.11:")  # direct: the node's address
+    assert hub.get_user_url("alice", "api/status").status_code == 200
+    time.sleep(3 * POLL_INTERVAL)  # status polls over the service account's connection
+    stop(hub, "alice")
+    assert job_id not in jobs_of(client, "alice")
+    # One login as alice (files + submit, cancel, names) and one as the service account (every
+    # status poll): never a login per command.
+    assert login_node.accepted_logins(since, "alice") == 1
+    assert login_node.accepted_logins(since, login_node.service_account) <= 1
+
+
+def test_an_outside_cancel_is_noticed_over_ssh(hub, client):
+    server = spawn(hub, "carol", {"profile": "small"})
+    subprocess.run(["sudo", "-n", "-u", "carol", "scancel", server["state"]["job_id"]], check=True)
+    started = time.monotonic()
+    hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL)
+    assert time.monotonic() - started <= POLL_INTERVAL + 5
+
+
+def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node):
+    server = spawn(hub, "bob", {"profile": "small"})
+    job_id = server["state"]["job_id"]
+    subprocess.run(["bash", str(login_node.script), "cut"], check=True, capture_output=True)
+    try:
+        time.sleep(4 * POLL_INTERVAL)
+        assert hub.server("bob") is not None and hub.server("bob")["ready"]
+    finally:
+        subprocess.run(["bash", str(login_node.script), "mend"], check=True, capture_output=True)
+    time.sleep(2 * POLL_INTERVAL)
+    assert hub.wait_for_server("bob", timeout=10)["state"]["job_id"] == job_id
+    assert job_id in jobs_of(client, "bob")
+    stop(hub, "bob")
+
+
+def test_a_wrong_host_key_is_refused_and_nothing_is_submitted(slurm_cluster, login_node, client, tmp_path_factory):
+    text = ssh_site_text(login_node, known_hosts=str(login_node.wrong_known_hosts))
+    before = set(jobs_of(client, "alice"))
+    for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-wrong-key"), text, ("alice",), poll_interval=POLL_INTERVAL):
+        message = spawn_failure_message(hub, "alice", {"profile": "small"})
+        assert login_node.host in message and re.search(r"SHA256:[A-Za-z0-9+/]{43}", message), message
+    assert set(jobs_of(client, "alice")) == before
+
+
+def test_through_a_tunnel_and_a_reverse_forward(tunnel_hub, client, login_node):
+    server = spawn(tunnel_hub, "alice", {"profile": "multi", "nodes": 1})
+    state = server["state"]
+    # The proxy reaches the server on the hub's loopback, through the login node.
+    assert re.match(r"http://127\.0\.0\.1:\d+$", proxy_target(tunnel_hub, "alice")), state
+    assert state["job_tunnel"].startswith("10.77.0.11:") and state["job_hub_port"]
+    # The job reached the hub through the login node's port, not the hub's own address.
+    env = (login_node_home("alice") / ".hpchub" / "jobs" / state["job_key"] / "env").read_text()
+    assert f"JUPYTERHUB_API_URL=http://{login_node.host}:{state['job_hub_port']}/hub/api" in env
+    assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
+    # The login node's connection dropped (its sshd child killed): the route works again after reconnect.
+    for pid in login_node.session_pids("alice"):
+        subprocess.run(["kill", str(pid)], check=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and tunnel_hub.get_user_url("alice", "api/status").status_code != 200:
+        time.sleep(1)
+    assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
+    assert tunnel_hub.server("alice")["ready"]
+    # A hub restart re-creates the tunnel on the port the proxy's route names.
+    target = proxy_target(tunnel_hub, "alice")
+    tunnel_hub.restart_hub()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and tunnel_hub.get_user_url("alice", "api/status").status_code != 200:
+        time.sleep(1)
+    assert proxy_target(tunnel_hub, "alice") == target
+    assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
+    stop(tunnel_hub, "alice")
+
+
+def login_node_home(user: str):
+    import pwd
+    from pathlib import Path
+
+    return Path(pwd.getpwnam(user).pw_dir)
