@@ -158,6 +158,17 @@ def _tune_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
+def _wait_readable(sources: Sequence[Any]) -> list[Any]:
+    """The sockets or channels (anything with ``fileno``) that are readable, closed or failed;
+    blocks until one is. poll, not select: a busy hub may have descriptors above 1024."""
+    poller = select.poll()
+    by_fd = {}
+    for source in sources:
+        by_fd[source.fileno()] = source
+        poller.register(source.fileno(), select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll()]
+
+
 class _TransportGone(Exception):
     """The channel could not be opened because the connection is dead: nothing was run."""
 
@@ -202,7 +213,7 @@ class _RemoteCommand:
                 channel.sendall(self.input.encode())
             channel.shutdown_write()
             while True:
-                select.select([channel], [], [])
+                _wait_readable([channel])
                 while channel.recv_ready():
                     self.stdout += channel.recv(_CHUNK)
                 while channel.recv_stderr_ready():
@@ -237,9 +248,13 @@ class _RemoteCommand:
             pause = min(2 * pause, 0.5)
 
     def abort(self) -> None:
-        """Signal the remote command's process group (TERM; OpenSSH's sshd honours the "signal"
-        request) and close the channel: the caller does not wait for the remote process."""
+        """Stop waiting for a session; signal the remote command's process group (TERM: OpenSSH's
+        sshd honours the "signal" request) and close the channel, in a thread of its own (paramiko
+        may block on a send). Nobody waits for the remote process."""
         self._aborted.set()
+        threading.Thread(target=self._signal_and_close, name="hpchub-ssh-abort", daemon=True).start()
+
+    def _signal_and_close(self) -> None:
         channel = self.channel
         if channel is None or channel.closed:
             return
@@ -314,7 +329,7 @@ class _Pump:
         sources: list[Any] = [sock, channel]
         try:
             while sources and not self.stopping:
-                readable, _, _ = select.select(sources, [], [])
+                readable = _wait_readable(sources)
                 if sock in readable:
                     data = sock.recv(_CHUNK)
                     if data:
@@ -490,8 +505,10 @@ class SSHPool:
                 transport = await self._transport(target, argv)
                 job = _RemoteCommand(transport, shlex.join(argv), input)
                 jobs.append(job)
+                running = loop.run_in_executor(self._executor, job.run)
+                running.add_done_callback(_retrieve)  # an aborted run may end in an error nobody awaits
                 try:
-                    return await asyncio.shield(loop.run_in_executor(self._executor, job.run)), transport
+                    return await asyncio.shield(running), transport
                 except asyncio.CancelledError:
                     job.abort()
                     raise
@@ -535,8 +552,7 @@ class SSHPool:
             if wait > 0 and state.last_failure is not None:
                 raise self._unreachable(argv, target, state.last_failure, wait, operation)
             state.connecting = asyncio.ensure_future(self._login(target, state))
-            # Retrieved here too: every waiter may have timed out before the login ended.
-            state.connecting.add_done_callback(lambda done: done.cancelled() or done.exception())
+            state.connecting.add_done_callback(_retrieve)  # every waiter may have timed out before it ended
         try:
             return await asyncio.shield(state.connecting)
         except _LoginFailure as failure:
@@ -690,6 +706,12 @@ class SSHPool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, client.close) for client in clients))
         self._executor.shutdown(wait=False)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (it is reported where it matters)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _connect_and_pump(channel: paramiko.Channel, host: str, port: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -243,6 +244,35 @@ async def test_many_commands_in_parallel_over_one_login(login_node: LoginNode, p
     assert login_node.accepted() == 1
 
 
+async def test_sessions_refused_by_max_sessions_are_waited_for(login_node: LoginNode):
+    """A pool allowing more sessions than the login node (MaxSessions 10): the refused ones wait
+    for a free session instead of failing."""
+    pool = SSHPool(max_sessions=30)
+    try:
+        target = login_node.target()
+        results = await asyncio.gather(*(pool.run(target, ["sh", "-c", "sleep 0.3; echo $0", str(n)], timeout=20)
+                                         for n in range(25)))
+        assert [result.stdout for result in results] == [f"{n}\n" for n in range(25)]
+        assert login_node.log.read_text().count("no more sessions") > 0  # sshd did refuse some
+        assert pool.logins(target) == 1
+    finally:
+        await pool.close()
+
+
+async def test_timeout_bounds_a_login_that_hangs(keys: Path, pool: SSHPool, tmp_path: Path):
+    """A login node that accepts TCP but never speaks SSH: the call's timeout still holds."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        target = SSHTarget("127.0.0.1", port, "alice", str(keys / "alice.key"), str(tmp_path / "known_hosts"))
+        (tmp_path / "known_hosts").write_text("")
+        started = time.monotonic()
+        with pytest.raises(CommandTimeout, match="waiting for a session or a login"):
+            await pool.run(target, ["true"], timeout=1)
+        assert time.monotonic() - started < 1.5
+
+
 async def test_changed_host_key_is_refused_and_nothing_runs(login_node: LoginNode, pool: SSHPool, tmp_path: Path):
     keys = login_node.keys
     known_hosts = tmp_path / "changed_known_hosts"
@@ -365,21 +395,28 @@ async def test_latency_pool_against_ssh_per_command(login_node: LoginNode, pool:
     runs = 20
     await pool.run(target, ["true"], timeout=10)  # the pool's one login, as in a running hub
     pooled = []
+    cpu_before = time.process_time()  # this process, the pool's threads included
     for _ in range(runs):
         started = time.monotonic()
         await pool.run(target, ["true"], timeout=10)
         pooled.append(time.monotonic() - started)
+    pooled_cpu_ms = (time.process_time() - cpu_before) / runs * 1000
     ssh = ["ssh", "-F", "/dev/null", "-i", target.key_file, "-p", str(login_node.port), "-o", "BatchMode=yes",
            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={target.known_hosts}",
            "-o", "IdentitiesOnly=yes", "alice@127.0.0.1", "true"]
     per_process = []
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         started = time.monotonic()
         await asyncio.to_thread(subprocess.run, ssh, check=True, capture_output=True, timeout=30)
         per_process.append(time.monotonic() - started)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ssh_cpu_ms = ((children_after.ru_utime + children_after.ru_stime)
+                  - (children_before.ru_utime + children_before.ru_stime)) / runs * 1000
     pooled_ms, ssh_ms = statistics.median(pooled) * 1000, statistics.median(per_process) * 1000
     print(f"\nper-command latency, median of {runs}: pool {pooled_ms:.1f} ms, ssh per command {ssh_ms:.1f} ms, "
-          f"ratio {ssh_ms / pooled_ms:.1f}x")
+          f"ratio {ssh_ms / pooled_ms:.1f}x; client CPU per command: pool {pooled_cpu_ms:.1f} ms, "
+          f"ssh {ssh_cpu_ms:.1f} ms")
     assert pooled_ms < ssh_ms
     assert pooled_ms < 30, "Nagle's delay is back (TCP_NODELAY): ~40 ms per command"
     assert pool.logins(target) == 1 and login_node.accepted() == 1 + runs
