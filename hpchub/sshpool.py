@@ -378,7 +378,12 @@ class LocalForward:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
         while True:
-            conn, peer = await loop.sock_accept(self._listener)
+            try:
+                conn, peer = await loop.sock_accept(self._listener)
+            except OSError as error:  # out of descriptors, say: keep the port, try again soon
+                log.warning("%r: accept failed: %s", self, error)
+                await asyncio.sleep(1)
+                continue
             task = asyncio.ensure_future(self._forward(conn, peer))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
