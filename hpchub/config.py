@@ -119,10 +119,10 @@ class Submit(_Model):
 class Network(_Model):
     """How the hub reaches servers and jobs reach the hub (matters when the hub is off the cluster)."""
 
-    to_servers: Literal["direct", "tunnel"] = Field(
-        "direct", description="direct: the hub connects to node:port; tunnel: through the login node's SSH connection")
-    to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = Field(
-        "direct", description="direct: the hub's API URL; reverse: a reverse forward on the login node; or a URL")
+    # direct: the hub connects to node:port; tunnel: through the login node's SSH connection.
+    to_servers: Literal["direct", "tunnel"] = "direct"
+    # direct: jobs use the hub's API URL; reverse: a forward on the login node; or the API URL jobs use.
+    to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = "direct"
 
 
 class SGEOptions(_Model):
@@ -137,7 +137,7 @@ class SGEOptions(_Model):
 class Cluster(_Model):
     scheduler: Literal["slurm", "sge"]
     submit: Submit
-    network: Network = Field(default_factory=Network)
+    network: Network = Network()
     environment: Environment = Environment()
     queues: dict[Name, QueueLimits] = Field(min_length=1)
     sge: SGEOptions = SGEOptions()

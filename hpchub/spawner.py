@@ -33,6 +33,7 @@ from .render import RenderError, UserAccount
 from .runner import CommandError
 from .runtime import ClusterRuntime
 from .schedulers import JobState, QueueInfo
+from .sshpool import LoginUnreachable
 
 porthandler.register_at_import()
 
@@ -315,6 +316,9 @@ class HPCSpawner(Spawner):
         except AccountRefused as error:
             porthandler.forget(self.api_token)
             raise SpawnFailed(f"hpchub refuses to start this server: {error}") from None
+        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
+            porthandler.forget(self.api_token)
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}") from None
         except CommandError as error:
             porthandler.forget(self.api_token)
             raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}") from None

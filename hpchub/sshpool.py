@@ -622,14 +622,16 @@ class SSHPool:
             threading.Thread(target=closable.close, daemon=True).start()
 
     # -- port forwards ---------------------------------------------------------------------------
-    async def open_local_forward(self, target: SSHTarget, remote_host: str, remote_port: int) -> LocalForward:
-        """Listen on 127.0.0.1:<free port> and forward each connection to ``remote_host:remote_port``
-        through the login node. Connects (or fails) now so that a wrong host key shows at once."""
+    async def open_local_forward(self, target: SSHTarget, remote_host: str, remote_port: int,
+                                 local_port: int = 0) -> LocalForward:
+        """Listen on 127.0.0.1:``local_port`` (0: a free port) and forward each connection to
+        ``remote_host:remote_port`` through the login node. Connects (or fails) now so that a wrong
+        host key shows at once."""
         self._check_open()
         await self._transport(target, (), operation=f"port forward to {remote_host}:{remote_port}")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind(("127.0.0.1", local_port))
         listener.listen(128)
         listener.setblocking(False)
         forward = LocalForward(self, target, remote_host, remote_port, listener)

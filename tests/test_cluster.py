@@ -20,11 +20,18 @@ def spec(**changes) -> ClusterSpec:
     return ClusterSpec.from_state(fields)
 
 
-@pytest.mark.parametrize("account", ["root", "daemon", "bin"])
-def test_sudo_refuses_root_and_system_accounts(account):
+@pytest.mark.parametrize("account", ["daemon", "bin"])
+def test_sudo_refuses_system_accounts(account):
     client = ClusterClient(spec(uid_min=1000))
     with pytest.raises(AccountRefused, match=f"account '{account}' has uid"):
         client.as_user(account, ["sbatch"])
+
+
+@pytest.mark.parametrize("via", ["sudo", "ssh", "local"])
+def test_no_transport_acts_as_root_or_a_malformed_name(via):
+    for account in ("root", "../alice", "alice bob"):
+        with pytest.raises(AccountRefused, match="hpchub does not act as"):
+            ClusterClient(spec(via=via)).as_user(account, ["sbatch"])
 
 
 def test_sudo_refuses_the_hubs_own_account_and_unknown_accounts():
