@@ -12,6 +12,7 @@ import pytest
 import requests
 from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import local_site_text
+from helpers.support import run_as_user, run_hpchub, user_readable
 
 from hpchub.cluster import client_for
 from hpchub.config import parse_site_config
@@ -23,14 +24,18 @@ POLL_INTERVAL = 5
 LOCAL_SUBMIT = "submit: {via: sudo}"
 
 
-def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None) -> str:
-    """site-configs/local-slurm.yaml submitting through the login node: each user's own account and
-    key, the hub's queries as the service account."""
+def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None, scheduler: str = "slurm",
+                  service_account: bool = False) -> str:
+    """site-configs/local-SCHEDULER.yaml submitting through the login node: each user's own account
+    and key, the hub's queries as the service account (or everything as the service account, which
+    sudo's to the user on the login node)."""
     keys = str(login_node.keys["alice"]).replace("alice", "{user}")
-    submit = (f"submit: {{via: ssh, host: {login_node.host}, port: {login_node.port}, user: '{{user}}', "
+    account = (f"user: {login_node.service_account}, sudo: true" if service_account
+               else f"user: '{{user}}', query_user: {login_node.service_account}")
+    submit = (f"submit: {{via: ssh, host: {login_node.host}, port: {login_node.port}, {account}, "
               f"key: '{keys}', known_hosts: {known_hosts or login_node.known_hosts}, "
-              f"query_user: {login_node.service_account}, jobfiles: /opt/hpchub/venv/bin/hpchub-job}}")
-    text = local_site_text("slurm").replace(LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
+              f"jobfiles: /opt/hpchub/venv/bin/hpchub-job}}")
+    text = local_site_text(scheduler).replace(LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
     assert submit in text
     return text
 
@@ -93,7 +98,7 @@ def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node
     job_id = server["state"]["job_id"]
     subprocess.run(["bash", str(login_node.script), "cut"], check=True, capture_output=True)
     try:
-        time.sleep(4 * POLL_INTERVAL)
+        time.sleep(60)  # twelve poll intervals without an answer: "unknown", never "gone"
         assert hub.server("bob") is not None and hub.server("bob")["ready"]
     finally:
         subprocess.run(["bash", str(login_node.script), "mend"], check=True, capture_output=True)
@@ -122,6 +127,16 @@ def test_through_a_tunnel_and_a_reverse_forward(tunnel_hub, client, login_node):
     env = (login_node_home("alice") / ".hpchub" / "jobs" / state["job_key"] / "env").read_text()
     assert f"JUPYTERHUB_API_URL=http://{login_node.host}:{state['job_hub_port']}/hub/api" in env
     assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
+    # The hub cut off from the compute node (a blackhole route on the hub's side; the login node still
+    # reaches it over the bridge): the server is still reached, through the login node.
+    node_address, node_port, _ = state["job_tunnel"].rsplit(":", 2)
+    subprocess.run(["ip", "route", "add", "blackhole", f"{node_address}/32"], check=True)
+    try:
+        with pytest.raises(requests.RequestException):
+            requests.get(f"http://{node_address}:{node_port}/", timeout=3)
+        assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
+    finally:
+        subprocess.run(["ip", "route", "del", "blackhole", f"{node_address}/32"], check=True)
     # The login node's connection dropped (its sshd child killed): the route works again after reconnect.
     for pid in login_node.session_pids("alice"):
         subprocess.run(["kill", str(pid)], check=False)
@@ -146,3 +161,89 @@ def login_node_home(user: str):
     from pathlib import Path
 
     return Path(pwd.getpwnam(user).pw_dir)
+
+
+async def test_fifty_status_polls_use_one_login(slurm_cluster, login_node):
+    """The hub's status queries over the pooled connection: one login for all of them."""
+    site = parse_site_config(ssh_site_text(login_node))
+    client = client_for(site, "slurm")
+    since = login_node.log_offset()
+    for _ in range(50):
+        await client.status(["alice", "bob"])
+    assert login_node.accepted_logins(since) == 1
+
+
+def test_the_command_line_works_over_ssh(slurm_cluster, login_node, client):
+    site = user_readable("ssh-cli.yaml", ssh_site_text(login_node))
+    assert run_hpchub("check", "--live", str(site)).returncode == 0
+    queues = run_hpchub("queues", str(site))
+    assert queues.returncode == 0 and "multi" in queues.stdout and "debug" in queues.stdout
+    submitted = run_hpchub("submit", str(site), "--profile", "small", "--user", "bob", "--command", "sleep 300")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    try:
+        status = run_hpchub("status", str(site), job_id)
+        assert status.returncode == 0 and "hpchub-bob-small" in status.stdout and "bob" in status.stdout
+        assert job_id in jobs_of(client, "bob")
+    finally:
+        assert run_hpchub("cancel", str(site), job_id, "--user", "bob").returncode == 0
+    deadline = time.monotonic() + 30
+    while job_id in jobs_of(client, "bob") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert job_id not in jobs_of(client, "bob")
+
+
+def test_engine_jobs_of_a_server_started_over_ssh_die_with_it(hub, client):
+    """hpchub.parallel in carol's notebook reads the site config copy the job got (the hub's own
+    file is not on the cluster) and submits engines on the cluster itself; stopping the server
+    over SSH cancels them."""
+    server = spawn(hub, "carol", {"profile": "multi", "nodes": 1})
+    server_job, key = server["state"]["job_id"], server["state"]["job_key"]
+    site_copy = login_node_home("carol") / ".hpchub" / "jobs" / key / "site.yaml"
+    engines = run_as_user("carol", f"""
+        import asyncio, os
+        from hpchub.parallel import HPCEngineSetLauncher
+        os.environ["HPCHUB_PARENT_JOB"] = {server_job!r}
+        launcher = HPCEngineSetLauncher(site_config={str(site_copy)!r}, profile="multi", engine_set_id="ssh",
+                                        engine_cmd=["sleep", "600"])
+
+        async def main():
+            print(await launcher.start(1), flush=True)
+            os._exit(0)
+
+        asyncio.run(main())
+    """)
+    assert engines in jobs_of(client, "carol")
+    stop(hub, "carol")
+    deadline = time.monotonic() + 2 * POLL_INTERVAL
+    while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"
+
+
+def test_grid_engine_over_ssh(sge_cluster, login_node, tmp_path_factory):
+    site = parse_site_config(local_site_text("sge"))
+    local = client_for(site, "sge")
+    text = ssh_site_text(login_node, scheduler="sge")
+    for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-sge"), text, ("bob",), poll_interval=POLL_INTERVAL):
+        server = spawn(hub, "bob", {"profile": "small"})
+        job_id = server["state"]["job_id"]
+        assert server["state"]["job_cluster"]["via"] == "ssh" and job_id in jobs_of(local, "bob")
+        assert hub.get_user_url("bob", "api/status").status_code == 200
+        stop(hub, "bob")
+        assert job_id not in jobs_of(local, "bob")
+
+
+def test_a_service_account_that_sudos_on_the_login_node(slurm_cluster, login_node, client, tmp_path_factory):
+    """`sudo: true`: the hub holds one key, the service account's, and the login node's sudoers
+    lets that account run hpchub-job, scancel and qdel as the users: the job is still alice's."""
+    text = ssh_site_text(login_node, service_account=True)
+    since = login_node.log_offset()
+    for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-sudo"), text, ("alice",), poll_interval=POLL_INTERVAL):
+        server = spawn(hub, "alice", {"profile": "small"})
+        job_id = server["state"]["job_id"]
+        assert jobs_of(client, "alice")[job_id].user == "alice"
+        assert hub.get_user_url("alice", "api/status").status_code == 200
+        stop(hub, "alice")
+        assert job_id not in jobs_of(client, "alice")
+    assert login_node.accepted_logins(since, "alice") == 0  # alice's own key was never used
