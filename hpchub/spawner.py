@@ -299,7 +299,10 @@ class HPCSpawner(Spawner):
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None
         env = self._job_env()
-        jobs_hub = await self._hub_api_for_jobs(runtime)
+        try:
+            jobs_hub = await self._hub_api_for_jobs(runtime)
+        except LoginUnreachable as error:
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}") from None
         if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
             env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
                    if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
@@ -329,19 +332,19 @@ class HPCSpawner(Spawner):
         try:
             host = await self._wait_until_running(runtime, request.queue)
             port = await self._wait_for_port(runtime)
+            address, connect_port = await runtime.node_address(host), port
+            if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
+                local_port = await runtime.tunnel(job_id, self.job_user, address, port)
+                self.job_tunnel = f"{address}:{port}:{local_port}"
+                address, connect_port = "127.0.0.1", local_port
         except BaseException:
             await self._abandon(runtime)
             raise
         finally:
             porthandler.forget(self.api_token)
-        address = await runtime.node_address(host)
         runtime.poller.on_end(job_id, self._ended_callback(job_id))
         self._emit(90, progress.server_reported(host, port))
-        if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
-            local_port = await runtime.tunnel(job_id, self.job_user, address, port)
-            self.job_tunnel = f"{address}:{port}:{local_port}"
-            return "127.0.0.1", local_port
-        return address, port
+        return address, connect_port
 
     async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
         found = await runtime.hub_api_for_jobs(self.hub.api_url, int(self.job_hub_port or 0)) \
@@ -432,6 +435,7 @@ class HPCSpawner(Spawner):
             runtime.poller.on_end(self.job_id, None)
             await lifecycle.cancel(runtime, self.job_user, [self.job_id])
             runtime.poller.unwatch(self.job_id)
+            runtime.close_tunnel(self.job_id)
         if self.job_key:
             await lifecycle.remove_files(runtime, self.job_user, self.job_key)
 
