@@ -112,7 +112,11 @@ def _submission_findings(site: SiteConfig) -> list[Finding]:
     findings: list[Finding] = []
     uid = os.geteuid()
     for name, cluster in site.clusters.items():
-        if cluster.submit.via != "local":
+        submit = cluster.submit
+        if submit.via == "ssh" and "{user}" not in submit.user and not submit.sudo:
+            findings.append(Finding("warning", f"clusters.{name}.submit.user: {submit.user} without sudo: all users' "
+                                               f"jobs run as {submit.user} on the login node"))
+        if submit.via != "local":
             continue
         if uid == 0:
             findings.append(Finding("error", local_submission_refusal(name)))

@@ -248,3 +248,13 @@ async def test_a_scheduler_that_does_not_answer_is_reported(tmp_path, monkeypatc
     site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
     (problem,) = await live_problems(site)
     assert problem.startswith("clusters.slurm: the slurm scheduler does not answer: command `sinfo")
+
+
+def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
+    shared = SITE.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, user: jupyter, key: /k, known_hosts: /kh}")
+    assert site_warnings(parse_site_config(shared)) == [
+        "clusters.main.submit.user: jupyter without sudo: all users' jobs run as jupyter on the login node"
+    ]
+    own = SITE.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, key: '/k/{user}', known_hosts: /kh, "
+                                              "query_user: q}")
+    assert site_warnings(parse_site_config(own)) == []
