@@ -117,8 +117,9 @@ class LoginNode:
                 f"{user}@{self.host}", "--", *command]
 
     def session_pids(self, user: str) -> list[int]:
-        """sshd's per-connection monitor processes ("sshd: USER [priv]") of ``user``'s open
-        connections; killing one drops that connection as a crash of the login node would."""
+        """sshd's processes of ``user``'s open connections: the monitor ("sshd: USER [priv]") and
+        the session ("sshd: USER@notty"); killing them drops the connections as a crash of the login
+        node would (the session alone can outlive a killed monitor for a while)."""
         netns = os.stat(f"/run/netns/{self.netns}").st_ino
         pids = []
         for proc in Path("/proc").iterdir():
@@ -126,7 +127,8 @@ class LoginNode:
                 continue
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-                if cmdline == f"sshd: {user} [priv]" and os.stat(proc / "ns" / "net").st_ino == netns:
+                ours = cmdline == f"sshd: {user} [priv]" or cmdline.startswith(f"sshd: {user}@")
+                if ours and os.stat(proc / "ns" / "net").st_ino == netns:
                     pids.append(int(proc.name))
             except OSError:
                 continue  # gone meanwhile

@@ -132,10 +132,9 @@ def test_session_pids_find_an_open_connection(login_node):
     held = subprocess.Popen(login_node.ssh_argv("bob", "sleep", "30"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        pids = wait_for(lambda: login_node.session_pids("bob"), 10, "bob's sshd session")
-        assert len(pids) == 1
-        (pid,) = pids
-        subprocess.run(["kill", str(pid)], check=True)  # the connection's monitor: drops it
+        pids = wait_for(lambda: len(login_node.session_pids("bob")) == 2 and login_node.session_pids("bob"), 10,
+                        "bob's sshd session")
+        subprocess.run(["kill", *map(str, pids)], check=True)  # the connection's monitor and session: drops it
         assert held.wait(timeout=10) == 255
     finally:
         held.kill()
