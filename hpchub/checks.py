@@ -38,14 +38,6 @@ def site_findings(site: SiteConfig) -> list[Finding]:
     return _file_findings(site) + _submission_findings(site)
 
 
-def site_warnings(site: SiteConfig) -> list[str]:
-    return [finding.message for finding in site_findings(site) if finding.level == "warning"]
-
-
-def site_errors(site: SiteConfig) -> list[str]:
-    return [finding.message for finding in site_findings(site) if finding.level == "error"]
-
-
 def _account_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -160,11 +152,6 @@ async def live_findings(site: SiteConfig) -> list[Finding]:
     for name in site.clusters:
         findings += await _cluster_findings(site, name)
     return findings
-
-
-async def live_problems(site: SiteConfig) -> list[str]:
-    """The errors of :func:`live_findings`: what stops the hub from working with a cluster."""
-    return [finding.message for finding in await live_findings(site) if finding.level == "error"]
 
 
 async def _cluster_findings(site: SiteConfig, name: str) -> list[Finding]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,4 @@ def engine_job(
 
 def env_file(env: Mapping[str, str]) -> str:
     """The text of a job's secrets env file (sourced with ``set -a`` by the job)."""
-    import shlex
-
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))

@@ -15,9 +15,7 @@ from helpers.support import run_hpchub as hpchub
 from hpchub.checks import (
     PRIVATE_DATA_JOBS,
     live_findings,
-    live_problems,
-    site_errors,
-    site_warnings,
+    site_findings,
     slurm_private_data_finding,
     slurm_private_data_jobs,
 )
@@ -40,6 +38,19 @@ SITE = textwrap.dedent(
         resources: {walltime: "01:00:00"}
     """
 )
+
+def site_warnings(site) -> list[str]:
+    return [finding.message for finding in site_findings(site) if finding.level == "warning"]
+
+
+def site_errors(site) -> list[str]:
+    return [finding.message for finding in site_findings(site) if finding.level == "error"]
+
+
+async def live_problems(site) -> list[str]:
+    """What stops the hub from working with a cluster: the errors of live_findings."""
+    return [finding.message for finding in await live_findings(site) if finding.level == "error"]
+
 
 SCONTROL_SHOW_CONFIG = (REPO / "tests" / "data" / "scontrol-show-config.txt").read_text()
 
