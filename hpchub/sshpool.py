@@ -202,13 +202,10 @@ class _RemoteCommand:
 
     def run(self) -> int | None:
         """The exit status; None when the channel closed without one (connection lost)."""
-        channel = self.channel = self._open_session()
+        channel = self._started_session()
         if channel is None:
             return None
         try:
-            if self._aborted.is_set():
-                return None
-            channel.exec_command(self.command)
             if self.input is not None:
                 channel.sendall(self.input.encode())
             channel.shutdown_write()
@@ -226,6 +223,26 @@ class _RemoteCommand:
             return None if channel.exit_status == -1 else channel.exit_status
         finally:
             channel.close()
+
+    def _started_session(self) -> paramiko.Channel | None:
+        """A session channel running the command. A session the login node closes before the
+        command starts (sshd under load refuses it that way too; paramiko then reports a stale or
+        empty error) ran nothing, so another is opened. None: aborted."""
+        pause = 0.02
+        while True:
+            channel = self.channel = self._open_session()
+            if channel is None or self._aborted.is_set():
+                return None
+            try:
+                channel.exec_command(self.command)
+                return channel
+            except (paramiko.SSHException, EOFError):
+                channel.close()
+                if not self.transport.is_active():
+                    raise
+            if self._aborted.wait(pause):
+                return None
+            pause = min(2 * pause, 0.5)
 
     def _open_session(self) -> paramiko.Channel | None:
         """A new session channel, waiting while the login node has no session to spare: OpenSSH
@@ -528,7 +545,7 @@ class SSHPool:
                         raise ConnectionLost(argv, None, job.text(job.stdout), job.text(job.stderr), reason=(
                             f"lost its connection to {target} (it may or may not have run): "
                             f"{_transport_error(transport)}")) from None
-                    raise CommandError(argv, None, reason=f"could not be run on {target}: {error}") from None
+                    raise CommandError(argv, None, reason=f"could not be run on {target}: {error!r}") from None
         raise AssertionError("unreachable")
 
     # -- connections -----------------------------------------------------------------------------

@@ -134,8 +134,9 @@ def test_session_pids_find_an_open_connection(login_node):
     try:
         pids = wait_for(lambda: len(login_node.session_pids("bob")) == 2 and login_node.session_pids("bob"), 10,
                         "bob's sshd session")
-        subprocess.run(["kill", *map(str, pids)], check=True)  # the connection's monitor and session: drops it
-        assert held.wait(timeout=10) == 255
+        # The connection's monitor and session, as a crash would end them: the client sees it dropped.
+        subprocess.run(["kill", "-KILL", *map(str, pids)], check=True)
+        assert held.wait(timeout=30) == 255
     finally:
         held.kill()
         held.wait()
