@@ -14,6 +14,8 @@ several hosts, array tasks, and pending, held and error jobs. The mix is fixed (
 Measured per answer, CPU time of this process (``time.process_time``), best and median of
 ``--runs`` runs:
 - parse: ``parse_status`` of the backend;
+- stdlib floor: what any parser of the format pays in the standard library (the lines split into
+  fields; the XML element tree);
 - poll: the in-process rest of a poll, for context: a ``StatusPoller`` whose query returns that
   parse, one ``refresh()`` (its snapshot) plus ``view()`` of one job; the command itself (fork,
   or SSH channel, and the scheduler's own time) is bench/ssh.py's business.
@@ -36,6 +38,7 @@ import random
 import statistics
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from hpchub.poller import StatusPoller  # noqa: E402
 from hpchub.schedulers import JobStatus, sge, slurm  # noqa: E402
+from hpchub.schedulers.base import collector_paused  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "parsing.json"
 PLOT = REPO / "bench" / "results" / "parsing.png"
@@ -224,6 +228,16 @@ def poll_once(parsed: dict[str, JobStatus], job_id: str) -> None:
     asyncio.run(poll())
 
 
+def floor(scheduler: str, answer: str) -> None:
+    """What any parser of this format pays in the standard library, the collector paused as in
+    parse_status: Slurm, the answer cut into lines and fields; Grid Engine, the XML element tree."""
+    with collector_paused():
+        if scheduler == "slurm":
+            [line.split(slurm.SEP) for line in answer.splitlines()]
+        else:
+            ElementTree.fromstring(answer)
+
+
 def measure(scheduler: str, jobs: int, runs: int) -> dict[str, Any]:
     backend, build = {"slurm": (slurm, slurm_answer), "sge": (sge, sge_answer)}[scheduler]
     answer = build(jobs)
@@ -231,23 +245,28 @@ def measure(scheduler: str, jobs: int, runs: int) -> dict[str, Any]:
     assert len(parsed) == jobs and not parsed.problems, (len(parsed), parsed.problems[:3])
     some_job = sorted(parsed)[len(parsed) // 2]
     parse = cpu_ms(lambda: backend.parse_status(answer), runs)
+    stdlib = cpu_ms(lambda: floor(scheduler, answer), runs)
     poll = cpu_ms(lambda: poll_once(parsed, some_job), runs)
     return {"scheduler": scheduler, "jobs": jobs, "answer_bytes": len(answer.encode()),
-            "answer_lines": answer.count("\n"), "runs": runs,
-            "parse_best_ms": min(parse), "parse_median_ms": statistics.median(parse),
+            "answer_lines": answer.count("\n"), "entries": answer.count("<job_list") or answer.count("\n"),
+            "runs": runs, "parse_best_ms": min(parse), "parse_median_ms": statistics.median(parse),
+            "floor_best_ms": min(stdlib), "floor_median_ms": statistics.median(stdlib),
             "poll_rest_best_ms": min(poll), "poll_rest_median_ms": statistics.median(poll),
-            "parse_ms": parse, "poll_rest_ms": poll}
+            "parse_ms": parse, "floor_ms": stdlib, "poll_rest_ms": poll}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"hub CPU per status answer, ms (best / median of {rows[0]['runs']} runs); "
           f"target: {TARGET_JOBS:,} jobs under {TARGET_MS:g} ms")
-    print(f"{'':7}{'jobs':>7}{'answer KB':>11}{'parse best':>12}{'median':>9}{'/ target':>10}"
-          f"{'us/job':>8}{'poller+view':>13}")
+    print(f"{'':7}{'jobs':>7}{'entries':>9}{'answer KB':>11}{'parse best':>12}{'median':>9}{'/ target':>10}"
+          f"{'us/job':>8}{'stdlib floor':>14}{'poller+view':>13}")
     for row in rows:
-        print(f"{row['scheduler']:7}{row['jobs']:7,}{row['answer_bytes'] / 1024:11.0f}{row['parse_best_ms']:12.1f}"
-              f"{row['parse_median_ms']:9.1f}{row['parse_median_ms'] / TARGET_MS:10.2f}"
-              f"{1000 * row['parse_median_ms'] / row['jobs']:8.1f}{row['poll_rest_median_ms']:13.2f}")
+        print(f"{row['scheduler']:7}{row['jobs']:7,}{row['entries']:9,}{row['answer_bytes'] / 1024:11.0f}"
+              f"{row['parse_best_ms']:12.1f}{row['parse_median_ms']:9.1f}{row['parse_median_ms'] / TARGET_MS:10.2f}"
+              f"{1000 * row['parse_median_ms'] / row['jobs']:8.1f}{row['floor_median_ms']:14.1f}"
+              f"{row['poll_rest_median_ms']:13.2f}")
+    print("(entries: squeue lines or qstat <job_list> entries; stdlib floor: lines split into fields, or the XML "
+          "element tree, median; poller+view: StatusPoller.refresh with the parse as its answer, plus one view)")
     for row in rows:
         if row["jobs"] == TARGET_JOBS:
             verdict = "meets" if row["parse_median_ms"] < TARGET_MS else "MISSES"
@@ -278,6 +297,14 @@ def plot(rows: list[dict[str, Any]]) -> str:
     return f"wrote {PLOT.relative_to(REPO)}"
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
@@ -285,7 +312,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(scheduler, jobs, args.runs) for scheduler in ("slurm", "sge") for jobs in args.jobs]
     print_table(rows)
-    results = {"host": os.uname().nodename, "cores": os.cpu_count(), "python": platform.python_version(),
+    results = {"host": os.uname().nodename, "cores": os.cpu_count(), "cpu": cpu_model(),
+               "load_average": os.getloadavg(), "python": platform.python_version(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "target_ms": TARGET_MS, "target_jobs": TARGET_JOBS,
                "results": rows}
     RESULTS.parent.mkdir(exist_ok=True)
