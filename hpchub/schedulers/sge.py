@@ -12,10 +12,9 @@ import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, job_statuses
+from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
 
 name = "sge"
 
@@ -102,54 +101,75 @@ def _name(element: ElementTree.Element) -> str:
 
 def _parse_xml(stdout: str, command: str) -> ElementTree.Element:
     try:
+        # Most answers have no character XML forbids: parse as is, sparing a pass over a large one
+        # (expat refuses every such character, so a refused answer is cleaned and parsed again).
+        return ElementTree.fromstring(stdout)
+    except (ElementTree.ParseError, UnicodeEncodeError):
+        pass
+    try:
         return ElementTree.fromstring(_NOT_XML_RE.sub("\ufffd", stdout))
     except ElementTree.ParseError as error:
         raise ParseError(f"{command} printed no valid XML ({error}): {stdout[:200]!r}") from None
 
 
 def parse_status(stdout: str) -> JobStatuses:
+    with collector_paused():
+        return _parse_status(stdout)
+
+
+def _parse_status(stdout: str) -> JobStatuses:
     root = _parse_xml(stdout, "qstat -xml")
-    jobs: dict[str, JobStatus] = {}
+    first_entries: dict[str, tuple[dict[str, str], JobState]] = {}
     hosts: dict[str, list[str]] = {}
     problems: list[str] = []
     for job in root.iter("job_list"):
-        job_id = _text(job, "JB_job_number")
-        letters = _text(job, "state")
+        fields = _child_texts(job)
+        job_id = fields.get("JB_job_number", "")
         if not job_id.isdigit():
             problems.append(f"job entry without a job number: {ElementTree.tostring(job)[:200]!r}")
             continue
-        queue_instance = _text(job, "queue_name")
-        queue, _, host = queue_instance.partition("@")
+        queue_instance = fields.get("queue_name", "")
+        host = queue_instance.partition("@")[2]
         if host:
             job_hosts = hosts.setdefault(job_id, [])
             if host not in job_hosts:
-                if _text(job, "master") == "MASTER":
+                if fields.get("master") == "MASTER":
                     job_hosts.insert(0, host)
                 else:
                     job_hosts.append(host)
-        if job_id in jobs:
+        if job_id in first_entries:
             continue  # another host (or task) of a job already seen
+        letters = fields.get("state", "")
         state = state_from_letters(letters)
         if state is JobState.UNKNOWN:
             problems.append(f"job {job_id}: unknown Grid Engine job state {letters!r}")
-        jobs[job_id] = JobStatus(
-            job_id=job_id,
-            state=state,
-            scheduler_state=letters,
-            user=_text(job, "JB_owner"),
-            name=_name(job),
-            queue=queue,
-            reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
-            submitted=_time(_text(job, "JB_submission_time")),
-            started=_time(_text(job, "JAT_start_time")),
-            priority=_float(_text(job, "JAT_prio")),
-        )
-    statuses = {job_id: _with_nodes(status, tuple(hosts.get(job_id, ()))) for job_id, status in jobs.items()}
-    return job_statuses(statuses, problems, "qstat -xml")
+        first_entries[job_id] = (fields, state)
+    jobs = {job_id: _status(job_id, fields, state, tuple(hosts.get(job_id, ())))
+            for job_id, (fields, state) in first_entries.items()}
+    return job_statuses(jobs, problems, "qstat -xml")
 
 
-def _with_nodes(status: JobStatus, nodes: tuple[str, ...]) -> JobStatus:
-    return replace(status, nodes=nodes) if nodes else status
+def _child_texts(element: ElementTree.Element) -> dict[str, str]:
+    """Tag -> stripped text of each child, the first of a repeated tag (as ``find`` would), in one
+    pass rather than a search per field."""
+    return {child.tag: (child.text or "").strip() for child in reversed(element)}
+
+
+def _status(job_id: str, fields: dict[str, str], state: JobState, nodes: tuple[str, ...]) -> JobStatus:
+    return JobStatus(
+        job_id=job_id,
+        state=state,
+        scheduler_state=fields.get("state", ""),
+        user=fields.get("JB_owner", ""),
+        # SGE writes "<" as "%lt;" (see _name).
+        name=fields.get("JB_name", "").replace("%lt;", "<"),
+        queue=fields.get("queue_name", "").partition("@")[0],
+        nodes=nodes,
+        reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
+        submitted=_time(fields.get("JB_submission_time", "")),
+        started=_time(fields.get("JAT_start_time", "")),
+        priority=_float(fields.get("JAT_prio", "")),
+    )
 
 
 def explain_argv(job_id: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, job_statuses
+from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
 
 name = "slurm"
 
@@ -28,6 +28,7 @@ NODE_NAME_VARIABLE = "SLURMD_NODENAME"
 SEP = "\x1f"
 _STATUS_FIELDS = ("%i", "%T", "%u", "%P", "%B", "%N", "%r", "%S", "%V", "%Q")
 _JOB_ID_RE = re.compile(r"[0-9]+([_+][0-9A-Za-z\[\]%,-]+)?")
+_BRACKET_RE = re.compile(r"\[([^\]]*)\]")  # the first bracketed range of a host list
 
 STATE_TABLE: dict[str, JobState] = {
     "PENDING": JobState.PENDING,
@@ -109,6 +110,11 @@ def _time(text: str) -> datetime | None:
 
 
 def parse_status(stdout: str) -> JobStatuses:
+    with collector_paused():
+        return _parse_status(stdout)
+
+
+def _parse_status(stdout: str) -> JobStatuses:
     jobs: dict[str, JobStatus] = {}
     problems: list[str] = []
     for line in stdout.splitlines():
@@ -307,6 +313,8 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
 
 def expand_hostlist(hostlist: str) -> list[str]:
     """``node[1-3,7],gpu01`` -> ``[node1, node2, node3, node7, gpu01]`` (Slurm's compressed form)."""
+    if "[" not in hostlist:  # the common case: plain names
+        return _split_top_level(hostlist)
     hosts: list[str] = []
     for part in _split_top_level(hostlist):
         hosts.extend(_expand_one(part))
@@ -314,28 +322,30 @@ def expand_hostlist(hostlist: str) -> list[str]:
 
 
 def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    if current:
-        parts.append(current)
+    # Split at the commas outside brackets: a comma splits where the brackets before it balance.
+    pieces = text.split(",")
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for piece in pieces[:-1]:
+        current.append(piece)
+        depth += piece.count("[") - piece.count("]")
+        if depth == 0:
+            parts.append(",".join(current))
+            current = []
+    current.append(pieces[-1])
+    rest = ",".join(current)
+    if rest:
+        parts.append(rest)
     return parts
 
 
 def _expand_one(pattern: str) -> list[str]:
-    match = re.search(r"\[([^\]]*)\]", pattern)
+    match = _BRACKET_RE.search(pattern)
     if not match:
         return [pattern]
     head, tail = pattern[: match.start()], pattern[match.end() :]
-    names = []
+    names: list[str] = []
     for item in match.group(1).split(","):
         if "-" in item:
             low, high = item.split("-", 1)
@@ -343,4 +353,6 @@ def _expand_one(pattern: str) -> list[str]:
             names += [f"{n:0{width}d}" for n in range(int(low), int(high) + 1)]
         else:
             names.append(item)
+    if "[" not in tail and "[" not in match.group(1):  # one range (node[1-3]): nothing left to expand
+        return [head + n + tail for n in names]
     return [expanded for n in names for expanded in _expand_one(head + n + tail)]
