@@ -408,10 +408,11 @@ class HPCSpawner(Spawner):
                 pass
             # Keep watching the job: a server that dies at start ends the spawn now.
             view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
+                why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
             if lifecycle.has_ended(view):
                 raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server reported its port"))
-            if lifecycle.is_stuck(view):
-                raise SpawnFailed(await self._failure_text(runtime, "the job is in an error state"))
 
     async def _explain(self, runtime: ClusterRuntime) -> str | None:
         try:

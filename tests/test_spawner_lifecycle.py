@@ -403,3 +403,16 @@ async def test_hpchub_render_prints_exactly_what_the_spawner_submits(fake, capsy
     assert hpchub_cli(["render", str(SITE), "--profile", "small", "--user", "alice", "--server", "big",
                        "--set", "cores=2", "--set", "memory=2G"]) == 0
     assert capsys.readouterr().out == fake.scripts[0][1]
+
+
+async def test_a_job_that_runs_then_lands_in_an_error_state_says_so(fake):
+    """Grid Engine may show a job running for a moment and then put it in Eqw (a busy machine):
+    the spawn fails with "error state", not as an ended job."""
+    spawner = make_spawner(options={"profile": "small"})
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts)
+    fake.set("100", JobState.RUNNING, nodes=("vm",))
+    await wait_until(lambda: spawner.job_host == "vm")
+    fake.set("100", JobState.ERROR)
+    with pytest.raises(SpawnFailed, match="the job is in an error state"):
+        await asyncio.wait_for(start, 5)
