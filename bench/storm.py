@@ -222,25 +222,33 @@ def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, d
     started = time.monotonic()
     with ThreadPoolExecutor(len(users)) as pool:
         pool.map(submit, users)
-        latencies = wait_until_answering(
-            users, started, timeout, failures,
-            lambda waiting: {user: answers(f"http://127.0.0.1:{ports[user]}/user/{user}/api") for user in waiting})
+        latencies = wait_until_answering(users, started, timeout, failures,
+                                         lambda user: answers(f"http://127.0.0.1:{ports[user]}/user/{user}/api"))
     shutil.rmtree(logs, ignore_errors=True)
     return summary(latencies, failures, len(users)), jobs
 
 
 def wait_until_answering(users: list[str], started: float, timeout: float, failures: dict[str, str],
-                         check: Callable[[list[str]], dict[str, bool]]) -> dict[str, float]:
-    """Seconds from ``started`` until each user's server answers; who is not there by the timeout fails."""
+                         answering: Callable[[str], bool],
+                         refresh: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Seconds from ``started`` until each user's server answers, one watcher thread per user (a server
+    that accepts but answers late must not delay the others' times); ``refresh`` runs between rounds
+    (the hub's user list). Who does not answer by the timeout fails."""
     latencies: dict[str, float] = {}
-    while time.monotonic() - started < timeout:
-        waiting = [user for user in users if user not in latencies and user not in failures]
-        if not waiting:
-            break
-        for user, up in check(waiting).items():
-            if up:
+
+    def watch(user: str) -> None:
+        while time.monotonic() - started < timeout and user not in failures:
+            if answering(user):
                 latencies[user] = time.monotonic() - started
-        time.sleep(0.3)
+                return
+            time.sleep(0.2)
+
+    watchers = [threading.Thread(target=watch, args=(user,), daemon=True) for user in users]
+    for watcher in watchers:
+        watcher.start()
+    while any(watcher.is_alive() for watcher in watchers):
+        refresh()
+        time.sleep(0.5)
     for user in users:
         if user not in latencies and user not in failures:
             failures[user] = f"not answering after {timeout:.0f} s"
@@ -280,23 +288,32 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
             else:
                 failures[user] = reason
 
-    def check(waiting: list[str]) -> dict[str, bool]:
+    servers: dict[str, dict | None] = {}
+
+    def refresh() -> None:
+        """One user list for all watchers: asking the hub per user would load what is measured."""
         models = {model["name"]: model for model in hub.api("GET", "/users").json()}
-        up = {}
-        for user in waiting:
-            server = models.get(user, {}).get("servers", {}).get("")
+        for user in users:
+            servers[user] = models.get(user, {}).get("servers", {}).get("")
             with lock:
-                if server is None and user in posted:  # accepted, then gone: the spawn failed
-                    failures[user] = "spawn failed (server gone)"
-            up[user] = bool(server and server.get("ready")) and answers(
-                f"{hub.url}/user/{user}/api", {"Authorization": f"token {hub.admin_token}"})
-        return up
+                if servers[user] is None and user in posted and user not in latencies_seen:
+                    failures[user] = "spawn failed (server gone)"  # accepted, then gone
+
+    latencies_seen: set[str] = set()
+
+    def answering(user: str) -> bool:
+        server = servers.get(user)
+        if server and server.get("ready") and answers(f"{hub.url}/user/{user}/api",
+                                                      {"Authorization": f"token {hub.admin_token}"}):
+            latencies_seen.add(user)
+            return True
+        return False
 
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(len(users)) as pool:
             pool.map(post, users)
-            latencies = wait_until_answering(users, started, timeout, failures, check)
+            latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
         jobs = bench_jobs(scheduler, users)
         result = summary(latencies, failures, len(users))
         if failures:
