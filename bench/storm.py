@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.hub import VENV, Hub, free_port  # noqa: E402
-from helpers.support import SITE_CONFIGS, user_readable  # noqa: E402
+from helpers.support import SITE_CONFIGS  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 USER_PREFIX = "hpcbench"
@@ -160,9 +160,10 @@ def cancel_jobs(scheduler: str, jobs: dict[str, str], users: list[str], timeout:
 
 
 def remove_job_logs(users: list[str], since: float) -> None:
-    """The job output files the variants wrote into the bench users' homes during this run."""
-    patterns = (".hpchub/logs/hpchub-*.log", "jupyterhub_slurmspawner_*.log",
-                ".jupyterhub.sge.out", ".jupyterhub.sge.err")
+    """The job output files the variants wrote into the bench users' homes during this run, and what
+    their servers left there (runtime files of cancelled servers, jupyterlab's `npm prefix` logs)."""
+    patterns = (".hpchub/logs/hpchub-*.log", "jupyterhub_slurmspawner_*.log", ".jupyterhub.sge.out",
+                ".jupyterhub.sge.err", ".local/share/jupyter/runtime/jpserver-*", ".npm/_logs/*.log")
     for user in users:
         for pattern in patterns:
             for log in Path(f"/home/{user}").glob(pattern):
@@ -260,8 +261,12 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
     spec = SCHEDULERS[scheduler]
     state = Path(tempfile.mkdtemp(prefix=f"hpchub-storm-{kind}-"))
     base_site = (SITE_CONFIGS / spec["site"]).read_text()
-    site = user_readable(f"storm-{scheduler}.yaml", base_site + STORM_PROFILE.format(
+    sites = Path(tempfile.mkdtemp(prefix="hpchub-storm-site-"))
+    sites.chmod(0o755)  # the jobs read the site config as their users
+    site = sites / f"storm-{scheduler}.yaml"
+    site.write_text(base_site + STORM_PROFILE.format(
         memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=WALLTIME))
+    site.chmod(0o644)
     config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
     if kind == "batchspawner":
         config += BATCHSPAWNER_CONFIG[scheduler].format(venv=VENV, **spec, walltime=WALLTIME)
@@ -289,10 +294,13 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
                 failures[user] = reason
 
     servers: dict[str, dict | None] = {}
+    list_seconds: list[float] = []  # how long the hub took to answer GET /users during the storm
 
     def refresh() -> None:
         """One user list for all watchers: asking the hub per user would load what is measured."""
+        asked = time.monotonic()
         models = {model["name"]: model for model in hub.api("GET", "/users").json()}
+        list_seconds.append(time.monotonic() - asked)
         for user in users:
             servers[user] = models.get(user, {}).get("servers", {}).get("")
             with lock:
@@ -316,6 +324,7 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
             latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
         jobs = bench_jobs(scheduler, users)
         result = summary(latencies, failures, len(users))
+        result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
         if failures:
             result["hub_log_tail"] = hub.log_tail(40)
         with ThreadPoolExecutor(len(users)) as pool:
@@ -327,7 +336,7 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
     finally:
         hub.close()
         shutil.rmtree(state, ignore_errors=True)
-        site.unlink(missing_ok=True)
+        shutil.rmtree(sites, ignore_errors=True)
     return result, jobs
 
 
@@ -339,6 +348,8 @@ def line(kind: str, result: dict) -> str:
     text = (f"{kind:13} {result['ready']}/{result['n']} ready, all in {all_ready}; per user median "
             f"{result['median_s']:.1f} s, p90 {result['p90_s']:.1f} s, max {result['max_s']:.1f} s; "
             f"{len(result['failures'])} failures")
+    if "hub_user_list_s" in result:  # a busy hub answers its REST API late
+        text += f"; hub answered GET /users in {result['hub_user_list_s']['max']:.2f} s at worst"
     return text + (f" {sorted(set(result['failures'].values()))}" if result["failures"] else "")
 
 
@@ -375,7 +386,7 @@ def plot(data: dict, path: Path) -> bool:
     axes.set_ylim(0, 1.02)
     axes.set_title(f"{data['n']} users start at once, local {data['scheduler']} on a {data['cpus']}-core machine")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return True
