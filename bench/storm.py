@@ -1,0 +1,459 @@
+"""The class-start storm: N users press "start" in the same second. Through a real JupyterHub and
+configurable-http-proxy (tests/helpers/hub.py) on the local Slurm or Grid Engine, in one run:
+
+- floor: the same N notebook servers submitted with bare sbatch/qsub (one per user, as that user),
+  each timed until it answers over HTTP on its node; what the scheduler and the server start cost;
+- hpchub: N REST spawns at once, each user timed until its server answers through the proxy;
+- batchspawner: the same with batchspawner's SlurmSpawner / GridengineSpawner configured the usual
+  way (the approach of bench/spawn.py).
+
+Per variant: time until all N answer, per-user latency (median, p90, max), failures; ratios to the
+floor. N users means N unix accounts: hpcbench01..NN are created (useradd, as tests/clusters/users.sh
+does) where missing and left in place. N is capped at what the partition/queue can run at once
+(idle CPUs of Slurm's `debug`, free slots of Grid Engine's `short.q`); the cap is printed.
+
+Run as root with the cluster up (tests/clusters/slurm.sh up / sge.sh up):
+
+    /opt/hpchub/venv/bin/python bench/storm.py [--users 60] [--scheduler slurm|sge] [--skip-batchspawner]
+
+Writes bench/results/storm-SCHEDULER.json and, where matplotlib imports, storm-SCHEDULER.png (per-user
+latency CDF). Re-plot a result with any Python that has matplotlib and requests:
+
+    python bench/storm.py --plot-only bench/results/storm-slurm.json
+
+Stops its hubs and proxies, cancels the jobs of the bench users it recorded, removes their job logs,
+its hubs' state and its site configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from helpers.hub import VENV, Hub, free_port  # noqa: E402
+from helpers.support import SITE_CONFIGS  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+USER_PREFIX = "hpcbench"
+WALLTIME = "00:30:00"
+
+# Per scheduler: the base site, the queue all three variants use and the memory each server asks for.
+# Grid Engine enforces h_vmem as a virtual-memory limit, which a Jupyter server exceeds well below 1 GB.
+SCHEDULERS = {
+    "slurm": {"site": "local-slurm.yaml", "cluster": "slurm", "queue": "debug", "memory": "200M"},
+    "sge": {"site": "local-sge.yaml", "cluster": "sge", "queue": "short.q", "memory": "2G"},
+}
+
+STORM_PROFILE = """
+  - slug: storm
+    name: "Storm: 1 core, {memory}"
+    cluster: {cluster}
+    queue: {queue}
+    resources: {{cores: 1, memory: {memory}, walltime: "{walltime}"}}
+"""
+
+HUB_CONFIG = """
+load_subconfig({base!r})
+c.Authenticator.allowed_users = set({users!r})
+c.JupyterHub.concurrent_spawn_limit = max(100, {n})
+"""
+
+# batchspawner as its README configures it: the venv activated in the prologue, the hub's poll interval.
+BATCHSPAWNER_CONFIG = {
+    "slurm": """
+import batchspawner  # registers batchspawner's port handler
+c.JupyterHub.spawner_class = "batchspawner.SlurmSpawner"
+c.SlurmSpawner.req_partition = {queue!r}
+c.SlurmSpawner.req_runtime = {walltime!r}
+c.SlurmSpawner.req_memory = {memory!r}
+c.SlurmSpawner.req_prologue = "source {venv}/bin/activate"
+c.SlurmSpawner.startup_poll_interval = 0.5
+c.Spawner.cmd = ["jupyterhub-singleuser"]
+c.Spawner.env_keep = ["PATH", "LANG"]  # JupyterHub 5 keeps no PATH by itself
+""",
+    "sge": """
+import batchspawner  # registers batchspawner's port handler
+c.JupyterHub.spawner_class = "batchspawner.GridengineSpawner"
+c.GridengineSpawner.req_options = "-q {queue} -l h_vmem={memory} -l h_rt={walltime}"
+c.GridengineSpawner.req_prologue = "source {venv}/bin/activate"
+c.GridengineSpawner.startup_poll_interval = 0.5
+c.Spawner.cmd = ["jupyterhub-singleuser"]
+c.Spawner.env_keep = ["PATH", "LANG"]
+""",
+}
+
+
+# -- accounts and capacity -------------------------------------------------------------------------
+def ensure_users(count: int) -> tuple[list[str], list[str]]:
+    """hpcbench01..: unix accounts as tests/clusters/users.sh makes them; returns (all, newly created)."""
+    users, created = [], []
+    for index in range(1, count + 1):
+        user = f"{USER_PREFIX}{index:02d}"
+        users.append(user)
+        if subprocess.run(["getent", "passwd", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--create-home", "--home-dir", f"/home/{user}", "--shell", "/bin/bash",
+                            "--user-group", "-K", "UID_MIN=1000", "-K", "UID_MAX=59999", user], check=True)
+            subprocess.run(["usermod", "-p", "*", user], check=True)  # not locked, no password
+            created.append(user)
+    return users, created
+
+
+def capacity(scheduler: str) -> int:
+    """How many 1-core jobs the bench queue can start right now."""
+    if scheduler == "slurm":
+        # %C: allocated/idle/other/total CPUs
+        cpus = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%C"], capture_output=True, text=True,
+                              check=True).stdout.split()[0]
+        return int(cpus.split("/")[1])
+    text = subprocess.run(["qstat", "-g", "c"], capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "short.q":
+            return int(fields[4])  # CLUSTER QUEUE, CQLOAD, USED, RES, AVAIL, TOTAL, ...
+    raise RuntimeError(f"no short.q in qstat -g c:\n{text}")
+
+
+def bench_jobs(scheduler: str, users: list[str]) -> dict[str, str]:
+    """Job id -> owner of the bench users' jobs (only this bench runs jobs as them)."""
+    if scheduler == "slurm":
+        text = subprocess.run(["squeue", "-h", "-u", ",".join(users), "-o", "%i %u"], capture_output=True,
+                              text=True).stdout
+        return dict(line.split() for line in text.splitlines() if line.strip())
+    text = subprocess.run(["qstat", "-u", ",".join(users)], capture_output=True, text=True).stdout
+    jobs = {}
+    for line in text.splitlines()[2:]:  # header and dashes
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].isdigit():
+            jobs[fields[0]] = fields[3]
+    return jobs
+
+
+def cancel_jobs(scheduler: str, jobs: dict[str, str], users: list[str], timeout: float = 90) -> None:
+    """Cancel the recorded jobs that are still there (as their owners); wait until the queue is free."""
+    left = {job_id: user for job_id, user in bench_jobs(scheduler, users).items() if job_id in jobs}
+    for job_id, user in left.items():
+        command = ["scancel", job_id] if scheduler == "slurm" else ["qdel", job_id]
+        subprocess.run(["sudo", "-n", "-u", user, *command], capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(bench_jobs(scheduler, users)) & set(jobs):
+        time.sleep(1)
+    stray = set(bench_jobs(scheduler, users)) - set(jobs)
+    if stray:
+        print(f"  note: bench users have jobs this run did not record: {sorted(stray)}", flush=True)
+
+
+def remove_job_logs(users: list[str], since: float) -> None:
+    """The job output files the variants wrote into the bench users' homes during this run, and what
+    their servers left there (runtime files of cancelled servers, jupyterlab's `npm prefix` logs)."""
+    patterns = (".hpchub/logs/hpchub-*.log", "jupyterhub_slurmspawner_*.log", ".jupyterhub.sge.out",
+                ".jupyterhub.sge.err", ".local/share/jupyter/runtime/jpserver-*", ".npm/_logs/*.log")
+    for user in users:
+        for pattern in patterns:
+            for log in Path(f"/home/{user}").glob(pattern):
+                if log.stat().st_mtime >= since:
+                    log.unlink(missing_ok=True)
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def summary(latencies: dict[str, float], failures: dict[str, str], n: int) -> dict:
+    values = sorted(latencies.values())
+    result: dict = {"n": n, "ready": len(values), "failures": failures, "latencies_s": latencies}
+    if values:
+        result.update(median_s=statistics.median(values), p90_s=values[min(len(values) - 1, int(0.9 * len(values)))],
+                      max_s=values[-1])
+    result["all_ready_s"] = values[-1] if len(values) == n else None
+    return result
+
+
+def answers(url: str, headers: dict | None = None) -> bool:
+    """A Jupyter server answered (its /api gives a version), not the hub's pending page or an error."""
+    try:
+        response = requests.get(url, headers=headers, timeout=5, allow_redirects=False)
+        return response.status_code == 200 and "version" in response.json()
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
+    """Bare submissions: each user's server as a batch job on a port chosen here, timed until it answers."""
+    spec = SCHEDULERS[scheduler]
+    logs = Path(tempfile.mkdtemp(prefix="hpchub-storm-floor-"))
+    logs.chmod(0o1777)
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(users):
+        ports = {user: free_port() for user in users}
+    jobs: dict[str, str] = {}
+    failures: dict[str, str] = {}
+
+    def submit(user: str) -> None:
+        server = [str(VENV / "bin" / "jupyter-lab"), "--no-browser", "--ServerApp.ip=127.0.0.1",
+                  f"--ServerApp.port={ports[user]}", f"--ServerApp.base_url=/user/{user}/",
+                  "--IdentityProvider.token=", "--ServerApp.port_retries=0"]
+        if scheduler == "slurm":
+            command = ["sbatch", "--parsable", "-p", spec["queue"], "-c", "1", f"--mem={spec['memory']}",
+                       "-t", WALLTIME, "-J", "storm-floor", f"--chdir=/home/{user}", "-o", str(logs / f"{user}.log"),
+                       "--wrap", "exec " + " ".join(server)]
+        else:
+            command = ["qsub", "-terse", "-b", "y", "-N", "storm-floor", "-q", spec["queue"], "-l",
+                       f"h_vmem={spec['memory']}", "-l", f"h_rt={WALLTIME}", "-j", "y", "-o", str(logs / f"{user}.log"),
+                       "-wd", f"/home/{user}", *server]
+        done = subprocess.run(["sudo", "-n", "-H", "-u", user, *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            failures[user] = f"submit: {done.stderr.strip()}"
+        else:
+            jobs[done.stdout.strip().split(";")[0]] = user
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(users)) as pool:
+        pool.map(submit, users)
+        latencies = wait_until_answering(users, started, timeout, failures,
+                                         lambda user: answers(f"http://127.0.0.1:{ports[user]}/user/{user}/api"))
+    shutil.rmtree(logs, ignore_errors=True)
+    return summary(latencies, failures, len(users)), jobs
+
+
+def wait_until_answering(users: list[str], started: float, timeout: float, failures: dict[str, str],
+                         answering: Callable[[str], bool],
+                         refresh: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Seconds from ``started`` until each user's server answers, one watcher thread per user (a server
+    that accepts but answers late must not delay the others' times); ``refresh`` runs between rounds
+    (the hub's user list). Who does not answer by the timeout fails."""
+    latencies: dict[str, float] = {}
+
+    def watch(user: str) -> None:
+        while time.monotonic() - started < timeout and user not in failures:
+            if answering(user):
+                latencies[user] = time.monotonic() - started
+                return
+            time.sleep(0.2)
+
+    watchers = [threading.Thread(target=watch, args=(user,), daemon=True) for user in users]
+    for watcher in watchers:
+        watcher.start()
+    while any(watcher.is_alive() for watcher in watchers):
+        refresh()
+        time.sleep(0.5)
+    for user in users:
+        if user not in latencies and user not in failures:
+            failures[user] = f"not answering after {timeout:.0f} s"
+    return latencies
+
+
+def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
+    """N REST spawns at once through a real hub and proxy, each timed until it answers through the proxy."""
+    spec = SCHEDULERS[scheduler]
+    state = Path(tempfile.mkdtemp(prefix=f"hpchub-storm-{kind}-"))
+    base_site = (SITE_CONFIGS / spec["site"]).read_text()
+    sites = Path(tempfile.mkdtemp(prefix="hpchub-storm-site-"))
+    sites.chmod(0o755)  # the jobs read the site config as their users
+    site = sites / f"storm-{scheduler}.yaml"
+    site.write_text(base_site + STORM_PROFILE.format(
+        memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=WALLTIME))
+    site.chmod(0o644)
+    config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
+    if kind == "batchspawner":
+        config += BATCHSPAWNER_CONFIG[scheduler].format(venv=VENV, **spec, walltime=WALLTIME)
+    config_file = state / "jupyterhub_config.py"
+    config_file.write_text(textwrap.dedent(config))
+    hub = Hub(site, state, poll_interval=30, config_file=config_file, start_timeout=int(timeout))
+    hub.start()
+    failures: dict[str, str] = {}
+    posted: set[str] = set()
+    jobs: dict[str, str] = {}
+    lock = threading.Lock()
+    options = {"profile": "storm"} if kind == "hpchub" else {}
+
+    def post(user: str) -> None:
+        try:
+            response = hub.api("POST", f"/users/{user}/server", json=options)
+        except requests.RequestException as error:
+            response, reason = None, f"POST: {error}"
+        else:
+            reason = f"POST {response.status_code}: {response.text[:200]}"
+        with lock:
+            if response is not None and response.status_code in (201, 202):
+                posted.add(user)
+            else:
+                failures[user] = reason
+
+    servers: dict[str, dict | None] = {}
+    list_seconds: list[float] = []  # how long the hub took to answer GET /users during the storm
+
+    def refresh() -> None:
+        """One user list for all watchers: asking the hub per user would load what is measured."""
+        asked = time.monotonic()
+        models = {model["name"]: model for model in hub.api("GET", "/users").json()}
+        list_seconds.append(time.monotonic() - asked)
+        for user in users:
+            servers[user] = models.get(user, {}).get("servers", {}).get("")
+            with lock:
+                if servers[user] is None and user in posted and user not in latencies_seen:
+                    failures[user] = "spawn failed (server gone)"  # accepted, then gone
+
+    latencies_seen: set[str] = set()
+
+    def answering(user: str) -> bool:
+        server = servers.get(user)
+        if server and server.get("ready") and answers(f"{hub.url}/user/{user}/api",
+                                                      {"Authorization": f"token {hub.admin_token}"}):
+            latencies_seen.add(user)
+            return True
+        return False
+
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(users)) as pool:
+            pool.map(post, users)
+            latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
+        jobs = bench_jobs(scheduler, users)
+        result = summary(latencies, failures, len(users))
+        result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
+        if failures:
+            result["hub_log_tail"] = hub.log_tail(40)
+        with ThreadPoolExecutor(len(users)) as pool:
+            pool.map(lambda user: hub.api("DELETE", f"/users/{user}/server"), users)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and any(
+                model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users):
+            time.sleep(1)
+    finally:
+        hub.close()
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(sites, ignore_errors=True)
+    return result, jobs
+
+
+# -- report ---------------------------------------------------------------------------------------
+def line(kind: str, result: dict) -> str:
+    if not result.get("ready"):
+        return f"{kind:13} 0/{result['n']} ready; failures: {result['failures']}"
+    all_ready = f"{result['all_ready_s']:.1f} s" if result["all_ready_s"] is not None else "never"
+    text = (f"{kind:13} {result['ready']}/{result['n']} ready, all in {all_ready}; per user median "
+            f"{result['median_s']:.1f} s, p90 {result['p90_s']:.1f} s, max {result['max_s']:.1f} s; "
+            f"{len(result['failures'])} failures")
+    if "hub_user_list_s" in result:  # a busy hub answers its REST API late
+        text += f"; hub answered GET /users in {result['hub_user_list_s']['max']:.2f} s at worst"
+    return text + (f" {sorted(set(result['failures'].values()))}" if result["failures"] else "")
+
+
+def ratios(results: dict) -> dict:
+    floor = results["floor"]
+    out = {}
+    for kind in ("hpchub", "batchspawner"):
+        result = results.get(kind)
+        if not result or not floor.get("ready") or not result.get("ready"):
+            continue
+        out[kind] = {"median": result["median_s"] / floor["median_s"]}
+        if result["all_ready_s"] is not None and floor["all_ready_s"] is not None:
+            out[kind]["all_ready"] = result["all_ready_s"] / floor["all_ready_s"]
+    return out
+
+
+def plot(data: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for kind, result in data["results"].items():
+        values = sorted(result["latencies_s"].values())
+        if values:
+            fractions = [(index + 1) / result["n"] for index in range(len(values))]
+            axes.step([0, *values], [0, *fractions], where="post",
+                      label=f"{kind} ({result['ready']}/{result['n']}, median {result['median_s']:.1f} s)")
+    axes.set_xlabel("seconds from the storm's start until the user's server answers")
+    axes.set_ylabel("fraction of users")
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"{data['n']} users start at once, local {data['scheduler']} on a {data['cpus']}-core machine")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def run(scheduler: str, wanted: int, skip_batchspawner: bool, timeout: float) -> dict:
+    free = capacity(scheduler)
+    n = min(wanted, free)
+    if n < wanted:
+        print(f"the {SCHEDULERS[scheduler]['queue']} queue can run {free} servers at once: N = {n} "
+              f"instead of {wanted}", flush=True)
+    users, created = ensure_users(n)
+    if created:
+        print(f"created unix accounts {', '.join(created)}", flush=True)
+    since = time.time()
+    variants: dict[str, Callable[[], tuple[dict, dict[str, str]]]] = {
+        "floor": lambda: run_floor(scheduler, users, timeout),
+        "hpchub": lambda: run_hub("hpchub", scheduler, users, timeout),
+    }
+    if not skip_batchspawner:
+        variants["batchspawner"] = lambda: run_hub("batchspawner", scheduler, users, timeout)
+    results: dict[str, dict] = {}
+    try:
+        for kind, variant in variants.items():
+            print(f"{kind}: {n} users at once ...", flush=True)
+            jobs: dict[str, str] = {}
+            try:
+                results[kind], jobs = variant()
+            finally:
+                cancel_jobs(scheduler, jobs | bench_jobs(scheduler, users), users)
+            print("  " + line(kind, results[kind]), flush=True)
+    finally:
+        remove_job_logs(users, since)
+    return {"scheduler": scheduler, "n": n, "requested": wanted, "queue_capacity": free, "cpus": os.cpu_count(),
+            "users_created": created, "results": results, "ratios_to_floor": ratios(results)}
+
+
+def report(data: dict, path: Path) -> None:
+    print(f"\n{data['n']} users at once on local {data['scheduler']} ({data['cpus']}-core machine, "
+          f"queue free for {data['queue_capacity']} servers):")
+    for kind, result in data["results"].items():
+        print("  " + line(kind, result))
+    for kind, ratio in data["ratios_to_floor"].items():
+        all_ready = f"{ratio['all_ready']:.2f}" if "all_ready" in ratio else "n/a (not all ready)"
+        print(f"  {kind} / floor (lower is better): all ready {all_ready}, median {ratio['median']:.2f}")
+    png = path.with_suffix(".png")
+    print(f"wrote {path}" + (f" and {png}" if plot(data, png) else "; no PNG (matplotlib is not importable)"))
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=60)
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="slurm")
+    parser.add_argument("--skip-batchspawner", action="store_true")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds a variant may take (default 300)")
+    parser.add_argument("--plot-only", type=Path, metavar="JSON", help="only re-plot a result file")
+    args = parser.parse_args(argv)
+    if args.plot_only:
+        data = json.loads(args.plot_only.read_text())
+        report(data, args.plot_only)
+        return
+    data = run(args.scheduler, args.users, args.skip_batchspawner, args.timeout)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"storm-{args.scheduler}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    report(data, path)
+
+
+if __name__ == "__main__":
+    main()
