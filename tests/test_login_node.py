@@ -128,19 +128,41 @@ def test_sshd_log_counts_each_login(login_node):
     assert login_node.accepted_logins(offset) == 2
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _pid_of(cmdline: str) -> int | None:
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip() == cmdline.encode():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 def test_session_pids_find_an_open_connection(login_node):
-    held = subprocess.Popen(login_node.ssh_argv("bob", "sleep", "30"), stdout=subprocess.DEVNULL,
+    # A sleep no other test runs marks this connection: its parent is the session, whose parent
+    # is the connection's monitor (other connections of bob's may be open meanwhile).
+    marker = f"sleep 37.{uuid.uuid4().int % 10**6:06d}"
+    held = subprocess.Popen(login_node.ssh_argv("bob", *marker.split()), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    sleeper = None
     try:
-        pids = wait_for(lambda: len(login_node.session_pids("bob")) == 2 and login_node.session_pids("bob"), 10,
-                        "bob's sshd session")
+        sleeper = wait_for(lambda: _pid_of(marker), 10, "bob's command on the login node")
+        session = _parent(sleeper)
+        ours = [session, _parent(session)]
+        assert set(ours) <= set(login_node.session_pids("bob"))
         # The connection's monitor and session, as a crash would end them: the client sees it dropped.
-        subprocess.run(["kill", "-KILL", *map(str, pids)], check=True)
+        subprocess.run(["kill", "-KILL", *map(str, ours)], check=True)
         assert held.wait(timeout=30) == 255
     finally:
         held.kill()
         held.wait()
-    wait_for(lambda: not login_node.session_pids("bob"), 10, "bob's session to end")
+        if sleeper is not None:  # the command outlives its killed session (reparented): ours to end
+            subprocess.run(["kill", str(sleeper)], capture_output=True)
+    wait_for(lambda: not set(ours) & set(login_node.session_pids("bob")), 10, "bob's session to end")
 
 
 def test_cut_makes_the_login_node_unreachable_until_mended(login_node):
