@@ -1,8 +1,9 @@
 """The class-start storm: N users press "start" in the same second. Through a real JupyterHub and
 configurable-http-proxy (tests/helpers/hub.py) on the local Slurm or Grid Engine, in one run:
 
-- floor: the same N notebook servers submitted with bare sbatch/qsub (one per user, as that user),
-  each timed until it answers over HTTP on its node; what the scheduler and the server start cost;
+- floor: the same N notebook servers (``jupyterhub-singleuser``, the command both spawners' jobs run;
+  bench/floor.py) submitted with bare sbatch/qsub, one per user, as that user, each timed until it
+  answers over HTTP on its node; what the scheduler and the server's own start cost;
 - hpchub: N REST spawns at once, each user timed until its server answers through the proxy;
 - batchspawner: the same with batchspawner's SlurmSpawner / GridengineSpawner configured the usual
   way (the approach of bench/spawn.py).
@@ -47,6 +48,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import floor  # noqa: E402  (bench/, first on sys.path when run as a script)
 from helpers.hub import VENV, Hub, free_port  # noqa: E402
 from helpers.support import SITE_CONFIGS  # noqa: E402
 
@@ -192,7 +194,8 @@ def answers(url: str, headers: dict | None = None) -> bool:
 
 
 def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
-    """Bare submissions: each user's server as a batch job on a port chosen here, timed until it answers."""
+    """Bare submissions: each user's server (bench/floor.py: the command hpchub's and batchspawner's
+    jobs run) as a batch job on a port chosen here, timed until it answers."""
     spec = SCHEDULERS[scheduler]
     logs = Path(tempfile.mkdtemp(prefix="hpchub-storm-floor-"))
     logs.chmod(0o1777)
@@ -202,29 +205,29 @@ def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, d
     jobs: dict[str, str] = {}
     failures: dict[str, str] = {}
 
-    def submit(user: str) -> None:
-        server = [str(VENV / "bin" / "jupyter-lab"), "--no-browser", "--ServerApp.ip=127.0.0.1",
-                  f"--ServerApp.port={ports[user]}", f"--ServerApp.base_url=/user/{user}/",
-                  "--IdentityProvider.token=", "--ServerApp.port_retries=0"]
-        if scheduler == "slurm":
-            command = ["sbatch", "--parsable", "-p", spec["queue"], "-c", "1", f"--mem={spec['memory']}",
-                       "-t", WALLTIME, "-J", "storm-floor", f"--chdir=/home/{user}", "-o", str(logs / f"{user}.log"),
-                       "--wrap", "exec " + " ".join(server)]
-        else:
-            command = ["qsub", "-terse", "-b", "y", "-N", "storm-floor", "-q", spec["queue"], "-l",
-                       f"h_vmem={spec['memory']}", "-l", f"h_rt={WALLTIME}", "-j", "y", "-o", str(logs / f"{user}.log"),
-                       "-wd", f"/home/{user}", *server]
-        done = subprocess.run(["sudo", "-n", "-H", "-u", user, *command], capture_output=True, text=True)
-        if done.returncode != 0:
-            failures[user] = f"submit: {done.stderr.strip()}"
-        else:
-            jobs[done.stdout.strip().split(";")[0]] = user
+    with floor.StubHubAPI() as hub_api:
+        def submit(user: str) -> None:
+            script = "#!/bin/bash\n" + floor.server_command(VENV, user, ports[user], hub_api.url) + "\n"
+            if scheduler == "slurm":
+                command = ["sbatch", "--parsable", "-p", spec["queue"], "-c", "1", f"--mem={spec['memory']}",
+                           "-t", WALLTIME, "-J", "storm-floor", f"--chdir=/home/{user}",
+                           "-o", str(logs / f"{user}.log")]
+            else:
+                command = ["qsub", "-terse", "-S", "/bin/bash", "-N", "storm-floor", "-q", spec["queue"],
+                           "-l", f"h_vmem={spec['memory']}", "-l", f"h_rt={WALLTIME}", "-j", "y",
+                           "-o", str(logs / f"{user}.log"), "-wd", f"/home/{user}"]
+            done = subprocess.run(["sudo", "-n", "-H", "-u", user, *command], input=script, capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                failures[user] = f"submit: {done.stderr.strip()}"
+            else:
+                jobs[done.stdout.strip().split(";")[0]] = user
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(len(users)) as pool:
-        pool.map(submit, users)
-        latencies = wait_until_answering(users, started, timeout, failures,
-                                         lambda user: answers(f"http://127.0.0.1:{ports[user]}/user/{user}/api"))
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(users)) as pool:
+            pool.map(submit, users)
+            latencies = wait_until_answering(users, started, timeout, failures,
+                                             lambda user: answers(floor.api_url(ports[user], user)))
     shutil.rmtree(logs, ignore_errors=True)
     return summary(latencies, failures, len(users)), jobs
 

@@ -17,6 +17,8 @@ usage: $PROG COMMAND
   foreground  container role: up, then stay in the foreground while qmaster runs
 environment:
   HPCHUB_SGE_UP_TIMEOUT=S   seconds to wait for the daemons (default 60)
+  HPCHUB_HEAD_SLOTS=N       slots of short.q and of long.q (default 8; bench/storm.py --users 60
+                            wants 60), applied at `up`
 EOF
     exit 2
 }
@@ -164,6 +166,8 @@ accounting_summary FALSE
 qsort_args         NONE
 EOF
     done
+    local slots=${HPCHUB_HEAD_SLOTS:-8} vmem
+    vmem=$((4 * slots > 64 ? 4 * slots : 64))  # the storm's servers ask 2G each
     for qname in short.q long.q; do
         [ "$qname" = short.q ] && rt=04:00:00 || rt=168:00:00
         cat >"$d/queue-$qname" <<EOF
@@ -181,7 +185,7 @@ qtype                 BATCH INTERACTIVE
 ckpt_list             NONE
 pe_list               smp mpi
 rerun                 FALSE
-slots                 8
+slots                 $slots
 tmpdir                /tmp
 shell                 /bin/bash
 prolog                NONE
@@ -222,7 +226,7 @@ EOF
     cat >"$d/exechost" <<EOF
 hostname              $HOST
 load_scaling          NONE
-complex_values        h_vmem=64G,slots=16
+complex_values        h_vmem=${vmem}G,slots=$((2 * slots))
 user_lists            NONE
 xuser_lists           NONE
 projects              NONE

@@ -30,6 +30,8 @@ usage: $PROG COMMAND
 environment:
   HPCHUB_SLURM_NODES=N              compute nodes node1..nodeN (default 3, 0 = head only)
   HPCHUB_SLURM_UP_TIMEOUT=S         seconds to wait for the nodes (default 60)
+  HPCHUB_HEAD_SLOTS=N               CPUs the head node declares to partition debug (default 8;
+                                    bench/storm.py --users 60 wants 60), applied at `up`
   roles: HPCHUB_SLURM_CONTROLLER=HOST, HPCHUB_SLURM_COMPUTE_NODES=n1,n2,...,
          HPCHUB_MUNGE_KEY=FILE (munge key shared between containers)
 EOF
@@ -106,7 +108,9 @@ EOF
 conf_local() {
     local n
     conf_common "$HEAD"
-    echo "NodeName=$HEAD NodeAddr=127.0.0.1 CPUs=8 RealMemory=16000 State=UNKNOWN"
+    local cpus=${HPCHUB_HEAD_SLOTS:-8}
+    # Declared, not real: jobs share the machine's cores; 300 MB per declared CPU, at least 16 GB.
+    echo "NodeName=$HEAD NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$((cpus * 300 > 16000 ? cpus * 300 : 16000)) State=UNKNOWN"
     for n in $(node_names); do
         echo "NodeName=$n NodeAddr=$(node_addr "$n") NodeHostname=$n CPUs=4 RealMemory=8000 State=UNKNOWN"
     done
