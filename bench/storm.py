@@ -15,7 +15,7 @@ does) where missing and left in place. N is capped at what the partition/queue c
 
 Run as root with the cluster up (tests/clusters/slurm.sh up / sge.sh up):
 
-    /opt/hpchub/venv/bin/python bench/storm.py [--users 60] [--scheduler slurm|sge] [--skip-batchspawner]
+    /opt/hpchub/venv/bin/python bench/storm.py [--users 60] [--scheduler slurm|sge] [--variants floor,hpchub,batchspawner]
 
 Writes bench/results/storm-SCHEDULER.json and, where matplotlib imports, storm-SCHEDULER.png (per-user
 latency CDF). Re-plot a result with any Python that has matplotlib and requests:
@@ -29,6 +29,7 @@ its hubs' state and its site configs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -53,6 +54,7 @@ from helpers.hub import VENV, Hub, free_port  # noqa: E402
 from helpers.support import SITE_CONFIGS  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+KEEP_LOGS: Path | None = None  # --keep-logs DIR: where the hubs' logs are copied before their state goes
 USER_PREFIX = "hpcbench"
 WALLTIME = "00:30:00"
 
@@ -184,6 +186,20 @@ def summary(latencies: dict[str, float], failures: dict[str, str], n: int) -> di
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the children it has waited for (the hub's sudo calls)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def routed_users(hub: Hub) -> set[str]:
+    """Users whose server the hub has added to the proxy, from the proxy's own REST API (asking
+    costs the hub nothing, where a request to a server not yet routed lands on the hub)."""
+    response = requests.get(f"http://127.0.0.1:{hub.proxy_api_port}/api/routes", timeout=10,
+                            headers={"Authorization": f"token {hub.proxy_token}"})
+    return {route.split("/")[2] for route in response.json() if route.startswith("/user/")}
+
+
 def answers(url: str, headers: dict | None = None) -> bool:
     """A Jupyter server answered (its /api gives a version), not the hub's pending page or an error."""
     try:
@@ -296,38 +312,48 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
             else:
                 failures[user] = reason
 
-    servers: dict[str, dict | None] = {}
+    routed: set[str] = set()  # users whose server the hub has added to the proxy
     list_seconds: list[float] = []  # how long the hub took to answer GET /users during the storm
+    rounds = itertools.count()
 
     def refresh() -> None:
-        """One user list for all watchers: asking the hub per user would load what is measured."""
+        """What all watchers need, asked once per round: the proxy's routes (the hub adds a user's
+        route once the server is up) from the proxy's own API, which costs the hub nothing; the
+        hub's user list, for failed spawns, only every 10th round (5 s) so as not to load the hub
+        whose work is measured."""
+        routed.update(routed_users(hub))
+        if next(rounds) % 10:
+            return
         asked = time.monotonic()
         models = {model["name"]: model for model in hub.api("GET", "/users").json()}
         list_seconds.append(time.monotonic() - asked)
         for user in users:
-            servers[user] = models.get(user, {}).get("servers", {}).get("")
+            server = models.get(user, {}).get("servers", {}).get("")
             with lock:
-                if servers[user] is None and user in posted and user not in latencies_seen:
+                if server is None and user in posted and user not in latencies_seen:
                     failures[user] = "spawn failed (server gone)"  # accepted, then gone
 
     latencies_seen: set[str] = set()
 
     def answering(user: str) -> bool:
-        server = servers.get(user)
-        if server and server.get("ready") and answers(f"{hub.url}/user/{user}/api",
-                                                      {"Authorization": f"token {hub.admin_token}"}):
+        if user in routed and answers(f"{hub.url}/user/{user}/api", {"Authorization": f"token {hub.admin_token}"}):
             latencies_seen.add(user)
             return True
         return False
 
     try:
+        cpu_before = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
         started = time.monotonic()
         with ThreadPoolExecutor(len(users)) as pool:
             pool.map(post, users)
             latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
+        cpu_after = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
         jobs = bench_jobs(scheduler, users)
         result = summary(latencies, failures, len(users))
         result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
+        # CPU the hub and the proxy spent from the first POST until all answered, including this
+        # bench's own polling of GET /users (about 2 per second) and of each user's server
+        result["cpu_s"] = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
         if failures:
             result["hub_log_tail"] = hub.log_tail(40)
         with ThreadPoolExecutor(len(users)) as pool:
@@ -338,6 +364,9 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
             time.sleep(1)
     finally:
         hub.close()
+        if KEEP_LOGS:
+            KEEP_LOGS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(hub.hub_log, KEEP_LOGS / f"hub-{kind}-{scheduler}.log")
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(sites, ignore_errors=True)
     return result, jobs
@@ -353,12 +382,16 @@ def line(kind: str, result: dict) -> str:
             f"{len(result['failures'])} failures")
     if "hub_user_list_s" in result:  # a busy hub answers its REST API late
         text += f"; hub answered GET /users in {result['hub_user_list_s']['max']:.2f} s at worst"
+    if "cpu_s" in result:
+        n = result["n"]
+        text += (f"; CPU per spawn: hub {result['cpu_s']['hub'] / n:.2f} s (with its sudo children), "
+                 f"proxy {result['cpu_s']['proxy'] / n:.2f} s")
     return text + (f" {sorted(set(result['failures'].values()))}" if result["failures"] else "")
 
 
 def ratios(results: dict) -> dict:
-    floor = results["floor"]
-    out = {}
+    floor = results.get("floor", {})
+    out: dict = {}
     for kind in ("hpchub", "batchspawner"):
         result = results.get(kind)
         if not result or not floor.get("ready") or not result.get("ready"):
@@ -395,7 +428,7 @@ def plot(data: dict, path: Path) -> bool:
     return True
 
 
-def run(scheduler: str, wanted: int, skip_batchspawner: bool, timeout: float) -> dict:
+def run(scheduler: str, wanted: int, kinds: list[str], timeout: float) -> dict:
     free = capacity(scheduler)
     n = min(wanted, free)
     if n < wanted:
@@ -408,9 +441,9 @@ def run(scheduler: str, wanted: int, skip_batchspawner: bool, timeout: float) ->
     variants: dict[str, Callable[[], tuple[dict, dict[str, str]]]] = {
         "floor": lambda: run_floor(scheduler, users, timeout),
         "hpchub": lambda: run_hub("hpchub", scheduler, users, timeout),
+        "batchspawner": lambda: run_hub("batchspawner", scheduler, users, timeout),
     }
-    if not skip_batchspawner:
-        variants["batchspawner"] = lambda: run_hub("batchspawner", scheduler, users, timeout)
+    variants = {kind: variant for kind, variant in variants.items() if kind in kinds}
     results: dict[str, dict] = {}
     try:
         for kind, variant in variants.items():
@@ -443,15 +476,19 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=60)
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="slurm")
-    parser.add_argument("--skip-batchspawner", action="store_true")
+    parser.add_argument("--variants", default="floor,hpchub,batchspawner",
+                        help="comma-separated, of floor, hpchub, batchspawner (default: all three)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a variant may take (default 300)")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy each hub's log into DIR")
     parser.add_argument("--plot-only", type=Path, metavar="JSON", help="only re-plot a result file")
     args = parser.parse_args(argv)
     if args.plot_only:
         data = json.loads(args.plot_only.read_text())
         report(data, args.plot_only)
         return
-    data = run(args.scheduler, args.users, args.skip_batchspawner, args.timeout)
+    global KEEP_LOGS
+    KEEP_LOGS = args.keep_logs
+    data = run(args.scheduler, args.users, args.variants.split(","), args.timeout)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"storm-{args.scheduler}.json"
     path.write_text(json.dumps(data, indent=1) + "\n")

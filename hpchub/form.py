@@ -8,6 +8,7 @@ REST API takes too (``{"profile": "small", "cores": "2"}``).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ MEMORY_PATTERN = r"[0-9]+(\.[0-9]+)?[KMGTkmgt]"
 WALLTIME_PATTERN = r"([0-9]+-)?[0-9]+:[0-5][0-9]:[0-5][0-9]"
 
 
+@functools.lru_cache(maxsize=16)
 def form_environment(site_templates: Path | None) -> jinja2.Environment:
+    """One per templates directory (compiled once; edits still apply, see render.template_environment)."""
     return jinja2.Environment(
         loader=SiteTemplateLoader(site_templates), autoescape=True, undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,

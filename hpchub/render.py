@@ -8,6 +8,7 @@ newline is refused outright, because a newline inside quotes still ends a ``#SBA
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import pwd
 import re
@@ -86,16 +87,26 @@ class SiteTemplateLoader(jinja2.BaseLoader):
                 return self.packaged.get_source(environment, template[len(PACKAGED_PREFIX):])
             except jinja2.TemplateNotFound:
                 raise jinja2.TemplateNotFound(template) from None
-        if self.site is not None:
-            try:
-                return self.site.get_source(environment, template)
-            except jinja2.TemplateNotFound:
-                pass
-        return self.packaged.get_source(environment, template)
+        if self.site is None:
+            return self.packaged.get_source(environment, template)
+        try:
+            return self.site.get_source(environment, template)
+        except jinja2.TemplateNotFound:
+            pass
+        source, filename, packaged_uptodate = self.packaged.get_source(environment, template)
+        site_file = Path(self.site.searchpath[0], template)
+
+        def uptodate() -> bool:  # a site file added later must replace the cached packaged one
+            return not site_file.exists() and (packaged_uptodate is None or packaged_uptodate())
+
+        return source, filename, uptodate
 
 
+@functools.lru_cache(maxsize=16)
 def template_environment(site_templates: Path | None = None) -> jinja2.Environment:
-    """Jinja for job scripts: :class:`SiteTemplateLoader`, shell quoting, undefined is an error."""
+    """Jinja for job scripts: :class:`SiteTemplateLoader`, shell quoting, undefined is an error.
+    One per templates directory, so a template is compiled once, not at every spawn; Jinja checks
+    the files' mtimes at each use (auto_reload), so an edited template still takes effect."""
     environment = jinja2.Environment(
         loader=SiteTemplateLoader(site_templates),
         undefined=jinja2.StrictUndefined,

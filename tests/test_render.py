@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
+import time
 
 import jinja2
 import pytest
@@ -246,6 +248,24 @@ def test_a_site_file_under_hpchub_never_shadows_the_packaged_template(tmp_path):
         assert environment.loader.get_source(environment, "hpchub/slurm.sh.j2")[0] == packaged
         with pytest.raises(jinja2.TemplateNotFound, match="hpchub/site-only.sh.j2"):
             environment.get_template("hpchub/site-only.sh.j2")
+
+
+def test_templates_compile_once_and_edits_still_take_effect(tmp_path):
+    # The spawner renders at every spawn: one environment per templates directory keeps the compiled
+    # templates; an edited site template, and a site file added after the packaged one was used,
+    # must still show up without a hub restart.
+    (tmp_path / "site-templates" / "partials").mkdir(parents=True)
+    assert "source /etc/site-env.sh" not in _render_from(tmp_path, "default")
+    site_templates = tmp_path / "site-templates"
+    assert template_environment(site_templates) is template_environment(site_templates)
+    assert form_environment(site_templates) is form_environment(site_templates)
+    partial = site_templates / "partials" / "environment.sh.j2"
+    partial.write_text("source /etc/site-env.sh\n")
+    assert "source /etc/site-env.sh\n" in _render_from(tmp_path, "default")
+    partial.write_text("source /etc/other-env.sh\n")
+    os.utime(partial, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, as an edit a second later has
+    script = _render_from(tmp_path, "default")
+    assert "source /etc/other-env.sh\n" in script and "site-env" not in script
 
 
 def test_site_partial_overrides_the_packaged_partial(tmp_path):
