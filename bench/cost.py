@@ -9,7 +9,8 @@ DELETE until the server is gone (the stop):
   an otherwise idle cluster);
 - the hub's database commits (sqlite's ``fdatasync``/``fsync`` calls by the hub) and its requests to
   the proxy's REST API (connections to the proxy's API port);
-- CPU seconds of the hub process and of the children it waited for;
+- CPU seconds of the hub process itself (its one event loop: what bounds the spawns per second a
+  hub can start) and with the children it waited for;
 - in the job: the programs the job script runs before the server (from the script the spawner
   submitted, read back from the scheduler: ``scontrol write batch_script`` / ``qstat -j``), and
   Python interpreters among them.
@@ -107,10 +108,6 @@ class Traced:
         self.process.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
-    return storm.cpu_seconds(pid)
-
-
 def one_round(kind: str, scheduler: str, hub: Hub, work: Path, index: int) -> dict:
     options = {"profile": "storm"} if kind == "hpchub" else {}
     result: dict = {}
@@ -119,7 +116,7 @@ def one_round(kind: str, scheduler: str, hub: Hub, work: Path, index: int) -> di
             subprocess.run(["sdiag", "--reset"], check=True, capture_output=True)
         trace = work / f"{kind}-{phase}-{index}.strace"
         tracer = Traced(hub.hub.pid, trace)
-        cpu = cpu_seconds(hub.hub.pid)
+        cpu, own_cpu = storm.cpu_seconds(hub.hub.pid), storm.cpu_seconds(hub.hub.pid, children=False)
         started = time.monotonic()
         try:
             if phase == "spawn":
@@ -139,7 +136,8 @@ def one_round(kind: str, scheduler: str, hub: Hub, work: Path, index: int) -> di
             seconds = time.monotonic() - started
             tracer.close()
         counts = traced_counts(trace, hub.proxy_api_port)
-        counts.update(seconds=seconds, hub_cpu_s=cpu_seconds(hub.hub.pid) - cpu)
+        counts.update(seconds=seconds, hub_cpu_s=storm.cpu_seconds(hub.hub.pid) - cpu,
+                      hub_process_cpu_s=storm.cpu_seconds(hub.hub.pid, children=False) - own_cpu)
         if scheduler == "slurm":
             counts["scheduler_rpcs"] = sdiag_counts()
         if phase == "spawn":
@@ -182,7 +180,7 @@ def summarise(rounds: list[dict]) -> dict:
     for phase in ("spawn", "stop"):
         phase_rounds = [r[phase] for r in rounds]
         summary: dict = {key: statistics.median(r[key] for r in phase_rounds)
-                         for key in ("seconds", "hub_cpu_s", "db_syncs", "proxy_api_connections")}
+                         for key in ("seconds", "hub_cpu_s", "hub_process_cpu_s", "db_syncs", "proxy_api_connections")}
         for group in ("programs", "scheduler_rpcs"):
             names = {name for r in phase_rounds for name in r.get(group, {})}
             if names:

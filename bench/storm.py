@@ -186,10 +186,11 @@ def summary(latencies: dict[str, float], failures: dict[str, str], n: int) -> di
     return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and of the children it has waited for (the hub's sudo calls)."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU of a process and (``children``) of the children it has waited for (the
+    hub's sudo calls)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11:15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def routed_users(hub: Hub) -> set[str]:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 from .jobs import PreparedJob
 from .poller import JobView, Presence
-from .runner import CommandError
+from .runner import CommandError, CommandTimeout
 from .runtime import ClusterRuntime
-from .schedulers import JobState
+from .schedulers import JobState, ParseError
+from .sshpool import ConnectionLost
 
 log = logging.getLogger("hpchub.lifecycle")
 
@@ -30,13 +31,45 @@ def is_stuck(view: JobView) -> bool:
     return view.presence is Presence.KNOWN and view.status is not None and view.status.state in (JobState.ERROR, JobState.HELD)
 
 
+class SubmitOutcomeUnknown(RuntimeError):
+    """A submission that may or may not have created a job; any job it created was cancelled."""
+
+
 async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Mapping[str, str],
                            keep_days: int | None = None) -> str:
     """Write ``files`` to the job's directory and submit it, as the job's user in one call; the
-    cluster's shared poller watches the job from then on. Returns the job id."""
-    job_id = await runtime.client.submit(job.user.name, job.key, job.script, files, keep_days=keep_days)
+    cluster's shared poller watches the job from then on. Returns the job id.
+
+    When the outcome is unknown (the command timed out, the SSH connection dropped, the output held
+    no job id) the job may exist without the hub knowing its id: a server nobody can stop, holding
+    the user's name and the queue's resources. Such jobs are found by name and cancelled before
+    the error is raised (SubmitOutcomeUnknown)."""
+    try:
+        job_id = await runtime.client.submit(job.user.name, job.key, job.script, files, keep_days=keep_days)
+    except (CommandTimeout, ConnectionLost, ParseError) as error:
+        cancelled = await _cancel_unseen(runtime, job)
+        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome ({error}){note}") from error
     runtime.poller.watch(job_id, job.user.name)
     return job_id
+
+
+async def _cancel_unseen(runtime: ClusterRuntime, job: PreparedJob) -> list[str]:
+    """Cancel the user's jobs named like ``job`` (its name holds user, profile and server, so these
+    are this server's) and remove its files; the ids cancelled."""
+    user = job.user.name
+    try:
+        found = [job_id for job_id, name in (await runtime.client.job_names(user)).items() if name == job.name]
+    except CommandError as error:
+        log.error("submitting %s for %s had an unknown outcome, and listing %s's jobs failed too (%s): a job "
+                  "named %s may be left running", job.name, user, user, error, job.name)
+        found = []
+    if found:
+        log.warning("submitting %s for %s had an unknown outcome: cancelling job %s found under its name", job.name,
+                    user, " ".join(found))
+        await cancel(runtime, user, found)
+    await remove_files(runtime, user, job.key)
+    return found
 
 
 async def is_our_job(runtime: ClusterRuntime, user: str, job_id: str, name: str | None) -> bool:

@@ -325,6 +325,9 @@ class HPCSpawner(Spawner):
         except CommandError as error:
             porthandler.forget(self.api_token)
             raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}") from None
+        except lifecycle.SubmitOutcomeUnknown as error:
+            porthandler.forget(self.api_token)
+            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}") from None
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = None

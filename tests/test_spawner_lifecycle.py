@@ -416,3 +416,32 @@ async def test_a_job_that_runs_then_lands_in_an_error_state_says_so(fake):
     fake.set("100", JobState.ERROR)
     with pytest.raises(SpawnFailed, match="the job is in an error state"):
         await asyncio.wait_for(start, 5)
+
+
+@pytest.mark.parametrize("failure", ["timeout", "connection lost", "no job id"])
+async def test_a_submission_with_an_unknown_outcome_leaves_no_job_running(fake, failure):
+    # sbatch ran but the hub never learned the job id: that job would be a server nobody stops.
+    from hpchub.runner import CommandTimeout
+    from hpchub.schedulers import ParseError
+    from hpchub.sshpool import ConnectionLost
+
+    errors = {"timeout": CommandTimeout(["sudo", "hpchub-job"], None, reason="timed out after 30 s"),
+              "connection lost": ConnectionLost(["hpchub-job"], None, reason="the SSH connection was lost"),
+              "no job id": ParseError("sbatch printed no job id: 'Submitted'")}
+    submit = fake.submit
+
+    async def submit_then_fail(user, key, script, files, keep_days=None):
+        job_id = await submit(user, key, script, files, keep_days)
+        fake.names[job_id] = script.split("--job-name=", 1)[1].split("\n", 1)[0]
+        raise errors[failure]
+
+    fake.submit = submit_then_fail
+    fake.names["99"] = "hpchub-alice-other"  # another server of alice's: not touched
+    fake.jobs["99"] = JobStatus("99", JobState.RUNNING, "RUNNING", user="alice")
+    spawner = make_spawner(options={"profile": "small"})
+    with pytest.raises(SpawnFailed, match="could not tell whether the job was submitted.*cancelled job 100"):
+        await spawner.start()
+    assert fake.cancelled == ["100"] and fake.jobs["100"].state is JobState.CANCELLED
+    assert fake.jobs["99"].state is JobState.RUNNING
+    assert list(fake.files) == fake.removed  # its files too
+    assert porthandler.waiting_for(TOKEN) is None
