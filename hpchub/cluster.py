@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import pwd
 import sys
 from collections.abc import Mapping, Sequence
@@ -72,21 +73,29 @@ class ClusterSpec:
     query_user: str | None = None
     to_servers: str = "direct"
     to_hub: str = "direct"
+    # The hub's own queries (run as the hub or query_user) use the binaries in commands_dir, with
+    # these VAR=value settings (config.SGEOptions.commands_dir); None: the commands on the PATH.
+    commands_dir: str | None = None
+    commands_env: tuple[str, ...] = ()
 
     @classmethod
     def from_site(cls, site: Any, name: str) -> ClusterSpec:
         cluster = site.clusters[name]
         submit, network = cluster.submit, cluster.network
+        commands: dict[str, Any] = {}
+        if cluster.scheduler == "sge" and cluster.sge.commands_dir is not None:
+            commands = {"commands_dir": cluster.sge.commands_dir,
+                        "commands_env": (f"SGE_ROOT={cluster.sge.root}", f"SGE_CELL={cluster.sge.cell}")}
         if submit.via == "ssh":
             return cls(
                 name=name, scheduler=cluster.scheduler, via="ssh", jobfiles=submit.jobfiles or JOBFILES_COMMAND,
                 uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
                 known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
-                to_servers=network.to_servers, to_hub=network.to_hub,
+                to_servers=network.to_servers, to_hub=network.to_hub, **commands,
             )
         return cls(
             name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
-            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub,
+            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub, **commands,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -95,12 +104,15 @@ class ClusterSpec:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ClusterSpec:
         fields = {key: state[key] for key in cls.__dataclass_fields__ if key in state}
+        if "commands_env" in fields:  # a list after the JSON round trip; the spec must stay hashable
+            fields["commands_env"] = tuple(fields["commands_env"])
         return cls(**fields)
 
     def as_current_user(self) -> ClusterSpec:
         """The same cluster from a process that already runs as the user on the cluster (a
         notebook's launcher): commands run directly, whatever the hub's transport is."""
-        return ClusterSpec(self.name, self.scheduler, "local", jobfiles=default_jobfiles_command(), uid_min=self.uid_min)
+        return ClusterSpec(self.name, self.scheduler, "local", jobfiles=default_jobfiles_command(), uid_min=self.uid_min,
+                           commands_dir=self.commands_dir, commands_env=self.commands_env)
 
 
 class ClusterClient:
@@ -161,6 +173,8 @@ class ClusterClient:
     async def run(self, argv: Sequence[str], *, user: str | None = None, input: str | None = None) -> CommandResult:
         if user is not None:
             argv = self.as_user(user, argv)
+        elif self.spec.commands_dir is not None and "/" not in argv[0]:
+            argv = ["env", *self.spec.commands_env, posixpath.join(self.spec.commands_dir, argv[0]), *argv[1:]]
         if self.spec.via == "ssh":
             return await ssh_pool().run(self.ssh_target(user), list(argv), input=input, timeout=self.timeout)
         return await run_command(argv, input=input, timeout=self.timeout, env=scheduler_env())

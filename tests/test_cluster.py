@@ -60,3 +60,30 @@ def test_the_spec_survives_the_spawner_state():
     original = ClusterSpec.from_site(SITE, "slurm")
     assert ClusterSpec.from_state(original.to_state()) == original
     assert original.jobfiles.endswith("hpchub-job") and original.via == "sudo"
+
+
+SGE_SITE = load_site_config(SITE_CONFIGS / "local-sge.yaml")
+
+
+async def test_sge_commands_dir_runs_the_hubs_queries_with_the_binaries_not_the_wrapper(tmp_path):
+    # Debian's qstat on the PATH is a script that forks ~14 processes per call; the hub polls often.
+    (tmp_path / "qstat").write_text('#!/bin/sh\necho "$0 $* root=$SGE_ROOT cell=$SGE_CELL"\n')
+    (tmp_path / "qstat").chmod(0o755)
+    sge = ClusterSpec.from_site(SGE_SITE, "sge")
+    assert sge.commands_dir == "/usr/lib/gridengine" and "SGE_ROOT=/var/lib/gridengine" in sge.commands_env
+    client = ClusterClient(ClusterSpec.from_state({**sge.to_state(), "commands_dir": str(tmp_path),
+                                                   "commands_env": ["SGE_ROOT=/opt/sge", "SGE_CELL=c1"]}))
+    result = await client.run(["qstat", "-xml"])
+    assert result.stdout.strip() == f"{tmp_path}/qstat -xml root=/opt/sge cell=c1"
+    # what runs as a user keeps the PATH's command: the sudoers rule names it
+    assert client.as_user("alice", ["qdel", "7"])[-2:] == ["qdel", "7"]
+    assert hash(ClusterSpec.from_state(sge.to_state())) == hash(sge)  # runtimes are keyed by the spec
+
+
+def test_sge_commands_dir_needs_root(tmp_path):
+    text = (SITE_CONFIGS / "local-sge.yaml").read_text().replace("      root: /var/lib/gridengine\n", "")
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    from hpchub.config import SiteConfigError
+    with pytest.raises(SiteConfigError, match=r"site.yaml:\d+: clusters.sge.sge.commands_dir: needs sge.root too"):
+        load_site_config(path)

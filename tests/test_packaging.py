@@ -1,6 +1,7 @@
 """The wheel carries the templates and declares its dependencies: installed into a fresh venv
 outside the checkout, `hpchub render` prints the same script as the golden file."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,10 +35,13 @@ def test_wheel_contains_templates_and_metadata(wheel):
 def test_fresh_venv_outside_the_checkout_renders(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    # No PYTHONPATH: with the checkout on it, pip would take the checkout's hpchub.egg-info (left by
+    # building the wheel) for an installed hpchub and skip the wheel.
+    clean = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=clean)
     assert install.returncode == 0, install.stderr
-    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True)
+    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True, env=clean)
     assert check.returncode == 0, check.stdout
     site = tmp_path / "site.yaml"
     shutil.copy(SITE_CONFIGS / "local-slurm.yaml", site)
