@@ -136,11 +136,11 @@ class SGEOptions(_Model):
     # Debian's qstat, qsub, ... on the PATH are one wrapper script that works out the architecture
     # (twice, about 14 processes) at every call: 0.17 s and 80 ms of CPU where the binary takes 0.02 s.
     commands_dir: Annotated[StrictStr, Field(pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
-        None, description="the directory of Grid Engine's own binaries ($SGE_ROOT/bin/$ARCH; Debian: "
+        default=None, description="the directory of Grid Engine's own binaries ($SGE_ROOT/bin/$ARCH; Debian: "
                           "/usr/lib/gridengine): the hub's status and queue queries run them directly")
     root: Annotated[StrictStr, Field(pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
-        None, description="SGE_ROOT for those binaries (required with commands_dir)")
-    cell: Name = Field("default", description="SGE_CELL for those binaries")
+        default=None, description="SGE_ROOT for those binaries (required with commands_dir)")
+    cell: Name = Field(default="default", description="SGE_CELL for those binaries")
 
 
 class Cluster(_Model):
