@@ -1,6 +1,5 @@
 """Single spawn: one user's server, started again and again on an idle queue, timed from the request
-until it answers, with where the time goes. Three variants, each ``--rounds`` times (default 10) one
-after another, on the local Slurm or Grid Engine:
+until it answers, with where the time goes. Three variants on the local Slurm or Grid Engine:
 
 - floor: the server command both spawners' jobs run (bench/floor.py) submitted with bare
   sbatch/qsub, timed from the submission until the server answers on its port;
@@ -8,9 +7,11 @@ after another, on the local Slurm or Grid Engine:
   timed until the server answers through the proxy;
 - batchspawner: the same with batchspawner configured as bench/storm.py does.
 
-One hub per variant for all its rounds (the hub's own start is not timed). After each spawn the
-server is stopped and the bench waits until the scheduler no longer lists its job, so every round
-starts on a queue without it. Each spawn is split into phases between these moments:
+Each variant's hub is started once, before the first round, and serves all its rounds (the hub's own
+start is not timed). Then ``--rounds`` rounds (default 10), each one spawn of every variant in turn,
+one spawn at a time: the machine's other load, which changes over minutes, falls on all variants
+alike. After each spawn the server is stopped and the bench waits until the scheduler no longer
+lists its job. Each spawn is split into phases between these moments:
 
   submit        request (POST, or sbatch/qsub for the floor) -> the hub knows the job id
   queue         job id known -> the scheduler starts the job
@@ -36,6 +37,7 @@ Writes bench/results/single-SCHEDULER.json and, where matplotlib imports, single
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -45,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -406,31 +408,39 @@ def finish_round(job_id: str | None, moments: dict[str, float], error: str | Non
 
 
 # -- variants -------------------------------------------------------------------------------------
-def run_variant(kind: str, scheduler: str, rounds: int, timeout: float) -> tuple[list[dict], set[str]]:
+def run_rounds(scheduler: str, variants: list[str], rounds: int, timeout: float, jobs: set[str]) -> dict[str, list[dict]]:
+    """All variants' hubs (and the floor's stub hub API) started first; then round by round one spawn
+    of each variant in turn, so a change in the machine's other load falls on all of them alike.
+    Job ids go into ``jobs`` as they become known (for the cleanup)."""
     clock = SchedulerClock(scheduler)
-    results: list[dict] = []
-
-    def progress(result: dict) -> None:
-        results.append(result)
-        text = f"{result['total_s']:.2f} s" if "total_s" in result else result["error"]
-        print(f"  {kind} round {len(results)}/{rounds}: job {result.get('job_id')}: {text}", flush=True)
-
-    if kind == "floor":
-        logs = Path(tempfile.mkdtemp(prefix="hpchub-single-floor-"))
-        logs.chmod(0o1777)
-        try:
-            with floor.StubHubAPI() as hub_api:
-                for index in range(rounds):
-                    progress(floor_round(scheduler, hub_api, logs, index, timeout, clock))
-        finally:
-            shutil.rmtree(logs, ignore_errors=True)
-    else:
-        extra = BATCHSPAWNER_MARK[scheduler] if kind == "batchspawner" else ""
-        with bench_hub(kind, scheduler, [USER], timeout, prologue=MARK_COMMAND if kind == "hpchub" else None,
-                       extra_config=extra) as hub:
-            for _ in range(rounds):
-                progress(hub_round(kind, scheduler, hub, timeout, clock))
-    return results, {result["job_id"] for result in results if result.get("job_id")}
+    results: dict[str, list[dict]] = {kind: [] for kind in variants}
+    with contextlib.ExitStack() as stack:
+        spawns: dict[str, Callable[[int], dict]] = {}
+        for kind in variants:
+            if kind == "floor":
+                logs = Path(tempfile.mkdtemp(prefix="hpchub-single-floor-"))
+                logs.chmod(0o1777)
+                stack.callback(shutil.rmtree, logs, ignore_errors=True)
+                hub_api = stack.enter_context(floor.StubHubAPI())
+                spawns[kind] = lambda index, hub_api=hub_api, logs=logs: floor_round(
+                    scheduler, hub_api, logs, index, timeout, clock)
+            else:
+                hub = stack.enter_context(bench_hub(
+                    kind, scheduler, [USER], timeout, prologue=MARK_COMMAND if kind == "hpchub" else None,
+                    extra_config=BATCHSPAWNER_MARK[scheduler] if kind == "batchspawner" else ""))
+                spawns[kind] = lambda index, kind=kind, hub=hub: hub_round(kind, scheduler, hub, timeout, clock)
+        print(f"started: {', '.join(variants)}; {rounds} rounds of one spawn each", flush=True)
+        for index in range(rounds):
+            for kind in variants:
+                load = os.getloadavg()[0]
+                result = spawns[kind](index) | {"load_1min": load}
+                results[kind].append(result)
+                if result.get("job_id"):
+                    jobs.add(result["job_id"])
+                text = f"{result['total_s']:.2f} s" if "total_s" in result else result["error"]
+                print(f"  round {index + 1}/{rounds} {kind:12} job {result.get('job_id')}: {text} "
+                      f"(load {load:.1f})", flush=True)
+    return results
 
 
 def summarize(rounds: list[dict]) -> dict:
@@ -479,16 +489,11 @@ def run(scheduler: str, rounds: int, variants: list[str], timeout: float) -> dic
     if created:
         print(f"created unix account {USER}", flush=True)
     since = time.time()
-    results: dict[str, list[dict]] = {}
+    jobs: set[str] = set()
     try:
-        for kind in variants:
-            print(f"{kind}: {rounds} spawns one after another on {scheduler} ...", flush=True)
-            jobs: set[str] = set()
-            try:
-                results[kind], jobs = run_variant(kind, scheduler, rounds, timeout)
-            finally:
-                cancel_jobs(scheduler, {job_id: USER for job_id in jobs | set(bench_jobs(scheduler, [USER]))}, [USER])
+        results = run_rounds(scheduler, variants, rounds, timeout, jobs)
     finally:
+        cancel_jobs(scheduler, {job_id: USER for job_id in jobs | set(bench_jobs(scheduler, [USER]))}, [USER])
         remove_job_logs([USER], since)
     summaries = {kind: summarize(rounds_) for kind, rounds_ in results.items()}
     return {"scheduler": scheduler, "queue": SCHEDULERS[scheduler]["queue"], "user": USER, "rounds": rounds,
@@ -542,24 +547,26 @@ def plot(data: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     kinds = [kind for kind, summary in data["summaries"].items() if summary.get("ok")]
-    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.8 * len(kinds)))
+    names = [phase for phase, _, _ in PHASES]
+    figure, axes = plt.subplots(figsize=(8, 2.2 + 0.6 * len(kinds)), layout="constrained")
     colors = plt.get_cmap("tab10").colors
-    for index, (phase, _, _) in enumerate(PHASES):
-        lefts = [sum(value or 0 for name, value in data["summaries"][kind]["phases_median_s"].items()
-                     if [p for p, _, _ in PHASES].index(name) < index) for kind in kinds]
-        widths = [data["summaries"][kind]["phases_median_s"][phase] or 0 for kind in kinds]
-        axes.barh(kinds, widths, left=lefts, color=colors[index], label=phase)
+    for index, phase in enumerate(names):
+        medians = [data["summaries"][kind]["phases_median_s"] for kind in kinds]
+        lefts = [sum(values[name] or 0 for name in names[:index]) for values in medians]
+        axes.barh(kinds, [values[phase] or 0 for values in medians], left=lefts, color=colors[index], label=phase)
+    ends = []
     for row, kind in enumerate(kinds):
         summary = data["summaries"][kind]
-        end = sum(value or 0 for value in summary["phases_median_s"].values())
-        axes.text(end + 0.05, row, f"median total {summary['median_s']:.2f} s", va="center", fontsize=8)
+        ends.append(sum(value or 0 for value in summary["phases_median_s"].values()))
+        axes.text(ends[-1] + 0.1, row, f"total: median {summary['median_s']:.2f} s "
+                  f"({summary['min_s']:.2f}-{summary['max_s']:.2f})", va="center", fontsize=8)
+    axes.set_xlim(0, max(ends, default=1) * 1.45)
     axes.invert_yaxis()
-    axes.set_xlabel("seconds from the request (median of each phase; the total's median is written beside)")
-    axes.set_title(f"One spawn on an idle local {data['scheduler']}, {data['rounds']} rounds, "
-                   f"{data['cpus']}-core machine")
-    axes.legend(loc="lower center", bbox_to_anchor=(0.5, -0.75 if len(kinds) < 3 else -0.6), ncol=6, fontsize=8)
+    axes.set_xlabel("seconds from the request: median of each phase")
+    axes.set_title(f"One spawn on an idle local {data['scheduler']} queue, {data['rounds']} rounds per variant, "
+                   f"{data['cpus']}-core machine", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", ncol=len(names), fontsize=8)
     figure.savefig(path, dpi=110)
     return True
 
