@@ -94,6 +94,12 @@ PHASES = (("submit", "posted", "submitted"), ("queue", "submitted", "running"), 
 DETAILS = ("received", "launched", "hub_saw_running", "python_logging", "job_reported_port", "hub_port_request",
            "hub_up", "route_added")
 
+# Finer steps between those moments, as medians per spawn (a negative one: the order was the other way).
+STEPS = (("posted", "received"), ("received", "submitted"), ("received", "running"), ("running", "launched"),
+         ("launched", "script"), ("script", "python_logging"), ("python_logging", "listening"),
+         ("listening", "hub_port_request"), ("hub_port_request", "port_known"), ("port_known", "hub_up"),
+         ("hub_up", "route_added"), ("route_added", "answered"), ("listening", "answered"))
+
 SOURCES = {
     "posted": "bench clock before POST / sbatch / qsub (time.time)",
     "submitted": "hpchub: hub log 'Submitted job N' (ms); batchspawner: hub log 'Job submitted' (ms); "
@@ -461,6 +467,12 @@ def summarize(rounds: list[dict]) -> dict:
         if values:
             timeline[name] = statistics.median(values)
     summary["timeline_median_s"] = dict(sorted(timeline.items(), key=lambda item: item[1]))
+    summary["steps_median_s"] = {}
+    for start, end in STEPS:
+        values = [result["moments_s"][end] - result["moments_s"][start] for result in good
+                  if start in result["moments_s"] and end in result["moments_s"]]
+        if values:
+            summary["steps_median_s"][f"{start} -> {end}"] = statistics.median(values)
     return summary
 
 
@@ -521,6 +533,8 @@ def report(data: dict, path: Path) -> None:
             print(f"  {phase:13} {seconds(summary['phases_median_s'][phase])} s   {start} -> {end}")
         print("  timeline (median s after the request): " + ", ".join(
             f"{name} {value:.2f}" for name, value in summary["timeline_median_s"].items()))
+        print("  steps (median s): " + ", ".join(
+            f"{name} {value:.3f}" for name, value in summary.get("steps_median_s", {}).items()))
     compared = data["comparisons"]
     if compared:
         print()
@@ -563,7 +577,7 @@ def plot(data: dict, path: Path) -> bool:
     axes.set_xlim(0, max(ends, default=1) * 1.45)
     axes.invert_yaxis()
     axes.set_xlabel("seconds from the request: median of each phase")
-    axes.set_title(f"One spawn on an idle local {data['scheduler']} queue, {data['rounds']} rounds per variant, "
+    axes.set_title(f"One spawn at a time on local {data['scheduler']} ({data['queue']}), {data['rounds']} rounds per variant, "
                    f"{data['cpus']}-core machine", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncol=len(names), fontsize=8)
