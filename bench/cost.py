@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -149,29 +148,15 @@ def one_round(kind: str, scheduler: str, hub: Hub, work: Path, index: int) -> di
 
 
 def run(kind: str, scheduler: str, rounds: int) -> list[dict]:
-    spec = storm.SCHEDULERS[scheduler]
-    work = Path(tempfile.mkdtemp(prefix=f"hpchub-cost-{kind}-"))
-    sites = Path(tempfile.mkdtemp(prefix="hpchub-cost-site-"))
-    sites.chmod(0o755)
-    site = sites / f"cost-{scheduler}.yaml"
-    site.write_text((storm.SITE_CONFIGS / spec["site"]).read_text() + storm.STORM_PROFILE.format(
-        memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=storm.WALLTIME))
-    site.chmod(0o644)
-    config = storm.HUB_CONFIG.format(base=str(storm.REPO / "examples" / "jupyterhub_config.py"), users=[USER], n=1)
-    if kind == "batchspawner":
-        config += storm.BATCHSPAWNER_CONFIG[scheduler].format(venv=storm.VENV, **spec, walltime=storm.WALLTIME)
-    (work / "jupyterhub_config.py").write_text(textwrap.dedent(config))
-    hub = Hub(site, work, poll_interval=30, config_file=work / "jupyterhub_config.py", start_timeout=180)
+    work = Path(tempfile.mkdtemp(prefix=f"hpchub-cost-{kind}-"))  # the strace outputs
     since = time.time()
-    hub.start()
     try:
-        return [one_round(kind, scheduler, hub, work, index) for index in range(rounds)]
+        with storm.bench_hub(kind, scheduler, [USER], timeout=180) as hub:
+            return [one_round(kind, scheduler, hub, work, index) for index in range(rounds)]
     finally:
-        hub.close()
         storm.cancel_jobs(scheduler, storm.bench_jobs(scheduler, [USER]), [USER])
         storm.remove_job_logs([USER], since)
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(sites, ignore_errors=True)
 
 
 def summarise(rounds: list[dict]) -> dict:

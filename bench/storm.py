@@ -6,7 +6,7 @@ configurable-http-proxy (tests/helpers/hub.py) on the local Slurm or Grid Engine
   answers over HTTP on its node; what the scheduler and the server's own start cost;
 - hpchub: N REST spawns at once, each user timed until its server answers through the proxy;
 - batchspawner: the same with batchspawner's SlurmSpawner / GridengineSpawner configured the usual
-  way (the approach of bench/spawn.py).
+  way.
 
 Per variant: time until all N answer, per-user latency (median, p90, max), failures; ratios to the
 floor. N users means N unix accounts: hpcbench01..NN are created (useradd, as tests/clusters/users.sh
@@ -29,6 +29,7 @@ its hubs' state and its site configs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,16 +108,20 @@ c.Spawner.env_keep = ["PATH", "LANG"]
 # -- accounts and capacity -------------------------------------------------------------------------
 def ensure_users(count: int) -> tuple[list[str], list[str]]:
     """hpcbench01..: unix accounts as tests/clusters/users.sh makes them; returns (all, newly created)."""
-    users, created = [], []
-    for index in range(1, count + 1):
-        user = f"{USER_PREFIX}{index:02d}"
-        users.append(user)
+    users = [f"{USER_PREFIX}{index:02d}" for index in range(1, count + 1)]
+    return users, ensure_accounts(users)
+
+
+def ensure_accounts(users: Iterable[str]) -> list[str]:
+    """Create the missing ones of ``users`` (left in place afterwards); returns those created."""
+    created = []
+    for user in users:
         if subprocess.run(["getent", "passwd", user], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--create-home", "--home-dir", f"/home/{user}", "--shell", "/bin/bash",
                             "--user-group", "-K", "UID_MIN=1000", "-K", "UID_MAX=59999", user], check=True)
             subprocess.run(["usermod", "-p", "*", user], check=True)  # not locked, no password
             created.append(user)
-    return users, created
+    return created
 
 
 def capacity(scheduler: str) -> int:
@@ -213,7 +218,6 @@ def answers(url: str, headers: dict | None = None) -> bool:
 def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
     """Bare submissions: each user's server (bench/floor.py: the command hpchub's and batchspawner's
     jobs run) as a batch job on a port chosen here, timed until it answers."""
-    spec = SCHEDULERS[scheduler]
     logs = Path(tempfile.mkdtemp(prefix="hpchub-storm-floor-"))
     logs.chmod(0o1777)
     ports: dict[str, int] = {}
@@ -225,20 +229,11 @@ def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, d
     with floor.StubHubAPI() as hub_api:
         def submit(user: str) -> None:
             script = "#!/bin/bash\n" + floor.server_command(VENV, user, ports[user], hub_api.url) + "\n"
-            if scheduler == "slurm":
-                command = ["sbatch", "--parsable", "-p", spec["queue"], "-c", "1", f"--mem={spec['memory']}",
-                           "-t", WALLTIME, "-J", "storm-floor", f"--chdir=/home/{user}",
-                           "-o", str(logs / f"{user}.log")]
+            job_id, error = submit_floor_job(scheduler, user, script, logs / f"{user}.log")
+            if job_id is None:
+                failures[user] = f"submit: {error}"
             else:
-                command = ["qsub", "-terse", "-S", "/bin/bash", "-N", "storm-floor", "-q", spec["queue"],
-                           "-l", f"h_vmem={spec['memory']}", "-l", f"h_rt={WALLTIME}", "-j", "y",
-                           "-o", str(logs / f"{user}.log"), "-wd", f"/home/{user}"]
-            done = subprocess.run(["sudo", "-n", "-H", "-u", user, *command], input=script, capture_output=True,
-                                  text=True)
-            if done.returncode != 0:
-                failures[user] = f"submit: {done.stderr.strip()}"
-            else:
-                jobs[done.stdout.strip().split(";")[0]] = user
+                jobs[job_id] = user
 
         started = time.monotonic()
         with ThreadPoolExecutor(len(users)) as pool:
@@ -247,6 +242,24 @@ def run_floor(scheduler: str, users: list[str], timeout: float) -> tuple[dict, d
                                              lambda user: answers(floor.api_url(ports[user], user)))
     shutil.rmtree(logs, ignore_errors=True)
     return summary(latencies, failures, len(users)), jobs
+
+
+def submit_floor_job(scheduler: str, user: str, script: str, log: Path, name: str = "storm-floor",
+                     ) -> tuple[str | None, str]:
+    """Submit ``script`` with bare sbatch/qsub as ``user`` to the bench queue, output to ``log``;
+    returns (job id, "") or (None, the scheduler's error)."""
+    spec = SCHEDULERS[scheduler]
+    if scheduler == "slurm":
+        command = ["sbatch", "--parsable", "-p", spec["queue"], "-c", "1", f"--mem={spec['memory']}",
+                   "-t", WALLTIME, "-J", name, f"--chdir=/home/{user}", "-o", str(log)]
+    else:
+        command = ["qsub", "-terse", "-S", "/bin/bash", "-N", name, "-q", spec["queue"],
+                   "-l", f"h_vmem={spec['memory']}", "-l", f"h_rt={WALLTIME}", "-j", "y",
+                   "-o", str(log), "-wd", f"/home/{user}"]
+    done = subprocess.run(["sudo", "-n", "-H", "-u", user, *command], input=script, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None, done.stderr.strip()
+    return done.stdout.strip().split(";")[0], ""
 
 
 def wait_until_answering(users: list[str], started: float, timeout: float, failures: dict[str, str],
@@ -276,24 +289,59 @@ def wait_until_answering(users: list[str], started: float, timeout: float, failu
     return latencies
 
 
-def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
-    """N REST spawns at once through a real hub and proxy, each timed until it answers through the proxy."""
+def site_text(scheduler: str, prologue: str | None = None) -> str:
+    """The local site config plus the bench profile ``storm``; ``prologue``: shell lines every job of
+    the cluster runs before the server (after the venv is activated)."""
+    spec = SCHEDULERS[scheduler]
+    text = (SITE_CONFIGS / spec["site"]).read_text()
+    if prologue is not None:
+        anchor = "    environment:\n"  # the one cluster's environment block in the local sites
+        if text.count(anchor) != 1:
+            raise RuntimeError(f"{spec['site']}: no single {anchor.strip()!r} block to add a prologue to")
+        text = text.replace(anchor, anchor + f"      prologue: {json.dumps(prologue)}\n")
+    return text + STORM_PROFILE.format(memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"],
+                                       walltime=WALLTIME)
+
+
+@contextlib.contextmanager
+def bench_hub(kind: str, scheduler: str, users: list[str], timeout: float, prologue: str | None = None,
+              extra_config: str = "") -> Iterator[Hub]:
+    """A started hub and proxy with hpchub (profile ``storm``) or batchspawner as its spawner, for
+    ``users``; stopped and its state and site config removed at the end. ``extra_config``: more lines
+    for the hub's config file."""
     spec = SCHEDULERS[scheduler]
     state = Path(tempfile.mkdtemp(prefix=f"hpchub-storm-{kind}-"))
-    base_site = (SITE_CONFIGS / spec["site"]).read_text()
     sites = Path(tempfile.mkdtemp(prefix="hpchub-storm-site-"))
     sites.chmod(0o755)  # the jobs read the site config as their users
     site = sites / f"storm-{scheduler}.yaml"
-    site.write_text(base_site + STORM_PROFILE.format(
-        memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=WALLTIME))
+    site.write_text(site_text(scheduler, prologue))
     site.chmod(0o644)
     config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
     if kind == "batchspawner":
         config += BATCHSPAWNER_CONFIG[scheduler].format(venv=VENV, **spec, walltime=WALLTIME)
     config_file = state / "jupyterhub_config.py"
-    config_file.write_text(textwrap.dedent(config))
+    config_file.write_text(textwrap.dedent(config) + textwrap.dedent(extra_config))
     hub = Hub(site, state, poll_interval=30, config_file=config_file, start_timeout=int(timeout))
-    hub.start()
+    try:
+        hub.start()
+        yield hub
+    finally:
+        hub.close()
+        if KEEP_LOGS and hub.hub_log.exists():
+            KEEP_LOGS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(hub.hub_log, KEEP_LOGS / f"hub-{kind}-{scheduler}.log")
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(sites, ignore_errors=True)
+
+
+def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
+    """N REST spawns at once through a real hub and proxy, each timed until it answers through the proxy."""
+    with bench_hub(kind, scheduler, users, timeout) as hub:
+        return spawn_storm(hub, kind, scheduler, users, timeout)
+
+
+def spawn_storm(hub: Hub, kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
+    """The storm itself on a started hub: POST all spawns at once, time each until it answers, stop all."""
     failures: dict[str, str] = {}
     posted: set[str] = set()
     jobs: dict[str, str] = {}
@@ -342,34 +390,26 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
             return True
         return False
 
-    try:
-        cpu_before = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
-        started = time.monotonic()
-        with ThreadPoolExecutor(len(users)) as pool:
-            pool.map(post, users)
-            latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
-        cpu_after = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
-        jobs = bench_jobs(scheduler, users)
-        result = summary(latencies, failures, len(users))
-        result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
-        # CPU the hub and the proxy spent from the first POST until all answered, including this
-        # bench's own polling of GET /users (about 2 per second) and of each user's server
-        result["cpu_s"] = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
-        if failures:
-            result["hub_log_tail"] = hub.log_tail(40)
-        with ThreadPoolExecutor(len(users)) as pool:
-            pool.map(lambda user: hub.api("DELETE", f"/users/{user}/server"), users)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and any(
-                model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users):
-            time.sleep(1)
-    finally:
-        hub.close()
-        if KEEP_LOGS:
-            KEEP_LOGS.mkdir(parents=True, exist_ok=True)
-            shutil.copy(hub.hub_log, KEEP_LOGS / f"hub-{kind}-{scheduler}.log")
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(sites, ignore_errors=True)
+    cpu_before = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(users)) as pool:
+        pool.map(post, users)
+        latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
+    cpu_after = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
+    jobs = bench_jobs(scheduler, users)
+    result = summary(latencies, failures, len(users))
+    result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
+    # CPU the hub and the proxy spent from the first POST until all answered, with this bench's
+    # own asking (the user list every 5 s, each server once it is routed)
+    result["cpu_s"] = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+    if failures:
+        result["hub_log_tail"] = hub.log_tail(40)
+    with ThreadPoolExecutor(len(users)) as pool:
+        pool.map(lambda user: hub.api("DELETE", f"/users/{user}/server"), users)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(
+            model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users):
+        time.sleep(1)
     return result, jobs
 
 
