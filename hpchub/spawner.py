@@ -17,6 +17,7 @@ import grp
 import html
 import os
 import pwd
+import time
 from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -314,6 +315,7 @@ class HPCSpawner(Spawner):
         if spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (see hpchub.jobs)
             files[jobs.SITE_COPY] = Path(site.source).read_text()
         self._port = porthandler.expect_port(self.api_token)
+        submitting = time.monotonic()
         try:
             job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
         except AccountRefused as error:
@@ -331,6 +333,7 @@ class HPCSpawner(Spawner):
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = None
+        self.log.info("%s: the submission took %.2f s", self._log_name, time.monotonic() - submitting)
         self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name))
         try:
             host = await self._wait_until_running(runtime, request.queue)

@@ -11,7 +11,7 @@
 #$ -wd /home/alice
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
-echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
 
 . /sw/courses/datascience/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/courses/datascience/venv
 export OMP_NUM_THREADS=1

@@ -14,7 +14,7 @@
 #SBATCH --constraint=a100
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
-echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Is)"
+echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
 
 # Batch shells are not login shells: make sure the module command exists.
 type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true
