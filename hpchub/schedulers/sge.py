@@ -203,7 +203,7 @@ def _xml_text(raw: str) -> str:
     """Element text as an XML parser gives it, characters XML forbids replaced (see the module's
     docstring)."""
     text = html.unescape(raw.strip()) if "&" in raw else raw.strip()
-    return _NOT_XML_RE.sub("\ufffd", text)
+    return text if text.isascii() and text.isprintable() else _NOT_XML_RE.sub("\ufffd", text)
 
 
 class _QstatJob(JobStatus):
