@@ -150,12 +150,13 @@ def _parse_status(stdout: str) -> JobStatuses:
     problems: list[str] = []
     states: dict[str, JobState] = {}  # state letters -> state: a few kinds for thousands of jobs
     find, size = stdout.find, len(stdout)
-    start_length, number_length = len(_ENTRY_START), len(_NUMBER_TAG)
+    start_length, number_length, state_length = len(_ENTRY_START), len(_NUMBER_TAG), len(_STATE_TAG)
     start = find(_ENTRY_START)
     while start >= 0:
         following = find(_ENTRY_START, start + start_length)
         end = following if following >= 0 else size
-        # _field_text, inline: this runs for every entry (-g t: every slot of every job).
+        # _field_text, inline: this runs for every entry (-g t: every slot of every job), the
+        # state for every job.
         number_at = find(_NUMBER_TAG, start, end) + number_length
         number_end = find("<", number_at, end) if number_at >= number_length else -1
         job_id = stdout[number_at:number_end].strip() if number_end >= 0 else ""
@@ -168,7 +169,9 @@ def _parse_status(stdout: str) -> JobStatuses:
             else:
                 more_entries.append(start)
         else:
-            letters = _field_text(stdout, _STATE_TAG, start, end)
+            state_at = find(_STATE_TAG, start, end) + state_length
+            state_end = find("<", state_at, end) if state_at >= state_length else -1
+            letters = stdout[state_at:state_end].strip() if state_end >= 0 else ""
             state = states.get(letters)
             if state is None:
                 state = states[letters] = state_from_letters(letters)
