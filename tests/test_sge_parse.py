@@ -1,6 +1,8 @@
 """Grid Engine backend: argv builders and parsers, against qstat -xml captured from the real local SGE."""
 
+import dataclasses
 import logging
+from datetime import datetime
 
 import pytest
 from helpers.support import REPO
@@ -86,6 +88,56 @@ def test_characters_xml_forbids_cost_nothing():
     jobs = sge.parse_status(_listing(weird, _job(8, "r", "short.q@vm", "MASTER", owner="bob")))
     assert jobs["7"].state is JobState.PENDING and jobs["7"].name == "x\ufffd\ufffd\ufffd999\ufffd"
     assert jobs["8"].state is JobState.RUNNING and jobs["8"].host == "vm" and not jobs.problems
+
+
+def test_a_name_a_grid_engine_did_not_escape_costs_that_name_only():
+    """A raw "&" or "<" makes the answer invalid XML: read as a document, every job would be
+    unknown. Each entry is read on its own: only the name is lost or read as printed."""
+    raw_lt = _job(7, "qw").replace("hpchub-alice-x", "a<b")
+    raw_amp = _job(8, "r", "short.q@vm", "MASTER", owner="bob").replace("hpchub-bob-x", "x & y&z")
+    jobs = sge.parse_status(_listing(raw_lt, raw_amp, _job(9, "hqw")))
+    assert jobs["7"].state is JobState.PENDING and jobs["7"].user == "alice" and jobs["7"].priority == 0.5
+    assert jobs["8"].name == "x & y&z" and jobs["8"].host == "vm" and jobs["9"].state is JobState.HELD
+    assert not jobs.problems
+
+
+def test_entities_read_as_an_xml_parser_reads_them():
+    jobs = sge.parse_status(_listing(_job(7, "qw").replace("hpchub-alice-x", "a&amp;b&#60;c&#x3e;d&quot;&apos;")))
+    assert jobs["7"].name == "a&b<c>d\"'"
+
+
+@pytest.mark.parametrize("cut", ["</job_list>", "<state>", "</queue_info>"])
+def test_a_cut_answer_is_a_parse_error_not_jobs_gone(cut):
+    """qstat killed mid-answer: the jobs after the cut are not gone, the answer is unreadable."""
+    captured = (DATA / "qstat-jobs.xml").read_text()
+    with pytest.raises(ParseError):
+        sge.parse_status(captured[:captured.index(cut) + len(cut)])
+
+
+def test_each_job_reads_its_own_entries_only():
+    """Job 8 has no owner and no queue; job 7's SLAVE entries come after job 8's entry."""
+    no_owner = _job(8, "r", "", "").replace("<JB_owner>alice</JB_owner>", "")
+    xml = ("<job_info><queue_info>" + _job(7, "r", "mpi.q@n1", "MASTER") + no_owner
+           + _job(7, "r", "mpi.q@n2", "SLAVE") + _job(7, "r", "mpi.q@n1", "SLAVE", owner="bob")
+           + "</queue_info><job_info></job_info></job_info>")
+    jobs = sge.parse_status(xml)
+    assert jobs["8"].user == "" and jobs["8"].queue == "" and jobs["8"].nodes == () and jobs["8"].host is None
+    assert jobs["7"].user == "alice" and jobs["7"].nodes == ("n1", "n2") and jobs["7"].queue == "mpi.q"
+
+
+def test_a_parsed_job_reads_like_any_job_status_and_stays_frozen():
+    jobs = sge.parse_status((DATA / "qstat-jobs.xml").read_text())
+    job = jobs["44"]
+    assert isinstance(job, JobStatus)
+    assert {field.name: getattr(job, field.name) for field in dataclasses.fields(JobStatus)} == {
+        "job_id": "44", "state": JobState.ERROR, "scheduler_state": "Eqw", "user": "alice", "name": "errjob",
+        "queue": "", "nodes": (), "reason": "job is in an error state (Eqw); `qstat -j ID` tells why",
+        "estimated_start": None, "submitted": datetime(2026, 11, 25, 20, 32, 9), "started": None, "priority": 0.25}
+    assert jobs["42"].started == datetime(2026, 11, 25, 20, 32, 9) and jobs["42"].submitted is None
+    assert job == sge.parse_status((DATA / "qstat-jobs.xml").read_text())["44"]
+    for field in ("state", "name", "nodes", "job_id"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(job, field, None)
 
 
 def test_names_with_xml_characters_read_exactly():

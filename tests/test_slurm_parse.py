@@ -1,5 +1,6 @@
 """Slurm backend: argv builders and parsers, against output captured from the real local Slurm."""
 
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -105,13 +106,40 @@ def test_a_line_without_a_job_id_is_skipped_and_reported(bad, caplog):
 
 @pytest.mark.parametrize(
     "bad",
-    [line(job_id="9", state="RUNNING", nodes="node[1-x]"), "9" + SEP + "RUNNING", SEP.join(["9"] * 12)],
-    ids=["bad node list", "too few fields", "too many fields"],
+    [line(job_id="9", state="RUNNING", nodes="node[1-x]"), line(job_id="9", state="RUNNING", nodes="node[1-3"),
+     "9" + SEP + "RUNNING", SEP.join(["9"] * 12)],
+    ids=["bad node list", "unclosed node list", "too few fields", "too many fields"],
 )
 def test_a_bad_line_with_a_job_id_marks_that_job_unknown_not_gone(bad):
     jobs = slurm.parse_status("\n".join([line(job_id="7"), bad, line(job_id="8", state="RUNNING", reason="None")]))
     assert jobs["9"].state is JobState.UNKNOWN and jobs["9"].state.is_active and len(jobs.problems) == 1
     assert jobs["7"].state is JobState.PENDING and jobs["8"].state is JobState.RUNNING
+
+
+def test_brackets_in_an_array_id_or_a_reason_leave_a_plain_node_list_alone():
+    text = "\n".join([line(job_id="7_[1-30%2]", reason="ReqNodeNotAvail, UnavailableNodes:node[1-3]"),
+                      line(job_id="8_4", state="RUNNING", reason="None", nodes="vm,node2", batch="node2")])
+    jobs = slurm.parse_status(text)
+    assert not jobs.problems
+    assert jobs["7_[1-30%2]"].state is JobState.PENDING and jobs["7_[1-30%2]"].reason.endswith("node[1-3]")
+    assert jobs["8_4"].nodes == ("node2", "vm") and jobs["8_4"].host == "node2"
+
+
+def test_a_parsed_job_reads_like_any_job_status_and_stays_frozen():
+    """The parse keeps each line and reads most fields when asked; what callers see is the same."""
+    (job,) = slurm.parse_status(line(job_id="12", state="CANCELLED by 1001", reason="None", nodes="node[1-2]",
+                                     batch="node2", start="2026-11-25T21:00:00")).values()
+    assert isinstance(job, JobStatus)
+    assert {field.name: getattr(job, field.name) for field in dataclasses.fields(JobStatus)} == {
+        "job_id": "12", "state": JobState.CANCELLED, "scheduler_state": "CANCELLED", "user": "bob", "name": "",
+        "queue": "debug", "nodes": ("node2", "node1"), "reason": None, "estimated_start": None,
+        "submitted": datetime(2026, 11, 25, 20, 0), "started": datetime(2026, 11, 25, 21, 0), "priority": 100.0}
+    assert job.host == "node2" and job == slurm.parse_status(line(
+        job_id="12", state="CANCELLED by 1001", reason="None", nodes="node[1-2]", batch="node2",
+        start="2026-11-25T21:00:00"))["12"]
+    for field in ("state", "nodes", "started", "job_id"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(job, field, None)
 
 
 def test_job_names_are_asked_for_one_user_and_a_spilled_name_cannot_pose_as_another_user():

@@ -2,17 +2,20 @@
 
 Job names are user text. SGE 8.1.9 refuses names with control characters, newlines, tabs,
 spaces, ``/ : @ *`` and non-ASCII, and escapes the rest in its XML, except that it writes
-``<`` as ``%lt;``. Characters XML 1.0 forbids are removed before parsing anyway (other Grid
-Engines may let them through), and a job entry that cannot be read costs that job only.
+``<`` as ``%lt;``. Characters XML 1.0 forbids are replaced anyway (other Grid Engines may let
+them through), and a job entry that cannot be read costs that job only.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
 
@@ -117,59 +120,173 @@ def parse_status(stdout: str) -> JobStatuses:
         return _parse_status(stdout)
 
 
+# qstat -xml's own shape is read without building the document's tree (for 10,000 jobs, most of
+# them SLAVE entries of parallel jobs under -g t, the tree alone costs five times the hub's budget):
+# an entry is <job_list ...>...</job_list>, each field a child <tag>text</tag> without attributes.
+_ENTRY_START = "<job_list"
+_NUMBER_TAG, _STATE_TAG = "<JB_job_number>", "<state>"
+_FIELD_RE = re.compile(r"<([A-Za-z_]+)>([^<]*)</\1>")
+_set_slot = object.__setattr__
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One ``qstat -xml`` answer, kept whole by the jobs read from it (one string, not thousands)."""
+
+    text: str
+    # Job number -> where its further entries start: one per further slot (-g t), or array task.
+    more_entries: dict[str, list[int]]
+
+    def entry_end(self, start: int) -> int:
+        """An entry runs to the next one: the end tags between hold no field."""
+        following = self.text.find(_ENTRY_START, start + len(_ENTRY_START))
+        return following if following >= 0 else len(self.text)
+
+
 def _parse_status(stdout: str) -> JobStatuses:
-    root = _parse_xml(stdout, "qstat -xml")
-    first_entries: dict[str, tuple[dict[str, str], JobState]] = {}
-    hosts: dict[str, list[str]] = {}
+    _check_job_list(stdout)
+    answer = _Answer(stdout, {})
+    jobs: dict[str, _QstatJob] = {}
     problems: list[str] = []
-    for job in root.iter("job_list"):
-        fields = _child_texts(job)
-        job_id = fields.get("JB_job_number", "")
+    states: dict[str, JobState] = {}  # state letters -> state: a few kinds for thousands of jobs
+    find, size = stdout.find, len(stdout)
+    start_length, number_length, state_length = len(_ENTRY_START), len(_NUMBER_TAG), len(_STATE_TAG)
+    start = find(_ENTRY_START)
+    while start >= 0:
+        following = find(_ENTRY_START, start + start_length)
+        end = following if following >= 0 else size
+        # _field_text, inline: this runs for every entry (-g t: every slot of every job), the
+        # state for every job.
+        number_at = find(_NUMBER_TAG, start, end) + number_length
+        number_end = find("<", number_at, end) if number_at >= number_length else -1
+        job_id = stdout[number_at:number_end].strip() if number_end >= 0 else ""
         if not job_id.isdigit():
-            problems.append(f"job entry without a job number: {ElementTree.tostring(job)[:200]!r}")
-            continue
-        queue_instance = fields.get("queue_name", "")
-        host = queue_instance.partition("@")[2]
-        if host:
-            job_hosts = hosts.setdefault(job_id, [])
-            if host not in job_hosts:
-                if fields.get("master") == "MASTER":
-                    job_hosts.insert(0, host)
-                else:
-                    job_hosts.append(host)
-        if job_id in first_entries:
-            continue  # another host (or task) of a job already seen
-        letters = fields.get("state", "")
-        state = state_from_letters(letters)
-        if state is JobState.UNKNOWN:
-            problems.append(f"job {job_id}: unknown Grid Engine job state {letters!r}")
-        first_entries[job_id] = (fields, state)
-    jobs = {job_id: _status(job_id, fields, state, tuple(hosts.get(job_id, ())))
-            for job_id, (fields, state) in first_entries.items()}
+            problems.append(f"job entry without a job number: {stdout[start:min(end, start + 200)]!r}")
+        elif job_id in jobs:  # another host (-g t: another slot) or task of a job already seen
+            more_entries = answer.more_entries.get(job_id)
+            if more_entries is None:
+                answer.more_entries[job_id] = [start]
+            else:
+                more_entries.append(start)
+        else:
+            state_at = find(_STATE_TAG, start, end) + state_length
+            state_end = find("<", state_at, end) if state_at >= state_length else -1
+            letters = stdout[state_at:state_end].strip() if state_end >= 0 else ""
+            state = states.get(letters)
+            if state is None:
+                state = states[letters] = state_from_letters(letters)
+            if state is JobState.UNKNOWN:
+                problems.append(f"job {job_id}: unknown Grid Engine job state {_xml_text(letters)!r}")
+            jobs[job_id] = _QstatJob(answer, start, job_id, state)
+        start = following
     return job_statuses(jobs, problems, "qstat -xml")
 
 
-def _child_texts(element: ElementTree.Element) -> dict[str, str]:
-    """Tag -> stripped text of each child, the first of a repeated tag (as ``find`` would), in one
-    pass rather than a search per field."""
-    return {child.tag: (child.text or "").strip() for child in reversed(element)}
+def _check_job_list(stdout: str) -> None:
+    """An answer read in full ends with the job list's end tag: a cut or failed one must not read as
+    "these jobs are gone" (jobs missing from a status answer have ended)."""
+    head, tail = stdout[:200].lstrip(), stdout[-200:].rstrip()
+    if head.startswith(("<?xml", "<job_info")) and tail.endswith("</job_info>"):
+        return
+    _parse_xml(stdout, "qstat -xml")  # raises the XML parser's own words for what is no XML
+    raise ParseError(f"qstat -xml printed no job list: {stdout[:200]!r}")
 
 
-def _status(job_id: str, fields: dict[str, str], state: JobState, nodes: tuple[str, ...]) -> JobStatus:
-    return JobStatus(
-        job_id=job_id,
-        state=state,
-        scheduler_state=fields.get("state", ""),
-        user=fields.get("JB_owner", ""),
-        # SGE writes "<" as "%lt;" (see _name).
-        name=fields.get("JB_name", "").replace("%lt;", "<"),
-        queue=fields.get("queue_name", "").partition("@")[0],
-        nodes=nodes,
-        reason="job is in an error state (Eqw); `qstat -j ID` tells why" if state is JobState.ERROR else None,
-        submitted=_time(fields.get("JB_submission_time", "")),
-        started=_time(fields.get("JAT_start_time", "")),
-        priority=_float(fields.get("JAT_prio", "")),
-    )
+def _field_text(text: str, open_tag: str, start: int, end: int) -> str:
+    """The raw text of the first ``open_tag`` element in ``text[start:end]`` ("" without one)."""
+    at = text.find(open_tag, start, end)
+    if at < 0:
+        return ""
+    at += len(open_tag)
+    close = text.find("<", at, end)
+    return text[at:close if close >= 0 else end].strip()
+
+
+def _xml_text(raw: str) -> str:
+    """Element text as an XML parser gives it, characters XML forbids replaced (see the module's
+    docstring)."""
+    text = html.unescape(raw.strip()) if "&" in raw else raw.strip()
+    return text if text.isascii() and text.isprintable() else _NOT_XML_RE.sub("\ufffd", text)
+
+
+class _QstatJob(JobStatus):
+    """A JobStatus read from the ``qstat -xml`` entries of one job. The parse reads the job number
+    and state letters (every caller needs them; an unreadable state is reported there and then); the
+    other fields are read from the answer's text when first asked: a poll lists every job of the
+    watched users and the hub reads a few of them (bench/parsing.py)."""
+
+    __slots__ = ("_answer", "_start", "_job_id", "_state")
+    _answer: _Answer
+    _start: int  # where its first entry starts in the answer
+    _job_id: str
+    _state: JobState
+
+    def __init__(self, answer: _Answer, start: int, job_id: str, state: JobState) -> None:
+        # Frozen: set once, here, past the dataclass's guard.
+        _set_slot(self, "_answer", answer)
+        _set_slot(self, "_start", start)
+        _set_slot(self, "_job_id", job_id)
+        _set_slot(self, "_state", state)
+
+    @cached_property
+    def _fields(self) -> dict[str, str]:
+        """Tag -> text of each child of the first entry, the first of a repeated tag (as ``find`` would)."""
+        found = _FIELD_RE.findall(self._answer.text, self._start, self._answer.entry_end(self._start))
+        return {tag: _xml_text(text) for tag, text in reversed(found)}
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @property
+    def state(self) -> JobState:
+        return self._state
+
+    @property
+    def scheduler_state(self) -> str:
+        return self._fields.get("state", "")
+
+    @property
+    def user(self) -> str:
+        return self._fields.get("JB_owner", "")
+
+    @property
+    def name(self) -> str:
+        return self._fields.get("JB_name", "").replace("%lt;", "<")  # SGE writes "<" as "%lt;" (see _name)
+
+    @property
+    def queue(self) -> str:
+        return self._fields.get("queue_name", "").partition("@")[0]
+
+    @cached_property
+    def nodes(self) -> tuple[str, ...]:
+        """Every host of the job, the MASTER's first."""
+        text, hosts = self._answer.text, list[str]()
+        for start in (self._start, *self._answer.more_entries.get(self._job_id, ())):
+            end = self._answer.entry_end(start)
+            host = _xml_text(_field_text(text, "<queue_name>", start, end)).partition("@")[2]
+            if host and host not in hosts:
+                if _field_text(text, "<master>", start, end) == "MASTER":
+                    hosts.insert(0, host)
+                else:
+                    hosts.append(host)
+        return tuple(hosts)
+
+    @property
+    def reason(self) -> str | None:
+        return "job is in an error state (Eqw); `qstat -j ID` tells why" if self._state is JobState.ERROR else None
+
+    @property
+    def submitted(self) -> datetime | None:
+        return _time(self._fields.get("JB_submission_time", ""))
+
+    @property
+    def started(self) -> datetime | None:
+        return _time(self._fields.get("JAT_start_time", ""))
+
+    @property
+    def priority(self) -> float | None:
+        return _float(self._fields.get("JAT_prio", ""))
 
 
 def explain_argv(job_id: str) -> list[str]:

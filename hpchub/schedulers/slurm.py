@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 
 from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
 
@@ -109,6 +110,90 @@ def _time(text: str) -> datetime | None:
         return None
 
 
+_NO_NODE = ("", "(null)", "n/a")
+# Slurm's compressed node list (node[01-04,7],gpu1): what expand_hostlist expands without an error.
+_HOST_PATTERN = r"(?:[^\[\],]+|\[[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*\])+"
+_HOSTLIST_RE = re.compile(f"{_HOST_PATTERN}(?:,{_HOST_PATTERN})*")
+_set_slot = object.__setattr__
+
+
+class _SqueueJob(JobStatus):
+    """A JobStatus read from one squeue line (the fields of ``_STATUS_FIELDS``), kept whole. The
+    parse reads the job id and state (every caller needs them) and checks what could make the line
+    unreadable (field count, id, node list), so a bad line costs its job there and then; the rest
+    (times, priority, node names) is read when first asked: a poll lists every job of the watched
+    users and the hub reads a few of them (bench/parsing.py)."""
+
+    __slots__ = ("_line", "_job_id", "_state")
+    _line: str
+    _job_id: str
+    _state: JobState
+
+    def __init__(self, line: str, job_id: str, state: JobState) -> None:
+        # Frozen: set once, here, past the dataclass's guard.
+        _set_slot(self, "_line", line)
+        _set_slot(self, "_job_id", job_id)
+        _set_slot(self, "_state", state)
+
+    @cached_property
+    def _fields(self) -> list[str]:
+        return self._line.split(SEP)
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @property
+    def state(self) -> JobState:
+        return self._state
+
+    @property
+    def scheduler_state(self) -> str:
+        return _state_word(self._fields[1])
+
+    @property
+    def user(self) -> str:
+        return self._fields[2]
+
+    @property
+    def queue(self) -> str:
+        return self._fields[3]
+
+    @cached_property
+    def nodes(self) -> tuple[str, ...]:
+        batch_host, node_list = self._fields[4:6]
+        nodes = expand_hostlist(node_list) if node_list not in _NO_NODE else []
+        if batch_host not in _NO_NODE and batch_host in nodes:
+            nodes.remove(batch_host)
+            nodes.insert(0, batch_host)
+        return tuple(nodes)
+
+    @property
+    def reason(self) -> str | None:
+        reason = self._fields[6]
+        return None if reason in ("None", "") else reason
+
+    @property
+    def estimated_start(self) -> datetime | None:
+        return _time(self._fields[7]) if self._state.is_waiting else None
+
+    @property
+    def started(self) -> datetime | None:
+        return None if self._state.is_waiting else _time(self._fields[7])
+
+    @property
+    def submitted(self) -> datetime | None:
+        return _time(self._fields[8])
+
+    @property
+    def priority(self) -> float | None:
+        return _priority(self._fields[9])
+
+
+def _state_word(text: str) -> str:
+    return text.split()[0] if text.strip() else text  # e.g. "CANCELLED by 0"
+
+
 def parse_status(stdout: str) -> JobStatuses:
     with collector_paused():
         return _parse_status(stdout)
@@ -117,53 +202,39 @@ def parse_status(stdout: str) -> JobStatuses:
 def _parse_status(stdout: str) -> JobStatuses:
     jobs: dict[str, JobStatus] = {}
     problems: list[str] = []
+    separators = len(_STATUS_FIELDS) - 1
+    # The lines are not cut into fields here (ten strings per job, most never read), only searched.
     for line in stdout.splitlines():
-        if not line.strip():
-            continue
+        id_end = line.find(SEP)
+        job_id = line[:id_end] if id_end >= 0 else line
         try:
-            status = _parse_status_line(line)
+            if line.count(SEP) != separators:
+                if not line.strip():
+                    continue
+                raise ParseError(f"squeue line has {line.count(SEP) + 1} fields, expected {separators + 1}")
+            if not ((job_id.isdigit() and job_id.isascii()) or _JOB_ID_RE.fullmatch(job_id)):
+                raise ParseError(f"squeue line without a job id ({job_id!r})")
+            raw_state = line[id_end + 1:line.find(SEP, id_end + 1)]
+            state = STATE_TABLE.get(raw_state)
+            if state is None:
+                raw_state = _state_word(raw_state)
+                state = STATE_TABLE.get(raw_state, JobState.UNKNOWN)
+            if state is JobState.PENDING and line.rsplit(SEP, 4)[1] in _HELD_REASONS:
+                state = JobState.HELD
+            if "[" in line:  # a compressed node list, or an array id or reason with brackets
+                node_list = line.split(SEP)[5]
+                if node_list not in _NO_NODE and not _HOSTLIST_RE.fullmatch(node_list):
+                    raise ParseError(f"squeue line with an unreadable node list ({node_list[:100]!r})")
         except (ValueError, IndexError) as error:
             problems.append(f"{error}: {line[:200]!r}")
             # The job is there even if the rest of its line is unreadable: never report it gone.
-            job_id = line.split(SEP, 1)[0]
             if _JOB_ID_RE.fullmatch(job_id) and job_id not in jobs:
                 jobs[job_id] = JobStatus(job_id=job_id, state=JobState.UNKNOWN, scheduler_state="")
             continue
-        if status.state is JobState.UNKNOWN:
-            problems.append(f"job {status.job_id}: unknown Slurm job state {status.scheduler_state!r}")
-        jobs[status.job_id] = status
+        if state is JobState.UNKNOWN:
+            problems.append(f"job {job_id}: unknown Slurm job state {raw_state!r}")
+        jobs[job_id] = _SqueueJob(line, job_id, state)
     return job_statuses(jobs, problems, "squeue")
-
-
-def _parse_status_line(line: str) -> JobStatus:
-    fields = line.split(SEP)
-    if len(fields) != len(_STATUS_FIELDS):
-        raise ParseError(f"squeue line has {len(fields)} fields, expected {len(_STATUS_FIELDS)}")
-    job_id, raw_state, user, partition, batch_host, node_list, reason, start, submit, priority = fields
-    if not _JOB_ID_RE.fullmatch(job_id):
-        raise ParseError(f"squeue line without a job id ({job_id!r})")
-    raw_state = raw_state.split()[0] if raw_state.strip() else raw_state  # e.g. "CANCELLED by 0"
-    state = STATE_TABLE.get(raw_state, JobState.UNKNOWN)
-    if state is JobState.PENDING and reason in _HELD_REASONS:
-        state = JobState.HELD
-    nodes = expand_hostlist(node_list) if node_list not in ("", "(null)", "n/a") else []
-    if batch_host not in ("", "n/a", "(null)") and batch_host in nodes:
-        nodes.remove(batch_host)
-        nodes.insert(0, batch_host)
-    waiting = state.is_waiting
-    return JobStatus(
-        job_id=job_id,
-        state=state,
-        scheduler_state=raw_state,
-        user=user,
-        queue=partition,
-        nodes=tuple(nodes),
-        reason=None if reason in ("None", "") else reason,
-        estimated_start=_time(start) if waiting else None,
-        started=None if waiting else _time(start),
-        submitted=_time(submit),
-        priority=_priority(priority),
-    )
 
 
 def _priority(text: str) -> float | None:
