@@ -17,13 +17,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import jupyterhub
-
 
 class _VersionHandler(BaseHTTPRequestHandler):
     """Every request (version check, activity reports) gets 200 and the hub's version."""
 
     def _answer(self) -> None:
+        import jupyterhub  # here: re-plotting a result (--plot-only) needs no JupyterHub
+
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)

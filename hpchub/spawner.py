@@ -92,7 +92,18 @@ class HPCSpawner(Spawner):
         1.0,
         config=True,
         help="""Seconds between job status checks while a server starts (shared: however many
-        servers start, the cluster sees at most one status query per this interval).""",
+        servers start, the cluster sees at most one status query per this interval). A spawn that
+        keeps waiting checks less often, see `startup_poll_backoff`.""",
+    )
+    startup_poll_backoff = Float(
+        0.1,
+        config=True,
+        help="""A waiting spawn checks its job every max(startup_poll_interval, this share of the time
+        it has waited so far) seconds, at most every `poll_interval`: after a minute in the queue
+        every 6 s, after five minutes as often as a running server. So spawns that wait long in a
+        full queue cost the scheduler no more than running servers. The server's port report ends
+        the wait at once whatever the interval; only noticing a job that ended early can take
+        longer (at most this share of the wait). 0: always every startup_poll_interval.""",
     )
     job_output_tail_lines = Integer(
         20,
@@ -374,10 +385,28 @@ class HPCSpawner(Spawner):
         except (CommandError, OSError) as error:
             self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
 
+    def _startup_check_interval(self, waited: float) -> float:
+        """Seconds between status checks of a spawn that has waited ``waited`` seconds."""
+        backoff = self.startup_poll_backoff * waited
+        return max(self.startup_poll_interval, min(backoff, float(self.poll_interval)))
+
+    async def _reported_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the job's port report; True once it is in."""
+        assert self._port is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._port), timeout=seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
         last_message = None
+        started = time.monotonic()
+        reported = False
         while True:
-            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            # A reported port means the job runs: ask the scheduler now for its node.
+            interval = self._startup_check_interval(time.monotonic() - started)
+            view = await runtime.poller.get(self.job_id, max_age=0 if reported else interval)
             status = view.status
             if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
                 why = await self._explain(runtime) or status.scheduler_state
@@ -403,17 +432,20 @@ class HPCSpawner(Spawner):
             if message != last_message:
                 self._emit(20, message)
                 last_message = message
-            await asyncio.sleep(self.startup_poll_interval)
+            if reported:  # our last answer predates the job's start: ask again as soon as the poller may
+                await asyncio.sleep(runtime.poller.min_interval)
+            else:
+                reported = await self._reported_within(interval)
 
     async def _wait_for_port(self, runtime: ClusterRuntime) -> int:
         assert self._port is not None
+        started = time.monotonic()
         while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(self._port), timeout=self.startup_poll_interval)
-            except asyncio.TimeoutError:
-                pass
-            # Keep watching the job: a server that dies at start ends the spawn now.
-            view = await runtime.poller.get(self.job_id, max_age=self.startup_poll_interval)
+            interval = self._startup_check_interval(time.monotonic() - started)
+            if await self._reported_within(interval):
+                return self._port.result()
+            # Keep watching the job: a server that dies at start ends the spawn.
+            view = await runtime.poller.get(self.job_id, max_age=interval)
             if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
                 why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
                 raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))

@@ -35,6 +35,7 @@ class FakeCluster(ClusterClient):
         self.cancelled: list[str] = []
         self.removed: list[str] = []
         self.failing = False
+        self.status_calls: list[float] = []  # loop times of the status queries
 
     async def submit(self, user, key, script, files, keep_days=None):
         self.check_account(user)  # what every command run as a user goes through
@@ -48,6 +49,7 @@ class FakeCluster(ClusterClient):
         return job_id
 
     async def status(self, users=None):
+        self.status_calls.append(asyncio.get_running_loop().time())
         if self.failing:
             raise CommandError(["squeue"], 1, stderr="slurm_load_jobs error: Unable to contact slurm controller")
         return dict(self.jobs)
@@ -445,3 +447,40 @@ async def test_a_submission_with_an_unknown_outcome_leaves_no_job_running(fake, 
     assert fake.jobs["99"].state is JobState.RUNNING
     assert list(fake.files) == fake.removed  # its files too
     assert porthandler.waiting_for(TOKEN) is None
+
+
+@pytest.mark.parametrize("backoff", [0.0, 0.5])
+async def test_a_spawn_that_keeps_waiting_asks_the_scheduler_less_and_less(fake, backoff):
+    # Spawns waiting for hours in a full queue must not poll every startup_poll_interval: with
+    # backoff 0.5, a spawn that waited 1 s checks every 0.5 s (every 0.02 s without).
+    calls = fake.status_calls
+    spawner = make_spawner(options={"profile": "small"})
+    spawner.startup_poll_backoff = backoff
+    start = asyncio.create_task(spawner.start())
+    try:
+        await wait_until(lambda: fake.scripts)
+        begin = asyncio.get_running_loop().time()
+        await asyncio.sleep(2.0)
+        later = [t for t in calls if t >= begin + 1.0]  # the second second of waiting
+        if backoff:
+            assert len(later) <= 4, len(later)
+        else:
+            assert len(later) >= 15, len(later)
+    finally:
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+
+
+async def test_the_port_report_ends_the_wait_at_once_whatever_the_poll_interval(fake):
+    # The poller last saw the job pending; the job then starts and the server reports its port:
+    # the spawn asks the scheduler for the node now rather than at its next check (5 s here).
+    spawner = make_spawner(options={"profile": "small"})
+    spawner.startup_poll_interval = 5.0
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts and porthandler.waiting_for(TOKEN))
+    await wait_until(lambda: any("waiting in queue" in e["message"] for e in list(spawner._progress._queue)))
+    began = asyncio.get_running_loop().time()
+    fake.set("100", JobState.RUNNING, nodes=("vm",))
+    assert report_port(4321)
+    assert await asyncio.wait_for(start, timeout=3) == ("127.0.0.1", 4321)
+    assert asyncio.get_running_loop().time() - began < 1.0
