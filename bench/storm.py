@@ -105,16 +105,25 @@ c.Spawner.env_keep = ["PATH", "LANG"]
 # -- accounts and capacity -------------------------------------------------------------------------
 def ensure_users(count: int) -> tuple[list[str], list[str]]:
     """hpcbench01..: unix accounts as tests/clusters/users.sh makes them; returns (all, newly created)."""
-    users, created = [], []
-    for index in range(1, count + 1):
-        user = f"{USER_PREFIX}{index:02d}"
-        users.append(user)
+    users = bench_users(1, count)
+    return users, ensure_accounts(users)
+
+
+def bench_users(first: int, count: int) -> list[str]:
+    """``count`` bench account names from hpcbenchFIRST on (hpcbench01, hpcbench02, ...)."""
+    return [f"{USER_PREFIX}{index:02d}" for index in range(first, first + count)]
+
+
+def ensure_accounts(users: Iterable[str]) -> list[str]:
+    """Make the missing unix accounts as tests/clusters/users.sh does (left in place); returns the new ones."""
+    created = []
+    for user in users:
         if subprocess.run(["getent", "passwd", user], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--create-home", "--home-dir", f"/home/{user}", "--shell", "/bin/bash",
                             "--user-group", "-K", "UID_MIN=1000", "-K", "UID_MAX=59999", user], check=True)
             subprocess.run(["usermod", "-p", "*", user], check=True)  # not locked, no password
             created.append(user)
-    return users, created
+    return created
 
 
 def capacity(scheduler: str) -> int:
@@ -259,24 +268,43 @@ def wait_until_answering(users: list[str], started: float, timeout: float, failu
     return latencies
 
 
-def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
-    """N REST spawns at once through a real hub and proxy, each timed until it answers through the proxy."""
+def start_bench_hub(kind: str, scheduler: str, users: list[str], start_timeout: int, poll_interval: int = 30,
+                    profiles: str = "", name: str = "storm") -> tuple[Hub, list[Path]]:
+    """A started hub and proxy for ``users`` with ``kind``'s spawner (hpchub: the site config with the
+    storm profile and ``profiles``, YAML list entries; batchspawner: BATCHSPAWNER_CONFIG) and the
+    temporary directories it uses; hand both to ``close_bench_hub``."""
     spec = SCHEDULERS[scheduler]
-    state = Path(tempfile.mkdtemp(prefix=f"hpchub-storm-{kind}-"))
-    base_site = (SITE_CONFIGS / spec["site"]).read_text()
-    sites = Path(tempfile.mkdtemp(prefix="hpchub-storm-site-"))
+    state = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-{kind}-"))
+    sites = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-site-"))
     sites.chmod(0o755)  # the jobs read the site config as their users
-    site = sites / f"storm-{scheduler}.yaml"
-    site.write_text(base_site + STORM_PROFILE.format(
-        memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=WALLTIME))
+    site = sites / f"{name}-{scheduler}.yaml"
+    site.write_text((SITE_CONFIGS / spec["site"]).read_text() + STORM_PROFILE.format(
+        memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"], walltime=WALLTIME) + profiles)
     site.chmod(0o644)
     config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
     if kind == "batchspawner":
         config += BATCHSPAWNER_CONFIG[scheduler].format(venv=VENV, **spec, walltime=WALLTIME)
     config_file = state / "jupyterhub_config.py"
     config_file.write_text(textwrap.dedent(config))
-    hub = Hub(site, state, poll_interval=30, config_file=config_file, start_timeout=int(timeout))
-    hub.start()
+    hub = Hub(site, state, poll_interval=poll_interval, config_file=config_file, start_timeout=start_timeout)
+    try:
+        hub.start()
+    except BaseException:
+        close_bench_hub(hub, [state, sites])
+        raise
+    return hub, [state, sites]
+
+
+def close_bench_hub(hub: Hub, temp_dirs: list[Path]) -> None:
+    """Stop the hub and its proxy (by pid) and remove its state and site config."""
+    hub.close()
+    for directory in temp_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
+    """N REST spawns at once through a real hub and proxy, each timed until it answers through the proxy."""
+    hub, temp_dirs = start_bench_hub(kind, scheduler, users, start_timeout=int(timeout))
     failures: dict[str, str] = {}
     posted: set[str] = set()
     jobs: dict[str, str] = {}
@@ -337,9 +365,7 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
                 model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users):
             time.sleep(1)
     finally:
-        hub.close()
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(sites, ignore_errors=True)
+        close_bench_hub(hub, temp_dirs)
     return result, jobs
 
 
