@@ -308,7 +308,10 @@ def run_spawner(kind: str, scheduler: str, n: int, window: float, poll_interval:
         try:
             with ThreadPoolExecutor(len(users)) as pool:
                 list(pool.map(lambda user: hub.api("DELETE", f"/users/{user}/server"), users))
-            wait_until("all servers stopped", lambda: not any(servers(hub, users).values()), 120)
+            if not wait_until("all servers stopped", lambda: not any(servers(hub, users).values()), 120):
+                left = {user: server for user, server in servers(hub, users).items() if server}
+                result["not_stopped"] = {user: server.get("pending") for user, server in left.items()}
+                result["stop_log_tail"] = hub.log_tail(40)
             jobs.update(storm.bench_jobs(scheduler, users))
         finally:
             storm.close_bench_hub(hub, temp_dirs)
