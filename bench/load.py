@@ -138,12 +138,19 @@ class ExecTrace:
                 self.process.wait()
 
     def commands(self) -> list[list[str]]:
-        """argv of every successful execve, in order (sudo and its target both appear)."""
+        """argv of every command run, in order (sudo and its target both appear). A process that execs
+        the same command name again counts once: Debian's Grid Engine commands are a wrapper script
+        (/usr/bin/qstat) that execs the real binary in the same process."""
         argvs = []
+        seen: set[tuple[str, str]] = set()
         for line in self.output.read_text(errors="replace").splitlines():
-            match = re.match(r"\d+\s+execve\(\"[^\"]*\", \[(.*?)\](?:\.\.\.)?, ", line)
+            match = re.match(r"(\d+)\s+execve\(\"[^\"]*\", \[(.*?)\](?:\.\.\.)?, ", line)
             if match:
-                argvs.append(re.findall(r"\"((?:[^\"\\]|\\.)*)\"", match.group(1)))
+                argv = re.findall(r"\"((?:[^\"\\]|\\.)*)\"", match.group(2))
+                key = (match.group(1), os.path.basename(argv[0]) if argv else "")
+                if key not in seen:
+                    seen.add(key)
+                    argvs.append(argv)
         return argvs
 
     def remove(self) -> None:
