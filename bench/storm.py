@@ -108,12 +108,17 @@ c.Spawner.env_keep = ["PATH", "LANG"]
 # -- accounts and capacity -------------------------------------------------------------------------
 def ensure_users(count: int) -> tuple[list[str], list[str]]:
     """hpcbench01..: unix accounts as tests/clusters/users.sh makes them; returns (all, newly created)."""
-    users = [f"{USER_PREFIX}{index:02d}" for index in range(1, count + 1)]
+    users = bench_users(1, count)
     return users, ensure_accounts(users)
 
 
+def bench_users(first: int, count: int) -> list[str]:
+    """``count`` bench account names from hpcbenchFIRST on (hpcbench01, hpcbench02, ...)."""
+    return [f"{USER_PREFIX}{index:02d}" for index in range(first, first + count)]
+
+
 def ensure_accounts(users: Iterable[str]) -> list[str]:
-    """Create the missing ones of ``users`` (left in place afterwards); returns those created."""
+    """Make the missing unix accounts as tests/clusters/users.sh does (left in place); returns the new ones."""
     created = []
     for user in users:
         if subprocess.run(["getent", "passwd", user], capture_output=True).returncode != 0:
@@ -289,9 +294,10 @@ def wait_until_answering(users: list[str], started: float, timeout: float, failu
     return latencies
 
 
-def site_text(scheduler: str, prologue: str | None = None) -> str:
-    """The local site config plus the bench profile ``storm``; ``prologue``: shell lines every job of
-    the cluster runs before the server (after the venv is activated)."""
+def site_text(scheduler: str, prologue: str | None = None, profiles: str = "") -> str:
+    """The local site config plus the bench profile ``storm`` and ``profiles`` (YAML list entries);
+    ``prologue``: shell lines every job of the cluster runs before the server (after the venv is
+    activated)."""
     spec = SCHEDULERS[scheduler]
     text = (SITE_CONFIGS / spec["site"]).read_text()
     if prologue is not None:
@@ -300,28 +306,28 @@ def site_text(scheduler: str, prologue: str | None = None) -> str:
             raise RuntimeError(f"{spec['site']}: no single {anchor.strip()!r} block to add a prologue to")
         text = text.replace(anchor, anchor + f"      prologue: {json.dumps(prologue)}\n")
     return text + STORM_PROFILE.format(memory=spec["memory"], cluster=spec["cluster"], queue=spec["queue"],
-                                       walltime=WALLTIME)
+                                       walltime=WALLTIME) + profiles
 
 
 @contextlib.contextmanager
 def bench_hub(kind: str, scheduler: str, users: list[str], timeout: float, prologue: str | None = None,
-              extra_config: str = "") -> Iterator[Hub]:
-    """A started hub and proxy with hpchub (profile ``storm``) or batchspawner as its spawner, for
-    ``users``; stopped and its state and site config removed at the end. ``extra_config``: more lines
-    for the hub's config file."""
+              extra_config: str = "", poll_interval: int = 30, profiles: str = "", name: str = "storm") -> Iterator[Hub]:
+    """A started hub and proxy with hpchub (profile ``storm`` and ``profiles``) or batchspawner as its
+    spawner, for ``users``; stopped (by pid) and its state and site config removed at the end.
+    ``timeout``: the hub's start_timeout; ``extra_config``: more lines for the hub's config file."""
     spec = SCHEDULERS[scheduler]
-    state = Path(tempfile.mkdtemp(prefix=f"hpchub-storm-{kind}-"))
-    sites = Path(tempfile.mkdtemp(prefix="hpchub-storm-site-"))
+    state = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-{kind}-"))
+    sites = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-site-"))
     sites.chmod(0o755)  # the jobs read the site config as their users
-    site = sites / f"storm-{scheduler}.yaml"
-    site.write_text(site_text(scheduler, prologue))
+    site = sites / f"{name}-{scheduler}.yaml"
+    site.write_text(site_text(scheduler, prologue, profiles))
     site.chmod(0o644)
     config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
     if kind == "batchspawner":
         config += BATCHSPAWNER_CONFIG[scheduler].format(venv=VENV, **spec, walltime=WALLTIME)
     config_file = state / "jupyterhub_config.py"
     config_file.write_text(textwrap.dedent(config) + textwrap.dedent(extra_config))
-    hub = Hub(site, state, poll_interval=30, config_file=config_file, start_timeout=int(timeout))
+    hub = Hub(site, state, poll_interval=poll_interval, config_file=config_file, start_timeout=int(timeout))
     try:
         hub.start()
         yield hub
