@@ -380,7 +380,11 @@ def spawn_storm(hub: Hub, kind: str, scheduler: str, users: list[str], timeout: 
         if next(rounds) % 10:
             return
         asked = time.monotonic()
-        models = {model["name"]: model for model in hub.api("GET", "/users").json()}
+        try:
+            models = {model["name"]: model for model in hub.api("GET", "/users").json()}
+        except requests.RequestException:  # a hub too busy to answer in 30 s: recorded, asked again later
+            list_seconds.append(time.monotonic() - asked)
+            return
         list_seconds.append(time.monotonic() - asked)
         for user in users:
             server = models.get(user, {}).get("servers", {}).get("")
@@ -412,9 +416,14 @@ def spawn_storm(hub: Hub, kind: str, scheduler: str, users: list[str], timeout: 
         result["hub_log_tail"] = hub.log_tail(40)
     with ThreadPoolExecutor(len(users)) as pool:
         pool.map(lambda user: hub.api("DELETE", f"/users/{user}/server"), users)
+    def servers_left() -> bool:
+        try:
+            return any(model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users)
+        except requests.RequestException:
+            return True
+
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and any(
-            model.get("servers") for model in hub.api("GET", "/users").json() if model["name"] in users):
+    while time.monotonic() < deadline and servers_left():
         time.sleep(1)
     return result, jobs
 
@@ -498,6 +507,8 @@ def run(scheduler: str, wanted: int, kinds: list[str], timeout: float) -> dict:
             jobs: dict[str, str] = {}
             try:
                 results[kind], jobs = variant()
+            except Exception as error:  # one variant's breakdown must not lose the others' results
+                results[kind] = {**summary({}, {"*": f"the bench failed: {type(error).__name__}: {error}"}, n)}
             finally:
                 cancel_jobs(scheduler, jobs | bench_jobs(scheduler, users), users)
             print("  " + line(kind, results[kind]), flush=True)
