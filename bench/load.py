@@ -385,12 +385,9 @@ def sdiag_rows(data: dict) -> list[str]:
 
 
 def plot(data: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
+    plt = storm.pyplot()
+    if plt is None:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
     styles = {"hpchub": "o-", "batchspawner": "s--"}

@@ -66,6 +66,7 @@ from storm import (  # noqa: E402
     bench_jobs,
     cancel_jobs,
     ensure_accounts,
+    pyplot,
     remove_job_logs,
     submit_floor_job,
 )
@@ -553,12 +554,9 @@ def report(data: dict, path: Path) -> None:
 
 
 def plot(data: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     kinds = [kind for kind, summary in data["summaries"].items() if summary.get("ok")]
     names = [phase for phase, _, _ in PHASES]

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -458,13 +459,22 @@ def ratios(results: dict) -> dict:
     return out
 
 
-def plot(data: dict, path: Path) -> bool:
+def pyplot() -> Any:
+    """matplotlib.pyplot drawing to files, or None where matplotlib is not installed (the bench extra)."""
     try:
         import matplotlib
     except ImportError:
-        return False
+        return None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def plot(data: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for kind, result in data["results"].items():
