@@ -20,6 +20,8 @@ import os
 import socket
 from pathlib import Path
 
+import hpchub
+
 c = get_config()  # noqa: F821 - provided by JupyterHub
 
 repo = Path(__file__).resolve().parent.parent
@@ -39,6 +41,8 @@ def _local_address(candidate: str) -> bool:
 hub_ip = os.environ.get("HPCHUB_HUB_IP") or ("10.77.0.1" if _local_address("10.77.0.1") else "127.0.0.1")
 
 c.JupyterHub.spawner_class = "hpchub"
+# hpchub's home and spawn-pending pages (job state, time left, cancel), over JupyterHub's own.
+c.JupyterHub.template_paths = [hpchub.HUB_TEMPLATES]
 c.HPCSpawner.site_config = os.environ.get("HPCHUB_SITE_CONFIG", str(repo / "site-configs" / "local-slurm.yaml"))
 c.HPCSpawner.startup_poll_interval = 1.0
 c.Spawner.poll_interval = int(os.environ.get("HPCHUB_POLL_INTERVAL", "30"))

@@ -1,6 +1,12 @@
 """hpchub: JupyterHub for HPC clusters (Slurm, Grid Engine)."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The hub page templates hpchub adds (home page, spawn-pending page); they extend JupyterHub's own.
+# In jupyterhub_config.py: c.JupyterHub.template_paths = [hpchub.HUB_TEMPLATES]
+HUB_TEMPLATES = str(Path(__file__).parent / "hub_templates")
 
 
 def __getattr__(name):

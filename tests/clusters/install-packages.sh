@@ -26,9 +26,11 @@ sge=(gridengine-master gridengine-exec gridengine-client)
 # The login node of the SSH tests (tests/clusters/login.sh); the package's own
 # /etc/ssh/sshd_config is never used (login.sh runs sshd with its own config).
 ssh=(openssh-server openssh-client)
+# The page tests' headless browser (tests/helpers/browser.py drives it with Playwright).
+browser=(chromium)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${browser[@]}" "${common[@]}") ;;
     slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
     login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
