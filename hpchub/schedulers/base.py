@@ -68,6 +68,31 @@ class JobStatus:
         return self.nodes[0] if self.nodes else None
 
 
+set_frozen = object.__setattr__  # sets a field of a frozen status once, in its __init__
+
+
+class LazyJobStatus(JobStatus):
+    """A JobStatus whose id and state are read at parse time (every caller needs them) and whose
+    other fields a backend's subclass reads from the scheduler's answer when first asked: a poll
+    lists every job of the watched users and the hub reads a few of them (bench/parsing.py)."""
+
+    __slots__ = ("_job_id", "_state")
+    _job_id: str
+    _state: JobState
+
+    def __init__(self, job_id: str, state: JobState) -> None:
+        set_frozen(self, "_job_id", job_id)
+        set_frozen(self, "_state", state)
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @property
+    def state(self) -> JobState:
+        return self._state
+
+
 class JobStatuses(dict[str, JobStatus]):
     """Job id -> status, as ``parse_status`` returns it; ``problems`` names the lines (entries)
     that could not be read. Each such problem costs at most its own job, never the whole answer."""

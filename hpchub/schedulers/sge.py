@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
+from .base import (
+    JobState,
+    JobStatuses,
+    LazyJobStatus,
+    ParseError,
+    QueueInfo,
+    collector_paused,
+    job_statuses,
+    set_frozen,
+)
 
 name = "sge"
 
@@ -126,7 +135,6 @@ def parse_status(stdout: str) -> JobStatuses:
 _ENTRY_START = "<job_list"
 _NUMBER_TAG, _STATE_TAG = "<JB_job_number>", "<state>"
 _FIELD_RE = re.compile(r"<([A-Za-z_]+)>([^<]*)</\1>")
-_set_slot = object.__setattr__
 
 
 @dataclass(frozen=True)
@@ -209,38 +217,27 @@ def _xml_text(raw: str) -> str:
     return text if text.isascii() and text.isprintable() else _NOT_XML_RE.sub("\ufffd", text)
 
 
-class _QstatJob(JobStatus):
+class _QstatJob(LazyJobStatus):
     """A JobStatus read from the ``qstat -xml`` entries of one job. The parse reads the job number
     and state letters (every caller needs them; an unreadable state is reported there and then); the
     other fields are read from the answer's text when first asked: a poll lists every job of the
     watched users and the hub reads a few of them (bench/parsing.py)."""
 
-    __slots__ = ("_answer", "_start", "_job_id", "_state")
+    __slots__ = ("_answer", "_start")
     _answer: _Answer
     _start: int  # where its first entry starts in the answer
-    _job_id: str
-    _state: JobState
 
     def __init__(self, answer: _Answer, start: int, job_id: str, state: JobState) -> None:
         # Frozen: set once, here, past the dataclass's guard.
-        _set_slot(self, "_answer", answer)
-        _set_slot(self, "_start", start)
-        _set_slot(self, "_job_id", job_id)
-        _set_slot(self, "_state", state)
+        set_frozen(self, "_answer", answer)
+        set_frozen(self, "_start", start)
+        super().__init__(job_id, state)
 
     @cached_property
     def _fields(self) -> dict[str, str]:
         """Tag -> text of each child of the first entry, the first of a repeated tag (as ``find`` would)."""
         found = _FIELD_RE.findall(self._answer.text, self._start, self._answer.entry_end(self._start))
         return {tag: _xml_text(text) for tag, text in reversed(found)}
-
-    @property
-    def job_id(self) -> str:
-        return self._job_id
-
-    @property
-    def state(self) -> JobState:
-        return self._state
 
     @property
     def scheduler_state(self) -> str:

@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, collector_paused, job_statuses
+from .base import (
+    JobState,
+    JobStatus,
+    JobStatuses,
+    LazyJobStatus,
+    ParseError,
+    QueueInfo,
+    collector_paused,
+    job_statuses,
+    set_frozen,
+)
 
 name = "slurm"
 
@@ -114,38 +124,26 @@ _NO_NODE = ("", "(null)", "n/a")
 # Slurm's compressed node list (node[01-04,7],gpu1): what expand_hostlist expands without an error.
 _HOST_PATTERN = r"(?:[^\[\],]+|\[[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*\])+"
 _HOSTLIST_RE = re.compile(f"{_HOST_PATTERN}(?:,{_HOST_PATTERN})*")
-_set_slot = object.__setattr__
 
 
-class _SqueueJob(JobStatus):
+class _SqueueJob(LazyJobStatus):
     """A JobStatus read from one squeue line (the fields of ``_STATUS_FIELDS``), kept whole. The
     parse reads the job id and state (every caller needs them) and checks what could make the line
     unreadable (field count, id, node list), so a bad line costs its job there and then; the rest
     (times, priority, node names) is read when first asked: a poll lists every job of the watched
     users and the hub reads a few of them (bench/parsing.py)."""
 
-    __slots__ = ("_line", "_job_id", "_state")
+    __slots__ = ("_line",)
     _line: str
-    _job_id: str
-    _state: JobState
 
     def __init__(self, line: str, job_id: str, state: JobState) -> None:
         # Frozen: set once, here, past the dataclass's guard.
-        _set_slot(self, "_line", line)
-        _set_slot(self, "_job_id", job_id)
-        _set_slot(self, "_state", state)
+        set_frozen(self, "_line", line)
+        super().__init__(job_id, state)
 
     @cached_property
     def _fields(self) -> list[str]:
         return self._line.split(SEP)
-
-    @property
-    def job_id(self) -> str:
-        return self._job_id
-
-    @property
-    def state(self) -> JobState:
-        return self._state
 
     @property
     def scheduler_state(self) -> str:
