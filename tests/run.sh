@@ -40,7 +40,8 @@ echo "---- mypy hpchub ----"
 "$venv/bin/mypy" hpchub || lint=$?
 
 status=0
-HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" "$@" || status=$?
+# --durations: the slowest tests, for whoever keeps the suite within its time.
+HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" --durations=15 "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     # What the schedulers saw, for whoever reads a red CI log.
     echo "---- scheduler state after the failed run ----"
