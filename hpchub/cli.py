@@ -7,6 +7,7 @@ import asyncio
 import shlex
 import sys
 from collections.abc import Sequence
+from urllib.parse import quote, urlencode
 
 from . import jobs
 from .checks import live_findings, site_findings
@@ -47,6 +48,29 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
     if getattr(args, "command", None):
         return jobs.command_job(site, request, user, shlex.split(args.command))
     return jobs.server_job(site, request, user, server_name=getattr(args, "server", "") or "")
+
+
+def spawn_link(site: SiteConfig, profile_slug: str, values: dict[str, str], hub_url: str = "",
+               user: str | None = None, server: str | None = None) -> str:
+    """A JupyterHub spawn link with these choices (``/hub/spawn?opt-profile=P&opt-F=V``, or
+    ``/hub/spawn/USER/SERVER?...`` for a named server), checked as the hub checks a link."""
+    try:
+        profile = site.profile(profile_slug)
+    except KeyError:
+        slugs = ", ".join(p.slug for p in site.profiles)
+        raise OptionsError({"profile": f"no profile {profile_slug!r} (profiles: {slugs})"}) from None
+    resolve_request(site, profile, values)
+    if bool(user) != bool(server):
+        raise OptionsError({"server": "give --user and --server together (a named server's link names its user)"})
+    path = "/hub/spawn" + (f"/{quote(user, safe='')}/{quote(server, safe='')}" if user and server else "")
+    query = urlencode({"opt-profile": profile.slug, **{f"opt-{field}": value for field, value in values.items()}})
+    return f"{hub_url.rstrip('/')}{path}?{query}"
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    site = load_site_config(args.site)
+    print(spawn_link(site, args.profile, _parse_sets(args.set), args.hub_url, args.user, args.server))
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -222,6 +246,18 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("--user", required=True)
     cancel.add_argument("--cluster")
     cancel.set_defaults(func=cmd_cancel)
+
+    link = commands.add_parser("link", help="print a spawn link with these choices (for a class), checked like the form")
+    link.add_argument("site", help="site config YAML file")
+    link.add_argument("--profile", required=True, help="profile slug")
+    link.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="a choice (cores, memory such as 4G, walltime such as 2:00:00, ...), validated like the "
+                           "spawn form; repeatable")
+    link.add_argument("--hub-url", default="", help="the hub's public URL, e.g. https://hub.example.org "
+                                                    "(default: print the path only)")
+    link.add_argument("--user", help="with --server: the user whose named server the link starts")
+    link.add_argument("--server", help="with --user: a named server's name")
+    link.set_defaults(func=cmd_link)
 
     queues = commands.add_parser("queues", help="live queues: free cores and nodes, running and pending jobs, limits")
     queues.add_argument("site")

@@ -1,28 +1,42 @@
-"""The spawn form: the profiles a user may use, with their adjustable fields within bounds.
+"""The spawn form: the profiles a user may use, grouped by cluster, with their adjustable fields
+in the units people think in (memory in GB, walltime in hours and minutes), the live queue state,
+the user's last choice preselected and refused choices marked next to their fields.
 
-HTML is rendered with autoescaping (a separate Jinja environment from the job scripts). Field
+HTML is rendered with autoescaping (a separate Jinja environment from the job scripts). Input
 names carry the profile slug (``small--cores``) so that one form can hold every profile;
-``options_from_form`` turns the chosen profile's fields into the flat ``user_options`` that the
-REST API takes too (``{"profile": "small", "cores": "2"}``).
+``read_form`` turns the chosen profile's inputs into the flat, canonical ``user_options`` that the
+REST API and links take too (``{"profile": "small", "cores": "2", "memory": "4G", "walltime":
+"2:30:00"}``); ``options_from_query`` reads a link's ``opt-`` arguments into the same shape.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from .config import Profile, SiteConfig
+from .options import OptionsError
 from .render import SiteTemplateLoader
 from .schedulers import QueueInfo
+from .units import Memory, Walltime
 
 FORM_TEMPLATE = "spawn-form.html.j2"
 FIELD_SEPARATOR = "--"
-# What the browser accepts in the text fields (the server checks again, strictly).
-MEMORY_PATTERN = r"[0-9]+(\.[0-9]+)?[KMGTkmgt]"
-WALLTIME_PATTERN = r"([0-9]+-)?[0-9]+:[0-5][0-9]:[0-5][0-9]"
+GIB = 1024**3
+MIB = 1024**2
+# Where a problem that belongs to no input of the chosen profile is shown (unknown or fixed fields).
+GENERAL = "_general"
+LABELS = {"cores": "Cores", "memory": "Memory (GB)", "walltime": "Walltime", "gpus": "GPUs", "nodes": "Nodes",
+          "queue": "Queue", "account": "Account"}
+_NUMBER_RE = re.compile(r"^\s*[0-9]{1,6}(\.[0-9]{1,6})?\s*$")
+_WHOLE_RE = re.compile(r"^\s*[0-9]{1,6}\s*$")
 
 
 @functools.lru_cache(maxsize=16)
@@ -34,58 +48,303 @@ def form_environment(site_templates: Path | None) -> jinja2.Environment:
     )
 
 
-def _field_views(site: SiteConfig, profile: Profile) -> list[dict]:
-    cluster = site.clusters[profile.cluster]
-    limits = cluster.queues[profile.queue]
-    views = []
-    for field, bound in profile.user_adjustable.fields().items():
-        default = getattr(profile, field) if field in ("queue", "account") else getattr(profile.resources, field)
-        view: dict[str, Any] = {"name": field, "input": f"{profile.slug}{FIELD_SEPARATOR}{field}",
-                                "default": "" if default is None else str(default)}
-        if getattr(bound, "choices", None) is not None:
-            view.update(kind="select", choices=[str(c) for c in bound.choices])
-        elif field in ("cores", "gpus", "nodes"):
-            limit = getattr(limits, {"cores": "max_cores", "gpus": "max_gpus", "nodes": "max_nodes"}[field])
-            view.update(kind="number", min=bound.min if bound.min is not None else (0 if field == "gpus" else 1),
-                        max=bound.max if bound.max is not None else limit)
+# -- units: canonical values (options.py) <-> what the form shows ---------------------------------
+def decimal_text(number: float) -> str:
+    """``4`` for 4.0, ``0.5``, at most 4 decimals (memory in GB: 1 MiB is about 0.001 GB)."""
+    return f"{number:.4f}".rstrip("0").rstrip(".")
+
+
+def gigabytes(memory: Memory) -> str:
+    return decimal_text(memory.bytes / GIB)
+
+
+def memory_from_gigabytes(text: str) -> str:
+    """A number of GB as typed in the form to a canonical memory size: ``4G``, ``1.5G``, ``102M``
+    (whole MiB, which is what schedulers take). ValueError with a message in the form's terms."""
+    if not _NUMBER_RE.match(text):
+        raise ValueError(f"{text.strip()!r} is not a number of GB")
+    mebibytes = round(float(text) * 1024)
+    if mebibytes <= 0:
+        raise ValueError("must be more than 0 GB")
+    if (mebibytes * 1000) % 1024 == 0:  # at most 3 decimals in GB: say it in GB
+        return f"{decimal_text(mebibytes / 1024)}G"
+    return f"{mebibytes}M"
+
+
+def walltime_from_parts(hours: str, minutes: str) -> str | None:
+    """Hours and minutes as typed in the form to ``H:MM:00``; None when both are empty (the
+    profile's walltime stands). ValueError with a message in the form's terms."""
+    if not hours.strip() and not minutes.strip():
+        return None
+    if hours.strip() and not _WHOLE_RE.match(hours):
+        raise ValueError(f"hours: {hours.strip()!r} is not a whole number")
+    if minutes.strip() and not _WHOLE_RE.match(minutes):
+        raise ValueError(f"minutes: {minutes.strip()!r} is not a whole number")
+    whole_hours, whole_minutes = int(hours or 0), int(minutes or 0)
+    if whole_minutes > 59:
+        raise ValueError("minutes must be 0 to 59 (add whole hours to the hours)")
+    if whole_hours == 0 and whole_minutes == 0:
+        raise ValueError("must be longer than 0 minutes")
+    return f"{whole_hours}:{whole_minutes:02d}:00"
+
+
+def duration_text(walltime: Walltime) -> str:
+    """``4 h``, ``1 h 30 min``, ``45 min`` (seconds are rounded up to the minute)."""
+    hours, minutes = divmod(walltime.minutes, 60)
+    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if minutes or not hours else [])
+    return " ".join(parts)
+
+
+def form_values(options: Mapping[str, Any]) -> dict[str, str]:
+    """Canonical user_options (remembered, or from a link) as the form's input values, keyed by
+    input suffix (``cores``, ``memory``, ``walltime-hours``, ``walltime-minutes``...). A value
+    that does not parse is shown as it was (the message next to it says why)."""
+    values: dict[str, str] = {}
+    for name, raw in options.items():
+        if name == "profile" or raw is None:
+            continue
+        text = str(raw)
+        if name == "memory":
+            try:
+                values["memory"] = gigabytes(Memory.parse(raw))
+            except ValueError:
+                values["memory"] = text
+            values["memory-choice"] = text
+        elif name == "walltime":
+            try:
+                minutes = Walltime.parse(raw).minutes
+                values["walltime-hours"], values["walltime-minutes"] = str(minutes // 60), str(minutes % 60)
+            except ValueError:
+                values["walltime-hours"], values["walltime-minutes"] = text, ""
+            values["walltime-choice"] = text
         else:
-            limit = limits.max_memory if field == "memory" else limits.max_walltime
-            top = bound.max if bound.max is not None else limit
-            view.update(kind="text", min=str(bound.min) if bound.min else None, max=str(top) if top else None,
-                        pattern=MEMORY_PATTERN if field == "memory" else WALLTIME_PATTERN)
-        views.append(view)
-    return views
+            values[name] = text
+    return values
+
+
+# -- reading the form and links -------------------------------------------------------------------
+@dataclass(frozen=True)
+class FormInput:
+    """What the user submitted: the chosen profile, its options in canonical form, the problems
+    already found while converting units, and the input as typed (to show it again)."""
+
+    profile: str
+    options: dict[str, str]
+    problems: dict[str, str]
+    entered: dict[str, str]
+
+
+def read_form(formdata: Mapping[str, list[str]]) -> FormInput:
+    """Form data to flat canonical user_options: the chosen profile and its own inputs only. A
+    plain number of GB becomes a size; any other memory text (``2G``: scripts that post the form)
+    and ``SLUG--walltime`` are taken as the canonical values they are (resolve_request checks them)."""
+    profile = (formdata.get("profile") or [""])[0]
+    prefix = f"{profile}{FIELD_SEPARATOR}"
+    entered = {key[len(prefix):]: values[0] for key, values in formdata.items()
+               if profile and key.startswith(prefix) and values}
+    options = {"profile": profile} if profile else {}
+    problems: dict[str, str] = {}
+    for name, value in entered.items():
+        if name == "memory" and _NUMBER_RE.match(value):
+            try:
+                options["memory"] = memory_from_gigabytes(value)
+            except ValueError as error:
+                problems["memory"] = str(error)
+        elif name in ("walltime-hours", "walltime-minutes"):
+            continue
+        elif name in ("memory-choice", "walltime-choice"):
+            options[name.split("-")[0]] = value
+        else:
+            options[name] = value
+    if "walltime-hours" in entered or "walltime-minutes" in entered:
+        try:
+            walltime = walltime_from_parts(entered.get("walltime-hours", ""), entered.get("walltime-minutes", ""))
+            if walltime is not None:
+                options["walltime"] = walltime
+        except ValueError as error:
+            problems["walltime"] = str(error)
+    return FormInput(profile, options, problems, entered)
+
+
+def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
+    """Form data to flat canonical user_options; OptionsError if a value is not even a number."""
+    submitted = read_form(formdata)
+    if submitted.problems:
+        raise OptionsError(submitted.problems)
+    return submitted.options
+
+
+def options_from_query(query: Mapping[str, list[str]]) -> dict[str, str]:
+    """A link's arguments (JupyterHub has already taken the ``opt-`` off: ``{"cores": ["2"]}``)
+    to flat user_options, values as given (canonical: ``memory=4G``, ``walltime=2:00:00``).
+    OptionsError for an argument given more than once."""
+    problems = {name: "give it once" for name, values in query.items() if len(values) != 1}
+    if problems:
+        raise OptionsError(problems)
+    return {name: values[0] for name, values in query.items()}
+
+
+# -- rendering ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preselection:
+    """What the form shows chosen: a profile and its input values (form units, see
+    ``form_values``), and the problems to show next to them (field -> message)."""
+
+    profile: str | None = None
+    values: Mapping[str, str] = field(default_factory=dict)
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None, problems: Mapping[str, str] | None = None) -> Preselection:
+        options = options or {}
+        profile = options.get("profile")
+        return cls(profile if isinstance(profile, str) else None, form_values(options), dict(problems or {}))
+
+    @classmethod
+    def from_form(cls, submitted: FormInput, problems: Mapping[str, str]) -> Preselection:
+        return cls(submitted.profile or None, dict(submitted.entered), dict(problems))
+
+
+def _bound_or_limit(bound: Any, key: str, limit: Any) -> Any:
+    value = getattr(bound, key, None)
+    return value if value is not None else limit
+
+
+def _field_view(site: SiteConfig, profile: Profile, name: str, bound: Any, values: Mapping[str, str],
+                problem: str | None) -> dict[str, Any]:
+    limits = site.clusters[profile.cluster].queues[profile.queue]
+    base = f"{profile.slug}{FIELD_SEPARATOR}{name}"
+    default = getattr(profile, name) if name in ("queue", "account") else getattr(profile.resources, name)
+    view: dict[str, Any] = {"name": name, "label": LABELS[name], "id": base, "hint_id": f"{base}-hint",
+                            "error_id": f"{base}-error", "error": problem}
+    choices = getattr(bound, "choices", None)
+    if choices is not None:
+        if name == "memory":
+            options = [(str(c), f"{gigabytes(c)} GB") for c in choices]
+        elif name == "walltime":
+            options = [(str(c), duration_text(c)) for c in choices]
+        else:
+            options = [(str(c), str(c)) for c in choices]
+        chosen = values.get(f"{name}-choice", values.get(name))
+        selected = _matching_choice(name, chosen, choices) if chosen is not None else None
+        if selected is None:
+            selected = str(default)
+        input_name = f"{base}-choice" if name in ("memory", "walltime") else base
+        view.update(kind="select", inputs=[{"id": base, "name": input_name}], options=options, selected=selected,
+                    hint=f"{len(choices)} choices")
+        if name == "memory":
+            view["label"] = "Memory"
+        return view
+    if name in ("cores", "gpus", "nodes"):
+        limit = getattr(limits, {"cores": "max_cores", "gpus": "max_gpus", "nodes": "max_nodes"}[name])
+        low = _bound_or_limit(bound, "min", 0 if name == "gpus" else 1)
+        high = _bound_or_limit(bound, "max", limit)
+        value = values.get(name, str(default))
+        view.update(kind="number", inputs=[{"id": base, "name": base, "value": value, "min": low, "max": high,
+                                            "step": "1"}],
+                    hint=f"{low} to {high}" if high is not None else f"at least {low}")
+        return view
+    if name == "memory":
+        low, high = getattr(bound, "min", None), _bound_or_limit(bound, "max", limits.max_memory)
+        value = values.get("memory", gigabytes(default) if default is not None else "")
+        # Half-GB steps (arrow keys) when every number involved is one; else any number (a step the
+        # default does not fit makes the browser refuse to submit it).
+        numbers = [float(v) for v in (value, *(gigabytes(m) for m in (low, high) if m is not None))
+                   if _NUMBER_RE.match(v or "")]
+        step = "0.5" if all(math.isclose(n * 2, round(n * 2)) for n in numbers) else "any"
+        hint = " ".join(part for part in (f"from {gigabytes(low)} GB" if low else "",
+                                          f"up to {gigabytes(high)} GB" if high else "") if part)
+        view.update(kind="number", inputs=[{"id": base, "name": base, "value": value,
+                                            "min": gigabytes(low) if low else None,
+                                            "max": gigabytes(high) if high else None, "step": step}],
+                    hint=hint or "in GB")
+        return view
+    # walltime: hours and minutes
+    low, high = getattr(bound, "min", None), _bound_or_limit(bound, "max", limits.max_walltime)
+    if "walltime-hours" in values or "walltime-minutes" in values:
+        hours, minutes = values.get("walltime-hours", ""), values.get("walltime-minutes", "")
+    else:
+        hours, minutes = str(default.minutes // 60), str(default.minutes % 60)
+    hint = " ".join(part for part in (f"from {duration_text(low)}" if low else "",
+                                      f"up to {duration_text(high)}" if high else "") if part)
+    view.update(kind="duration", inputs=[
+        {"id": f"{base}-hours", "name": f"{base}-hours", "value": hours, "min": 0,
+         "max": high.seconds // 3600 if high else None, "step": "1", "unit": "hours"},
+        {"id": f"{base}-minutes", "name": f"{base}-minutes", "value": minutes, "min": 0, "max": 59, "step": "1",
+         "unit": "minutes"},
+    ], hint=hint or "hours and minutes")
+    return view
+
+
+def _matching_choice(name: str, chosen: str, choices: list[Any]) -> str | None:
+    """The choice ``chosen`` stands for (``8192M`` is the choice ``8G``), as the choice is written."""
+    for choice in choices:
+        try:
+            if name == "memory" and Memory.parse(chosen) == choice or name == "walltime" and \
+                    Walltime.parse(chosen) == choice:
+                return str(choice)
+        except ValueError:
+            return None
+        if str(choice) == chosen:
+            return str(choice)
+    return None
+
+
+def resources_text(profile: Profile) -> str:
+    """``2 cores, 8 GB, 4 h, 2 nodes``: what the profile gives when nothing is changed."""
+    r = profile.resources
+    parts = [f"{r.cores} core{'s' if r.cores != 1 else ''}"]
+    if r.memory is not None:
+        parts.append(f"{gigabytes(r.memory)} GB")
+    parts.append(duration_text(r.walltime))
+    if r.gpus:
+        parts.append(f"{r.gpus} GPU{'s' if r.gpus != 1 else ''}")
+    if r.nodes > 1:
+        parts.append(f"{r.nodes} nodes")
+    return ", ".join(parts)
+
+
+def age_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 90:
+        return f"updated {max(0, round(seconds))} s ago"
+    return f"updated {round(seconds / 60)} min ago"
 
 
 def render_spawn_form(
     site: SiteConfig,
     profiles: list[Profile],
     site_templates: Path | None = None,
-    live_queues: dict[tuple[str, str], QueueInfo] | None = None,
+    live_queues: Mapping[tuple[str, str], QueueInfo] | None = None,
+    queue_ages: Mapping[str, float] | None = None,
+    preselection: Preselection | None = None,
 ) -> str:
-    """The form's HTML; ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers."""
+    """The form's HTML. ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers and
+    ``queue_ages`` (cluster -> seconds since they were fetched) their age; ``preselection``: the
+    profile and values to show chosen (the last choice, or a refused one with its problems)."""
     live_queues = live_queues or {}
+    queue_ages = queue_ages or {}
+    preselection = preselection or Preselection()
+    slugs = [p.slug for p in profiles]
+    chosen = preselection.profile if preselection.profile in slugs else (slugs[0] if slugs else None)
+    general = dict(preselection.problems)
+    groups: dict[str, list[dict]] = {}
+    for p in profiles:
+        is_chosen = p.slug == chosen
+        values = preselection.values if is_chosen else {}
+        fields = []
+        for name, bound in p.user_adjustable.fields().items():
+            problem = general.pop(name, None) if is_chosen else None
+            fields.append(_field_view(site, p, name, bound, values, problem))
+        groups.setdefault(p.cluster, []).append({
+            "profile": p,
+            "chosen": is_chosen,
+            "resources": resources_text(p),
+            "queue_limits": site.clusters[p.cluster].queues[p.queue],
+            "fields": fields,
+            "live": live_queues.get((p.cluster, p.queue)),
+            "live_age": age_text(queue_ages.get(p.cluster)),
+        })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
-    return template.render(
-        site=site,
-        profiles=[
-            {
-                "profile": p,
-                "queue_limits": site.clusters[p.cluster].queues[p.queue],
-                "fields": _field_views(site, p),
-                "live": live_queues.get((p.cluster, p.queue)),
-            }
-            for p in profiles
-        ],
-    )
-
-
-def options_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
-    """Form data to flat user_options: the chosen profile and its own fields only."""
-    profile = (formdata.get("profile") or [""])[0]
-    options = {"profile": profile} if profile else {}
-    prefix = f"{profile}{FIELD_SEPARATOR}"
-    for key, values in formdata.items():
-        if profile and key.startswith(prefix) and values:
-            options[key[len(prefix):]] = values[0]
-    return options
+    return template.render(site=site, clusters=groups, general_problems=general, single_cluster=len(groups) == 1)

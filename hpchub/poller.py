@@ -219,8 +219,13 @@ class CachedQuery:
         self._clock = clock
         self.value: object | None = None
         self.fetched = float("-inf")
+        self.value_fetched = float("-inf")  # when ``value`` was fetched (a failed fetch keeps an older one)
         self.error: str | None = None
         self._inflight: asyncio.Task | None = None
+
+    def age(self) -> float | None:
+        """Seconds since the value in hand was fetched; None before the first good fetch."""
+        return None if self.value_fetched == float("-inf") else self._clock() - self.value_fetched
 
     async def get(self) -> object | None:
         if self._clock() - self.fetched < self.ttl:
@@ -233,6 +238,7 @@ class CachedQuery:
     async def _run(self) -> None:
         try:
             self.value = await self._fetch()
+            self.value_fetched = self._clock()
             self.error = None
         except Exception as error:  # the form still renders, without live numbers
             self.error = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -18,6 +18,7 @@ import html
 import os
 import pwd
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -27,7 +28,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 from . import jobs, lifecycle, porthandler, progress, tls
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
-from .form import options_from_form, render_spawn_form
+from .form import Preselection, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, resolve_request
 from .poller import Presence
 from .render import RenderError, UserAccount
@@ -51,6 +52,17 @@ class SpawnFailed(SpawnException):
                          message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
 
 
+class ChoicesRefused(web.HTTPError):
+    """The spawn form's or a link's choices, refused before anything is submitted (HTTP 400)."""
+
+    # JupyterHub's banner over the form shows this; the messages are next to their fields.
+    jupyterhub_message = "Nothing was submitted: some choices were not accepted (see below)."
+
+    def __init__(self, error: OptionsError):
+        super().__init__(400, "Invalid options: %s", error)
+        self.problems = error.problems
+
+
 def unix_groups(user_name: str) -> set[str]:
     """The unix groups of ``user_name``, secondary ones included, as NSS answers for this one user
     (os.getgrouplist works with SSSD/LDAP, which do not enumerate all groups). Blocking: call it
@@ -69,6 +81,12 @@ def unix_groups(user_name: str) -> set[str]:
 
 
 _site_files: dict[str, SiteConfigFile] = {}
+
+# Hub user name -> (the choice last refused at the spawn form or in a link, when): shown, with its
+# messages, by the next form render. Kept here, not on the spawner, because JupyterHub renders the
+# form again after a refused POST with the user's default spawner, even for a named server.
+_refused_choices: dict[str, tuple[Preselection, float]] = {}
+REFUSED_CHOICE_TTL = 60.0  # seconds: a refusal nobody looked at is not shown on a later visit
 
 
 class HPCSpawner(Spawner):
@@ -247,14 +265,66 @@ class HPCSpawner(Spawner):
         profiles = await self.visible_profiles()
         site = self.site
         live: dict[tuple[str, str], QueueInfo] = {}
+        ages: dict[str, float] = {}
         for cluster_name in dict.fromkeys(p.cluster for p in profiles):
-            for queue in await self._queue_numbers(self._runtime(ClusterSpec.from_site(site, cluster_name))):
+            cache = self._runtime(ClusterSpec.from_site(site, cluster_name)).queue_numbers(self.queue_info_ttl)
+            queues = await cache.get()
+            for queue in queues if isinstance(queues, list) else []:
                 live[(cluster_name, queue.name)] = queue
-        return render_spawn_form(site, profiles, site.templates_path(), live)
+            age = cache.age()
+            if age is not None:
+                ages[cluster_name] = age
+        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection())
+
+    def _preselection(self) -> Preselection:
+        """The choice just refused (with its messages), else this server's last choice."""
+        refused = _refused_choices.pop(self.user.name, None)
+        if refused is not None and time.monotonic() - refused[1] < REFUSED_CHOICE_TTL:
+            return refused[0]
+        orm_spawner = getattr(self, "orm_spawner", None)
+        remembered = getattr(orm_spawner, "user_options", None) or self.user_options
+        return Preselection.from_options(remembered if isinstance(remembered, dict) else {})
 
     @default("options_from_form")
     def _options_from_form_default(self):
-        return options_from_form
+        return self._options_from_submitted_form
+
+    async def _options_from_submitted_form(self, formdata: dict[str, list[str]], spawner=None) -> dict[str, str]:
+        """The form's choice as canonical user_options, checked now: a refused one is shown again
+        on the form with its messages, and nothing is submitted."""
+        submitted = read_form(formdata)
+        return await self._accepted(submitted.options, submitted.problems,
+                                    lambda problems: Preselection.from_form(submitted, problems))
+
+    async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, str]:
+        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``), checked like
+        the form's: a refused link shows the form with the messages (HTTP 400), nothing submitted."""
+        try:
+            options = options_from_query(query_data)
+        except OptionsError as error:
+            options, problems = {name: values[0] for name, values in query_data.items() if values}, error.problems
+        else:
+            problems = {}
+        return await self._accepted(options, problems, lambda found: Preselection.from_options(options, found))
+
+    async def _accepted(self, options: dict[str, str], problems: dict[str, str],
+                        shown: Callable[[dict[str, str]], Preselection]) -> dict[str, str]:
+        problems = dict(problems)
+        try:
+            profile: Profile | None = await self._profile_for(options)
+        except web.HTTPError as error:
+            if error.status_code != 400:
+                raise
+            profile, problems["profile"] = None, error.log_message or "not available"
+        if profile is not None:
+            try:
+                resolve_request(self.site, profile, {k: v for k, v in options.items() if k not in problems})
+            except OptionsError as error:
+                problems.update(error.problems)
+        if not problems:
+            return options
+        _refused_choices[self.user.name] = (shown(problems), time.monotonic())
+        raise ChoicesRefused(OptionsError(problems))
 
     @default("apply_user_options")
     def _apply_user_options_default(self):

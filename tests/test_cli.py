@@ -43,3 +43,29 @@ def test_unknown_profile_and_bad_user():
     assert result.returncode == 1 and "no profile 'huge' (profiles: small, multi)" in result.stderr
     result = hpchub("render", LOCAL_SLURM, "--profile", "small", "--user", "alice;id")
     assert result.returncode == 1 and "user name 'alice;id' has characters that are not allowed" in result.stderr
+
+
+def test_link_prints_a_checked_link_with_encoded_values():
+    result = hpchub("link", LOCAL_SLURM, "--profile", "small", "--set", "cores=2", "--set", "walltime=2:30:00",
+                    "--set", "memory=4G", "--hub-url", "https://hub.example.org/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("https://hub.example.org/hub/spawn?opt-profile=small&opt-cores=2"
+                             "&opt-walltime=2%3A30%3A00&opt-memory=4G\n")
+    named = hpchub("link", LOCAL_SLURM, "--profile", "multi", "--set", "nodes=3", "--user", "alice", "--server", "course")
+    assert named.returncode == 0 and named.stdout == "/hub/spawn/alice/course?opt-profile=multi&opt-nodes=3\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--profile", "small", "--set", "cores=5"], "hpchub: cores: 5 is above the maximum 4"),
+        (["--profile", "small", "--set", "shoe_size=44"], "hpchub: shoe_size: unknown option"),
+        (["--profile", "small", "--set", "walltime=2"], "hpchub: walltime: '2' is not a walltime"),
+        (["--profile", "huge"], "hpchub: profile: no profile 'huge' (profiles: small, multi)"),
+        (["--profile", "small", "--server", "course"], "hpchub: server: give --user and --server together"),
+    ],
+)
+def test_link_refuses_what_the_hub_would_refuse_like_render(args, message):
+    result = hpchub("link", LOCAL_SLURM, *args)
+    assert result.returncode == 1 and result.stdout == ""
+    assert message in result.stderr
