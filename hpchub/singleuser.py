@@ -11,7 +11,12 @@ hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensi
   (``POST /hub/api/hpchub/port``, body ``{"port": N}``, with the server's own API token, over the
   singleuser app's hub client and TLS settings). The port the hub gets is one this process
   already holds, so no other process can take it in between. If the report fails, the server
-  exits with status 1, so the job ends and the spawn fails at once with the job's output.
+  exits with status 1, so the job ends and the spawn fails at once with the job's output. The
+  report also carries the job's end (``"ends"``, from ``HPCHUB_JOB_END``, set by the job script),
+  which the hub keeps for its home page;
+- answers ``GET {base_url}hpchub/walltime`` (authenticated like every server API) with
+  ``{"ends": EPOCH or null, "warning": SECONDS, "now": EPOCH}``: what the JupyterLab extension hpchub-walltime
+  (installed with the package) shows as the time left, warning and saving before the end.
 
 Nothing here runs in the hub.
 """
@@ -26,8 +31,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
+
+from .walltime import DEFAULT_WARNING, ENV_JOB_END, ENV_WARNING, parse_end
 
 ALL_INTERFACES = "0.0.0.0"
 REPORT_ATTEMPTS = 5
@@ -129,16 +137,19 @@ def _hub_client(serverapp: Any) -> tuple[str, str, dict[str, Any]]:
 
 
 async def report_port(url: str, token: str, port: int, client_options: dict[str, Any],
-                      attempts: int = REPORT_ATTEMPTS, retry_seconds: float = REPORT_RETRY_SECONDS) -> None:
-    """POST ``{"port": port}`` to ``url`` with ``token``; retry while the hub is unreachable or
-    answers 5xx; raise PortReportError when it refuses (4xx) or never answers."""
+                      attempts: int = REPORT_ATTEMPTS, retry_seconds: float = REPORT_RETRY_SECONDS,
+                      ends: int | None = None) -> None:
+    """POST ``{"port": port}`` (with ``"ends": ends`` if known) to ``url`` with ``token``; retry
+    while the hub is unreachable or answers 5xx; raise PortReportError when it refuses (4xx) or
+    never answers."""
     from jupyterhub.httpclient import fetch
 
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    body = json.dumps({"port": port, **({"ends": ends} if ends else {})})
     last_error = ""
     for attempt in range(1, attempts + 1):
         try:
-            response = await fetch(url, method="POST", data=json.dumps({"port": port}), headers=headers,
+            response = await fetch(url, method="POST", data=body, headers=headers,
                                    raise_for_status=False, **client_options)
             if response.status < 300:
                 return
@@ -156,6 +167,29 @@ async def report_port(url: str, token: str, port: int, client_options: dict[str,
     raise PortReportError(f"cannot report port {port} to the hub at {url}: {last_error}")
 
 
+# -- the walltime -------------------------------------------------------------------------------
+def walltime_info(environ: Any = os.environ, now: float | None = None) -> dict[str, int | None]:
+    """``{"ends": epoch or None, "warning": seconds, "now": epoch}`` from the job's environment;
+    ``now`` lets the browser correct for its own clock."""
+    warning = str(environ.get(ENV_WARNING, "")).strip()
+    return {"ends": parse_end(environ.get(ENV_JOB_END, "")), "warning": int(warning) if warning.isdigit() else DEFAULT_WARNING,
+            "now": int(time.time() if now is None else now)}
+
+
+def walltime_handler() -> type:
+    """The handler of ``GET {base_url}hpchub/walltime`` (jupyter_server imported only in the job)."""
+    from jupyter_server.base.handlers import APIHandler
+    from tornado import web
+
+    class WalltimeHandler(APIHandler):
+        @web.authenticated
+        def get(self) -> None:
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(walltime_info()))
+
+    return WalltimeHandler
+
+
 # -- the extension hooks ------------------------------------------------------------------------
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     # Runs after the singleuser app set ip from JUPYTERHUB_SERVICE_URL and before the server
@@ -166,6 +200,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     else:
         serverapp.log.info("hpchub: listening on %s, %s", ip, why)
     serverapp.ip = ip
+    from jupyter_server.utils import url_path_join
+
+    serverapp.web_app.add_handlers(".*$", [(url_path_join(serverapp.base_url, "hpchub/walltime"), walltime_handler())])
 
 
 async def _start_jupyter_server_extension(serverapp: Any) -> None:
@@ -176,7 +213,8 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
             raise PortReportError(f"the server should listen on one port, it listens on {sorted(ports) or 'none'}")
         (port,) = ports
         url, token, options = _hub_client(serverapp)
-        await report_port(url.rstrip("/") + "/hpchub/port", token, port, options)
+        await report_port(url.rstrip("/") + "/hpchub/port", token, port, options,
+                          ends=parse_end(os.environ.get(ENV_JOB_END, "")))
     except Exception as error:
         message = f"hpchub: {error}; stopping the server"
         serverapp.log.critical(message)

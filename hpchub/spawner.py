@@ -25,16 +25,16 @@ from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from . import jobs, lifecycle, porthandler, progress, tls
+from . import jobs, lifecycle, porthandler, progress, tls, walltime
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import Preselection, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, resolve_request
-from .poller import Presence
+from .poller import JobView, Presence
 from .render import RenderError, UserAccount
 from .runner import CommandError
 from .runtime import ClusterRuntime
-from .schedulers import JobState, QueueInfo
+from .schedulers import JobState, JobStatus, QueueInfo
 from .sshpool import LoginUnreachable
 
 porthandler.register_at_import()
@@ -151,6 +151,14 @@ class HPCSpawner(Spawner):
         config=True,
         help="The single-user server command run inside the job (after the site's environment block).",
     )
+    walltime_warning = Integer(
+        walltime.DEFAULT_WARNING,
+        config=True,
+        help="""Seconds before a server's walltime ends at which JupyterLab shows the user a warning
+        and saves every open document (the job's end is computed in the job: its start plus its
+        walltime). The time left is shown all along, in JupyterLab and on the hub's home page.
+        0: no warning and no automatic save.""",
+    )
 
     # batchspawner compatibility: same name, same meaning.
     @default("start_timeout")
@@ -180,13 +188,17 @@ class HPCSpawner(Spawner):
     job_cluster = Dict()  # ClusterSpec.to_state()
     job_tunnel = Unicode("")  # to_servers: tunnel: "ADDRESS:PORT:LOCALPORT", re-created after a hub restart
     job_hub_port = Unicode("")  # to_hub: reverse: the login node's port jobs reach the hub at
+    job_ends = Integer(0)  # epoch seconds the walltime ends, as the job reported it (0: not known)
+    # Why the last job ended ("walltime reached", "the job ended (STATE)", "stopped"); kept by
+    # clear_state, so the home page can say it after JupyterHub forgot the server.
+    end_reason = Unicode("")
 
     _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile", "job_tunnel",
                    "job_hub_port")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._port: asyncio.Future[int] | None = None
+        self._port: asyncio.Future[porthandler.PortReport] | None = None
         self._progress: asyncio.Queue = asyncio.Queue()
         self._ended_job: str | None = None
         self._state_warning_logged = False
@@ -202,11 +214,17 @@ class HPCSpawner(Spawner):
             self.job_cluster = {"name": cluster}
         if self.job_id and not self.job_user:
             self.job_user = self.user.name
+        self.job_ends = walltime.parse_end(state.get("job_ends")) or 0
+        self.end_reason = str(state.get("end_reason") or "")
 
     def get_state(self) -> dict:
         state = super().get_state()
         if self.job_id:
             state.update({key: getattr(self, key) for key in self._STATE_KEYS}, job_cluster=dict(self.job_cluster))
+            if self.job_ends:
+                state["job_ends"] = self.job_ends
+        if self.end_reason:
+            state["end_reason"] = self.end_reason
         return state
 
     def clear_state(self) -> None:
@@ -214,6 +232,7 @@ class HPCSpawner(Spawner):
         for key in self._STATE_KEYS:
             setattr(self, key, "")
         self.job_cluster = {}
+        self.job_ends = 0  # end_reason stays: JupyterHub clears the state of a server that just ended
 
     # -- site config and profiles -----------------------------------------------------------
     @property
@@ -392,6 +411,8 @@ class HPCSpawner(Spawner):
         if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
             files.update(tls.tls_files(self.cert_paths))
             env.update(tls.tls_env(job.job_dir))
+        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
+        env[walltime.ENV_WARNING] = str(self.walltime_warning)
         files["env"] = jobs.env_file(env)
         if spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (see hpchub.jobs)
             files[jobs.SITE_COPY] = Path(site.source).read_text()
@@ -414,11 +435,13 @@ class HPCSpawner(Spawner):
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = None
+        self.job_ends, self.end_reason = 0, ""
         self.log.info("%s: the submission took %.2f s", self._log_name, time.monotonic() - submitting)
         self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name))
         try:
             host = await self._wait_until_running(runtime, request.queue)
-            port = await self._wait_for_port(runtime)
+            report = await self._wait_for_port(runtime)
+            port, self.job_ends = report.port, report.ends or 0
             address, connect_port = await runtime.node_address(host), port
             if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
                 local_port = await runtime.tunnel(job_id, self.job_user, address, port)
@@ -507,7 +530,7 @@ class HPCSpawner(Spawner):
             else:
                 reported = await self._reported_within(interval)
 
-    async def _wait_for_port(self, runtime: ClusterRuntime) -> int:
+    async def _wait_for_port(self, runtime: ClusterRuntime) -> porthandler.PortReport:
         assert self._port is not None
         started = time.monotonic()
         while True:
@@ -607,16 +630,18 @@ class HPCSpawner(Spawner):
         # that cache (with slack for jitter) instead of adding one query per server.
         view = await runtime.poller.get(self.job_id, max_age=1.5 * self.poll_interval)
         if lifecycle.has_ended(view):
-            self._job_ended(runtime)
+            self._job_ended(runtime, view)
             return 1
         await self._restore_forwards(runtime)
         return None  # running, or unknown: a scheduler hiccup never stops a server
 
-    def _job_ended(self, runtime: ClusterRuntime) -> None:
+    def _job_ended(self, runtime: ClusterRuntime, view: JobView) -> None:
         """The job is over without stop() (JupyterHub does not call stop() for an ended server):
-        remember it, stop watching it, cancel the engine jobs it left and remove its files."""
+        remember it and why, stop watching it, cancel the engine jobs it left and remove its files."""
         job_id, user, key = self.job_id, self.job_user, self.job_key
         self._ended_job = job_id
+        self.end_reason = walltime.end_reason(view, self.job_ends)
+        self.log.info("%s: job %s is over: %s", self._log_name, job_id, self.end_reason)
         runtime.poller.unwatch(job_id)
         runtime.close_tunnel(job_id)
 
@@ -634,6 +659,8 @@ class HPCSpawner(Spawner):
         if runtime is None:
             return
         job_id, user = self.job_id, self.job_user
+        if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
+            self.end_reason = walltime.STOPPED
         runtime.poller.on_end(job_id, None)  # a stop we asked for is no news
         await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name,
                                         timeout=0 if now else self.stop_wait_timeout, interval=self.startup_poll_interval)
@@ -642,6 +669,34 @@ class HPCSpawner(Spawner):
         runtime.close_tunnel(job_id)
         if self.job_key:
             await lifecycle.remove_files(runtime, user, self.job_key)
+
+    # -- the hub's home page ----------------------------------------------------------------
+    def page_info(self, now: float | None = None) -> dict[str, object]:
+        """What the home page shows about this server, from cached data only (the shared poller's
+        last answer, the state): rendering a page never asks the scheduler. Keys: ``job_id``,
+        ``state`` (e.g. "running on node1"), ``ends`` (epoch or None), ``ends_at`` ("14:30"),
+        ``time_left`` ("1 h 12 min"), ``end_reason`` (why the last job ended, once none runs)."""
+        now = time.time() if now is None else now
+        running = bool(self.job_id) and self.job_id != self._ended_job
+        info: dict[str, object] = {"job_id": self.job_id if running else "", "state": "", "ends": None,
+                                   "ends_at": "", "time_left": "", "end_reason": "" if running else self.end_reason}
+        if not running:
+            return info
+        info["state"] = _state_words(self._cached_status())
+        if self.job_ends:
+            info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
+                        time_left=walltime.duration_text(self.job_ends - now))
+        return info
+
+    def _cached_status(self) -> JobStatus | None:
+        if "scheduler" not in self.job_cluster:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        runtime = ClusterRuntime.registry.get((ClusterSpec.from_state(self.job_cluster), id(loop)))
+        return runtime.poller.view(self.job_id).status if runtime is not None else None
 
     async def progress(self):
         while True:
@@ -652,3 +707,13 @@ class HPCSpawner(Spawner):
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
+
+def _state_words(status: JobStatus | None) -> str:
+    """A job's state for the home page: "waiting in queue debug", "running on node1"."""
+    if status is None:
+        return "submitted"
+    if status.state is JobState.RUNNING:
+        return f"running on {status.host}" if status.host else "running"
+    if status.state.is_waiting:
+        return f"waiting in queue {status.queue}" if status.queue else "waiting in the queue"
+    return status.scheduler_state.lower() or status.state.value

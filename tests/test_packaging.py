@@ -26,6 +26,10 @@ def test_wheel_contains_templates_and_metadata(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for template in ("base.sh.j2", "slurm.sh.j2", "sge.sh.j2", "partials/environment.sh.j2", "partials/launch.sh.j2"):
         assert f"hpchub/templates/{template}" in names
+    # The JupyterLab extension, installed to $PREFIX/share/jupyter/labextensions (see setup.cfg).
+    extension = "hpchub-0.1.0.data/data/share/jupyter/labextensions/hpchub-walltime"
+    assert f"{extension}/package.json" in names and f"{extension}/install.json" in names
+    assert any(n.startswith(f"{extension}/static/remoteEntry.") and n.endswith(".js") for n in names)
     metadata = next(n for n in names if n.endswith("METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
     for dependency in ("jupyterhub", "batchspawner", "wrapspawner", "ipyparallel", "jinja2", "pydantic", "PyYAML", "tornado"):

@@ -60,6 +60,11 @@ class StandInHub:
                 pass
 
             def do_GET(self):
+                if self.path.startswith("/hub/api/user") and self.headers.get("Authorization") == f"token {TOKEN}":
+                    # the server's own token, as the hub describes it to the server's auth check
+                    self._reply(200, {"kind": "user", "name": "alice", "admin": False, "groups": [],
+                                      "scopes": ["access:servers!user=alice"]})
+                    return
                 self._reply(200, {"version": "6.1.1"})
 
             def do_POST(self):
@@ -93,7 +98,7 @@ class StandInHub:
         self.httpd.server_close()
 
 
-def start_server(hub: StandInHub, tmp_path: Path, node_name: str) -> subprocess.Popen:
+def start_server(hub: StandInHub, tmp_path: Path, node_name: str, **job_env: str) -> subprocess.Popen:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JUPYTER", "HPCHUB_"))}
@@ -106,6 +111,7 @@ def start_server(hub: StandInHub, tmp_path: Path, node_name: str) -> subprocess.
         # What the hub puts in the job's environment: its own idea of ip and port, both overridden.
         JUPYTERHUB_SERVICE_URL="http://127.0.0.1:0/user/alice/",
         HPCHUB_SCHEDULER="sge", HPCHUB_NODE_NAME=node_name,
+        **job_env,
     )
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # the tests run as root; jobs never do
     process = subprocess.Popen([str(SINGLEUSER), *SERVER_ARGS, *as_root], env=env, cwd=home, stdout=subprocess.PIPE,
@@ -179,6 +185,29 @@ def test_a_refused_report_stops_the_server_with_status_1(tmp_path):
     assert server.returncode == 1, output
     assert len(hub.reports) == 1  # a 4xx is final: no retries
     assert "the hub refused port" in output and "409" in output and "stopping the server" in output
+
+
+def test_the_jobs_end_is_reported_and_served_to_jupyterlab_with_auth_only(hub, tmp_path):
+    import requests
+
+    ends = int(time.time()) + 3600
+    # The hub names the scopes that give access to this server (the stand-in's user model has one).
+    scopes = json.dumps(["access:servers!server=alice/", "access:servers!user=alice"])
+    server = start_server(hub, tmp_path, node_name="localhost", HPCHUB_JOB_END=str(ends), HPCHUB_WALLTIME_WARNING="300",
+                          JUPYTERHUB_OAUTH_ACCESS_SCOPES=scopes)
+    try:
+        wait_for(lambda: hub.reports or server.poll() is not None)
+        assert server.poll() is None, stop(server)
+        (report,) = hub.reports
+        assert report["body"] == {"port": report["body"]["port"], "ends": ends}
+        url = f"http://127.0.0.1:{report['body']['port']}/user/alice/hpchub/walltime"
+        answer = requests.get(url, headers={"Authorization": f"token {TOKEN}"}, timeout=10)
+        assert answer.status_code == 200, answer.text + stop(server)
+        assert answer.json()["ends"] == ends and answer.json()["warning"] == 300
+        assert abs(answer.json()["now"] - time.time()) < 5
+        assert requests.get(url, timeout=10).status_code == 403  # no token, no cookie
+    finally:
+        stop(server)
 
 
 def slurm_node(address: str):

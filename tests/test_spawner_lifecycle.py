@@ -125,21 +125,21 @@ def drain(spawner) -> list[str]:
     return messages
 
 
-def report_port(port: int) -> bool:
+def report_port(port: int, ends: int | None = None) -> bool:
     """What the port endpoint does when the job reports (tests/test_e2e_* go through HTTP)."""
     future = porthandler.waiting_for(TOKEN)
     if future is None or future.done():
         return False
-    future.set_result(port)
+    future.set_result(porthandler.PortReport(port, ends))
     return True
 
 
-async def start_running(spawner, fake, node="vm", port=1234):
+async def start_running(spawner, fake, node="vm", port=1234, ends=None):
     start = asyncio.create_task(spawner.start())
     await wait_until(lambda: fake.scripts and porthandler.waiting_for(TOKEN))
     job_id = str(100 + len(fake.scripts) - 1)
     fake.set(job_id, JobState.RUNNING, nodes=(node,))
-    report_port(port)
+    report_port(port, ends)
     return await asyncio.wait_for(start, 5)
 
 

@@ -12,6 +12,7 @@
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
 echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
+export HPCHUB_JOB_END=$(( $(date +%s) + 10800 ))
 
 . /sw/courses/datascience/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/courses/datascience/venv
 export OMP_NUM_THREADS=1

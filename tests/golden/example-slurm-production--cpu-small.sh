@@ -13,6 +13,7 @@
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
 echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
+export HPCHUB_JOB_END=$(( $(date +%s) + 14400 ))
 
 # Batch shells are not login shells: make sure the module command exists.
 type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true

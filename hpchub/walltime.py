@@ -1,0 +1,76 @@
+"""A server's walltime as its user sees it: when the job ends, how long is left, and why it ended.
+
+Pure functions of the job's end (epoch seconds, reported by the job: ``HPCHUB_JOB_END``, see the
+job script's header), the scheduler's view and a clock, so they are tested without a hub.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .poller import JobView, Presence
+
+ENV_JOB_END = "HPCHUB_JOB_END"  # set by the job script: its start plus its walltime, epoch seconds
+ENV_WARNING = "HPCHUB_WALLTIME_WARNING"  # set by the spawner (env file): seconds before the end to warn and save
+DEFAULT_WARNING = 600
+
+# A job that ends this close to (or after) its computed end ran out of walltime: the script's
+# clock starts a moment after the scheduler's, and schedulers kill on their own check interval.
+END_SLACK_SECONDS = 60
+
+WALLTIME_REACHED = "walltime reached"
+STOPPED = "stopped"
+# Schedulers' words for a job killed at its time limit (Slurm; Grid Engine's qstat forgets ended jobs).
+_TIMEOUT_STATES = {"TIMEOUT", "TO", "DEADLINE", "DL"}
+
+
+def end_reason(view: JobView, job_ends: int, now: float | None = None) -> str:
+    """Why a job that the poller saw end is over: ``walltime reached`` if the scheduler says so
+    or, when it no longer lists the job, if its end time has come; else ``the job ended (STATE)``."""
+    now = time.time() if now is None else now
+    status = view.status if view.presence is Presence.KNOWN else None
+    if status is not None and status.scheduler_state.upper() in _TIMEOUT_STATES:
+        return WALLTIME_REACHED
+    if status is None and job_ends and now >= job_ends - END_SLACK_SECONDS:
+        return WALLTIME_REACHED
+    if status is not None and status.scheduler_state:
+        return f"the job ended ({status.scheduler_state})"
+    return "the job ended"
+
+
+def duration_text(seconds: float) -> str:
+    """``1 h 12 min``, ``5 min``, ``40 s``: a time left, rounded down to what a reader needs."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+def clock_text(epoch: float, now: float | None = None) -> str:
+    """The end as the hub's local time: ``14:30`` today, ``2024-05-02 14:30`` another day."""
+    now = time.time() if now is None else now
+    end, today = time.localtime(epoch), time.localtime(now)
+    if end[:3] == today[:3]:
+        return time.strftime("%H:%M", end)
+    return time.strftime("%Y-%m-%d %H:%M", end)
+
+
+def parse_end(value: object) -> int | None:
+    """A job end from the job (env or report): positive whole epoch seconds, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            return None
+        value = int(value)
+    if isinstance(value, int) and value > 0:
+        return value
+    return None
