@@ -14,10 +14,15 @@ Everything site-specific comes from the environment, so tests and the main comma
   HPCHUB_ADMIN_TOKEN   if set, a service 'hpchub-admin' with this token may drive the REST API
   HPCHUB_POLL_INTERVAL seconds between status queries of running servers (default 30)
   HPCHUB_START_TIMEOUT seconds a spawn may take, queue wait included (default 180)
+  HPCHUB_CULL_TIMEOUT  seconds a server may be idle before the idle culler stops it (and so cancels its
+                       job; default 3600, 0: no culler)
+  HPCHUB_CULL_EVERY    seconds between the culler's checks (default 300, at most the timeout)
 """
 
+import importlib.util
 import os
 import socket
+import sys
 from pathlib import Path
 
 import hpchub
@@ -49,6 +54,10 @@ c.Spawner.poll_interval = int(os.environ.get("HPCHUB_POLL_INTERVAL", "30"))
 c.Spawner.start_timeout = int(os.environ.get("HPCHUB_START_TIMEOUT", "180"))
 c.Spawner.http_timeout = 90
 c.Spawner.default_url = "/lab"
+# Several servers per user (e.g. a CPU and a GPU one), each its own job with its own profile; the
+# default server works as before.
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 4
 
 c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ.get('HPCHUB_PORT', '8000')}"
 c.JupyterHub.hub_ip = hub_ip  # jobs on compute nodes call the hub here
@@ -72,13 +81,36 @@ c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCHUB_PASSWORD", 
 c.Authenticator.allowed_users = {"alice", "bob", "carol"}
 c.Authenticator.admin_users = set()
 
+services: list[dict] = []
+roles: list[dict] = []
+
+# The idle culler stops servers nobody used for HPCHUB_CULL_TIMEOUT: stopping one cancels its job, so
+# an idle notebook gives its cores back to the queue before its walltime ends. Pending spawns (jobs
+# still in the queue) are never culled.
+cull_timeout = int(os.environ.get("HPCHUB_CULL_TIMEOUT", "3600"))
+if cull_timeout > 0 and importlib.util.find_spec("jupyterhub_idle_culler") is None:
+    print("jupyterhub_config: jupyterhub-idle-culler is not installed (pip install jupyterhub-idle-culler): "
+          "idle servers are not culled", file=sys.stderr)
+elif cull_timeout > 0:
+    cull_every = min(int(os.environ.get("HPCHUB_CULL_EVERY", "300")), cull_timeout)
+    services.append({
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={cull_timeout}",
+                    f"--cull-every={cull_every}"],
+    })
+    roles.append({
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    })
+
 admin_token = os.environ.get("HPCHUB_ADMIN_TOKEN")
 if admin_token:
-    c.JupyterHub.services = [{"name": "hpchub-admin", "api_token": admin_token}]
-    c.JupyterHub.load_roles = [
-        {
-            "name": "hpchub-admin",
-            "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"],
-            "services": ["hpchub-admin"],
-        }
-    ]
+    services.append({"name": "hpchub-admin", "api_token": admin_token})
+    roles.append({
+        "name": "hpchub-admin",
+        "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"],
+        "services": ["hpchub-admin"],
+    })
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles

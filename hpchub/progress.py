@@ -4,8 +4,9 @@ status, so they are tested without a hub or a scheduler."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from .schedulers import JobStatus, QueueInfo, queue_position
+from .schedulers import JobState, JobStatus, QueueInfo, queue_position
 
 
 def submitted(job_id: str, queue: str, cluster: str) -> str:
@@ -62,3 +63,49 @@ def failure(job_id: str, what: str, log_path: str, tail: str | None) -> str:
     if tail.strip():
         text += f"\nLast lines of {log_path}:\n{tail.rstrip()}"
     return text
+
+
+# The job's state in plain words, for the waiting page (the scheduler's own word stays in
+# ``scheduler_state``).
+STATE_WORDS: dict[JobState, str] = {
+    JobState.PENDING: "waiting in the queue",
+    JobState.HELD: "held by the scheduler",
+    JobState.RUNNING: "running",
+    JobState.SUSPENDED: "suspended by the scheduler",
+    JobState.COMPLETING: "ending",
+    JobState.FINISHED: "ended",
+    JobState.FAILED: "ended with an error",
+    JobState.CANCELLED: "cancelled",
+    JobState.ERROR: "in an error state",
+    JobState.UNKNOWN: "in a state hpchub cannot read",
+}
+SUBMITTED = "submitted, not listed by the scheduler yet"
+SCHEDULER_SILENT = "submitted; the scheduler is not answering"
+SERVER_STARTING = "running; the server is starting"
+
+
+def details(job_id: str, cluster: str, queue: str, status: JobStatus | None = None,
+            reason_text: Mapping[str, str] | None = None, queue_info: QueueInfo | None = None,
+            state: str | None = None) -> dict[str, Any]:
+    """The job as the waiting page shows it (the ``hpchub`` key of a progress event, sent to the
+    browser as JSON): plain words, None where the scheduler does not say. ``state`` overrides the
+    words for the job's state (e.g. while the scheduler does not answer)."""
+    if status is None:
+        return {"job_id": job_id, "cluster": cluster, "queue": queue, "state": state or SUBMITTED,
+                "scheduler_state": None, "reason": None, "position": None, "estimated_start": None, "node": None}
+    reason = status.reason
+    estimated = status.estimated_start
+    if estimated is not None and estimated.tzinfo is None:
+        # The scheduler's times are the hub's local time: with the offset, the browser shows its own.
+        estimated = estimated.astimezone()
+    return {
+        "job_id": job_id,
+        "cluster": cluster,
+        "queue": status.queue or queue,  # pending Grid Engine jobs name no queue yet: the one asked for
+        "state": state or STATE_WORDS[status.state],
+        "scheduler_state": status.scheduler_state,
+        "reason": (reason_text or {}).get(reason, reason) if reason else None,
+        "position": queue_position(queue_info, status) if queue_info is not None else None,
+        "estimated_start": estimated.isoformat() if estimated is not None else None,
+        "node": None if status.state.is_waiting else status.host,
+    }

@@ -18,8 +18,10 @@ import html
 import os
 import pwd
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
@@ -193,13 +195,20 @@ class HPCSpawner(Spawner):
     # clear_state, so the home page can say it after JupyterHub forgot the server.
     end_reason = Unicode("")
 
+    PROGRESS_EVENTS_KEPT = 100
+
     _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile", "job_tunnel",
                    "job_hub_port")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._port: asyncio.Future[porthandler.PortReport] | None = None
-        self._progress: asyncio.Queue = asyncio.Queue()
+        # This spawn's progress events, replayed to every listener (a reloaded waiting page, a
+        # second tab, the API), not handed out once; the oldest go past PROGRESS_EVENTS_KEPT.
+        self._events: deque[dict[str, Any]] = deque(maxlen=self.PROGRESS_EVENTS_KEPT)
+        self._events_emitted = 0
+        self._event_added = asyncio.Event()
+        self._job_details: dict[str, Any] = {}
         self._ended_job: str | None = None
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
@@ -381,15 +390,23 @@ class HPCSpawner(Spawner):
         queues = await runtime.queue_numbers(self.queue_info_ttl).get()
         return list(queues) if isinstance(queues, list) else []
 
-    def _emit(self, percent: int, message: str) -> None:
+    def _emit(self, percent: int, message: str, job_details: dict[str, Any] | None = None) -> None:
+        """A progress event: the text, and the job's details (progress.details) for the waiting page."""
         self.log.info("%s: %s", self._log_name, message)
-        self._progress.put_nowait({"progress": percent, "message": message})
+        event: dict[str, Any] = {"progress": percent, "message": message}
+        if job_details is not None:
+            event["hpchub"] = self._job_details = job_details
+        self._events.append(event)
+        self._events_emitted += 1
+        self._event_added.set()
+        self._event_added = asyncio.Event()
 
     def _job_env(self) -> dict[str, str]:
         env = self.get_env()
         return {key: value for key, value in env.items() if key.startswith(_SECRET_ENV_PREFIXES) or key in self.environment}
 
     async def start(self):
+        self._events.clear()  # a new spawn: its listeners see none of the last one's events
         request = await self._request_from(self.user_options)
         site = self.site
         spec = ClusterSpec.from_site(site, request.cluster_name)
@@ -437,7 +454,8 @@ class HPCSpawner(Spawner):
         self._ended_job = None
         self.job_ends, self.end_reason = 0, ""
         self.log.info("%s: the submission took %.2f s", self._log_name, time.monotonic() - submitting)
-        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name))
+        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
+                   progress.details(job_id, request.cluster_name, request.queue))
         try:
             host = await self._wait_until_running(runtime, request.queue)
             report = await self._wait_for_port(runtime)
@@ -453,7 +471,7 @@ class HPCSpawner(Spawner):
         finally:
             porthandler.forget(self.api_token)
         runtime.poller.on_end(job_id, self._ended_callback(job_id))
-        self._emit(90, progress.server_reported(host, port))
+        self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
         return address, connect_port
 
     async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
@@ -493,7 +511,9 @@ class HPCSpawner(Spawner):
         return True
 
     async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
-        last_message = None
+        last_event = None
+        cluster_name = runtime.client.spec.name
+        reasons = runtime.client.backend.REASON_TEXT
         started = time.monotonic()
         reported = False
         while True:
@@ -509,22 +529,26 @@ class HPCSpawner(Spawner):
             if view.presence is Presence.KNOWN and status is not None:
                 if status.state is JobState.RUNNING and status.host:
                     self.job_host = status.host
-                    self._emit(50, progress.running(self.job_id, status.host))
+                    self._emit(50, progress.running(self.job_id, status.host),
+                               progress.details(self.job_id, cluster_name, queue_name, status, reasons))
                     return status.host
                 if status.state is JobState.HELD:
                     raise SpawnFailed(progress.held(self.job_id, status))
                 if status.state is JobState.UNKNOWN:
                     message = progress.unreadable(self.job_id, status)
+                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons)
                 else:
                     # Pending Grid Engine jobs name no queue yet: the one the job asked for.
                     wanted = status.queue or queue_name
                     queue = next((q for q in await self._queue_numbers(runtime) if q.name == wanted), None)
-                    message = progress.waiting(self.job_id, status, runtime.client.backend.REASON_TEXT, queue)
+                    message = progress.waiting(self.job_id, status, reasons, queue)
+                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons, queue)
             else:
                 message = progress.scheduler_silent(self.job_id, view.error)
-            if message != last_message:
-                self._emit(20, message)
-                last_message = message
+                job_details = dict(self._job_details, state=progress.SCHEDULER_SILENT)
+            if (message, job_details) != last_event:
+                self._emit(20, message, job_details)
+                last_event = (message, job_details)
             if reported:  # our last answer predates the job's start: ask again as soon as the poller may
                 await asyncio.sleep(runtime.poller.min_interval)
             else:
@@ -699,9 +723,17 @@ class HPCSpawner(Spawner):
         return runtime.poller.view(self.job_id).status if runtime is not None else None
 
     async def progress(self):
+        """Every event of this spawn so far, then each new one (JupyterHub ends the stream when
+        the spawn does)."""
+        sent = 0  # events emitted before this one was sent (counted over the spawner's life)
         while True:
-            event = await self._progress.get()
-            yield event
+            while sent < self._events_emitted:
+                first_kept = self._events_emitted - len(self._events)
+                sent = max(sent, first_kept)
+                event = self._events[sent - first_kept]
+                sent += 1
+                yield event
+            await self._event_added.wait()
 
 
 def _first_line(text: str) -> str:

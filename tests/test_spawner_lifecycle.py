@@ -118,11 +118,9 @@ async def wait_until(predicate, timeout=5.0):
     raise AssertionError("condition never became true")
 
 
-def drain(spawner) -> list[str]:
-    messages = []
-    while not spawner._progress.empty():
-        messages.append(spawner._progress.get_nowait()["message"])
-    return messages
+def messages(spawner) -> list[str]:
+    """The progress messages of the spawner's current spawn so far."""
+    return [event["message"] for event in spawner._events]
 
 
 def report_port(port: int, ends: int | None = None) -> bool:
@@ -161,16 +159,25 @@ async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
     secrets_user, files = fake.files["hpchub-alice-small"]
     assert secrets_user == "alice" and f"JUPYTERHUB_API_TOKEN={TOKEN}" in files["env"] and "PATH" not in files["env"]
     assert ". /home/alice/.hpchub/jobs/hpchub-alice-small/env" in script
-    await wait_until(lambda: any("waiting in queue debug" in e["message"] for e in list(spawner._progress._queue)))
+    await wait_until(lambda: any("waiting in queue debug" in text for text in messages(spawner)))
     assert report_port(1234)  # a port may arrive before the scheduler says running
     fake.set("100", JobState.RUNNING, nodes=("vm",))
     assert await asyncio.wait_for(start, 5) == ("127.0.0.1", 1234)
-    messages = drain(spawner)
-    assert messages[0] == "Submitted job 100 to debug on slurm"
+    emitted = messages(spawner)
+    assert emitted[0] == "Submitted job 100 to debug on slurm"
     # Position among every pending job of the queue (9.0 and 7.0 are ahead of 5.0), not only the hub's.
     assert ("Job 100 is waiting in queue debug (other jobs with higher priority are ahead in the queue), "
-            "position 3 among all waiting jobs") in messages
-    assert "Job 100 running on vm; starting the server" in messages
+            "position 3 among all waiting jobs") in emitted
+    assert "Job 100 running on vm; starting the server" in emitted
+    # The waiting page's details travel with the events (JupyterHub passes extra keys through).
+    details = {event["progress"]: event["hpchub"] for event in spawner._events}
+    assert details[10]["state"] == "submitted, not listed by the scheduler yet" and details[10]["job_id"] == "100"
+    assert details[20] == {
+        "job_id": "100", "cluster": "slurm", "queue": "debug", "state": "waiting in the queue",
+        "scheduler_state": "PENDING", "reason": "other jobs with higher priority are ahead in the queue",
+        "position": 3, "estimated_start": None, "node": None}
+    assert details[50]["node"] == "vm" and details[50]["state"] == "running"
+    assert details[90]["node"] == "vm" and details[90]["state"] == "running; the server is starting"
     state = spawner.get_state()
     assert (state["job_id"], state["job_host"], state["job_profile"]) == ("100", "vm", "small")
     assert state["job_cluster"]["scheduler"] == "slurm" and state["job_cluster"]["via"] == "sudo"
@@ -179,6 +186,36 @@ async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
     await spawner.stop()
     assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
     assert fake.keep_days == 14  # old logs are cleaned in the same call as the submission
+
+
+async def test_every_progress_listener_gets_the_whole_spawn_a_new_spawn_starts_afresh(fake):
+    # A reloaded waiting page (or a second tab) opens a new stream: it must still show the job.
+    spawner = make_spawner(options={"profile": "small"})
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: any("waiting in queue" in text for text in messages(spawner)))
+
+    async def first_events(count: int) -> list[str]:
+        events = []
+        async for event in spawner.progress():
+            events.append(event["message"])
+            if len(events) == count:
+                return events
+        return events
+
+    early = asyncio.create_task(first_events(3))
+    assert await first_events(2) == ["Submitted job 100 to debug on slurm", messages(spawner)[1]]
+    fake.set("100", JobState.RUNNING, nodes=("vm",))  # a listener that waits gets the next event too
+    assert (await asyncio.wait_for(early, 5))[2] == "Job 100 running on vm; starting the server"
+    report_port(1234)
+    await asyncio.wait_for(start, 5)
+    await spawner.stop()
+    spawner.clear_state()
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: fake.scripts[1:])
+    assert (await asyncio.wait_for(first_events(1), 5)) == ["Submitted job 101 to debug on slurm"]
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
 
 
 async def test_a_hub_user_named_root_gets_no_job(fake):
@@ -478,7 +515,7 @@ async def test_the_port_report_ends_the_wait_at_once_whatever_the_poll_interval(
     spawner.startup_poll_interval = 5.0
     start = asyncio.create_task(spawner.start())
     await wait_until(lambda: fake.scripts and porthandler.waiting_for(TOKEN))
-    await wait_until(lambda: any("waiting in queue" in e["message"] for e in list(spawner._progress._queue)))
+    await wait_until(lambda: any("waiting in queue" in text for text in messages(spawner)))
     began = asyncio.get_running_loop().time()
     fake.set("100", JobState.RUNNING, nodes=("vm",))
     assert report_port(4321)
