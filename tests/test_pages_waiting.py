@@ -142,6 +142,12 @@ def test_two_named_servers_and_the_default_one_run_as_jobs_and_the_idle_culler_c
         page.goto(f"{hub.url}/hub/home")
         html = page.content()
         assert f"/user/{USER}/cpu/" in html and f"/user/{USER}/gpu/" in html
+        # hpchub's table: each server's own job, where it runs, and the time its walltime leaves.
+        for name in ("cpu", "gpu", ""):
+            row = page.locator(f"#hpchub-jobs tr[data-server-name='{name}']")
+            assert row.locator(".hpchub-job-id").inner_text() == job_ids[name]
+            assert row.locator(".hpchub-job-state").inner_text().startswith("running on ")
+            assert re.fullmatch(r"(\d+ h )?\d+ min", row.locator(".hpchub-time-left").inner_text())
         screenshot(page, f"named-home-{scheduler}")
 
         # Nobody uses them: the culler stops all three, and stopping cancels their jobs.
