@@ -16,7 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 log=$(mktemp /tmp/hpchub-pip.XXXXXX)
 trap 'rm -f "$log"' EXIT
-if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[test,lint]" jupyterlab >"$log" 2>&1; then
+if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[hub,test,lint]" jupyterlab >"$log" 2>&1; then
     cat "$log" >&2
     echo "setup-python.sh: pip install failed" >&2
     exit 1
