@@ -124,8 +124,12 @@ def test_a_refused_value_is_shown_at_its_field_and_nothing_is_submitted(hub, cli
     assert hub.server(USER) is None and active_jobs(client) == before
 
 
-def test_the_last_choice_is_preselected_after_a_spawn_and_stop(hub, client, page, scheduler):
+def test_the_last_choice_is_preselected_after_a_spawn_and_stop(hub, client, browser, scheduler):
+    # With JavaScript off: the form's basics (pick a profile, set its fields, start) need none.
+    page = logged_in_page(browser, hub.url, USER, javascript=False)
     page.goto(f"{hub.url}/hub/spawn")
+    # JupyterHub's page scripts never ran (they set window.jhdata's helpers up through require.js).
+    assert page.evaluate("typeof window.require") == "undefined"
     page.click("label[for=profile-tiny]")
     page.fill("#tiny--cores", "2")
     page.fill("#tiny--memory", "1.5")
@@ -140,6 +144,7 @@ def test_the_last_choice_is_preselected_after_a_spawn_and_stop(hub, client, page
     assert page.is_checked("#profile-tiny") and not page.is_checked("#profile-small")
     assert (page.input_value("#tiny--cores"), page.input_value("#tiny--memory")) == ("2", "1.5")
     screenshot(page, f"form-remembered-{scheduler}")
+    page.context.close()
 
 
 def test_a_class_link_starts_a_named_server_with_its_options_and_a_bad_link_shows_the_error(hub, client, page,

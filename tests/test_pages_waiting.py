@@ -20,7 +20,7 @@ from hpchub.schedulers import JobState
 pytestmark = pytest.mark.e2e
 
 USER = "carol"
-CULL_TIMEOUT = 30  # seconds idle before the culler stops a server (production default: an hour)
+CULL_TIMEOUT = 20  # seconds idle before the culler stops a server (production default: an hour)
 CULL_EVERY = 5
 # Memory a JupyterLab server lives with (Grid Engine's h_vmem limits virtual memory, per slot).
 SERVER_MEMORY = {"slurm": "1G", "sge": "2G"}

@@ -32,9 +32,10 @@ def chromium() -> Iterator:
             browser.close()
 
 
-def logged_in_page(browser, hub_url: str, user: str, password: str = PASSWORD):
-    """A new page in its own browser context, logged in to the hub as ``user``."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+def logged_in_page(browser, hub_url: str, user: str, password: str = PASSWORD, javascript: bool = True):
+    """A new page in its own browser context (``javascript=False``: with JavaScript off), logged in
+    to the hub as ``user``."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, java_script_enabled=javascript)
     context.set_default_timeout(30_000)
     page = context.new_page()
     page.goto(f"{hub_url}/hub/login")
