@@ -25,9 +25,11 @@ from typing import Any
 
 from jupyterhub.spawner import Spawner, SpawnException
 from tornado import web
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Callable as CallableTrait
+from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
 from . import jobs, lifecycle, porthandler, progress, tls, walltime
+from .accounts import AccountMapError, check_template, unix_account_name
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import Preselection, options_from_query, read_form, render_spawn_form
@@ -161,6 +163,40 @@ class HPCSpawner(Spawner):
         walltime). The time left is shown all along, in JupyterLab and on the hub's home page.
         0: no warning and no automatic save.""",
     )
+    unix_account = Union(
+        [Unicode(), CallableTrait()],
+        default_value="{username}",
+        config=True,
+        help="""The unix account a hub user's servers run as, for sites whose login names are not unix
+        names (e.g. OAuth e-mail addresses). A template with the field {username} (the hub name without
+        its e-mail domain, see `unix_account_domains`), or a callable that takes that name and returns the
+        account name (or an awaitable of it; it runs on the hub's event loop, so it must not block).
+        `unix_account_map` comes first. The account is what the cluster sees: the submission (sudo or
+        ssh as it), the job's files in its home, the job's name, the profiles' `groups` (its unix groups)
+        and `users` (its name or the hub name), the scheduler queries about its jobs. A name that is no
+        valid unix name, root, or an account that does not exist where jobs are submitted fails the spawn
+        before anything is submitted. The hub's own name stays in the hub (URLs, the admin page).""",
+    )
+    unix_account_map = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Exceptions to `unix_account`: hub user name -> unix account, looked up first with the exact
+        hub name, e.g. {"jdoe@uni.example": "john"} for a user whose address does not match their account.""",
+    )
+    unix_account_domains = List(
+        Unicode(),
+        config=True,
+        help="""E-mail domains removed from hub user names before `unix_account` applies: with ["uni.example"],
+        hub user dora@uni.example runs as unix account dora. A hub name with '@' in any other domain (or any
+        '@' while this is empty) has no account and is refused, so that dora@elsewhere.example never gets
+        the site's dora. Names without '@' are used as they are.""",
+    )
+
+    @validate("unix_account")
+    def _check_unix_account(self, proposal):
+        value = proposal["value"]
+        return value if callable(value) else check_template(value)
 
     # batchspawner compatibility: same name, same meaning.
     @default("start_timeout")
@@ -222,6 +258,7 @@ class HPCSpawner(Spawner):
         if isinstance(cluster, str) and cluster:  # hpchub 0.1 kept only the cluster's name
             self.job_cluster = {"name": cluster}
         if self.job_id and not self.job_user:
+            # State written before job_user existed (hpchub 0.1, batchspawner): those submitted as the hub name.
             self.job_user = self.user.name
         self.job_ends = walltime.parse_end(state.get("job_ends")) or 0
         self.end_reason = str(state.get("end_reason") or "")
@@ -257,11 +294,21 @@ class HPCSpawner(Spawner):
             self.log.error("hpchub site config is broken:\n%s", error.format())
             raise web.HTTPError(500, "the site config is broken; the admins have the details in the hub log") from None
 
+    async def unix_user_name(self) -> str:
+        """The unix account this hub user's servers run as (``unix_account``); 403 if there is none."""
+        try:
+            return await unix_account_name(self.user.name, self.unix_account_map, self.unix_account_domains,
+                                           self.unix_account)
+        except AccountMapError as error:
+            raise web.HTTPError(403, str(error)) from None
+
     async def visible_profiles(self) -> list[Profile]:
         """The profiles this user may use (a fixed ``profile`` too): no ``users``/``groups``, or the
-        user named in ``users``, or one of their groups (JupyterHub or unix) in ``groups``."""
+        user named in ``users`` (by hub or unix name), or one of their groups (JupyterHub groups, or
+        the unix groups of their unix account) in ``groups``."""
+        unix_name = await self.unix_user_name()
         groups = {group.name for group in getattr(self.user, "groups", [])}
-        groups |= await asyncio.get_running_loop().run_in_executor(None, unix_groups, self.user.name)
+        groups |= await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
         site = self.site
         if self.profile:
             try:
@@ -270,7 +317,8 @@ class HPCSpawner(Spawner):
                 raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
         else:
             candidates = list(site.profiles)
-        return [p for p in candidates if profile_allows(p, self.user.name, groups)]
+        return [p for p in candidates
+                if profile_allows(p, self.user.name, groups) or profile_allows(p, unix_name, groups)]
 
     async def _profile_for(self, options: dict) -> Profile:
         visible = await self.visible_profiles()
@@ -411,8 +459,14 @@ class HPCSpawner(Spawner):
         site = self.site
         spec = ClusterSpec.from_site(site, request.cluster_name)
         runtime = self._runtime(spec)
+        unix_name = await self.unix_user_name()
         try:
-            user = UserAccount.lookup(self.user.name)
+            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
+        except AccountRefused as error:
+            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
+                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}") from None
+        try:
+            user = UserAccount.lookup(unix_name)
             job = jobs.server_job(site, request, user, self.name, self.server_command)
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None

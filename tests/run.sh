@@ -1,7 +1,9 @@
 #!/bin/bash
 # The whole test suite, on a Debian 12 machine as root: installs what it needs (Debian packages,
-# the Python venv, test users), starts the local Slurm and Grid Engine clusters and the SSH login
-# node in front of them (tests/clusters/login.sh), runs pytest
+# the Python venv, test users), starts the test LDAP directory (tests/clusters/ldap.sh: its users
+# resolve through NSS, so it comes up before the schedulers' daemons and goes down after them), the
+# local Slurm and Grid Engine clusters and the SSH login node in front of them
+# (tests/clusters/login.sh), runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff and mypy (configured in pyproject.toml) run first; a
 # finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
@@ -26,7 +28,7 @@ stop_started() {
     done
 }
 trap stop_started EXIT
-for cluster in slurm sge login; do
+for cluster in ldap slurm sge login; do
     if ! bash "tests/clusters/$cluster.sh" status >/dev/null 2>&1; then
         started+=("$cluster")
         bash "tests/clusters/$cluster.sh" up

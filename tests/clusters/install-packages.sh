@@ -3,14 +3,15 @@
 # Grid Engine + the login node's OpenSSH + helpers). Idempotent: returns at once
 # when all are installed.
 #
-# usage: install-packages.sh [all|slurm|sge|login]     (default: all)
+# usage: install-packages.sh [all|slurm|sge|login|ldap]     (default: all)
 #   login: a Slurm client with sshd (the login node container of docker-compose.test.yml)
+#   ldap: OpenLDAP's slapd and nslcd (tests/clusters/ldap.sh), preseeded to leave the host alone
 set -euo pipefail
 
 PROG=install-packages.sh
 
 usage() {
-    echo "usage: $PROG [all|slurm|sge|login]" >&2
+    echo "usage: $PROG [all|slurm|sge|login|ldap]" >&2
     echo "  Installs (apt) the packages for the hpchub test clusters; no-op when present." >&2
     exit 2
 }
@@ -26,14 +27,17 @@ sge=(gridengine-master gridengine-exec gridengine-client)
 # The login node of the SSH tests (tests/clusters/login.sh); the package's own
 # /etc/ssh/sshd_config is never used (login.sh runs sshd with its own config).
 ssh=(openssh-server openssh-client)
+# Users and groups from LDAP (tests/clusters/ldap.sh runs slapd and nslcd with its own configs).
+ldap=(slapd ldap-utils nslcd libnss-ldapd)
 # The page tests' headless browser (tests/helpers/browser.py drives it with Playwright).
 browser=(chromium)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${browser[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${ldap[@]}" "${browser[@]}" "${common[@]}") ;;
     slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
     login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
+    ldap) pkgs=("${ldap[@]}" "${common[@]}") ;;
     -h | --help) usage ;;
     *) usage ;;
 esac
@@ -87,6 +91,20 @@ if [ "$what" = all ] || [ "$what" = sge ]; then
         printf '%s shared/gridenginecell string default\n' "$p"
         printf '%s shared/gridenginemaster string %s\n' "$p" "$master"
     done | debconf-set-selections
+fi
+
+if [ "$what" = all ] || [ "$what" = ldap ]; then
+    # slapd: no default database (ldap.sh runs its own slapd.conf and database); nslcd: the
+    # postinst writes /etc/nslcd.conf, which ldap.sh never uses (it bind-mounts its own);
+    # libnss-ldapd: leave /etc/nsswitch.conf alone (ldap.sh adds `ldap` on up, restores on down).
+    debconf-set-selections <<'EOF'
+slapd slapd/no_configuration boolean true
+nslcd nslcd/ldap-uris string ldap://127.0.0.1:3389/
+nslcd nslcd/ldap-base string dc=hpchub,dc=test
+nslcd nslcd/ldap-auth-type select none
+libnss-ldapd libnss-ldapd/nsswitch multiselect
+libnss-ldapd libnss-ldapd/clean_nsswitch boolean false
+EOF
 fi
 
 run_apt() {

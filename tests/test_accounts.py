@@ -1,0 +1,140 @@
+"""The hub-user -> unix-account map (hpchub.accounts and HPCSpawner.unix_account*): the pure rules,
+and the spawner using the mapped account for the submission, the job's name and files, and the
+profiles' group check (fake scheduler; the real one in tests/test_ldap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_spawner_lifecycle import SITE, TOKEN, install_fake, make_spawner, start_running
+from tornado import web
+from traitlets import TraitError
+
+from hpchub import porthandler
+from hpchub.accounts import AccountMapError, unix_account_name
+from hpchub.cluster import ClusterSpec
+from hpchub.config import load_site_config
+from hpchub.runtime import ClusterRuntime
+from hpchub.spawner import HPCSpawner, SpawnFailed
+
+
+@pytest.fixture
+async def fake():
+    """test_spawner_lifecycle's fake Slurm, as the spawners of these tests see it."""
+    spec = ClusterSpec.from_site(load_site_config(SITE), "slurm")
+    cluster = install_fake(spec)
+    yield cluster
+    runtime = ClusterRuntime.registry.pop((spec, id(asyncio.get_running_loop())))
+    if runtime.task:
+        runtime.task.cancel()
+
+
+async def test_exceptions_come_first_then_the_domain_is_stripped_then_the_template():
+    exceptions = {"jdoe@uni.example": "john"}
+    domains = ["uni.example", "@Staff.Uni.Example"]
+    assert await unix_account_name("jdoe@uni.example", exceptions, domains, "{username}") == "john"
+    assert await unix_account_name("dora@uni.example", exceptions, domains, "{username}") == "dora"
+    assert await unix_account_name("dora@staff.uni.example", exceptions, domains, "{username}") == "dora"
+    assert await unix_account_name("DORA@UNI.EXAMPLE", {}, domains, "{username}") == "DORA"
+    assert await unix_account_name("dora", exceptions, domains, "hpc-{username}") == "hpc-dora"
+    assert await unix_account_name("alice", {}, [], "{username}") == "alice"
+
+
+async def test_an_address_outside_the_sites_domains_has_no_account():
+    with pytest.raises(AccountMapError, match=r"'elsewhere.example' is not one of the site's domains \(uni.example"):
+        await unix_account_name("dora@elsewhere.example", {}, ["uni.example"], "{username}")
+    with pytest.raises(AccountMapError, match="an e-mail address is no unix name.*unix_account_domains"):
+        await unix_account_name("dora@uni.example", {}, [], "{username}")
+    with pytest.raises(AccountMapError):  # nothing before the '@'
+        await unix_account_name("@uni.example", {}, ["uni.example"], "{username}")
+
+
+async def test_a_callable_rule_may_be_async_and_its_result_is_checked():
+    async def from_directory(name: str) -> str:
+        await asyncio.sleep(0)
+        return {"dora": "d.smith"}[name]
+
+    assert await unix_account_name("dora@uni.example", {}, ["uni.example"], from_directory) == "d.smith"
+    assert await unix_account_name("Dora", {}, [], str.lower) == "dora"
+    for bad in ("dora@uni.example", "", "a b", "../etc"):
+        with pytest.raises(AccountMapError, match="not a valid unix account name"):
+            await unix_account_name("dora", {}, [], lambda name, bad=bad: bad)
+    with pytest.raises(AccountMapError, match="unix_account_map"):
+        await unix_account_name("dora", {"dora": "dora smith"}, [], "{username}")
+
+
+def test_the_template_is_checked_when_the_config_is_loaded():
+    for template in ("{user}", "{username!r}", "{username:>9}", "everybody", "{username"):
+        with pytest.raises((TraitError, ValueError)):
+            HPCSpawner(unix_account=template)
+    assert HPCSpawner(unix_account="hpc-{username}").unix_account == "hpc-{username}"
+
+
+def mapped_spawner(hub_name: str, options=None, site=SITE, **traits) -> HPCSpawner:
+    spawner = make_spawner(user=hub_name, options=options, site=site)
+    for name, value in traits.items():
+        setattr(spawner, name, value)
+    return spawner
+
+
+async def test_a_mapped_user_submits_and_is_cancelled_as_the_unix_account(fake):
+    spawner = mapped_spawner("alice@uni.example", {"profile": "small"}, unix_account_domains=["uni.example"])
+    assert await start_running(spawner, fake) == ("127.0.0.1", 1234)
+    user, script = fake.scripts[0]
+    assert user == "alice"  # sudo -u alice, hpchub-job writes the files in alice's home
+    assert fake.files["hpchub-alice-small"][0] == "alice"
+    assert "#SBATCH --job-name=hpchub-alice-small" in script and "@" not in fake.names["100"]
+    assert ". /home/alice/.hpchub/jobs/hpchub-alice-small/env" in script
+    assert f"JUPYTERHUB_API_TOKEN={TOKEN}" in fake.files["hpchub-alice-small"][1]["env"]
+    assert spawner.get_state()["job_user"] == "alice"
+    await spawner.stop()
+    assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
+
+
+async def test_a_hub_user_mapped_to_a_missing_account_gets_a_clear_refusal_and_no_job(fake):
+    spawner = mapped_spawner("zed@uni.example", {"profile": "small"}, unix_account_domains=["uni.example"])
+    with pytest.raises(SpawnFailed) as caught:
+        await spawner.start()
+    assert ("hub user 'zed@uni.example' runs as unix account 'zed' (HPCSpawner.unix_account): "
+            "no unix account 'zed' on this host") in caught.value.message
+    assert fake.scripts == [] and porthandler.waiting_for(TOKEN) is None
+
+
+async def test_an_unmapped_address_is_refused_before_anything_is_submitted(fake):
+    spawner = mapped_spawner("alice@elsewhere.example", {"profile": "small"}, unix_account_domains=["uni.example"])
+    for attempt in (spawner.start(), spawner.visible_profiles()):
+        with pytest.raises(web.HTTPError) as caught:
+            await attempt
+        assert caught.value.status_code == 403 and "'elsewhere.example' is not one of" in caught.value.log_message
+    assert fake.scripts == []
+
+
+GROUP_SITE = """
+site: groups of the mapped account
+clusters:
+  slurm:
+    scheduler: slurm
+    submit: {via: sudo}
+    queues:
+      debug: {max_walltime: "01:00:00", max_cores: 2, max_memory: 2G}
+profiles:
+  - {slug: open, name: Open, cluster: slurm, queue: debug, resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+  - {slug: alices, name: "For the group alice", cluster: slurm, queue: debug, groups: [alice],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+  - {slug: named, name: "For the user alice", cluster: slurm, queue: debug, users: [alice],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+"""
+
+
+async def test_the_profiles_group_and_user_checks_use_the_unix_account(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(GROUP_SITE)
+    # The unix group alice (alice's own) has no hub user of that name: only the mapped account has it.
+    mapped = mapped_spawner("a.person@uni.example", site=site, unix_account_map={"a.person@uni.example": "alice"})
+    assert [p.slug for p in await mapped.visible_profiles()] == ["open", "alices", "named"]
+    other = mapped_spawner("bob@uni.example", site=site, unix_account_domains=["uni.example"])
+    assert [p.slug for p in await other.visible_profiles()] == ["open"]
+    # Without the map the same hub name has no account at all.
+    with pytest.raises(web.HTTPError):
+        await mapped_spawner("a.person@uni.example", site=site).visible_profiles()
