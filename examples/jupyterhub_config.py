@@ -109,7 +109,9 @@ if admin_token:
     services.append({"name": "hpchub-admin", "api_token": admin_token})
     roles.append({
         "name": "hpchub-admin",
-        "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens"],
+        # read:metrics: scraping /hub/metrics (JupyterHub's and hpchub's series) with this token
+        "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "list:users", "tokens",
+                   "read:metrics"],
         "services": ["hpchub-admin"],
     })
 c.JupyterHub.services = services

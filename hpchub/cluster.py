@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .render import USERNAME_RE
 from .runner import DEFAULT_TIMEOUT, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
@@ -180,6 +181,7 @@ class ClusterClient:
         return await run_command(argv, input=input, timeout=self.timeout, env=scheduler_env())
 
     # -- the user's side: one call of hpchub-job each --------------------------------------------
+    @metrics.timed_command("submit")
     async def submit(self, user: str, key: str, script: str, files: Mapping[str, str], keep_days: int | None = None) -> str:
         """Write the job's files (mode 600 under ~/.hpchub/jobs/KEY) and submit ``script``, as
         ``user``, in one call; return the job id. On a refused submission nothing is left behind."""
@@ -190,31 +192,38 @@ class ClusterClient:
                                 input=json.dumps(payload))
         return self.backend.parse_submit(result.stdout)
 
+    @metrics.timed_command("remove_files")
     async def remove_files(self, user: str, key: str) -> None:
         await self.run([self.spec.jobfiles, "remove", key], user=user)
 
+    @metrics.timed_command("log_tail")
     async def read_log_tail(self, user: str, log_name: str, lines: int) -> str:
         """The last ``lines`` lines of the user's job output ~/.hpchub/logs/LOG_NAME."""
         return (await self.run([self.spec.jobfiles, "tail", log_name, str(lines)], user=user)).stdout
 
     # -- the scheduler -------------------------------------------------------------------------
+    @metrics.timed_command("status")
     async def status(self, users: Sequence[str] | None = None) -> dict[str, JobStatus]:
         """Every job (of ``users``, or of everybody) in one scheduler call, as the hub."""
         result = await self.run(self.backend.status_argv(users))
         return self.backend.parse_status(result.stdout)
 
+    @metrics.timed_command("job_names")
     async def job_names(self, user: str) -> dict[str, str]:
         """Job id -> job name for the user's jobs (names are the user's text: asked for only here)."""
         result = await self.run(self.backend.job_names_argv(user))
         return self.backend.parse_job_names(result.stdout, user)
 
+    @metrics.timed_command("cancel")
     async def cancel(self, user: str, job_ids: Sequence[str]) -> None:
         await self.run(self.backend.cancel_argv(job_ids), user=user)
 
+    @metrics.timed_command("queue_info")
     async def queue_info(self) -> list[QueueInfo]:
         outputs = [(await self.run(argv)).stdout for argv in self.backend.queue_info_argvs()]
         return self.backend.parse_queue_info(outputs)
 
+    @metrics.timed_command("node_address")
     async def node_address(self, node: str) -> str | None:
         """The node's address as the scheduler knows it (None: ask DNS)."""
         argv = self.backend.node_address_argv(node)
@@ -222,10 +231,12 @@ class ClusterClient:
             return None
         return self.backend.parse_node_address((await self.run(argv)).stdout)
 
+    @metrics.timed_command("queue_nodes")
     async def queue_nodes(self, queue: str) -> list[tuple[str, str | None]]:
         """(node, the scheduler's address or None) for every node of ``queue``."""
         return self.backend.parse_queue_nodes((await self.run(self.backend.queue_nodes_argv(queue))).stdout)
 
+    @metrics.timed_command("explain")
     async def explain(self, job_id: str) -> str | None:
         """The scheduler's own words on why a job is held or in error."""
         return self.backend.parse_explain((await self.run(self.backend.explain_argv(job_id))).stdout)

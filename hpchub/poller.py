@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from . import metrics
 from .runner import DEFAULT_TIMEOUT
 from .schedulers import JobStatus
 
@@ -59,10 +60,12 @@ class StatusPoller:
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         query_timeout: float = 2 * DEFAULT_TIMEOUT,
+        cluster: str = "",
     ):
         """``query_timeout``: seconds after which a status query counts as failed (its callers
         get UNKNOWN, the poller backs off), whatever the query does; longer than the command
-        runner's own bound, so it only catches a query that hangs outside a command."""
+        runner's own bound, so it only catches a query that hangs outside a command.
+        ``cluster``: the name its backoff is reported under (hpchub.metrics); "": not reported."""
         self._query = query
         self.interval = interval
         self.min_interval = min_interval
@@ -79,6 +82,8 @@ class StatusPoller:
         self._failures = 0
         self._retry_at = float("-inf")
         self.last_error: str | None = None
+        self.cluster = cluster
+        self._report_backoff(interval)
 
     # -- which jobs -------------------------------------------------------------------------
     def watch(self, job_id: str, user: str) -> None:
@@ -174,6 +179,7 @@ class StatusPoller:
         self._failures = 0
         self._retry_at = float("-inf")
         self.last_error = None
+        self._report_backoff(self.interval)
         self._snapshot = _Snapshot(jobs, users, started)
         self._notify_ended()
 
@@ -182,7 +188,12 @@ class StatusPoller:
         delay = min(self.interval * 2 ** (self._failures - 1), self.max_backoff)
         self._retry_at = self._clock() + delay * (1 + random.uniform(0, self.jitter))
         self.last_error = error
+        self._report_backoff(delay)
         log.warning("status query failed (%d in a row; next try in %.0f s): %s", self._failures, delay, error)
+
+    def _report_backoff(self, interval: float) -> None:
+        if self.cluster:
+            metrics.poller_backoff(self.cluster, self._failures, interval)
 
     def _forget_abandoned(self, query: asyncio.Future) -> None:
         self._abandoned.discard(query)

@@ -39,7 +39,7 @@ class ClusterRuntime:
         runtime = cls.registry.get(key)
         if runtime is None:
             client = ClusterClient(spec)
-            poller = StatusPoller(client.status, interval=interval, min_interval=min_interval)
+            poller = StatusPoller(client.status, interval=interval, min_interval=min_interval, cluster=spec.name)
             runtime = cls.registry[key] = cls(client, poller)
         if runtime.task is None or runtime.task.done():
             runtime.task = asyncio.get_running_loop().create_task(runtime.poller.run_forever())

@@ -28,7 +28,7 @@ from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from . import jobs, lifecycle, porthandler, progress, tls, walltime
+from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
 from .accounts import AccountMapError, check_template, unix_account_name
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
@@ -49,11 +49,13 @@ _SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
 
 
 class SpawnFailed(SpawnException):
-    """The job cannot become a server; the message (with the job's last output) is shown to the user."""
+    """The job cannot become a server; the message (with the job's last output) is shown to the user,
+    ``failure`` is the reason class counted in hpchub_spawn_failures_total."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, failure: metrics.SpawnFailure = metrics.SpawnFailure.ERROR):
         super().__init__(message, reason="hpc-job", status_code=500,
                          message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
+        self.failure = failure
 
 
 class ChoicesRefused(web.HTTPError):
@@ -248,6 +250,10 @@ class HPCSpawner(Spawner):
         self._ended_job: str | None = None
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
+        # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
+        self._metric_labels = ("", "")
+        self._server_state: metrics.ServerState | None = None
+        metrics.SERVERS.track(self)
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
@@ -279,6 +285,7 @@ class HPCSpawner(Spawner):
             setattr(self, key, "")
         self.job_cluster = {}
         self.job_ends = 0  # end_reason stays: JupyterHub clears the state of a server that just ended
+        self._server_state = None
 
     # -- site config and profiles -----------------------------------------------------------
     @property
@@ -454,8 +461,23 @@ class HPCSpawner(Spawner):
         return {key: value for key, value in env.items() if key.startswith(_SECRET_ENV_PREFIXES) or key in self.environment}
 
     async def start(self):
+        """Submit the server's job and wait for its server (see _start_job); a failure is counted by
+        its reason in hpchub's metrics."""
+        began = time.monotonic()
+        self._metric_labels = ("", "")
+        try:
+            return await self._start_job()
+        except BaseException as error:
+            self._server_state = None
+            reason = _spawn_failure(error, time.monotonic() - began, self.start_timeout)
+            metrics.spawn_failed(*self._metric_labels, reason)
+            raise
+
+    async def _start_job(self) -> tuple[str, int]:
         self._events.clear()  # a new spawn: its listeners see none of the last one's events
         request = await self._request_from(self.user_options)
+        self._metric_labels = (request.cluster_name, request.profile.slug)
+        metrics.spawn_started(*self._metric_labels)
         site = self.site
         spec = ClusterSpec.from_site(site, request.cluster_name)
         runtime = self._runtime(spec)
@@ -474,7 +496,8 @@ class HPCSpawner(Spawner):
         try:
             jobs_hub = await self._hub_api_for_jobs(runtime)
         except LoginUnreachable as error:
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}") from None
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
         if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
             env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
                    if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
@@ -493,25 +516,33 @@ class HPCSpawner(Spawner):
             job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
         except AccountRefused as error:
             porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub refuses to start this server: {error}") from None
+            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
         except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
             porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}") from None
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
         except CommandError as error:
             porthandler.forget(self.api_token)
-            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}") from None
+            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
+                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
         except lifecycle.SubmitOutcomeUnknown as error:
             porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}") from None
+            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
+                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = None
         self.job_ends, self.end_reason = 0, ""
-        self.log.info("%s: the submission took %.2f s", self._log_name, time.monotonic() - submitting)
+        submitted, self._server_state = time.monotonic(), metrics.ServerState.WAITING
+        self.log.info("%s: the submission took %.2f s", self._log_name, submitted - submitting)
         self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
                    progress.details(job_id, request.cluster_name, request.queue))
         try:
             host = await self._wait_until_running(runtime, request.queue)
+            self._server_state = metrics.ServerState.STARTING
+            metrics.queue_waited(*self._metric_labels,
+                                 _queue_wait(runtime.poller.view(job_id).status, time.monotonic() - submitted))
             report = await self._wait_for_port(runtime)
             port, self.job_ends = report.port, report.ends or 0
             address, connect_port = await runtime.node_address(host), port
@@ -526,6 +557,8 @@ class HPCSpawner(Spawner):
             porthandler.forget(self.api_token)
         runtime.poller.on_end(job_id, self._ended_callback(job_id))
         self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
+        self._server_state = metrics.ServerState.RUNNING
+        metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
         return address, connect_port
 
     async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
@@ -577,9 +610,11 @@ class HPCSpawner(Spawner):
             status = view.status
             if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
                 why = await self._explain(runtime) or status.scheduler_state
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
+                                  metrics.SpawnFailure.ERROR_STATE)
             if lifecycle.has_ended(view):
-                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)))
+                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)),
+                                  metrics.SpawnFailure.JOB_ENDED)
             if view.presence is Presence.KNOWN and status is not None:
                 if status.state is JobState.RUNNING and status.host:
                     self.job_host = status.host
@@ -587,7 +622,7 @@ class HPCSpawner(Spawner):
                                progress.details(self.job_id, cluster_name, queue_name, status, reasons))
                     return status.host
                 if status.state is JobState.HELD:
-                    raise SpawnFailed(progress.held(self.job_id, status))
+                    raise SpawnFailed(progress.held(self.job_id, status), metrics.SpawnFailure.HELD)
                 if status.state is JobState.UNKNOWN:
                     message = progress.unreadable(self.job_id, status)
                     job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons)
@@ -619,9 +654,11 @@ class HPCSpawner(Spawner):
             view = await runtime.poller.get(self.job_id, max_age=interval)
             if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
                 why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"))
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
+                                  metrics.SpawnFailure.ERROR_STATE)
             if lifecycle.has_ended(view):
-                raise SpawnFailed(await self._failure_text(runtime, "the job ended before the server reported its port"))
+                what = "the job ended before the server reported its port"
+                raise SpawnFailed(await self._failure_text(runtime, what), metrics.SpawnFailure.JOB_ENDED)
 
     async def _explain(self, runtime: ClusterRuntime) -> str | None:
         try:
@@ -710,6 +747,8 @@ class HPCSpawner(Spawner):
         if lifecycle.has_ended(view):
             self._job_ended(runtime, view)
             return 1
+        if self._server_state is None and not self._stop_pending:  # a server that runs since before a hub restart
+            self._server_state = metrics.ServerState.RUNNING
         await self._restore_forwards(runtime)
         return None  # running, or unknown: a scheduler hiccup never stops a server
 
@@ -737,6 +776,7 @@ class HPCSpawner(Spawner):
         if runtime is None:
             return
         job_id, user = self.job_id, self.job_user
+        self._server_state = None
         if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
             self.end_reason = walltime.STOPPED
         runtime.poller.on_end(job_id, None)  # a stop we asked for is no news
@@ -747,6 +787,12 @@ class HPCSpawner(Spawner):
         runtime.close_tunnel(job_id)
         if self.job_key:
             await lifecycle.remove_files(runtime, user, self.job_key)
+
+    def metrics_state(self) -> tuple[str, metrics.ServerState] | None:
+        """(cluster, state) of this server's job for hpchub_servers; None while it has none."""
+        if self._server_state is None or not self.job_id or self.job_id == self._ended_job:
+            return None
+        return str(self.job_cluster.get("name", "")), self._server_state
 
     # -- the hub's home page ----------------------------------------------------------------
     def page_info(self, now: float | None = None) -> dict[str, object]:
@@ -788,6 +834,28 @@ class HPCSpawner(Spawner):
                 sent += 1
                 yield event
             await self._event_added.wait()
+
+
+def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
+    """The reason class of a failed start() that took ``seconds``."""
+    if isinstance(error, SpawnFailed):
+        return error.failure
+    if isinstance(error, asyncio.CancelledError):
+        # JupyterHub cancels start() both when start_timeout runs out and when the pending spawn is cancelled.
+        return metrics.SpawnFailure.TIMEOUT if seconds >= start_timeout - 1 else metrics.SpawnFailure.CANCELLED
+    if isinstance(error, web.HTTPError) and 400 <= error.status_code < 500:
+        return metrics.SpawnFailure.OPTIONS_REFUSED
+    return metrics.SpawnFailure.ERROR
+
+
+def _queue_wait(status: JobStatus | None, measured: float) -> float:
+    """Seconds the job waited: the scheduler's start minus submit time where it says both (no polling
+    delay in it), else ``measured`` (from the submission until hpchub saw the job running)."""
+    if status is not None and status.started is not None and status.submitted is not None:
+        waited = (status.started - status.submitted).total_seconds()
+        if waited >= 0:
+            return waited
+    return measured
 
 
 def _first_line(text: str) -> str:
