@@ -486,7 +486,8 @@ class HPCSpawner(Spawner):
             runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
         except AccountRefused as error:
             raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
-                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}") from None
+                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
         try:
             user = UserAccount.lookup(unix_name)
             job = jobs.server_job(site, request, user, self.name, self.server_command)
