@@ -190,7 +190,7 @@ async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None)
     try:
         queues = {queue.name: queue for queue in await client.queue_info()}
     except (CommandError, ParseError) as error:
-        return findings + [_at(site, "error", ("clusters", name, "scheduler"),
+        return findings + [_at(site, "error", ("clusters", name),
                                f"the {cluster.scheduler} scheduler does not answer: {error}")]
     for queue_name in cluster.queues:
         queue = queues.get(queue_name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -259,6 +260,9 @@ def _environment_where(site: SiteConfig, request: Any) -> str:
 
 def _no_report_problem(site: SiteConfig, request: Any, job: PreparedJob, job_id: str, log: str, host: str | None,
                        ended: bool) -> Problem:
+    if host is None:  # ended before the doctor saw it run: the job script's first line names the host
+        started = re.search(r"^hpchub: job \S+ for \S+ started on (\S+) at ", log, re.MULTILINE)
+        host = started.group(1) if started else None
     on = f" on {host}" if host else ""
     failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _ENVIRONMENT_FAILURES)]
     if failed:

@@ -248,8 +248,13 @@ async def test_a_scheduler_that_does_not_answer_is_reported(tmp_path, monkeypatc
     # No scheduler commands on PATH: the check names the cluster and the failing command.
     monkeypatch.setenv("PATH", str(tmp_path))
     site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
-    (problem,) = await live_problems(site)
+    problems = await live_problems(site)
+    (problem,) = [problem for problem in problems if "does not answer" in problem]
     assert problem.startswith("clusters.slurm: the slurm scheduler does not answer: command `sinfo")
+    # The submit mode's commands are missing too (via: sudo runs them on this host).
+    for command in ("sbatch", "scancel", "squeue"):
+        assert f"clusters.slurm.submit.via: the scheduler command {command} is not found on the PATH" in problems
+    assert "clusters.slurm.submit.via: sudo: 'sudo' is not found" in " ".join(problems)
 
 
 def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():

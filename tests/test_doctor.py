@@ -250,3 +250,25 @@ def test_a_node_port_the_hub_cannot_reach_is_exit_6(hub_api, clean_probes):
     assert " on node1 (10.77.0.11): no answer within 10 s." in result.stdout
     assert f"hub API: {hub_api} reached from node1" in result.stdout  # the other way works
     assert _probe_jobs(site) == []
+
+
+# --- check --live runs the same probe per profile environment -----------------------------------
+
+@pytest.mark.sge
+@pytest.mark.usefixtures("sge_cluster")
+def test_check_live_probes_each_environment_and_names_the_broken_ones_line(clean_probes):
+    site = site_with("sge", "check", broken_profile("sge"))
+    lines = site.read_text().splitlines()
+    environment_line = lines.index("    environment:", lines.index("  - slug: broken")) + 1
+    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", "--live", "--probe-user", USER, str(site)],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"{site}:{environment_line}: profiles[broken].environment: The job's environment did not load on vm: "
+            "hpchub: cannot activate the virtual environment /nonexistent/venv") in result.stderr, result.stderr
+    # The cluster's own environment (profiles small and smp share it and the queue: one probe) loads.
+    venv_line = lines.index("    environment:") + 1  # the cluster's
+    assert f"info: {site}:{venv_line}: clusters.sge.environment: loads on vm (profile small, probe job " in result.stdout
+    assert "profile smp" not in result.stdout
+    assert f"info: {site}:8: clusters.sge.submit.via: /opt/hpchub/venv/bin/hpchub-job runs as {USER} through sudo" \
+        in result.stdout
+    clean_probes.append(_kept_log(result.stderr))
