@@ -35,6 +35,9 @@ from hpchub.doctor import (
     EXIT_NODE_UNREACHABLE,
     EXIT_NOT_STARTED,
     EXIT_OK,
+    Diagnosis,
+    Problem,
+    _judge_report,
 )
 
 USER = "carol"
@@ -121,6 +124,45 @@ def clean_probes() -> Iterator[list[Path]]:
 def _kept_log(output: str) -> Path:
     (path,) = [word.rstrip(".") for word in output.split() if word.startswith(str(HOME)) and ".doctor." in word]
     return Path(path)
+
+
+# --- what the doctor makes of a report (no cluster) -----------------------------------------------
+
+def _report(**changes: object) -> dict:
+    report = {"python": {"executable": "/venv/bin/python3", "version": "3.11.2"},
+              "jupyterhub": {"importable": True, "version": jupyterhub.__version__, "path": "/venv/x"},
+              "singleuser_command": "/venv/bin/jupyterhub-singleuser",
+              "hpchub": {"importable": True, "version": "0.1.0"},
+              "hub_api": {"asked": True, "url": "http://hub:8081/hub/api", "host": "hub", "port": 8081, "tcp": "ok",
+                          "http": 200, "hub_version": jupyterhub.__version__},
+              "node": "node7", "port": 40000}
+    report.update(changes)
+    return report
+
+
+def test_the_exit_code_is_the_failure_that_comes_first_in_a_servers_start():
+    diagnosis = Diagnosis()
+    _judge_report(diagnosis, _report(), "slurm", "http://hub:8081/hub/api")
+    assert diagnosis.problems == [] and diagnosis.exit_code == EXIT_OK
+    unreachable = {"asked": True, "url": "http://hub:8081/hub/api", "host": "hub", "port": 8081,
+                   "tcp": "ConnectionRefusedError: Connection refused"}
+    diagnosis = Diagnosis()
+    _judge_report(diagnosis, _report(hpchub={"importable": False, "error": "ModuleNotFoundError"},
+                                      hub_api=unreachable), "slurm", "http://hub:8081/hub/api")
+    assert [problem.code for problem in diagnosis.problems] == [EXIT_HPCHUB_MISSING, EXIT_HUB_UNREACHABLE]
+    assert diagnosis.exit_code == EXIT_HPCHUB_MISSING
+    assert "nothing listens there; is the hub running" in diagnosis.problems[1].message
+    diagnosis.problems.append(Problem(EXIT_ENVIRONMENT, "..."))
+    assert diagnosis.exit_code == EXIT_ENVIRONMENT
+    # A minor version apart works (a note, no problem); another major version is exit 4.
+    major, minor, *_ = jupyterhub.__version__.split(".")
+    diagnosis = Diagnosis()
+    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": f"{major}.{int(minor) + 1}.0"}),
+                  "slurm", "")
+    assert diagnosis.problems == [] and any("minor versions differ" in fact for fact in diagnosis.facts)
+    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": f"{int(major) - 1}.0.0"},
+                                     singleuser_command=""), "slurm", "")
+    assert [problem.code for problem in diagnosis.problems] == [EXIT_JUPYTERHUB, EXIT_JUPYTERHUB]
 
 
 # --- a server would start -------------------------------------------------------------------------
