@@ -241,7 +241,8 @@ def test_check_live_command(tmp_path):
     missing.write_text(_with_missing_queue("local-slurm.yaml", "nosuch"))
     result = hpchub("check", "--live", str(missing))
     assert result.returncode == 1
-    assert f"{missing}: clusters.slurm.queues.nosuch: the scheduler has no such queue" in result.stderr
+    line = missing.read_text().splitlines().index('      nosuch: {max_walltime: "01:00:00"}') + 1
+    assert f"{missing}:{line}: clusters.slurm.queues.nosuch: the scheduler has no such queue" in result.stderr
 
 
 async def test_a_scheduler_that_does_not_answer_is_reported(tmp_path, monkeypatch):
