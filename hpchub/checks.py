@@ -3,23 +3,30 @@
 Without a scheduler: who could change what jobs run (the site config and the templates must be
 writable by their owner only, and owned by root or the account running the check), and whether
 jobs would run as the hub's own account (``submit.via: local``). With ``--live``: whether each
-cluster's scheduler answers, has every configured queue up, and lets the hub see every job.
+cluster's scheduler answers, has every configured queue up with limits at most the scheduler's,
+lets the hub see every job and hides users' jobs from each other (Slurm PrivateData), whether the
+commands of the submit mode can be run (sudo, ssh; as a probe user), and (a probe job per profile
+environment, hpchub.doctor) whether the environment loads where the jobs run. Each finding names
+the line of the config key it is about. Accounts, QoS and reservations are not checked yet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import pwd
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .cluster import client_for
+from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig
 from .runner import CommandError
-from .schedulers import ParseError, slurm
+from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
 
 Level = Literal["error", "warning", "info"]
 
@@ -28,9 +35,16 @@ Level = Literal["error", "warning", "info"]
 class Finding:
     level: Level  # error: check exits 1; warning and info: reported, exit 0
     message: str
+    line: int | None = None  # the line of the site config key the finding is about
 
     def __str__(self) -> str:
         return f"{self.level}: {self.message}"
+
+
+def _at(site: SiteConfig, level: Level, loc: tuple[str | int, ...], message: str) -> Finding:
+    """A finding about the key at ``loc``: its readable name starts the message, its line goes along."""
+    name, line = site.key(*loc)
+    return Finding(level, f"{name}: {message}", line)
 
 
 def site_findings(site: SiteConfig) -> list[Finding]:
@@ -145,44 +159,204 @@ def slurm_private_data_finding(text: str, uid: int) -> Finding | None:
     return Finding("error", PRIVATE_DATA_JOBS)
 
 
-async def live_findings(site: SiteConfig) -> list[Finding]:
+PRIVATE_DATA_MISSING = ("Slurm PrivateData does not include jobs: every user can list every other user's jobs (their "
+                        "names, nodes and times, and so who runs a server where); set PrivateData=jobs in slurm.conf "
+                        "(the hub, as root or SlurmUser, still sees every job)")
+
+
+async def live_findings(site: SiteConfig, probe_user: str | None = None, probe: bool = True) -> list[Finding]:
     """Ask each cluster's scheduler, as the hub: does it answer, are the configured queues there
-    and up, which queues are not configured (info), and (Slurm) may the hub see every job."""
+    and up with limits within the scheduler's, which queues are not configured (info), (Slurm) may
+    the hub see every job and are users' jobs hidden from each other; can the submit mode's commands
+    run (as ``probe_user``, if given); and, with ``probe`` and a ``probe_user``, does each profile
+    environment load where its jobs run (a probe job each, run at the same time)."""
     findings: list[Finding] = []
     for name in site.clusters:
-        findings += await _cluster_findings(site, name)
+        findings += await _cluster_findings(site, name, probe_user)
+    if not probe:
+        findings.append(Finding("info", "environments not probed (--no-probe)"))
+    elif probe_user is None:
+        findings.append(Finding("info", "environments not probed: give --probe-user USER to run a probe job per "
+                                        "profile environment as USER (or --no-probe)"))
+    else:
+        findings += await environment_findings(site, probe_user)
     return findings
 
 
-async def _cluster_findings(site: SiteConfig, name: str) -> list[Finding]:
+async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None) -> list[Finding]:
     cluster = site.clusters[name]
     client = client_for(site, name)
+    findings = _command_findings(site, name, client)
     try:
         queues = {queue.name: queue for queue in await client.queue_info()}
     except (CommandError, ParseError) as error:
-        return [Finding("error", f"clusters.{name}: the {cluster.scheduler} scheduler does not answer: {error}")]
-    findings: list[Finding] = []
+        return findings + [_at(site, "error", ("clusters", name),
+                               f"the {cluster.scheduler} scheduler does not answer: {error}")]
     for queue_name in cluster.queues:
         queue = queues.get(queue_name)
+        at = ("clusters", name, "queues", queue_name)
         if queue is None:
-            findings.append(Finding("error", f"clusters.{name}.queues.{queue_name}: the scheduler has no such queue "
-                                             f"(it has: {', '.join(sorted(queues)) or 'none'})"))
-        elif not queue.available:
-            findings.append(Finding("error", f"clusters.{name}.queues.{queue_name}: the queue is not up"))
+            findings.append(_at(site, "error", at, f"the scheduler has no such queue "
+                                                   f"(it has: {', '.join(sorted(queues)) or 'none'})"))
+            continue
+        if not queue.available:
+            findings.append(_at(site, "error", at, "the queue is not up"))
+        try:
+            limits = client.backend.parse_queue_limits(
+                (await client.run(client.backend.queue_limits_argv(queue_name))).stdout)
+        except (CommandError, ParseError) as error:
+            findings.append(_at(site, "warning", at, f"cannot read the queue's limits: {error}"))
+            continue
+        findings += queue_limit_findings(site, name, queue_name, limits)
     unconfigured = sorted(set(queues) - set(cluster.queues))
     if unconfigured:
-        findings.append(Finding("info", f"clusters.{name}: queues not in the site config: {', '.join(unconfigured)}"))
+        findings.append(_at(site, "info", ("clusters", name, "queues"),
+                            f"queues not in the site config: {', '.join(unconfigured)}"))
     private_data_argv = client.backend.private_data_argv()
     if private_data_argv is not None:
         try:
             config = (await client.run(private_data_argv)).stdout
         except CommandError as error:
-            findings.append(Finding("warning", f"clusters.{name}: cannot read the Slurm configuration: {error}"))
+            findings.append(_at(site, "warning", ("clusters", name), f"cannot read the Slurm configuration: {error}"))
         else:
             private_data = slurm_private_data_finding(config, os.geteuid())
             if private_data is not None:
-                findings.append(Finding(private_data.level, f"clusters.{name}: {private_data.message}"))
+                findings.append(_at(site, private_data.level, ("clusters", name), private_data.message))
+            else:
+                findings.append(_at(site, "warning", ("clusters", name), PRIVATE_DATA_MISSING))
+    if probe_user is not None:
+        findings += await _as_user_findings(site, name, client, probe_user)
     if not any(finding.level == "error" for finding in findings):
         findings.append(Finding("info", f"clusters.{name}: {cluster.scheduler} answers; queues "
                                         f"{', '.join(cluster.queues)} are up"))
+    return findings
+
+
+# --- a queue's limits against the scheduler's ------------------------------------------------
+
+def queue_limit_findings(site: SiteConfig, cluster_name: str, queue_name: str,
+                         limits: SchedulerQueueLimits) -> list[Finding]:
+    """Errors for every limit of ``clusters.C.queues.Q`` above what the scheduler lets one job have
+    there: the form would offer what the scheduler refuses (or holds forever)."""
+    cluster = site.clusters[cluster_name]
+    queue = cluster.queues[queue_name]
+    at = ("clusters", cluster_name, "queues", queue_name)
+    findings: list[Finding] = []
+
+    def above(key: str, value: object, limit: object, text: str, what: str = "") -> None:
+        findings.append(_at(site, "error", at + (key,), (
+            f"{value} is above the scheduler's limit for queue {queue_name} ({text}){what}: users would be offered "
+            "jobs the scheduler refuses or never starts; lower it, or raise the queue's limit")))
+
+    if queue.max_walltime is not None and limits.walltime_seconds is not None \
+            and queue.max_walltime.seconds > limits.walltime_seconds:
+        above("max_walltime", queue.max_walltime, limits.walltime_seconds, limits.texts.get("walltime", ""))
+    if queue.max_cores is not None and limits.cores_per_node is not None and queue.max_cores > limits.cores_per_node:
+        above("max_cores", queue.max_cores, limits.cores_per_node, limits.texts.get("cores", ""))
+    if queue.max_memory is not None:
+        megabytes = queue.max_memory.megabytes
+        if limits.memory_mb_per_node is not None and megabytes > limits.memory_mb_per_node:
+            above("max_memory", queue.max_memory, limits.memory_mb_per_node, limits.texts.get("memory", ""))
+        if limits.memory_mb_per_slot is not None:
+            # The least cores a job can have is one: all of max_memory on one slot.
+            per_slot = backend_for(cluster.scheduler).memory_per_request_mb(megabytes, 1, cluster.sge.memory_per_slot)
+            if per_slot > limits.memory_mb_per_slot:
+                above("max_memory", queue.max_memory, limits.memory_mb_per_slot, limits.texts.get("memory", ""),
+                      f"; a one-core job with it asks {per_slot}M per slot")
+    if queue.max_nodes is not None:
+        if limits.nodes is not None and queue.max_nodes > limits.nodes:
+            above("max_nodes", queue.max_nodes, limits.nodes, limits.texts.get("nodes", "") or "one host per job")
+        elif limits.nodes_total is not None and queue.max_nodes > limits.nodes_total:
+            above("max_nodes", queue.max_nodes, limits.nodes_total, limits.texts.get("nodes_total", ""),
+                  ", the nodes it has")
+    return findings
+
+
+# --- the commands of the submit mode ---------------------------------------------------------
+
+def _command_findings(site: SiteConfig, name: str, client: ClusterClient) -> list[Finding]:
+    """Where the hub runs the commands itself (via sudo or local): sudo, hpchub-job and the
+    scheduler's commands must be there. Over SSH the login node has them (checked as the user)."""
+    spec = client.spec
+    if spec.via == "ssh":
+        return []
+    findings: list[Finding] = []
+    at = ("clusters", name, "submit", "via")
+    if spec.via == "sudo" and shutil.which(spec.sudo_command) is None:
+        findings.append(_at(site, "error", at, f"sudo: {spec.sudo_command!r} is not found, so no job can be "
+                                               "submitted as its user; install sudo or set submit.sudo_command"))
+    if shutil.which(spec.jobfiles) is None:
+        findings.append(_at(site, "error", at, f"{spec.jobfiles} is not found next to the hub's Python nor on the "
+                                               "PATH: install hpchub into the hub's environment"))
+    backend = client.backend
+    commands = {backend.submit_argv()[0], backend.cancel_argv(["1"])[0], backend.status_argv()[0]}
+    for command in sorted(commands):
+        where = spec.commands_dir if spec.commands_dir and command != backend.submit_argv()[0] else None
+        if shutil.which(command, path=where) is None:
+            findings.append(_at(site, "error", at, f"the scheduler command {command} is not found"
+                                                   f"{' in ' + where if where else ' on the PATH'}"))
+    return findings
+
+
+PROBE_KEY = "hpchub-check-probe"  # a job directory no job has: removing it changes nothing
+
+
+async def _as_user_findings(site: SiteConfig, name: str, client: ClusterClient, user: str) -> list[Finding]:
+    """hpchub-job as ``user`` through the submit mode (sudo -n -u USER, or ssh as USER)."""
+    at = ("clusters", name, "submit", "via")
+    try:
+        await client.run([client.spec.jobfiles, "remove", PROBE_KEY], user=user)
+    except AccountRefused as error:
+        return [_at(site, "error", at, f"probe user: {error}")]
+    except (CommandError, OSError) as error:
+        return [_at(site, "error", at, f"cannot run {client.spec.jobfiles} as {user} through {client.spec.via}: "
+                                       f"{error}; check the sudoers rule (or the login node's keys and sudoers)")]
+    return [_at(site, "info", at, f"{client.spec.jobfiles} runs as {user} through {client.spec.via}")]
+
+
+# --- the environments, where the jobs run ----------------------------------------------------
+
+async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
+    """One probe job (hpchub.doctor) as ``user`` per profile environment and queue (the first profile
+    of each), all at once: does the environment load, is jupyterhub (the hub's major version) and
+    hpchub importable, can the hub reach a port on the node."""
+    from .doctor import (
+        EXIT_ENVIRONMENT,
+        EXIT_HPCHUB_MISSING,
+        EXIT_JUPYTERHUB,
+        EXIT_NO_REPORT,
+        EXIT_NODE_UNREACHABLE,
+        EXIT_NOT_STARTED,
+        diagnose,
+    )
+
+    chosen: dict[str, int] = {}
+    for index, profile in enumerate(site.profiles):
+        cluster = site.clusters[profile.cluster]
+        environment = cluster.environment.extended_by(profile.environment)
+        chosen.setdefault(json.dumps([profile.cluster, profile.queue, environment.model_dump()], sort_keys=True,
+                                     default=str), index)
+    indexes = list(chosen.values())
+    outcomes = await asyncio.gather(*(diagnose(site, site.profiles[index].slug, user, None) for index in indexes),
+                                    return_exceptions=True)
+    findings: list[Finding] = []
+    for index, outcome in zip(indexes, outcomes, strict=True):
+        profile = site.profiles[index]
+        environment_at = (("profiles", index, "environment") if profile.environment is not None
+                          else ("clusters", profile.cluster, "environment"))
+        if isinstance(outcome, BaseException):
+            findings.append(_at(site, "warning", ("profiles", index), f"the probe job could not run: {outcome}"))
+            continue
+        if not outcome.problems:
+            findings.append(_at(site, "info", environment_at, f"loads on {outcome.node} (profile {profile.slug}, "
+                                                              f"probe job {outcome.job_id} as {user})"))
+        for problem in outcome.problems:
+            if problem.code in (EXIT_ENVIRONMENT, EXIT_JUPYTERHUB, EXIT_HPCHUB_MISSING):
+                findings.append(_at(site, "error", environment_at, problem.message))
+            elif problem.code == EXIT_NODE_UNREACHABLE:
+                findings.append(_at(site, "error", ("clusters", profile.cluster, "network"), problem.message))
+            elif problem.code in (EXIT_NOT_STARTED, EXIT_NO_REPORT):
+                findings.append(_at(site, "warning", ("profiles", index), f"not probed: {problem.message}"))
+            else:
+                findings.append(_at(site, "error", ("profiles", index), problem.message))
     return findings

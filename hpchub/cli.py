@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from . import jobs
-from .checks import live_findings, site_findings
+from .checks import Finding, live_findings, site_findings
 from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .jobs import PreparedJob
@@ -97,18 +97,41 @@ def cmd_check(args: argparse.Namespace) -> int:
                 HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name)
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
-        findings = site_findings(site) + (asyncio.run(live_findings(site)) if args.live else [])
-        problems += [f"{path}: {finding.message}" for finding in findings if finding.level == "error"]
+        live = asyncio.run(live_findings(site, args.probe_user, probe=not args.no_probe)) if args.live else []
+        findings = site_findings(site) + live
+        problems += [f"{_where(path, finding)}: {finding.message}" for finding in findings if finding.level == "error"]
         for finding in findings:
             if finding.level != "error":
                 stream = sys.stderr if finding.level == "warning" else sys.stdout
-                print(f"{finding.level}: {path}: {finding.message}", file=stream)
+                print(f"{finding.level}: {_where(path, finding)}: {finding.message}", file=stream)
         if problems:
             print("\n".join(problems), file=sys.stderr)
             failed = True
         else:
             print(f"{path}: ok ({site.site}: {len(site.clusters)} clusters, {len(site.profiles)} profiles)")
     return 1 if failed else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import default_hub_api_url, diagnose, format_diagnosis
+
+    site = load_site_config(args.site)
+    try:
+        cluster_name = site.profile(args.profile).cluster
+    except KeyError:
+        slugs = ", ".join(p.slug for p in site.profiles)
+        raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {slugs})"}) from None
+    hub_api = args.hub_api or default_hub_api_url(site, cluster_name)
+    print(f"hub API URL checked: {hub_api}" + ("" if args.hub_api else " (the default; give --hub-api URL)"))
+    diagnosis = asyncio.run(diagnose(site, args.profile, args.user, hub_api, _parse_sets(args.set),
+                                     start_timeout=args.start_timeout, report_timeout=args.report_timeout,
+                                     say=print))
+    print(format_diagnosis(diagnosis))
+    return diagnosis.exit_code
+
+
+def _where(path: str, finding: Finding) -> str:
+    return f"{path}:{finding.line}" if finding.line else path
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -210,7 +233,12 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate site configs; exit 1 and list every problem")
     check.add_argument("site", nargs="+", help="site config YAML file(s)")
     check.add_argument("--live", action="store_true",
-                       help="also ask each cluster's scheduler: queues present and up, PrivateData (Slurm)")
+                       help="also ask each cluster's scheduler: queues present and up, queue limits within the "
+                            "scheduler's, PrivateData (Slurm), the submit mode's commands, and (with --probe-user) "
+                            "a probe job per profile environment")
+    check.add_argument("--probe-user", metavar="USER",
+                       help="with --live: run hpchub-job and a probe job per profile environment as USER")
+    check.add_argument("--no-probe", action="store_true", help="with --live: no probe jobs")
     check.set_defaults(func=cmd_check)
 
     def job_args(sub: argparse.ArgumentParser) -> None:
@@ -258,6 +286,28 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--user", help="with --server: the user whose named server the link starts")
     link.add_argument("--server", help="with --user: a named server's name")
     link.set_defaults(func=cmd_link)
+
+    from .doctor import EXIT_CODES
+
+    doctor = commands.add_parser(
+        "doctor", help="submit a probe job as a user and say why a server of a profile would not start",
+        description="Submit a probe job AS the user, built like the profile's server job, and report the node's "
+                    "Python, jupyterhub (against the hub's), hpchub, whether the node reaches the hub API and "
+                    "whether the hub reaches a port on the node.",
+        epilog="exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()))
+    doctor.add_argument("site", help="site config YAML file")
+    doctor.add_argument("--profile", required=True, help="profile slug")
+    doctor.add_argument("--user", required=True, help="unix user the probe job runs as")
+    doctor.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a user choice, as for render/submit (e.g. --set queue=long.q); repeatable")
+    doctor.add_argument("--hub-api", default="", metavar="URL",
+                        help="the hub API URL jobs call (default: the cluster's network.to_hub URL, else "
+                             "http://ADDRESS-OF-THIS-HOST:8081/hub/api)")
+    doctor.add_argument("--start-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="how long the probe job may wait in the queue (default 120)")
+    doctor.add_argument("--report-timeout", type=float, default=90.0, metavar="SECONDS",
+                        help="how long a started probe may take to report (default 90)")
+    doctor.set_defaults(func=cmd_doctor)
 
     queues = commands.add_parser("queues", help="live queues: free cores and nodes, running and pending jobs, limits")
     queues.add_argument("site")

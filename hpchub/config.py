@@ -231,10 +231,19 @@ class SiteConfig(_Model):
 
     # Set by load_site_config: where the file was, to resolve relative paths.
     _source: Path | None = pydantic.PrivateAttr(None)
+    # Set by parse_site_config: names and lines of the keys, for checks that name FILE:LINE later.
+    _keys: Any = pydantic.PrivateAttr(None)  # a _PathNamer
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def key(self, *loc: str | int) -> tuple[str, int | None]:
+        """A key's readable name (``profiles[gpu].environment``; a profile is given by its index) and
+        the line it is on (the nearest enclosing key's line when the key itself is not written)."""
+        if self._keys is None:
+            return ".".join(str(part) for part in loc), None
+        return self._keys.name(loc), self._keys.line(loc)
 
     def profile(self, slug: str) -> Profile:
         for profile in self.profiles:
@@ -418,6 +427,7 @@ def parse_site_config(text: str, source: Path | str = "<site config>") -> SiteCo
         problems = [namer.problem(e) for e in error.errors()]
         raise SiteConfigError(source_name, problems) from None
     site._source = Path(source) if isinstance(source, Path) else None
+    site._keys = namer
     problems = [namer.resolve(p) for p in check_references_and_limits(site)]
     if problems:
         raise SiteConfigError(source_name, problems)

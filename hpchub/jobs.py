@@ -44,7 +44,7 @@ SITE_COPY = "site.yaml"
 class PreparedJob:
     """A rendered job, ready to submit, and what the hub must remember about it."""
 
-    kind: str  # "server" | "engines" | "command"
+    kind: str  # "server" | "engines" | "command" | "probe"
     cluster_name: str
     scheduler: str
     user: UserAccount
@@ -119,6 +119,21 @@ def command_job(site: SiteConfig, request: JobRequest, user: UserAccount, comman
     name = server_job_name(user, request.profile.slug)
     context = job_context(site, request, user, Launch(command=tuple(command)), name=name)
     return _prepare("command", site, request, user, name, name, context, template_name(request))
+
+
+PROBE_MARK = ".doctor"
+PROBE_SCRIPT = "probe.py"
+
+
+def probe_job(site: SiteConfig, request: JobRequest, user: UserAccount, probe_args: Sequence[str]) -> PreparedJob:
+    """``hpchub doctor``'s probe: the profile's job (directives, environment block) running the probe
+    (its job file PROBE_SCRIPT, hpchub/probe.py) with the environment's ``python3`` instead of the
+    server. Its own name and a fresh key: it never meets the user's server job or that job's files."""
+    name = f"{server_job_name(user, request.profile.slug)}{PROBE_MARK}"
+    key = f"{name}.{secrets.token_hex(3)}"
+    command = ("python3", f"{job_dir(user, key)}/{PROBE_SCRIPT}", *probe_args)
+    context = job_context(site, request, user, Launch(command=command), name=name)
+    return _prepare("probe", site, request, user, name, key, context, template_name(request))
 
 
 def engine_job(

@@ -241,15 +241,21 @@ def test_check_live_command(tmp_path):
     missing.write_text(_with_missing_queue("local-slurm.yaml", "nosuch"))
     result = hpchub("check", "--live", str(missing))
     assert result.returncode == 1
-    assert f"{missing}: clusters.slurm.queues.nosuch: the scheduler has no such queue" in result.stderr
+    line = missing.read_text().splitlines().index('      nosuch: {max_walltime: "01:00:00"}') + 1
+    assert f"{missing}:{line}: clusters.slurm.queues.nosuch: the scheduler has no such queue" in result.stderr
 
 
 async def test_a_scheduler_that_does_not_answer_is_reported(tmp_path, monkeypatch):
     # No scheduler commands on PATH: the check names the cluster and the failing command.
     monkeypatch.setenv("PATH", str(tmp_path))
     site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
-    (problem,) = await live_problems(site)
+    problems = await live_problems(site)
+    (problem,) = [problem for problem in problems if "does not answer" in problem]
     assert problem.startswith("clusters.slurm: the slurm scheduler does not answer: command `sinfo")
+    # The submit mode's commands are missing too (via: sudo runs them on this host).
+    for command in ("sbatch", "scancel", "squeue"):
+        assert f"clusters.slurm.submit.via: the scheduler command {command} is not found on the PATH" in problems
+    assert "clusters.slurm.submit.via: sudo: 'sudo' is not found" in " ".join(problems)
 
 
 def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():

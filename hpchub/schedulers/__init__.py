@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from . import sge, slurm
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, SchedulerBackend, queue_position
+from .base import (
+    JobState,
+    JobStatus,
+    JobStatuses,
+    ParseError,
+    QueueInfo,
+    SchedulerBackend,
+    SchedulerQueueLimits,
+    queue_position,
+)
 
 BACKENDS: dict[str, SchedulerBackend] = {"slurm": slurm, "sge": sge}
 
@@ -16,6 +25,6 @@ def backend_for(scheduler: str) -> SchedulerBackend:
 
 
 __all__ = [
-    "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "SchedulerBackend", "backend_for",
-    "queue_position",
+    "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "SchedulerBackend",
+    "SchedulerQueueLimits", "backend_for", "queue_position",
 ]

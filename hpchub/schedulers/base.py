@@ -144,6 +144,20 @@ class QueueInfo:
     pending_priorities: tuple[float, ...] = ()
 
 
+@dataclass(frozen=True)
+class SchedulerQueueLimits:
+    """What a queue lets one job have, as the scheduler enforces it (None: no limit there).
+    ``texts`` holds each limit as the scheduler writes it (``MaxTime=04:00:00``), for messages."""
+
+    walltime_seconds: int | None = None
+    cores_per_node: int | None = None
+    memory_mb_per_node: int | None = None  # Slurm MaxMemPerNode
+    memory_mb_per_slot: int | None = None  # Grid Engine h_vmem: per slot of a job
+    nodes: int | None = None  # the most nodes one job may have
+    nodes_total: int | None = None  # the nodes the queue has
+    texts: Mapping[str, str] = field(default_factory=dict)
+
+
 def queue_position(queue: QueueInfo, status: JobStatus) -> int | None:
     """A pending job's place in ``queue``: 1 + the pending jobs there (anybody's) with a higher
     priority. None when the scheduler gave no priority or the job is not pending."""
@@ -230,6 +244,12 @@ class SchedulerBackend(Protocol):
 
     def parse_private_data(self, stdout: str) -> bool:
         """True when other users' jobs are hidden from a user (Slurm ``PrivateData=jobs``)."""
+
+    def queue_limits_argv(self, queue: str) -> list[str]:
+        """The limits the scheduler sets on one job in ``queue`` (``hpchub check --live``)."""
+
+    def parse_queue_limits(self, stdout: str) -> SchedulerQueueLimits:
+        """The limits from ``queue_limits_argv``'s output; ParseError when it names no queue."""
 
 
 class ParseError(ValueError):

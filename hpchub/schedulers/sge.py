@@ -23,6 +23,7 @@ from .base import (
     LazyJobStatus,
     ParseError,
     QueueInfo,
+    SchedulerQueueLimits,
     collector_paused,
     job_statuses,
     set_frozen,
@@ -397,3 +398,72 @@ def parse_queue_info(outputs: Sequence[str]) -> list[QueueInfo]:
         )
         for queue, entry in queues.items()
     ]
+
+
+# --- a queue's limits (hpchub check --live) ---------------------------------------------------
+
+def queue_limits_argv(queue: str) -> list[str]:
+    return ["qconf", "-sq", queue]
+
+
+_SGE_MEMORY_FACTORS = {"": 1, "k": 1000, "K": 1024, "m": 1000**2, "M": 1024**2, "g": 1000**3, "G": 1024**3,
+                       "t": 1000**4, "T": 1024**4}
+_SGE_MEMORY_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kKmMgGtT]?)")
+_HOST_VALUE_RE = re.compile(r"\[[^=\]]+=([^\]]*)\]")
+
+
+def _host_values(text: str) -> list[str]:
+    """A queue attribute's values: the default and each ``[host=value]`` override (qconf -sq)."""
+    default = text.split(",", 1)[0].strip()
+    return [default, *(value.strip() for value in _HOST_VALUE_RE.findall(text))]
+
+
+def parse_sge_time(text: str) -> int | None:
+    """Seconds in a Grid Engine time (``INFINITY``, ``SS``, ``MM:SS``, ``HH:MM:SS``)."""
+    if text.upper() == "INFINITY":
+        return None
+    try:
+        parts = [int(part or 0) for part in text.split(":")]
+    except ValueError:
+        raise ParseError(f"not a Grid Engine time: {text!r}") from None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
+
+
+def parse_sge_memory_mb(text: str) -> int | None:
+    """MiB in a Grid Engine memory value (``INFINITY``, ``4G``, ``4g`` = 4*10^9 bytes, ``512M``)."""
+    if text.upper() == "INFINITY":
+        return None
+    match = _SGE_MEMORY_RE.fullmatch(text)
+    if not match:
+        raise ParseError(f"not a Grid Engine memory value: {text!r}")
+    return int(float(match.group(1)) * _SGE_MEMORY_FACTORS[match.group(2)] // 1024**2)
+
+
+def _most(values: list[int | None]) -> int | None:
+    """The most any host allows (None, no limit, if one host has none)."""
+    return None if any(value is None for value in values) else max(value for value in values if value is not None)
+
+
+def parse_queue_limits(stdout: str) -> SchedulerQueueLimits:
+    """h_rt, slots (cores on one host) and h_vmem (per slot) of a cluster queue, the most any host has."""
+    attributes: dict[str, str] = {}
+    for line in stdout.replace("\\\n", "").splitlines():  # qconf continues long values with a backslash
+        key, _, value = line.strip().partition(" ")
+        if key:
+            attributes[key] = " ".join(value.split())
+    if "qname" not in attributes:
+        raise ParseError(f"qconf printed no queue: {stdout.strip()[:200]!r}")
+    slots = _host_values(attributes.get("slots", "INFINITY"))
+    return SchedulerQueueLimits(
+        walltime_seconds=_most([parse_sge_time(value) for value in _host_values(attributes.get("h_rt", "INFINITY"))]),
+        cores_per_node=_most([None if value.upper() == "INFINITY" else int(value) for value in slots]),
+        memory_mb_per_slot=_most([parse_sge_memory_mb(value)
+                                  for value in _host_values(attributes.get("h_vmem", "INFINITY"))]),
+        nodes=1,  # hpchub's Grid Engine jobs run on one host
+        texts={"walltime": f"h_rt {attributes.get('h_rt', 'INFINITY')}",
+               "cores": f"slots {attributes.get('slots', 'INFINITY')}",
+               "memory": f"h_vmem {attributes.get('h_vmem', 'INFINITY')}"},
+    )

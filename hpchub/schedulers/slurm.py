@@ -23,6 +23,7 @@ from .base import (
     LazyJobStatus,
     ParseError,
     QueueInfo,
+    SchedulerQueueLimits,
     collector_paused,
     job_statuses,
     set_frozen,
@@ -425,3 +426,65 @@ def _expand_one(pattern: str) -> list[str]:
     if "[" not in tail and "[" not in match.group(1):  # one range (node[1-3]): nothing left to expand
         return [head + n + tail for n in names]
     return [expanded for n in names for expanded in _expand_one(head + n + tail)]
+
+
+# --- a partition's limits (hpchub check --live) ------------------------------------------------
+
+def queue_limits_argv(queue: str) -> list[str]:
+    return ["scontrol", "show", "partition", queue, "--oneliner"]
+
+
+_UNLIMITED = ("UNLIMITED", "INFINITE", "NONE", "N/A", "")
+
+
+def parse_slurm_time(text: str) -> int | None:
+    """Seconds in a Slurm time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
+    ``D-HH:MM:SS``); None for UNLIMITED."""
+    if text.upper() in _UNLIMITED:
+        return None
+    days, dash, clock = text.partition("-")
+    if not dash:
+        days, clock = "0", text
+    try:
+        parts = [int(part) for part in clock.split(":")]
+        whole_days = int(days)
+    except ValueError:
+        raise ParseError(f"not a Slurm time: {text!r}") from None
+    if dash:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = 0, parts[0], 0
+    return ((whole_days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _limit_number(text: str) -> int | None:
+    if text.upper() in _UNLIMITED:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ParseError(f"not a Slurm limit: {text!r}") from None
+
+
+def parse_queue_limits(stdout: str) -> SchedulerQueueLimits:
+    """MaxTime, MaxCPUsPerNode, MaxMemPerNode (MB), MaxNodes and TotalNodes of the first partition."""
+    line = next((line for line in stdout.splitlines() if line.startswith("PartitionName=")), None)
+    if line is None:
+        raise ParseError(f"scontrol printed no partition: {stdout.strip()[:200]!r}")
+    fields = dict(word.partition("=")[::2] for word in line.split() if "=" in word)
+    texts = {key: f"{key}={fields[key]}" for key in ("MaxTime", "MaxCPUsPerNode", "MaxMemPerNode", "MaxNodes",
+                                                     "TotalNodes") if key in fields}
+    return SchedulerQueueLimits(
+        walltime_seconds=parse_slurm_time(fields.get("MaxTime", "UNLIMITED")),
+        cores_per_node=_limit_number(fields.get("MaxCPUsPerNode", "UNLIMITED")),
+        memory_mb_per_node=_limit_number(fields.get("MaxMemPerNode", "UNLIMITED")),
+        nodes=_limit_number(fields.get("MaxNodes", "UNLIMITED")),
+        nodes_total=_limit_number(fields.get("TotalNodes", "UNLIMITED")),
+        texts={"walltime": texts.get("MaxTime", ""), "cores": texts.get("MaxCPUsPerNode", ""),
+               "memory": texts.get("MaxMemPerNode", ""), "nodes": texts.get("MaxNodes", ""),
+               "nodes_total": texts.get("TotalNodes", "")},
+    )

@@ -19,7 +19,7 @@ usage() {
 [ $# -le 1 ] || usage
 what=${1:-all}
 
-common=(sudo iproute2 procps psmisc python3-venv util-linux)
+common=(sudo iproute2 iptables procps psmisc python3-venv util-linux)
 slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
 # Never add slurm-wlm-torque: it ships qsub/qstat and conflicts with
 # gridengine-client. Never purge libmunge2: gridengine-client depends on it.

@@ -1,0 +1,388 @@
+"""``hpchub doctor SITE.yaml --profile P --user U``: why would this user's server not start?
+
+It submits a probe job AS the user, built like the profile's server job (the same directives and
+environment block: modules, venv, prologue), that runs hpchub/probe.py with the environment's
+``python3`` instead of the server. The probe reports the node's Python, the ``jupyterhub`` and
+``hpchub`` it can import, and whether it reaches the hub's API; then it listens on a free port and
+the doctor connects to it at the node's address as the hub resolves it. Each failure has its own
+plain-words message with the fix and its own exit code (EXIT_CODES). The probe job is cancelled if
+it still runs and its files are removed, whatever happened; the probe removes its own log when it
+ends (a log kept because the environment failed before Python ran is named in the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import jobs, lifecycle
+from .cluster import ClusterSpec
+from .config import SiteConfig
+from .jobs import PreparedJob
+from .options import OptionsError, resolve_request
+from .poller import Presence
+from .probe import GREETING, REPORT_MARK
+from .render import UserAccount
+from .runner import CommandError
+from .runtime import ClusterRuntime
+from .schedulers import JobState, backend_for
+
+EXIT_OK = 0
+EXIT_CANNOT_RUN = 1  # the doctor itself could not run: the site config, the profile, the account, a command
+EXIT_ENVIRONMENT = 3
+EXIT_JUPYTERHUB = 4
+EXIT_HUB_UNREACHABLE = 5
+EXIT_NODE_UNREACHABLE = 6
+EXIT_NOT_STARTED = 7
+EXIT_HPCHUB_MISSING = 8
+EXIT_NO_REPORT = 9
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "the probe job ran and every check passed",
+    EXIT_CANNOT_RUN: "the doctor could not run (site config, profile, user account, scheduler command)",
+    EXIT_ENVIRONMENT: "the job's environment did not load (module, venv, conda env, no python3)",
+    EXIT_JUPYTERHUB: "jupyterhub missing on the node, or its major version differs from the hub's",
+    EXIT_HUB_UNREACHABLE: "the node cannot reach the hub's API",
+    EXIT_NODE_UNREACHABLE: "the hub cannot reach a port opened on the node",
+    EXIT_NOT_STARTED: "the scheduler refused the job, or it did not start in time",
+    EXIT_HPCHUB_MISSING: "hpchub is not importable on the node (the server job needs hpchub.singleuser)",
+    EXIT_NO_REPORT: "the job started but the probe reported nothing",
+}
+# Several failures at once: the exit code is the one that comes first in a server's start.
+_ORDER = (EXIT_NOT_STARTED, EXIT_ENVIRONMENT, EXIT_NO_REPORT, EXIT_JUPYTERHUB, EXIT_HPCHUB_MISSING,
+          EXIT_HUB_UNREACHABLE, EXIT_NODE_UNREACHABLE)
+
+POLL_INTERVAL = 2.0
+CONNECT_TIMEOUT = 10.0
+# The probe waits this long for the doctor's connection, then ends on its own (and removes its log).
+PROBE_WAIT = 30.0
+DEFAULT_HUB_PORT = 8081  # JupyterHub's hub_port
+
+# What the job script prints when its environment block fails (hpchub/templates/partials/environment.sh.j2)
+_ENVIRONMENT_FAILURES = ("hpchub: module load", "hpchub: the 'module' command", "hpchub: cannot activate",
+                         "python3: command not found", "python3: not found", "exec: python3")
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: int
+    message: str  # plain words, with the fix
+
+
+@dataclass
+class Diagnosis:
+    facts: list[str] = field(default_factory=list)  # what the probe found, line by line
+    problems: list[Problem] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    job_id: str | None = None
+    node: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        codes = {problem.code for problem in self.problems}
+        return next((code for code in _ORDER if code in codes), EXIT_OK)
+
+
+def default_hub_api_url(site: SiteConfig, cluster_name: str) -> str:
+    """The hub API URL jobs use: the cluster's ``network.to_hub`` when it names a URL, else JupyterHub's
+    default for a hub on this host (its hub_port 8081 on the address this host's name resolves to)."""
+    to_hub = site.clusters[cluster_name].network.to_hub
+    if to_hub.startswith(("http://", "https://")):
+        return to_hub.rstrip("/")
+    name = socket.getfqdn()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = name
+    return f"http://{address}:{DEFAULT_HUB_PORT}/hub/api"
+
+
+def hub_jupyterhub_version() -> str | None:
+    try:
+        import jupyterhub
+    except ImportError:
+        return None
+    return str(jupyterhub.__version__)
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def probe_source() -> str:
+    return (Path(__file__).parent / "probe.py").read_text()
+
+
+async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_url: str | None,
+                   options: Mapping[str, str] | None = None, start_timeout: float = 120.0,
+                   report_timeout: float = 90.0, say: Callable[[str], None] | None = None) -> Diagnosis:
+    """Submit the probe job for ``profile_slug`` as ``user_name`` and diagnose what it reports.
+    ``hub_api_url`` None or "": the node's way to the hub is not checked. ``say``: progress lines."""
+    try:
+        profile = site.profile(profile_slug)
+    except KeyError:
+        slugs = ", ".join(p.slug for p in site.profiles)
+        raise OptionsError({"profile": f"no profile {profile_slug!r} (profiles: {slugs})"}) from None
+    request = resolve_request(site, profile, dict(options or {}))
+    user = UserAccount.lookup(user_name)
+    spec = ClusterSpec.from_site(site, request.cluster_name)
+    runtime = ClusterRuntime.get(spec, interval=POLL_INTERVAL, min_interval=POLL_INTERVAL / 2)
+    runtime.client.check_account(user.name)  # AccountRefused before anything is submitted
+    diagnosis = Diagnosis()
+    jobs_hub = hub_api_url or ""
+    if jobs_hub and spec.to_hub != "direct":  # the hub as jobs reach it: a URL, or a reverse forward
+        found = await runtime.hub_api_for_jobs(jobs_hub)
+        if found is not None:
+            jobs_hub = found[0]
+    probe_args = ["--hub-api", jobs_hub, "--node-variable", backend_for(spec.scheduler).NODE_NAME_VARIABLE,
+                  "--wait", f"{PROBE_WAIT:.0f}"]
+    job = jobs.probe_job(site, request, user, probe_args)
+    where = f"profile {profile.slug!r} (cluster {request.cluster_name}, queue {request.queue})"
+    try:
+        job_id = await lifecycle.submit_and_watch(runtime, job, {jobs.PROBE_SCRIPT: probe_source()})
+    except CommandError as error:
+        first = next((line for line in (error.stderr or "").splitlines() if line.strip()), str(error)).strip()
+        if any(word in first.lower() for word in ("unable to contact", "connect failure", "cannot connect")):
+            fix = "the scheduler does not answer: start its controller (or wait for it) and try again."
+        else:
+            fix = (f"make the profile's request fit what the queue and {user.name}'s account allow (`hpchub render` "
+                   "shows the job script; `hpchub check --live` compares the site config with the scheduler).")
+        diagnosis.problems.append(Problem(EXIT_NOT_STARTED, f"The scheduler refused the probe job of {where}: "
+                                                            f"{first}. Fix: {fix}"))
+        return diagnosis
+    except lifecycle.SubmitOutcomeUnknown as error:
+        diagnosis.problems.append(Problem(EXIT_NOT_STARTED, f"Submitting the probe job of {where} failed: {error}. "
+                                                            "Fix: see whether the scheduler answers, then try again."))
+        return diagnosis
+    diagnosis.job_id = job_id
+    if say:
+        say(f"probe job {job_id} submitted as {user.name} ({where})")
+    ended, linger = False, 0.0
+    try:
+        host, ended = await _wait_until_started(runtime, job, job_id, start_timeout, diagnosis)
+        if host is None and not ended:
+            return diagnosis
+        diagnosis.node = host
+        if say and host:
+            say(f"probe job {job_id} runs on {host}")
+        report, log, ended = await _wait_for_report(runtime, job, job_id, report_timeout)
+        if report is None:
+            diagnosis.problems.append(_no_report_problem(site, request, job, job_id, log, host, ended))
+            return diagnosis
+        diagnosis.report = report
+        _judge_report(diagnosis, report, request.cluster_name, jobs_hub)
+        if not ended:
+            address = await runtime.node_address(host or str(report.get("node", "")))
+            if not await _connect_to_probe(diagnosis, address, int(report["port"]), host or str(report.get("node", ""))):
+                linger = PROBE_WAIT  # unreached, the probe ends when its wait is over (and removes its log)
+    finally:
+        await _clean_up(runtime, job, job_id, ended, linger)
+    return diagnosis
+
+
+async def _wait_until_started(runtime: ClusterRuntime, job: PreparedJob, job_id: str, timeout: float,
+                              diagnosis: Diagnosis) -> tuple[str | None, bool]:
+    """(the job's node, whether it already ended); a problem and (None, False) when it did not start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await runtime.poller.get(job_id, max_age=POLL_INTERVAL)
+        status = view.status
+        if lifecycle.has_ended(view):
+            return (status.host if status else None), True
+        if view.presence is Presence.KNOWN and status is not None:
+            if status.state is JobState.RUNNING and status.host:
+                return status.host, False
+            if lifecycle.is_stuck(view) or time.monotonic() >= deadline:
+                reason = await _scheduler_reason(runtime, job_id, status.reason)
+                what = ("is held or in an error state" if lifecycle.is_stuck(view)
+                        else f"did not start within {timeout:.0f} s")
+                diagnosis.problems.append(Problem(EXIT_NOT_STARTED, (
+                    f"The probe job {job_id} {what} ({status.scheduler_state}{': ' + reason if reason else ''}). "
+                    "Fix: servers of this profile would wait the same way: free the queue or pick another "
+                    "(`hpchub queues`), release a hold, or give the doctor more time (--start-timeout).")))
+                return None, False
+        elif time.monotonic() >= deadline:
+            diagnosis.problems.append(Problem(EXIT_NOT_STARTED, (
+                f"The scheduler has not answered about probe job {job_id} for {timeout:.0f} s ({view.error}). "
+                "Fix: check that the scheduler's status command works for the hub's account.")))
+            return None, False
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _scheduler_reason(runtime: ClusterRuntime, job_id: str, reason: str | None) -> str:
+    try:
+        explained = await runtime.client.explain(job_id)
+    except CommandError:
+        explained = None
+    return explained or (runtime.client.backend.REASON_TEXT.get(reason, reason) if reason else "")
+
+
+async def _wait_for_report(runtime: ClusterRuntime, job: PreparedJob, job_id: str,
+                           timeout: float) -> tuple[dict[str, Any] | None, str, bool]:
+    """(the probe's report or None, the log's tail, whether the job ended)."""
+    deadline = time.monotonic() + timeout
+    log, ended = "", False
+    while True:
+        try:
+            log = await runtime.client.read_log_tail(job.user.name, job.log_name(job_id), 200)
+        except CommandError:
+            pass  # not written yet
+        for line in log.splitlines():
+            if line.startswith(REPORT_MARK):
+                try:
+                    return json.loads(line[len(REPORT_MARK):]), log, ended
+                except ValueError:
+                    break
+        if ended or time.monotonic() >= deadline:
+            return None, log, ended
+        view = await runtime.poller.get(job_id, max_age=POLL_INTERVAL)
+        ended = lifecycle.has_ended(view)  # one more read of the log after the end: it may just have come
+        if not ended:
+            await asyncio.sleep(1.0)
+
+
+def _environment_where(site: SiteConfig, request: Any) -> str:
+    """FILE:LINE of the environment block the job used (the profile's, else its cluster's)."""
+    index = site.profiles.index(request.profile)
+    if request.profile.environment is not None:
+        name, line = site.key("profiles", index, "environment")
+    else:
+        name, line = site.key("clusters", request.cluster_name, "environment")
+    return f"{site.source or 'the site config'}{f':{line}' if line else ''} ({name})"
+
+
+def _no_report_problem(site: SiteConfig, request: Any, job: PreparedJob, job_id: str, log: str, host: str | None,
+                       ended: bool) -> Problem:
+    if host is None:  # ended before the doctor saw it run: the job script's first line names the host
+        started = re.search(r"^hpchub: job \S+ for \S+ started on (\S+) at ", log, re.MULTILINE)
+        host = started.group(1) if started else None
+    on = f" on {host}" if host else ""
+    failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _ENVIRONMENT_FAILURES)]
+    if failed:
+        return Problem(EXIT_ENVIRONMENT, (
+            f"The job's environment did not load{on}: {failed[0]}. Fix: make every module and the venv of "
+            f"{_environment_where(site, request)} exist on the compute nodes and be readable by {job.user.name} "
+            f"(try `module avail` / `ls VENV/bin/activate` on a node), or correct that block. The job's log "
+            f"{job.log_path(job_id)} is kept."))
+    tail = " | ".join(line.strip() for line in log.splitlines()[-5:] if line.strip()) or "(empty)"
+    what = "ended" if ended else "ran"
+    return Problem(EXIT_NO_REPORT, (
+        f"The probe job {job_id} {what}{on} but the probe reported nothing; its log ends: {tail}. Fix: read "
+        f"{job.log_path(job_id)}: the profile's prologue or directives may end the job early, or the node is "
+        "overloaded (try --report-timeout)."))
+
+
+def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name: str, hub_api_url: str) -> None:
+    node = str(report.get("node", "the node"))
+    python = report.get("python", {})
+    diagnosis.facts.append(f"python: {python.get('version')} at {python.get('executable')} on {node}")
+    hub_version = hub_jupyterhub_version()
+    jupyterhub = report.get("jupyterhub", {})
+    if not jupyterhub.get("importable"):
+        diagnosis.facts.append(f"jupyterhub: not importable ({jupyterhub.get('error')})")
+        diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+            f"jupyterhub is not importable by {python.get('executable')} on {node} ({jupyterhub.get('error')}). "
+            f"Fix: install jupyterhub=={hub_version or 'THE_HUB_VERSION'} (with hpchub) into the environment the "
+            "profile's jobs use.")))
+    else:
+        node_version = str(jupyterhub.get("version"))
+        diagnosis.facts.append(f"jupyterhub: {node_version} on the node, {hub_version or 'none'} on the hub")
+        if hub_version and _major(node_version) != _major(hub_version):
+            diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+                f"jupyterhub {node_version} on {node} ({jupyterhub.get('path')}), {hub_version} on the hub: the "
+                f"single-user server and the hub must have the same major version. Fix: pip install "
+                f"'jupyterhub=={hub_version}' into the jobs' environment (or upgrade the hub to match).")))
+        elif hub_version and node_version.split(".")[:2] != hub_version.split(".")[:2]:
+            diagnosis.facts.append("  (minor versions differ: works, but JupyterHub logs a warning at each start)")
+        if not report.get("singleuser_command"):
+            diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+                f"jupyterhub-singleuser is not on the PATH on {node} after the environment loaded. Fix: install "
+                "jupyterhub into the jobs' environment (its bin directory must be on the PATH the job gets).")))
+    hpchub = report.get("hpchub", {})
+    if hpchub.get("importable"):
+        diagnosis.facts.append(f"hpchub: {hpchub.get('version')} on the node")
+    else:
+        diagnosis.facts.append(f"hpchub: not importable ({hpchub.get('error')})")
+        diagnosis.problems.append(Problem(EXIT_HPCHUB_MISSING, (
+            f"hpchub is not importable by {python.get('executable')} on {node} ({hpchub.get('error')}): the server "
+            "job loads hpchub.singleuser to report its port. Fix: install hpchub (the hub's version) into the jobs' "
+            "environment.")))
+    api = report.get("hub_api", {})
+    if not api.get("asked"):
+        return
+    if api.get("tcp") == "ok":
+        answer = api.get("http")
+        diagnosis.facts.append(f"hub API: {api.get('url')} reached from {node} (HTTP {answer}"
+                               f"{', JupyterHub ' + api['hub_version'] if api.get('hub_version') else ''})")
+        return
+    diagnosis.facts.append(f"hub API: {api.get('url')} NOT reached from {node}: {api.get('tcp')}")
+    refused = "Refused" in str(api.get("tcp"))
+    diagnosis.problems.append(Problem(EXIT_HUB_UNREACHABLE, (
+        f"The node {node} cannot reach the hub's API at {api.get('url')} ({api.get('tcp')}"
+        f"{': nothing listens there; is the hub running, on this address and port?' if refused else ''}): "
+        f"servers there would never report their port. Fix: let the compute nodes connect to {api.get('host')}:{api.get('port')} "
+        "(firewall), make the hub listen on an address the nodes reach (c.JupyterHub.hub_ip or hub_connect_url), "
+        f"or set clusters.{cluster_name}.network.to_hub (reverse, or a URL the nodes reach). If the hub listens "
+        "elsewhere, give the doctor its API URL with --hub-api.")))
+
+
+async def _connect_to_probe(diagnosis: Diagnosis, address: str, port: int, node: str) -> bool:
+    """Connect to the probe's port as the hub would connect to a server there; whether it connected."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), CONNECT_TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as error:
+        why = f"no answer within {CONNECT_TIMEOUT:.0f} s" if isinstance(error, asyncio.TimeoutError) else str(error)
+        diagnosis.facts.append(f"node port: {address}:{port} NOT reached from the hub: {why}")
+        diagnosis.problems.append(Problem(EXIT_NODE_UNREACHABLE, (
+            f"The hub cannot connect to port {port} on {node} ({address}): {why}. Servers listen on a free port "
+            "there, so the hub could never reach one. Fix: let the hub host connect to the compute nodes' ports "
+            "1024-65535 (their firewall), check that the hub resolves the node to an address it can route to, "
+            "or use network.to_servers: tunnel (with submit via: ssh).")))
+        return False
+    try:
+        greeting = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT)
+        writer.write(b"done\n")
+        await writer.drain()
+    except (OSError, asyncio.TimeoutError):
+        greeting = b""
+    finally:
+        writer.close()
+    if greeting == GREETING:
+        diagnosis.facts.append(f"node port: the hub reached the probe at {address}:{port}")
+    else:
+        diagnosis.problems.append(Problem(EXIT_NODE_UNREACHABLE, (
+            f"Something at {address}:{port} answered, but not the probe on {node} (the hub resolves {node} to "
+            f"{address}). Fix: make the node's name resolve, for the hub, to the node itself (DNS, /etc/hosts, "
+            "Slurm NodeAddr).")))
+    return True
+
+
+async def _clean_up(runtime: ClusterRuntime, job: PreparedJob, job_id: str, ended: bool, linger: float) -> None:
+    """The probe ends on its own once the doctor is done with it (or ``linger`` seconds later, when the
+    doctor could not reach it) and removes its log then; cancel it if it still runs after that. Remove
+    its job files."""
+    user = job.user.name
+    deadline = time.monotonic() + 10 + linger
+    while not ended and time.monotonic() < deadline:
+        ended = lifecycle.has_ended(await runtime.poller.get(job_id, max_age=1.0))
+        if not ended:
+            await asyncio.sleep(1.0)
+    if not ended:
+        await lifecycle.cancel_and_wait(runtime, user, job_id, job.name, timeout=30, interval=1.0)
+    await lifecycle.remove_files(runtime, user, job.key)
+
+
+def format_diagnosis(diagnosis: Diagnosis) -> str:
+    lines = [*diagnosis.facts]
+    for problem in diagnosis.problems:
+        lines.append(f"PROBLEM ({problem.code}): {problem.message}")
+    if not diagnosis.problems:
+        lines.append("ok: a server of this profile can start for this user")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""``hpchub doctor``'s probe: runs on a compute node, as the user, inside a job built like the
+user's server job (its environment block ran first), with whatever ``python3`` that environment
+gives. It imports nothing of hpchub (whether hpchub is importable is one of its questions) and only
+the standard library, so it runs wherever a Python 3 does.
+
+It prints one line, ``hpchub-doctor-report {JSON}``: the Python, the ``jupyterhub`` and ``hpchub``
+it can import, ``jupyterhub-singleuser`` on the PATH, whether it reaches the hub's API, the node's
+name, and the port it listens on. Then it waits for ``hpchub doctor`` to connect to that port,
+greets it, and removes its own output file (the job's log) before it ends, also when it is
+cancelled, so a probe leaves nothing in the user's home.
+
+    python3 probe.py --hub-api URL --node-variable SLURMD_NODENAME --wait SECONDS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+REPORT_MARK = "hpchub-doctor-report "
+GREETING = b"hpchub-doctor-probe\n"
+CONNECT_TIMEOUT = 10.0
+
+
+def _module_version(name: str) -> dict[str, Any]:
+    try:
+        module = __import__(name)
+    except Exception as error:  # an import can fail in any way: report it, never stop the probe
+        return {"importable": False, "error": f"{type(error).__name__}: {error}"}
+    return {"importable": True, "version": str(getattr(module, "__version__", "")),
+            "path": str(getattr(module, "__file__", ""))}
+
+
+def _hub_api(url: str) -> dict[str, Any]:
+    """Can this node open a TCP connection to the hub API's host and port, and what does GET answer?"""
+    if not url:
+        return {"asked": False}
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    result: dict[str, Any] = {"asked": True, "url": url, "host": host, "port": port}
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            pass
+    except socket.timeout:  # noqa: UP041  (not TimeoutError before Python 3.10: the node may be older)
+        result["tcp"] = f"no answer within {CONNECT_TIMEOUT:.0f} s (a firewall dropping the connection?)"
+        return result
+    except OSError as error:
+        result["tcp"] = f"{type(error).__name__}: {error.strerror or error}"
+        return result
+    result["tcp"] = "ok"
+    result["tcp_seconds"] = round(time.monotonic() - started, 3)
+    try:  # JupyterHub answers GET /hub/api with its version, no token needed
+        context = ssl.create_default_context()
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=CONNECT_TIMEOUT, context=context) as answer:
+            result["http"] = answer.status
+            body = answer.read(4096)
+        result["hub_version"] = str(json.loads(body.decode()).get("version", ""))
+    except urllib.error.HTTPError as error:
+        result["http"] = error.code
+    except Exception as error:  # TLS, a proxy, not JSON: TCP worked, report what HTTP said
+        result["http"] = f"{type(error).__name__}: {error}"
+    return result
+
+
+def _own_log() -> str | None:
+    """The job's output file (this process's stdout), if it is an hpchub log of this user."""
+    try:
+        path = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return None
+    logs = os.path.join(os.path.expanduser("~"), ".hpchub", "logs") + os.sep
+    return path if path.startswith(logs) and path.endswith(".log") else None
+
+
+def _remove_own_log() -> None:
+    path = _own_log()
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _remove_own_log()
+    os._exit(128 + signum)
+
+
+def report(hub_api: str, node_variable: str, listener: socket.socket) -> dict[str, Any]:
+    return {
+        "python": {"executable": sys.executable, "version": ".".join(str(part) for part in sys.version_info[:3]),
+                   "python3_on_path": shutil.which("python3") or ""},
+        "jupyterhub": _module_version("jupyterhub"),
+        "singleuser_command": shutil.which("jupyterhub-singleuser") or "",
+        "hpchub": _module_version("hpchub"),
+        "hub_api": _hub_api(hub_api),
+        "node": os.environ.get(node_variable, "") or socket.gethostname(),
+        "hostname": socket.gethostname(),
+        "port": listener.getsockname()[1],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="probe.py")
+    parser.add_argument("--hub-api", default="")
+    parser.add_argument("--node-variable", default="HOSTNAME")
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for hpchub doctor to connect")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("0.0.0.0", 0))  # a free port, as the server's port 0
+        listener.listen(1)
+        print(REPORT_MARK + json.dumps(report(args.hub_api, args.node_variable, listener)), flush=True)
+        listener.settimeout(args.wait)
+        try:
+            connection, peer = listener.accept()
+        except socket.timeout:  # noqa: UP041  (not TimeoutError before Python 3.10: the node may be older)
+            print(f"hpchub doctor did not connect within {args.wait:.0f} s", flush=True)
+            return 0
+        with connection:
+            connection.settimeout(CONNECT_TIMEOUT)
+            connection.sendall(GREETING)
+            try:
+                connection.recv(64)  # "done", or the doctor closing the connection
+            except OSError:
+                pass
+        print(f"hpchub doctor connected from {peer[0]}", flush=True)
+        return 0
+    finally:
+        listener.close()
+        _remove_own_log()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
