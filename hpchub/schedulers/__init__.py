@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from . import sge, slurm
-from .base import JobState, JobStatus, JobStatuses, ParseError, QueueInfo, SchedulerBackend, queue_position
+from .base import (
+    Allocations,
+    JobState,
+    JobStatus,
+    JobStatuses,
+    ParseError,
+    QueueInfo,
+    Reservation,
+    SchedulerBackend,
+    queue_position,
+)
 
 BACKENDS: dict[str, SchedulerBackend] = {"slurm": slurm, "sge": sge}
 
@@ -16,6 +26,6 @@ def backend_for(scheduler: str) -> SchedulerBackend:
 
 
 __all__ = [
-    "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "SchedulerBackend", "backend_for",
-    "queue_position",
+    "Allocations", "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "Reservation",
+    "SchedulerBackend", "backend_for", "queue_position",
 ]

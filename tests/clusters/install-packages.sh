@@ -20,6 +20,8 @@ what=${1:-all}
 
 common=(sudo iproute2 procps psmisc python3-venv util-linux)
 slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
+# Slurm accounting (slurm.sh starts MariaDB and slurmdbd itself, never the packages' services).
+slurm_accounting=(slurmdbd mariadb-server)
 # Never add slurm-wlm-torque: it ships qsub/qstat and conflicts with
 # gridengine-client. Never purge libmunge2: gridengine-client depends on it.
 sge=(gridengine-master gridengine-exec gridengine-client)
@@ -30,8 +32,8 @@ ssh=(openssh-server openssh-client)
 browser=(chromium)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${browser[@]}" "${common[@]}") ;;
-    slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${sge[@]}" "${ssh[@]}" "${browser[@]}" "${common[@]}") ;;
+    slurm) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
     login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
     -h | --help) usage ;;
