@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from . import sge, slurm
 from .base import (
+    Allocations,
     JobState,
     JobStatus,
     JobStatuses,
     ParseError,
     QueueInfo,
+    Reservation,
     SchedulerBackend,
     SchedulerQueueLimits,
     queue_position,
@@ -25,6 +27,6 @@ def backend_for(scheduler: str) -> SchedulerBackend:
 
 
 __all__ = [
-    "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "SchedulerBackend",
-    "SchedulerQueueLimits", "backend_for", "queue_position",
+    "Allocations", "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "Reservation",
+    "SchedulerBackend", "SchedulerQueueLimits", "backend_for", "queue_position",
 ]

@@ -158,6 +158,54 @@ class SchedulerQueueLimits:
     texts: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """An advance reservation (Slurm reservation, Grid Engine AR) as the scheduler lists it. Times are
+    the scheduler's local time without a zone, as it prints them (like JobStatus's)."""
+
+    name: str
+    # What a job names to run in it: Slurm ``--reservation=NAME``, Grid Engine ``-ar NUMBER``.
+    reservation_id: str
+    start: datetime | None
+    end: datetime | None
+    active: bool  # open now (Slurm State=ACTIVE, Grid Engine state r)
+    users: tuple[str, ...] = ()  # who may use it; a leading "-" on each (Slurm): everybody but them
+    groups: tuple[str, ...] = ()  # unix groups whose members may use it
+    accounts: tuple[str, ...] = ()  # Slurm: jobs charged to one of these ("-" as for users)
+    queue: str | None = None  # partition / queue it holds, None: not tied to one
+    nodes: tuple[str, ...] = ()
+    state: str = ""  # in the scheduler's words
+
+    def admits(self, user: str, groups: Sequence[str] = (), accounts: Sequence[str] = ()) -> bool:
+        """Whether ``user`` (member of ``groups``, allowed to charge ``accounts``) may run a job in it:
+        by user or group if it names any, and with one of its accounts if it names any (Slurm wants both)."""
+        by_name = bool(self.users) and _listed(self.users, [user]) or bool(self.groups) and _listed(self.groups, groups)
+        if (self.users or self.groups) and not by_name:
+            return False
+        return not self.accounts or _listed(self.accounts, accounts)
+
+
+def _listed(entries: Sequence[str], names: Sequence[str]) -> bool:
+    """One of ``names`` is in ``entries``; entries that all start with "-" list who is left out."""
+    if entries and all(entry.startswith("-") for entry in entries):
+        excluded = {entry[1:] for entry in entries}
+        return any(name not in excluded for name in names)
+    return not set(entries).isdisjoint(names)
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """What one user may charge and use on one cluster, as the scheduler says."""
+
+    # Slurm accounts (associations of the cluster) / Grid Engine projects the user may name, sorted.
+    accounts: tuple[str, ...]
+    default_account: str | None  # charged when a job names none (Slurm DefaultAccount, SGE default_project)
+    qos: tuple[str, ...] = ()  # every QoS the user may ask for with some account, sorted (Grid Engine: none)
+    qos_by_account: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_qos: str | None = None  # of the default account (None: the scheduler's own default)
+    reservations: tuple[Reservation, ...] = ()  # those the user may use, open or not yet
+
+
 def queue_position(queue: QueueInfo, status: JobStatus) -> int | None:
     """A pending job's place in ``queue``: 1 + the pending jobs there (anybody's) with a higher
     priority. None when the scheduler gave no priority or the job is not pending."""
@@ -250,6 +298,21 @@ class SchedulerBackend(Protocol):
 
     def parse_queue_limits(self, stdout: str) -> SchedulerQueueLimits:
         """The limits from ``queue_limits_argv``'s output; ParseError when it names no queue."""
+    def allocations_argvs(self, user: str, outputs: Sequence[str]) -> list[list[str]]:
+        """The next commands for ``user``'s allocations, given the outputs of all earlier ones
+        (none at first); [] when ``parse_allocations`` has all it needs. The caller loops:
+        ``while argvs := allocations_argvs(user, outputs): outputs += [stdout of each argv]``.
+        (Grid Engine needs three rounds: the projects' access lists are found in the projects.)"""
+
+    def parse_allocations(self, user: str, groups: Sequence[str], outputs: Sequence[str]) -> Allocations:
+        """``user``'s accounts/projects, QoS and the reservations open to them (``groups``: the
+        user's unix groups, for reservations and access lists that name groups)."""
+
+    def reservations_argvs(self, outputs: Sequence[str]) -> list[list[str]]:
+        """As ``allocations_argvs``, for every reservation of the cluster."""
+
+    def parse_reservations(self, outputs: Sequence[str]) -> tuple[Reservation, ...]:
+        ...
 
 
 class ParseError(ValueError):

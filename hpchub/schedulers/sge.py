@@ -18,11 +18,13 @@ from datetime import datetime
 from functools import cached_property
 
 from .base import (
+    Allocations,
     JobState,
     JobStatuses,
     LazyJobStatus,
     ParseError,
     QueueInfo,
+    Reservation,
     SchedulerQueueLimits,
     collector_paused,
     job_statuses,
@@ -467,3 +469,128 @@ def parse_queue_limits(stdout: str) -> SchedulerQueueLimits:
                "cores": f"slots {attributes.get('slots', 'INFINITY')}",
                "memory": f"h_vmem {attributes.get('h_vmem', 'INFINITY')}"},
     )
+# -- allocations: projects and advance reservations ---------------------------------------------------
+
+def _allocation_plan(user: str, outputs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(what, argv) of every command the outputs so far call for, in order: round one lists the
+    projects, the user objects and the reservations; round two shows each project, the user's
+    object and the reservations' details; round three the access lists the projects name."""
+    plan: list[tuple[str, list[str]]] = [("projects", ["qconf", "-sprjl"]), ("users", ["qconf", "-suserl"]),
+                                         ("reservations", ["qrstat", "-xml", "-u", "*"])]
+    if len(outputs) < len(plan):
+        return plan
+    projects, users, reservations = (_lines(text) for text in outputs[:3])
+    plan += [("project", ["qconf", "-sprj", project]) for project in projects]
+    if user in users:
+        plan.append(("user", ["qconf", "-suser", user]))
+    plan += [(what, argv) for what, argv in _reservation_details(outputs[2])]
+    if len(outputs) < len(plan):
+        return plan
+    lists = sorted({name for what, output in zip((w for w, _ in plan), outputs, strict=False) if what == "project"
+                    for key in ("acl", "xacl") for name in _qconf_list(_qconf_fields(output).get(key, ""))})
+    if lists:
+        plan.append(("usersets", ["qconf", "-su", ",".join(lists)]))
+    return plan
+
+
+def _lines(text: str) -> list[str]:
+    """A qconf -s*l answer: one name a line (none: qconf prints "no ... defined" and exits 1)."""
+    return [line.strip() for line in text.splitlines() if line.strip() and " " not in line.strip()]
+
+
+def _qconf_fields(text: str) -> dict[str, str]:
+    """``key value`` lines (qconf -sprj, -suser) -> key: value."""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key:
+            fields[key] = value.strip()
+    return fields
+
+
+def _qconf_list(text: str) -> list[str]:
+    return [] if text.strip() in ("", "NONE") else [name for name in re.split(r"[,\s]+", text.strip()) if name]
+
+
+def _reservation_details(qrstat_out: str) -> list[tuple[str, list[str]]]:
+    ids = [_text(summary, "id") for summary in _parse_xml(qrstat_out, "qrstat -xml").iter("ar_summary")]
+    return [("reservation details", ["qrstat", "-xml", "-ar", ",".join(ids)])] if ids else []
+
+
+def allocations_argvs(user: str, outputs: Sequence[str]) -> list[list[str]]:
+    """Up to three rounds (see ``_allocation_plan``). ``qconf -sprjl`` exits 1 when the cluster has no
+    project: read that as an empty answer."""
+    return [argv for _, argv in _allocation_plan(user, outputs)[len(outputs):]]
+
+
+def parse_allocations(user: str, groups: Sequence[str], outputs: Sequence[str]) -> Allocations:
+    """The projects whose access lists (``acl``, none: everybody) hold the user or one of their groups
+    (``@group``) and whose ``xacl`` does not; the default project of the user's object. Grid Engine has
+    no QoS."""
+    plan = _allocation_plan(user, outputs)
+    answers = list(zip((what for what, _ in plan), outputs, strict=False))
+    members: dict[str, set[str]] = {}
+    for what, output in answers:
+        if what == "usersets":
+            for block in re.split(r"\n(?=name\s)", output.strip()):
+                fields = _qconf_fields(block)
+                if "name" in fields:
+                    members[fields["name"]] = set(_qconf_list(fields.get("entries", "")))
+    names = {user, *(f"@{group}" for group in groups)}
+
+    def in_lists(lists: list[str]) -> bool:
+        return any(names & members.get(name, set()) for name in lists)
+
+    accounts = []
+    default_account = None
+    for what, output in answers:
+        fields = _qconf_fields(output)
+        if what == "project" and "name" in fields:
+            acl, xacl = _qconf_list(fields.get("acl", "")), _qconf_list(fields.get("xacl", ""))
+            if (not acl or in_lists(acl)) and not in_lists(xacl):
+                accounts.append(fields["name"])
+        elif what == "user" and fields.get("default_project", "NONE") != "NONE":
+            default_account = fields["default_project"]
+    details = next((output for what, output in answers if what == "reservation details"), "")
+    reservations = _parse_reservation_details(details) if details else ()
+    project_names = tuple(sorted(accounts))
+    return Allocations(
+        accounts=project_names,
+        default_account=default_account if default_account in project_names else None,
+        reservations=tuple(reservation for reservation in reservations if reservation.admits(user, groups)),
+    )
+
+
+def reservations_argvs(outputs: Sequence[str]) -> list[list[str]]:
+    if not outputs:
+        return [["qrstat", "-xml", "-u", "*"]]
+    return [argv for _, argv in _reservation_details(outputs[0])] if len(outputs) == 1 else []
+
+
+def parse_reservations(outputs: Sequence[str]) -> tuple[Reservation, ...]:
+    return _parse_reservation_details(outputs[1]) if len(outputs) > 1 else ()
+
+
+def _parse_reservation_details(stdout: str) -> tuple[Reservation, ...]:
+    """``qrstat -xml -ar IDS``: one <ar_summary> each, with the granted queue instances and the
+    access list (``qrsub -u``: users, and ``@group``s)."""
+    reservations = []
+    for summary in _parse_xml(stdout, "qrstat -xml -ar").iter("ar_summary"):
+        instances = [slot.get("queue_instance", "") for slot in summary.iter("granted_slots")]
+        queues = sorted({instance.partition("@")[0] for instance in instances if instance})
+        # Without an access list (qrsub without -u) only the owner may use it.
+        entries = [acl.get("user", "") for acl in summary.iter("acl") if acl.get("user")] or [_text(summary, "owner")]
+        state = _text(summary, "state")
+        reservations.append(Reservation(
+            name=_text(summary, "name") or _text(summary, "id"),
+            reservation_id=_text(summary, "id"),
+            start=_time(_text(summary, "start_time")),
+            end=_time(_text(summary, "end_time")),
+            active="r" in state,
+            users=tuple(entry for entry in entries if not entry.startswith("@")),
+            groups=tuple(entry[1:] for entry in entries if entry.startswith("@")),
+            queue=queues[0] if len(queues) == 1 else None,
+            nodes=tuple(dict.fromkeys(instance.partition("@")[2] for instance in instances if "@" in instance)),
+            state=state,
+        ))
+    return tuple(reservations)

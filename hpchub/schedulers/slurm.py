@@ -17,12 +17,14 @@ from datetime import datetime
 from functools import cached_property
 
 from .base import (
+    Allocations,
     JobState,
     JobStatus,
     JobStatuses,
     LazyJobStatus,
     ParseError,
     QueueInfo,
+    Reservation,
     SchedulerQueueLimits,
     collector_paused,
     job_statuses,
@@ -488,3 +490,101 @@ def parse_queue_limits(stdout: str) -> SchedulerQueueLimits:
                "memory": texts.get("MaxMemPerNode", ""), "nodes": texts.get("MaxNodes", ""),
                "nodes_total": texts.get("TotalNodes", "")},
     )
+# -- allocations: accounts, QoS and reservations (sacctmgr needs slurmdbd) --------------------------
+
+_ASSOC_FIELDS = "cluster,user,defaultaccount,account,partition,qos,defaultqos"
+_RESERVATIONS_ARGV = ["scontrol", "show", "reservation", "--oneliner"]
+
+
+def allocations_argvs(user: str, outputs: Sequence[str]) -> list[list[str]]:
+    """One round: the user's associations (every cluster of the slurmdbd), this cluster's name (the
+    associations of the others do not count here) and the reservations."""
+    if outputs:
+        return []
+    return [
+        ["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "withassoc", f"format={_ASSOC_FIELDS}"],
+        ["scontrol", "show", "config"],
+        list(_RESERVATIONS_ARGV),
+    ]
+
+
+def parse_allocations(user: str, groups: Sequence[str], outputs: Sequence[str]) -> Allocations:
+    """An association with a partition counts as its account (hpchub does not tie accounts to
+    partitions). A user without associations gets none (sacctmgr prints nothing): with
+    ``AccountingStorageEnforce=associations`` such a user can submit nothing."""
+    assoc_out, config_out, reservations_out = outputs
+    match = re.search(r"^ClusterName\s*=\s*(\S+)", config_out, re.MULTILINE)
+    cluster = match.group(1) if match else None
+    qos_by_account: dict[str, set[str]] = {}
+    default_qos: dict[str, str] = {}
+    default_account: str | None = None
+    for line in assoc_out.splitlines():
+        fields = line.split("|")
+        if len(fields) != len(_ASSOC_FIELDS.split(",")):
+            if line.strip():
+                raise ParseError(f"sacctmgr line has {len(fields)} fields: {line[:200]!r}")
+            continue
+        assoc_cluster, assoc_user, user_default, account, _partition, qos, assoc_default_qos = fields
+        if assoc_user != user or (cluster is not None and assoc_cluster != cluster) or not account:
+            continue
+        default_account = user_default or default_account
+        qos_by_account.setdefault(account, set()).update(q for q in qos.split(",") if q)
+        if assoc_default_qos:
+            default_qos[account] = assoc_default_qos
+    accounts = tuple(sorted(qos_by_account))
+    if default_account not in qos_by_account:
+        default_account = None  # a default account of another cluster only
+    return Allocations(
+        accounts=accounts,
+        default_account=default_account,
+        qos=tuple(sorted(set().union(*qos_by_account.values()))),
+        qos_by_account={account: tuple(sorted(qos)) for account, qos in sorted(qos_by_account.items())},
+        default_qos=default_qos.get(default_account) if default_account else None,
+        reservations=tuple(reservation for reservation in _parse_reservations(reservations_out)
+                           if reservation.admits(user, groups, accounts)),
+    )
+
+
+def reservations_argvs(outputs: Sequence[str]) -> list[list[str]]:
+    return [] if outputs else [list(_RESERVATIONS_ARGV)]
+
+
+def parse_reservations(outputs: Sequence[str]) -> tuple[Reservation, ...]:
+    return _parse_reservations(outputs[0])
+
+
+# A key of `scontrol show reservation --oneliner`: a word with "=" after a space (values have no
+# spaces, except the free text of Comment=, which Slurm 23.02 prints last).
+_RESERVATION_KEY_RE = re.compile(r"(?:^| )([A-Za-z]+)=")
+
+
+def _parse_reservations(stdout: str) -> tuple[Reservation, ...]:
+    reservations = []
+    for line in stdout.splitlines():
+        if not line.startswith("ReservationName="):
+            continue  # blank, or "No reservations in the system"
+        keys = list(_RESERVATION_KEY_RE.finditer(line))
+        comment = next((n for n, key in enumerate(keys) if key.group(1) == "Comment"), None)
+        if comment is not None:
+            del keys[comment + 1:]  # the comment is free text to the line's end
+        ends = [key.start() for key in keys[1:]] + [len(line)]
+        fields = {key.group(1): line[key.end():end].strip() for key, end in zip(keys, ends, strict=True)}
+        name = fields["ReservationName"]
+        reservations.append(Reservation(
+            name=name,
+            reservation_id=name,
+            start=_time(fields.get("StartTime", "")),
+            end=_time(fields.get("EndTime", "")),
+            active=fields.get("State") == "ACTIVE",
+            users=_names(fields.get("Users", "")),
+            groups=_names(fields.get("Groups", "")),
+            accounts=_names(fields.get("Accounts", "")),
+            queue=None if fields.get("PartitionName", "(null)") in ("(null)", "") else fields["PartitionName"],
+            nodes=tuple(expand_hostlist(fields["Nodes"])) if fields.get("Nodes", "(null)") not in ("(null)", "") else (),
+            state=fields.get("State", ""),
+        ))
+    return tuple(reservations)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return () if text in ("", "(null)") else tuple(name for name in text.split(",") if name)

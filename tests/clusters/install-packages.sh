@@ -21,6 +21,8 @@ what=${1:-all}
 
 common=(sudo iproute2 iptables procps psmisc python3-venv util-linux)
 slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
+# Slurm accounting (slurm.sh starts MariaDB and slurmdbd itself, never the packages' services).
+slurm_accounting=(slurmdbd mariadb-server)
 # Never add slurm-wlm-torque: it ships qsub/qstat and conflicts with
 # gridengine-client. Never purge libmunge2: gridengine-client depends on it.
 sge=(gridengine-master gridengine-exec gridengine-client)
@@ -33,8 +35,8 @@ ldap=(slapd ldap-utils nslcd libnss-ldapd)
 browser=(chromium)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${sge[@]}" "${ssh[@]}" "${ldap[@]}" "${browser[@]}" "${common[@]}") ;;
-    slurm) pkgs=("${slurm[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${sge[@]}" "${ssh[@]}" "${ldap[@]}" "${browser[@]}" "${common[@]}") ;;
+    slurm) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
     login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
     ldap) pkgs=("${ldap[@]}" "${common[@]}") ;;

@@ -2,6 +2,16 @@
 # One real local Son of Grid Engine 8.1.9 cluster for the hpchub tests:
 # qmaster and execd on this host, queues short.q and long.q, PEs smp and mpi,
 # h_vmem consumable. Jobs must come from users with uid >= 1000.
+#
+# Projects (qsub -P), as the Slurm cluster's accounts (tests/clusters/slurm.sh):
+#   chem   access list chem_users:   alice (her default project)
+#   phys   access list phys_users:   alice, bob (his default)
+#   course access list course_users: carol, dora, emil (carol's default)
+# enforce_project stays false: a job that names no project still runs (with the
+# user's default project, if any); naming a project outside one's lists is refused.
+# Advance reservation "course" (qrsub, root's): 1 slot of long.q for alice and carol,
+# 2 hours about 30 days ahead (renewed by `up` when under 7 days away), so that it
+# holds no slot now; Grid Engine's ARs are numbered, qrstat lists them by name.
 set -euo pipefail
 
 PROG=sge.sh
@@ -11,7 +21,8 @@ HERE=$(dirname "$(readlink -f "$0")")
 usage() {
     cat >&2 <<EOF
 usage: $PROG COMMAND
-  up          start sge_qmaster and sge_execd, configure queues (no-op when healthy)
+  up          start sge_qmaster and sge_execd, configure queues, projects and the
+              advance reservation (no-op when healthy)
   down        stop sge_execd and sge_qmaster, wait until port 6444 is free
   status      print qstat -g c and qhost; exit 1 if the cluster is not up
   foreground  container role: up, then stay in the foreground while qmaster runs
@@ -244,6 +255,38 @@ EOF
     cat >"$d/global-settings" <<EOF
 mailer /bin/true
 EOF
+    # Projects and their access lists; each user's default project.
+    local project members user
+    for project in chem phys course; do
+        case $project in
+            chem) members=alice ;;
+            phys) members=alice,bob ;;
+            course) members=carol,dora,emil ;;
+        esac
+        cat >"$d/userset-${project}_users" <<EOF
+name    ${project}_users
+type    ACL
+fshare  0
+oticket 0
+entries $members
+EOF
+        cat >"$d/project-$project" <<EOF
+name $project
+oticket 0
+fshare 0
+acl ${project}_users
+xacl NONE
+EOF
+    done
+    for user in alice:chem bob:phys carol:course; do
+        cat >"$d/user-${user%%:*}" <<EOF
+name ${user%%:*}
+oticket 0
+fshare 0
+delete_time 0
+default_project ${user#*:}
+EOF
+    done
     # A consumable's default is what a job that does not ask for h_vmem gets,
     # and h_vmem is also enforced as a limit: a default of 0 kills every job.
     echo "h_vmem h_vmem MEMORY <= YES YES 4G 0" >"$d/complex-h_vmem"
@@ -299,6 +342,19 @@ configure() {
         merge_settings "$d/global.cur" "$d/global-settings" >"$d/conf/global"
         q -Mconf "$d/conf/global"
     fi
+    local f name
+    for f in "$d"/userset-*; do
+        name=${f##*/userset-}
+        if in_list "$name" qconf -sul; then q -Mu "$f"; else q -Au "$f"; fi
+    done
+    for f in "$d"/project-*; do
+        name=${f##*/project-}
+        if in_list "$name" qconf -sprjl; then q -Mprj "$f"; else q -Aprj "$f"; fi
+    done
+    for f in "$d"/user-*; do
+        name=${f##*/user-}
+        if in_list "$name" qconf -suserl; then q -Muser "$f"; else q -Auser "$f"; fi
+    done
     # Clear error states left by an earlier crash (quietly; nothing to clear is fine).
     qmod -cq short.q,long.q >/dev/null 2>&1 || true
 }
@@ -309,6 +365,37 @@ config_hash() {
     write_configs "$d"
     (cd "$d" && cat -- * | sha256sum | awk '{print $1}')
     rm -rf "$d"
+}
+
+# ------------------------------------------------------ advance reservation
+
+# The ids of the advance reservations named "course" (qrstat -xml: one <ar_summary> each).
+course_ar_ids() {
+    qrstat -xml -u '*' 2>/dev/null |
+        awk -F'[<>]' '$2 == "id" {id = $3} $2 == "name" && $3 == "course" {print id}'
+}
+
+# One AR "course": waiting, for alice and carol, starting 7 to 60 days from now.
+course_ar_ok() {
+    local ids start
+    ids=$(course_ar_ids)
+    [ -n "$ids" ] && [ "$(wc -l <<<"$ids")" -eq 1 ] || return 1
+    qrstat -xml -ar "$ids" 2>/dev/null >"$STATE/course-ar.xml" || return 1
+    start=$(awk -F'[<>]' '$2 == "start_time" {print $3}' "$STATE/course-ar.xml")
+    start=$(date -d "$start" +%s 2>/dev/null) || return 1
+    [ "$start" -gt $((EPOCHSECONDS + 7 * 86400)) ] && [ "$start" -lt $((EPOCHSECONDS + 60 * 86400)) ] &&
+        grep -q '<acl  *user="alice"/>' "$STATE/course-ar.xml" &&
+        grep -q '<acl  *user="carol"/>' "$STATE/course-ar.xml" &&
+        grep -q 'queue_instance="long.q@' "$STATE/course-ar.xml"
+}
+
+ensure_course_ar() {
+    local id out
+    course_ar_ok && return 0
+    for id in $(course_ar_ids); do qrdel "$id" >/dev/null 2>&1 || true; done
+    out=$(qrsub -N course -a "$(date -d '+30 days' +%Y%m%d%H00)" -d 2:00:00 -q long.q -u alice,carol 2>&1) ||
+        fail "qrsub (advance reservation course) failed: $out"
+    course_ar_ok || fail "advance reservation course not as expected: $(qrstat -u '*' 2>&1)"
 }
 
 # ---------------------------------------------------------------- daemons
@@ -348,7 +435,7 @@ healthy() {
     local ql
     ql=$(qconf -sql 2>/dev/null) || return 1
     grep -qx short.q <<<"$ql" && grep -qx long.q <<<"$ql" || return 1
-    host_reports_load
+    host_reports_load && course_ar_ok
 }
 
 summary() { echo "sge: up (short.q, long.q on $HOST)"; }
@@ -377,6 +464,7 @@ cmd_up() {
     start_execd
     wait_until "$UP_TIMEOUT" host_reports_load ||
         { qhost >&2 || true; fail "exec host $HOST reports no load after ${UP_TIMEOUT}s"; }
+    ensure_course_ar
     config_hash >"$STAMP"
     summary
 }
@@ -392,6 +480,15 @@ cmd_status() {
     qstat -g c 2>&1 || rc=1
     echo
     qhost 2>&1 || rc=1
+    echo
+    local project
+    for project in $(qconf -sprjl 2>/dev/null); do
+        echo "project $project: $(qconf -sprj "$project" | awk '$1 == "acl" {print $2}')" \
+            "= $(qconf -su "$(qconf -sprj "$project" | awk '$1 == "acl" {print $2}')" 2>/dev/null |
+                awk '$1 == "entries" {print $2}')"
+    done
+    echo
+    qrstat -u '*' 2>&1 || rc=1
     [ "$rc" -eq 0 ] || echo "sge: NOT up (run: $0 up)" >&2
     return "$rc"
 }

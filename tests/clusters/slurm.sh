@@ -7,6 +7,22 @@
 # hpchub-br0 (10.77.0.1/24 = head node), partition "multi".
 # State, logs and pid files live in /var/lib/hpchub-clusters/slurm; the
 # config is /etc/slurm/slurm.conf so that plain `sudo -u alice sbatch` works.
+#
+# Accounting (the local cluster, not the container roles): slurmdbd with its own
+# MariaDB (datadir under the state dir, listening on 127.0.0.1 only), enforced
+# (AccountingStorageEnforce=associations,limits,qos: sbatch refuses an account,
+# QoS or reservation the user may not use). Associations of cluster "hpchub":
+#   chem   (QoS normal, high; default QoS normal): alice (her default account)
+#   phys   (QoS normal): alice, bob (his default)
+#   course (QoS normal): carol, dora, emil (their default; dora and emil are LDAP users)
+#   bench  (QoS normal): hpcbench01..hpcbench61 (the benchmarks' users)
+#   root: root
+# Reservations, both for alice and carol:
+#   course        active now for a year: a licence-only reservation (Flags=ANY_NODES,
+#                 Licenses=course:1) that holds no node or core, so jobs that name it
+#                 run on any node and nobody else's job waits for it
+#   course-later  2 hours, about 30 days ahead (renewed by `up` when under 7 days away),
+#                 on the multi nodes (debug's head node without them): a reservation not yet open
 set -euo pipefail
 
 PROG=slurm.sh
@@ -16,10 +32,12 @@ HERE=$(dirname "$(readlink -f "$0")")
 usage() {
     cat >&2 <<EOF
 usage: $PROG COMMAND
-  up                  start munge, slurmctld, slurmd(s) and the node namespaces;
-                      wait until every node is idle (no-op when healthy)
-  down                stop the Slurm daemons, remove namespaces and bridge
-  status              print sinfo and squeue; exit 1 if the cluster is not up
+  up                  start munge, MariaDB, slurmdbd, slurmctld, slurmd(s) and the node
+                      namespaces; set up accounts, QoS and reservations; wait until every
+                      node is idle (no-op when healthy)
+  down                stop the Slurm daemons and MariaDB, remove namespaces and bridge
+  status              print sinfo, squeue, associations and reservations; exit 1 if the
+                      cluster is not up
   restart-controller  stop and start slurmctld only
   stop-controller     stop slurmctld only
   start-controller    start slurmctld only (and wait for the nodes)
@@ -49,6 +67,19 @@ HEAD_ADDR=$NET_PREFIX.1
 CTLD_PID=$STATE/run/slurmctld.pid
 MUNGE_PID=$STATE/run/munged.pid
 STARTED_CONF=$STATE/run/slurmctld.conf # the config slurmctld was started with
+# Accounting: MariaDB (own datadir and socket, TCP on loopback only) and slurmdbd.
+DB_DIR=$STATE/mariadb
+DB_RUN=$STATE/mariadb-run # socket, pid file and log (written by the mysql user)
+DB_SOCKET=$DB_RUN/mariadb.sock
+DB_PID=$DB_RUN/mariadbd.pid
+DB_PORT=6830
+DB_PASS_FILE=$STATE/mariadb.pass # slurmdbd's database password (root only)
+DBD_CONF=/etc/slurm/slurmdbd.conf  # slurmdbd reads it next to slurm.conf (it has no -f)
+DBD_DIR=$STATE/dbd # slurmdbd's log and pid file (it runs as the slurm user)
+DBD_PID=$DBD_DIR/slurmdbd.pid
+DBD_PORT=6819
+CLUSTER=hpchub
+BENCH_USERS=$(seq -f 'hpcbench%02g' 1 61 | paste -sd,)
 
 if ! [[ "$NODES" =~ ^[0-9]+$ ]] || [ "$NODES" -gt 89 ]; then
     die "HPCHUB_SLURM_NODES must be a number from 0 to 89 (got '$NODES')"
@@ -70,7 +101,7 @@ multi_range() { [ "$NODES" -eq 1 ] && echo node1 || echo "node[1-$NODES]"; }
 conf_common() {
     cat <<EOF
 # Written by tests/clusters/slurm.sh -- test cluster for hpchub. Do not edit.
-ClusterName=hpchub
+ClusterName=$CLUSTER
 SlurmctldHost=$1
 SlurmUser=root
 SlurmdUser=root
@@ -80,7 +111,6 @@ MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/jobcomp.txt
 SelectType=select/cons_tres
@@ -108,6 +138,14 @@ EOF
 conf_local() {
     local n
     conf_common "$HEAD"
+    cat <<EOF
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$HEAD
+AccountingStoragePort=$DBD_PORT
+AccountingStorageEnforce=associations,limits,qos
+# Held by the reservation "course" only (no job asks for it): see the header.
+Licenses=course:1
+EOF
     local cpus=${HPCHUB_HEAD_SLOTS:-8}
     # Declared, not real: jobs share the machine's cores; 300 MB per declared CPU, at least 16 GB.
     echo "NodeName=$HEAD NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$((cpus * 300 > 16000 ? cpus * 300 : 16000)) State=UNKNOWN"
@@ -126,6 +164,7 @@ conf_roles() {
     [ -n "$nodes" ] || die "set HPCHUB_SLURM_COMPUTE_NODES (comma-separated node hostnames)"
     list=$(echo "$nodes" | tr -s ', ' '\n' | grep -v '^$' | paste -sd,)
     conf_common "$ctl"
+    echo "AccountingStorageType=accounting_storage/none"
     for n in ${list//,/ }; do
         echo "NodeName=$n CPUs=4 RealMemory=8000 State=UNKNOWN"
     done
@@ -197,6 +236,202 @@ ensure_munge() {
     if [ -n "$pid" ] && [ -d "$STATE/run" ]; then echo "$pid" >"$MUNGE_PID"; fi
 }
 
+# ------------------------------------------------------------ accounting
+
+db_alive() { pidfile_alive "$DB_PID" mariadbd; }
+db_sql() { mariadb --no-defaults --protocol=socket --socket="$DB_SOCKET" -u root -N -B -e "$1"; }
+db_answers() { db_sql 'SELECT 1' >/dev/null 2>&1; }
+dbd_alive() { pidfile_alive "$DBD_PID" slurmdbd; }
+dbd_answers() { timeout 10 sacctmgr -n show cluster format=cluster >/dev/null 2>&1; }
+
+# MariaDB as the mysql user, on its own datadir and socket, TCP on loopback only;
+# root logs in through the socket only (unix_socket authentication).
+start_db() {
+    local pass
+    db_alive && db_answers && return 0
+    install -d -o mysql -g mysql -m 0700 "$DB_DIR"
+    install -d -o mysql -g mysql -m 0755 "$DB_RUN"
+    if [ ! -d "$DB_DIR/mysql" ]; then
+        mariadb-install-db --no-defaults --user=mysql --datadir="$DB_DIR" --skip-test-db \
+            --auth-root-authentication-method=socket >"$STATE/log/mariadb-install.out" 2>&1 ||
+            fail "mariadb-install-db failed (see $STATE/log/mariadb-install.out)"
+    fi
+    if ! db_alive; then
+        rm -f "$DB_PID"
+        wait_until 30 port_free "$DB_PORT" || fail "port $DB_PORT (MariaDB) stays busy"
+        # mariadbd does not fork: run it under setsid from a subshell that exits at once, so
+        # that it is not this script's child (a later `wait` would wait for it); stopped by pid.
+        (setsid mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" --socket="$DB_SOCKET" \
+            --pid-file="$DB_PID" --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
+            --log-error="$DB_RUN/mariadb.log" --innodb-buffer-pool-size=128M \
+            --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
+            </dev/null >>"$STATE/log/mariadb.out" 2>&1 9>&- &)
+    fi
+    wait_until 30 db_answers || fail "MariaDB does not answer on $DB_SOCKET"
+    if [ ! -s "$DB_PASS_FILE" ]; then
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$DB_PASS_FILE")
+    fi
+    pass=$(cat "$DB_PASS_FILE")
+    # slurmdbd connects over TCP to 127.0.0.1 (with "localhost" its client would take the
+    # default socket and ignore the port); skip-name-resolve: the host is the address.
+    db_sql "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
+            ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
+            GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" ||
+        fail "cannot create MariaDB user slurm"
+}
+
+dbd_conf() {
+    cat <<EOF
+# Written by tests/clusters/slurm.sh -- test cluster for hpchub. Do not edit.
+AuthType=auth/munge
+DbdHost=$HEAD
+DbdPort=$DBD_PORT
+SlurmUser=slurm
+LogFile=$DBD_DIR/slurmdbd.log
+PidFile=$DBD_PID
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$(cat "$DB_PASS_FILE")
+StorageLoc=slurm_acct_db
+EOF
+}
+
+start_dbd() {
+    local text
+    install -d -o slurm -g slurm -m 0755 "$DBD_DIR"
+    text=$(dbd_conf)
+    # slurmdbd refuses a config that is not its SlurmUser's and mode 600 (it holds the password).
+    if [ ! -f "$DBD_CONF" ] || [ "$(cat "$DBD_CONF")" != "$text" ]; then
+        (umask 077 && printf '%s\n' "$text" >"$DBD_CONF.tmp.$$")
+        chown slurm:slurm "$DBD_CONF.tmp.$$"
+        mv -f "$DBD_CONF.tmp.$$" "$DBD_CONF"
+        stop_dbd
+    fi
+    chown slurm:slurm "$DBD_CONF"
+    chmod 0600 "$DBD_CONF"
+    if ! dbd_alive; then
+        rm -f "$DBD_PID"
+        wait_until 30 port_free "$DBD_PORT" || fail "port $DBD_PORT (slurmdbd) stays busy"
+        slurmdbd >>"$STATE/log/slurmdbd.out" 2>&1 9>&- || fail "slurmdbd failed to start"
+    fi
+    wait_until 30 dbd_answers || fail "slurmdbd does not answer (sacctmgr show cluster)"
+}
+
+stop_dbd() { stop_pidfile "$DBD_PID" slurmdbd 10; }
+stop_db() { stop_pidfile "$DB_PID" mariadbd 30; }
+
+# The associations, default accounts and QoS the header lists, as sacctmgr prints them
+# (one "account|user|qos|default qos" line per association, "user|default account"
+# per user, "qos:NAME" per QoS); sorted.
+accounting_wanted() {
+    local u
+    {
+        echo "root||normal|"
+        echo "root|root|normal|"
+        echo "chem||high,normal|normal"
+        echo "chem|alice|high,normal|normal"
+        echo "phys||normal|"
+        for u in alice bob; do echo "phys|$u|normal|"; done
+        echo "course||normal|"
+        for u in carol dora emil; do echo "course|$u|normal|"; done
+        echo "bench||normal|"
+        for u in ${BENCH_USERS//,/ }; do echo "bench|$u|normal|"; done
+        echo "alice|chem"
+        echo "bob|phys"
+        for u in carol dora emil; do echo "$u|course"; done
+        for u in ${BENCH_USERS//,/ }; do echo "$u|bench"; done
+        echo "qos:normal"
+        echo "qos:high"
+    } | sort
+}
+
+accounting_now() {
+    {
+        timeout 10 sacctmgr -nP show assoc where cluster="$CLUSTER" format=account,user,qos,defaultqos
+        timeout 10 sacctmgr -nP show user format=user,defaultaccount
+        timeout 10 sacctmgr -nP show qos format=name | sed 's/^/qos:/'
+    } 2>/dev/null | sort
+}
+
+# Everything wanted is there (more may be: other tests may add their own).
+accounting_ok() {
+    [ -z "$(comm -23 <(accounting_wanted) <(accounting_now))" ]
+}
+
+# sacctmgr -i add ... exits 1 with "Nothing new added" / "already exists" for what is
+# there: that is fine; anything else fails `up`.
+sam() {
+    local out
+    out=$(timeout 30 sacctmgr -i "$@" 2>&1) && return 0
+    grep -qE 'Nothing new added|already exists|Nothing to add|Nothing modified' <<<"$out" && return 0
+    fail "sacctmgr $* failed: $out"
+}
+
+ensure_accounting() {
+    accounting_ok && return 0
+    sam add cluster "$CLUSTER"
+    sam add qos high
+    sam add account chem,phys,course,bench cluster="$CLUSTER"
+    sam modify account where name=chem cluster="$CLUSTER" set qos=normal,high defaultqos=normal
+    sam add user alice account=chem,phys defaultaccount=chem cluster="$CLUSTER"
+    sam add user bob account=phys defaultaccount=phys cluster="$CLUSTER"
+    # dora and emil come from LDAP later: sacctmgr does not look users up.
+    sam add user carol,dora,emil account=course defaultaccount=course cluster="$CLUSTER"
+    sam add user "$BENCH_USERS" account=bench defaultaccount=bench cluster="$CLUSTER"
+    accounting_ok || {
+        comm -23 <(accounting_wanted) <(accounting_now) | head -n 20 >&2
+        fail "associations still differ from what slurm.sh sets up (missing lines above)"
+    }
+}
+
+# ---------------------------------------------------------- reservations
+
+reservation_line() { scontrol show reservation "$1" -o 2>/dev/null | grep "^ReservationName=$1 "; }
+field() { tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
+epoch() { date -d "$1" +%s 2>/dev/null || echo 0; }
+
+course_ok() {
+    local line
+    line=$(reservation_line course) || return 1
+    [ "$(field Users <<<"$line")" = alice,carol ] && [ "$(field State <<<"$line")" = ACTIVE ] &&
+        [ "$(field Flags <<<"$line")" = ANY_NODES ] &&
+        [ "$(epoch "$(field EndTime <<<"$line")")" -gt $((EPOCHSECONDS + 7 * 86400)) ]
+}
+
+later_nodes() { [ "$NODES" -eq 0 ] && echo "$HEAD" || multi_range; }
+later_partition() { [ "$NODES" -eq 0 ] && echo debug || echo multi; }
+
+course_later_ok() {
+    local line start
+    line=$(reservation_line course-later) || return 1
+    start=$(epoch "$(field StartTime <<<"$line")")
+    [ "$(field Users <<<"$line")" = alice,carol ] && [ "$(field Nodes <<<"$line")" = "$(later_nodes)" ] &&
+        [ "$(field PartitionName <<<"$line")" = "$(later_partition)" ] && [ "$start" -gt $((EPOCHSECONDS + 7 * 86400)) ] && [ "$start" -lt $((EPOCHSECONDS + 60 * 86400)) ]
+}
+
+reservations_ok() { course_ok && course_later_ok; }
+
+ensure_reservations() {
+    local out
+    if ! course_ok; then
+        scontrol delete reservation=course >/dev/null 2>&1 || true
+        out=$(scontrol create reservation ReservationName=course StartTime=now Duration=UNLIMITED \
+            Users=alice,carol Licenses=course:1 Flags=ANY_NODES 2>&1) ||
+            fail "cannot create reservation course: $out"
+    fi
+    if ! course_later_ok; then
+        scontrol delete reservation=course-later >/dev/null 2>&1 || true
+        out=$(scontrol create reservation ReservationName=course-later \
+            StartTime="$(date -d '+30 days' +%Y-%m-%dT%H:00:00)" Duration=02:00:00 \
+            Users=alice,carol PartitionName="$(later_partition)" Nodes="$(later_nodes)" 2>&1) ||
+            fail "cannot create reservation course-later: $out"
+    fi
+    reservations_ok || { scontrol show reservation >&2 || true; fail "reservations not as expected"; }
+}
+
 # --------------------------------------------------------------- network
 
 hosts_file() {
@@ -262,6 +497,8 @@ ctld_answers() { scontrol ping 2>/dev/null | grep -F "is UP" >/dev/null; }
 all_logs() {
     local f
     echo "$STATE/log/slurmctld.log"
+    echo "$DB_RUN/mariadb.log"
+    echo "$DBD_DIR/slurmdbd.log"
     for f in "$STATE"/log/slurmd-*.log; do [ -e "$f" ] && echo "$f"; done
     # What the daemons printed while starting (usually empty).
     for f in "$STATE"/log/*.out; do [ -s "$f" ] && echo "$f"; done
@@ -391,7 +628,8 @@ healthy() {
     for n in $(node_names); do
         [ -e "/run/netns/$(node_ns "$n")" ] || return 1
     done
-    nodes_ready
+    db_alive && dbd_alive && [ -f "$DBD_CONF" ] && [ "$(cat "$DBD_CONF")" = "$(dbd_conf)" ] || return 1
+    nodes_ready && accounting_ok && reservations_ok
 }
 
 summary() {
@@ -410,11 +648,17 @@ cmd_up() {
         summary
         return 0
     fi
-    need_cmds slurmctld slurmd sinfo scontrol munged munge unmunge ip nsenter unshare runuser
+    need_cmds slurmctld slurmd sinfo scontrol munged munge unmunge ip nsenter unshare runuser \
+        slurmdbd sacctmgr mariadbd mariadb mariadb-install-db
     # shellcheck disable=SC2046
     make_dirs "$HEAD" $(node_names)
     ensure_munge
+    # sacctmgr reads the accounting settings from slurm.conf: write it first.
     install_conf "$(conf_local)" || true
+    # Accounting before slurmctld: with an empty state dir it refuses to start without slurmdbd.
+    start_db
+    start_dbd
+    ensure_accounting
     if ! cmp -s "$CONF" "$STARTED_CONF"; then
         # A new node set needs fresh daemons (scontrol reconfigure cannot).
         stop_ctld
@@ -429,6 +673,7 @@ cmd_up() {
         wait_until 10 slurmd_alive "$n" || fail "slurmd $n is not running"
     done
     wait_nodes
+    ensure_reservations
     summary
 }
 
@@ -436,6 +681,8 @@ cmd_down() {
     stop_ctld &
     stop_all_slurmd &
     wait
+    stop_dbd
+    stop_db
     net_down all
     if [ -f "$MUNGE_PID" ]; then
         stop_pidfile "$MUNGE_PID" munged 10
@@ -448,6 +695,19 @@ cmd_status() {
     sinfo 2>&1 || rc=1
     echo
     squeue 2>&1 || rc=1
+    echo
+    if db_alive && dbd_alive; then
+        echo "accounting: slurmdbd (pid $(pidfile_pid "$DBD_PID")), MariaDB (pid $(pidfile_pid "$DB_PID")," \
+            "127.0.0.1:$DB_PORT, $DB_SOCKET)"
+        sacctmgr -P show assoc where cluster="$CLUSTER" format=account,user,qos,defaultqos 2>&1 |
+            awk -F'|' '$2 !~ /^hpcbench/ {print} $2 ~ /^hpcbench/ {b++} END {if (b) print "(and " b " hpcbench users in bench)"}'
+    else
+        echo "accounting: NOT up (MariaDB $(db_alive && echo running || echo stopped)," \
+            "slurmdbd $(dbd_alive && echo running || echo stopped))"
+        rc=1
+    fi
+    echo
+    scontrol show reservation 2>&1 || rc=1
     if [ "$rc" -ne 0 ]; then
         echo "slurm: NOT up (run: $0 up)" >&2
     fi
@@ -458,6 +718,8 @@ cmd_start_controller() {
     [ -f "$CONF" ] || die "no $CONF: run '$0 up' first"
     make_dirs
     ensure_munge
+    start_db
+    start_dbd
     start_ctld
     wait_nodes
 }
