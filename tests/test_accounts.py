@@ -7,27 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_spawner_lifecycle import SITE, TOKEN, install_fake, make_spawner, start_running
+from test_spawner_lifecycle import SITE, TOKEN, fake, make_spawner, start_running  # noqa: F401 (fixture)
 from tornado import web
 from traitlets import TraitError
 
 from hpchub import porthandler
 from hpchub.accounts import AccountMapError, unix_account_name
-from hpchub.cluster import ClusterSpec
-from hpchub.config import load_site_config
-from hpchub.runtime import ClusterRuntime
 from hpchub.spawner import HPCSpawner, SpawnFailed
-
-
-@pytest.fixture
-async def fake():
-    """test_spawner_lifecycle's fake Slurm, as the spawners of these tests see it."""
-    spec = ClusterSpec.from_site(load_site_config(SITE), "slurm")
-    cluster = install_fake(spec)
-    yield cluster
-    runtime = ClusterRuntime.registry.pop((spec, id(asyncio.get_running_loop())))
-    if runtime.task:
-        runtime.task.cancel()
 
 
 async def test_exceptions_come_first_then_the_domain_is_stripped_then_the_template():
@@ -78,7 +64,7 @@ def mapped_spawner(hub_name: str, options=None, site=SITE, **traits) -> HPCSpawn
     return spawner
 
 
-async def test_a_mapped_user_submits_and_is_cancelled_as_the_unix_account(fake):
+async def test_a_mapped_user_submits_and_is_cancelled_as_the_unix_account(fake):  # noqa: F811
     spawner = mapped_spawner("alice@uni.example", {"profile": "small"}, unix_account_domains=["uni.example"])
     assert await start_running(spawner, fake) == ("127.0.0.1", 1234)
     user, script = fake.scripts[0]
@@ -92,7 +78,7 @@ async def test_a_mapped_user_submits_and_is_cancelled_as_the_unix_account(fake):
     assert fake.cancelled == ["100"] and fake.removed == ["hpchub-alice-small"]
 
 
-async def test_a_hub_user_mapped_to_a_missing_account_gets_a_clear_refusal_and_no_job(fake):
+async def test_a_hub_user_mapped_to_a_missing_account_gets_a_clear_refusal_and_no_job(fake):  # noqa: F811
     spawner = mapped_spawner("zed@uni.example", {"profile": "small"}, unix_account_domains=["uni.example"])
     with pytest.raises(SpawnFailed) as caught:
         await spawner.start()
@@ -101,7 +87,7 @@ async def test_a_hub_user_mapped_to_a_missing_account_gets_a_clear_refusal_and_n
     assert fake.scripts == [] and porthandler.waiting_for(TOKEN) is None
 
 
-async def test_an_unmapped_address_is_refused_before_anything_is_submitted(fake):
+async def test_an_unmapped_address_is_refused_before_anything_is_submitted(fake):  # noqa: F811
     spawner = mapped_spawner("alice@elsewhere.example", {"profile": "small"}, unix_account_domains=["uni.example"])
     for attempt in (spawner.start(), spawner.visible_profiles()):
         with pytest.raises(web.HTTPError) as caught:
