@@ -13,7 +13,7 @@ Everything of jupyterhub_config.py applies (its environment variables too), plus
   HPCHUB_LDAP_PORT         its port (default 3389, tests/clusters/ldap.sh)
   HPCHUB_LDAP_BASE         the base DN (default dc=hpchub,dc=test); users are uid=NAME,ou=people,BASE
   HPCHUB_LDAP_LOGIN_GROUP  only members of this LDAP group (cn=GROUP,ou=groups,BASE) may log in
-                           (default hpcusers; empty: every user of the directory)
+                           (default ldapusers; empty: every user of the directory)
   HPCHUB_UNIX_ACCOUNT_DOMAINS  e-mail domains stripped from hub user names to find the unix account
                            (comma-separated, HPCSpawner.unix_account_domains; default none)
 
@@ -37,7 +37,7 @@ c.LDAPAuthenticator.tls_strategy = "insecure"  # the test directory: plain LDAP 
 # characters): it becomes the hub name, and so the unix account.
 c.LDAPAuthenticator.bind_dn_template = [f"uid={{username}},ou=people,{base}"]
 c.LDAPAuthenticator.valid_username_regex = r"^[a-z][a-z0-9_.-]{0,31}$"
-login_group = os.environ.get("HPCHUB_LDAP_LOGIN_GROUP", "hpcusers")
+login_group = os.environ.get("HPCHUB_LDAP_LOGIN_GROUP", "ldapusers")
 # The demo's fixed allowed_users (alice, bob, carol) do not apply: the directory decides.
 c.Authenticator.allowed_users = set()
 if login_group:

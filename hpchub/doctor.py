@@ -62,7 +62,7 @@ _ORDER = (EXIT_NOT_STARTED, EXIT_ENVIRONMENT, EXIT_NO_REPORT, EXIT_JUPYTERHUB, E
 POLL_INTERVAL = 2.0
 CONNECT_TIMEOUT = 10.0
 # The probe waits this long for the doctor's connection, then ends on its own (and removes its log).
-PROBE_WAIT = 30.0
+PROBE_WAIT = 20.0
 DEFAULT_HUB_PORT = 8081  # JupyterHub's hub_port
 
 # What the job script prints when its environment block fails (hpchub/templates/partials/environment.sh.j2)

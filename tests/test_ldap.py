@@ -52,8 +52,8 @@ def test_the_directorys_users_come_through_nss_not_from_local_files(ldap_directo
 
 
 def test_unix_groups_of_directory_users_include_their_secondary_groups(ldap_directory):
-    assert unix_groups("dora") == {"dora", "course2026", "hpcusers"}
-    assert unix_groups("emil") == {"emil", "hpcusers"}
+    assert unix_groups("dora") == {"dora", "course2026", "ldapusers"}
+    assert unix_groups("emil") == {"emil", "ldapusers"}
     # nslcd does not list all groups (nss_disable_enumeration, as SSSD by default): hpchub asks for
     # this one user's groups (os.getgrouplist), so it needs no enumeration.
     assert "course2026" not in {group.gr_name for group in grp.getgrall()}

@@ -6,7 +6,7 @@
 #   base dn   dc=hpchub,dc=test  (ou=people, ou=groups), ldap://127.0.0.1:3389/
 #   users     dora (uid 20001), emil (uid 20002): posixAccount + shadowAccount, a password for the
 #             hub login (LDAP simple bind), a user-private primary group, a home under /home
-#   groups    course2026 (dora) and hpcusers (dora, emil): secondary groups (posixGroup memberUid)
+#   groups    course2026 (dora) and ldapusers (dora, emil): secondary groups (posixGroup memberUid)
 #
 # The host's files: `up` adds `ldap` after `files` for passwd and group in /etc/nsswitch.conf and
 # `down` puts the file back byte for byte. nslcd reads the fixed path /etc/nslcd.conf: it runs in
@@ -54,11 +54,11 @@ UP_TIMEOUT=${HPCHUB_LDAP_UP_TIMEOUT:-20}
 
 # user uid secondary-groups password
 USERS=(
-    "dora 20001 course2026,hpcusers $DORA_PASSWORD"
-    "emil 20002 hpcusers $EMIL_PASSWORD"
+    "dora 20001 course2026,ldapusers $DORA_PASSWORD"
+    "emil 20002 ldapusers $EMIL_PASSWORD"
 )
 # group gid
-GROUPS_SECONDARY=("course2026 20100" "hpcusers 20101")
+GROUPS_SECONDARY=("course2026 20100" "ldapusers 20101")
 
 fail() {
     echo "$PROG: error: $*" >&2
