@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,80 @@ class NameChoices(_Model):
     choices: list[Name] = Field(min_length=1)
 
 
+@dataclass(frozen=True)
+class FromScheduler:
+    """``{from_scheduler: true}``: whatever the scheduler lets the user have (asked when the form is drawn)."""
+
+
+def _allocation_setting(value: Any) -> str | tuple[str, ...] | FromScheduler:
+    """``account``/``qos``/``reservation`` of a profile: a fixed name, a list of choices, or
+    ``{from_scheduler: true}``. One validator instead of a union, so a mistake gives one message."""
+    if isinstance(value, (FromScheduler, tuple)):
+        return value
+    if isinstance(value, str):
+        return _allocation_name(value)
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty list; give at least one name, or leave the key out")
+        names = tuple(_allocation_name(item) for item in value)
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a name twice: {list(names)}")
+        return names
+    if isinstance(value, dict):
+        if value == {"from_scheduler": True}:
+            return FromScheduler()
+        raise ValueError(f"a mapping here must be {{from_scheduler: true}}, got {value!r}")
+    raise ValueError(f"give a name, a list of names or {{from_scheduler: true}}, got {value!r}")
+
+
+def _allocation_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a name")
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(f"{value!r} has characters that are not allowed here (pattern {NAME_PATTERN})")
+    return value
+
+
+def _allocation_json(value: str | tuple[str, ...] | FromScheduler) -> Any:
+    return {"from_scheduler": True} if isinstance(value, FromScheduler) else list(value) if isinstance(value, tuple) \
+        else value
+
+
+AllocationSetting = Annotated[
+    str | tuple[str, ...] | FromScheduler, PlainValidator(_allocation_setting), PlainSerializer(_allocation_json)
+]
+ALLOCATION_FIELDS = ("account", "qos", "reservation")
+
+
+@dataclass(frozen=True)
+class AllocationRule:
+    """What one profile lets a user put in ``account``, ``qos`` or ``reservation``, read from the setting.
+
+    - unset: nothing (the scheduler's own default); a fixed name: that, the user cannot change it;
+    - a list: one of them, the first preselected (the user must pick one);
+    - ``{from_scheduler: true}``: what the scheduler allows this user; account and QoS preselect the
+      scheduler's defaults for the user, a reservation is optional (none preselected);
+    - the older ``account: NAME`` with ``user_adjustable.account.choices``: one of the choices, NAME
+      preselected (no ``account``: none preselected, the scheduler's default account).
+    """
+
+    field: str
+    choices: tuple[str, ...] = ()  # the admin's list (empty with from_scheduler: the scheduler's list)
+    default: str | None = None
+    from_scheduler: bool = False
+    # The user may leave it empty (nothing on the job: the scheduler decides).
+    optional: bool = True
+
+    @property
+    def adjustable(self) -> bool:
+        return self.from_scheduler or len(self.choices) > 1 or (len(self.choices) == 1 and self.default is None)
+
+    @property
+    def fixed(self) -> str | None:
+        """The one value when the user has no say."""
+        return None if self.adjustable else self.default
+
+
 class UserAdjustable(_Model):
     """The fields a user may change in the spawn form or through ``user_options``."""
 
@@ -207,7 +282,11 @@ class Profile(_Model):
     queue: Name
     resources: Resources
     user_adjustable: UserAdjustable = UserAdjustable()
-    account: Name | None = None
+    # Each: a fixed name, a list of choices or {from_scheduler: true} (see AllocationRule).
+    account: AllocationSetting | None = None
+    qos: AllocationSetting | None = Field(None, description="Slurm only")
+    reservation: AllocationSetting | None = Field(
+        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N)")
     directives: list[SingleLine] = []
     environment: Environment | None = None
     # Who may use the profile: these user names, or members of these groups (both empty: everyone).
@@ -219,6 +298,20 @@ class Profile(_Model):
         False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
         "that died stays ended instead of coming back as another job under the same id",
     )
+
+    def allocation(self, field: str) -> AllocationRule:
+        """The rule for ``field`` (one of ALLOCATION_FIELDS), from its setting."""
+        setting = getattr(self, field)
+        legacy = self.user_adjustable.account if field == "account" else None
+        if isinstance(setting, FromScheduler):
+            return AllocationRule(field, from_scheduler=True)
+        if isinstance(setting, tuple):
+            return AllocationRule(field, setting, setting[0], optional=False)
+        if legacy is not None:
+            return AllocationRule(field, tuple(legacy.choices), setting, optional=setting is None)
+        if setting is None:
+            return AllocationRule(field)
+        return AllocationRule(field, (setting,), setting, optional=False)
 
 
 class SiteConfig(_Model):
@@ -583,7 +676,18 @@ def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
                 _RawProblem(at + ("resources", "nodes"), "Grid Engine profiles run a server on one host: nodes must be 1")
             )
         problems += _check_bounds_consistent(profile, at)
+        problems += _check_allocations(profile, cluster, at)
     return _unique(problems)
+
+
+def _check_allocations(profile: Profile, cluster: Cluster, at: tuple) -> list[_RawProblem]:
+    problems = []
+    if cluster.scheduler == "sge" and profile.qos is not None:
+        problems.append(_RawProblem(at + ("qos",), "Grid Engine has no QoS; remove qos (account means the project, -P)"))
+    if profile.user_adjustable.account is not None and isinstance(profile.account, (tuple, FromScheduler)):
+        problems.append(_RawProblem(at + ("user_adjustable", "account"), "account already says what users may choose "
+                                    "(a list or from_scheduler); remove user_adjustable.account"))
+    return problems
 
 
 _SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles")
@@ -673,7 +777,7 @@ def _check_bounds_consistent(profile: Profile, at: tuple) -> list[_RawProblem]:
         where = at + ("user_adjustable", field)
         default = getattr(profile, field) if field in ("queue", "account") else getattr(profile.resources, field)
         if field in ("queue", "account"):
-            if default is not None and default not in bound.choices:
+            if isinstance(default, str) and default not in bound.choices:
                 problems.append(_RawProblem(where + ("choices",), f"must include the profile's own {field} {default!r}"))
             continue
         if bound.choices is not None and (bound.min is not None or bound.max is not None):

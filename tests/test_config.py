@@ -434,3 +434,53 @@ def test_ssh_submission_keys_are_read():
 def test_ssh_submission_mistakes_are_named(tmp_path, submit, message):
     errors = errors_of(VALID.replace("submit: {via: sudo}", submit), tmp_path)
     assert any(message in line for line in errors), errors
+
+
+def _with_allocations(settings: str, scheduler: str = "slurm") -> str:
+    """VALID with ``settings`` (YAML lines) added to the gpu profile."""
+    text = VALID.replace("scheduler: slurm", f"scheduler: {scheduler}")
+    return text.replace("    queue: gpu\n", "    queue: gpu\n" + textwrap.indent(settings, "    "), 1)
+
+
+def test_allocation_settings_fixed_list_and_from_scheduler():
+    site = parse_site_config(_with_allocations("account: chem\nqos: [normal, high]\nreservation: {from_scheduler: true}\n"))
+    gpu = site.profile("gpu")
+    account, qos, reservation = (gpu.allocation(field) for field in ("account", "qos", "reservation"))
+    assert (account.fixed, account.adjustable, account.optional) == ("chem", False, False)
+    assert (qos.choices, qos.default, qos.adjustable, qos.optional) == (("normal", "high"), "normal", True, False)
+    assert reservation.from_scheduler and reservation.adjustable and reservation.default is None and reservation.optional
+    unset = site.profile("small").allocation("qos")
+    assert (unset.choices, unset.default, unset.adjustable, unset.fixed) == ((), None, False, None)
+
+
+def test_older_account_with_user_adjustable_choices_keeps_working():
+    site = parse_site_config(_with_allocations("account: chem\nuser_adjustable: {account: {choices: [chem, phys]}}\n"))
+    rule = site.profile("gpu").allocation("account")
+    assert (rule.choices, rule.default, rule.adjustable, rule.optional) == (("chem", "phys"), "chem", True, False)
+    without_default = parse_site_config(_with_allocations("user_adjustable: {account: {choices: [chem]}}\n"))
+    rule = without_default.profile("gpu").allocation("account")
+    assert (rule.default, rule.adjustable, rule.optional) == (None, True, True)
+
+
+@pytest.mark.parametrize(
+    "settings, scheduler, expected",
+    [
+        ("qos: high\n", "sge", ":27: profiles[gpu].qos: Grid Engine has no QoS"),
+        ("account: {from_scheduler: false}\n", "slurm", ":27: profiles[gpu].account: a mapping here must be "
+                                                       "{from_scheduler: true}"),
+        ("reservation: []\n", "slurm", ":27: profiles[gpu].reservation: an empty list"),
+        ("account: [chem, 'a b']\n", "slurm", ":27: profiles[gpu].account: 'a b' has characters that are not allowed"),
+        ("account: [chem, chem]\n", "slurm", ":27: profiles[gpu].account: lists a name twice"),
+        ("qos: 3\n", "slurm", ":27: profiles[gpu].qos: give a name, a list of names or {from_scheduler: true}, got 3"),
+        ("account: {from_scheduler: true}\nuser_adjustable: {account: {choices: [chem]}}\n", "slurm",
+         ":28: profiles[gpu].user_adjustable.account: account already says what users may choose"),
+    ],
+)
+def test_allocation_setting_mistakes_are_named(tmp_path, settings, scheduler, expected):
+    errors = errors_of(_with_allocations(settings, scheduler), tmp_path)
+    assert any(error.startswith(expected) for error in errors), errors
+
+
+def test_sge_profile_may_take_a_project_and_a_reservation():
+    site = parse_site_config(_with_allocations("account: chem\nreservation: course\n", "sge"))
+    assert site.profile("gpu").allocation("reservation").fixed == "course"
