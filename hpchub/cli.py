@@ -246,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--profile", required=True, help="profile slug")
         sub.add_argument("--user", required=True, help="unix user the job runs as")
         sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                         help="a user choice (cores, memory, walltime, gpus, nodes, queue, account), "
+                         help="a user choice (cores, memory, walltime, gpus, nodes, queue, account, qos, reservation), "
                               "validated like the spawn form; repeatable")
         sub.add_argument("--command", help="run this instead of the Jupyter server (to test a profile's environment)")
         sub.add_argument("--server", default="", help="a named server's name (its job and files are named after it)")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from .config import Cluster, Profile, QueueLimits, SiteConfig
+from .config import ALLOCATION_FIELDS, AllocationRule, Cluster, Profile, QueueLimits, SiteConfig
+from .schedulers.base import Allocations, Reservation
 from .units import Memory, Walltime
 
 RESOURCE_FIELDS = ("cores", "memory", "walltime", "gpus", "nodes")
-ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", "account")
+ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS)
 # Keys a caller may include that are not resource choices (the spawner reads them itself).
 PASSTHROUGH_KEYS = frozenset({"profile"})
 
@@ -43,7 +45,12 @@ class JobRequest:
     walltime: Walltime
     gpus: int
     nodes: int
-    account: str | None
+    account: str | None  # Slurm account / Grid Engine project (-P)
+    qos: str | None = None
+    # What the job names: Slurm the reservation's name, Grid Engine the AR's number.
+    reservation: str | None = None
+    reservation_name: str | None = None
+    reservation_opens: datetime | None = None  # the reservation is not open yet (scheduler's local time)
 
     @property
     def queue_limits(self) -> QueueLimits:
@@ -72,9 +79,90 @@ _MINIMUM = {"cores": 1, "nodes": 1, "gpus": 0}
 _LIMIT = {"cores": "max_cores", "memory": "max_memory", "walltime": "max_walltime", "nodes": "max_nodes", "gpus": "max_gpus"}
 
 
-def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None = None) -> JobRequest:
-    """The job a user gets from ``profile`` with their ``values``; raise OptionsError if any is refused."""
+def needs_allocations(site: SiteConfig, profile: Profile) -> bool:
+    """Whether the caller should fetch the user's Allocations before ``resolve_request``: a field comes
+    from the scheduler, or the profile names a reservation (Grid Engine: its number; the card: when it opens)."""
+    return profile.reservation is not None or any(
+        profile.allocation(field).from_scheduler for field in ALLOCATION_FIELDS)
+
+
+def allowed_values(rule: AllocationRule, allocations: Allocations | None,
+                   account: str | None = None) -> tuple[tuple[str, ...], str | None] | None:
+    """(the values a user may give for ``rule.field``, the one preselected); None when they come from the
+    scheduler and ``allocations`` is unknown. ``account``: the account chosen (QoS depend on it on Slurm)."""
+    if not rule.from_scheduler:
+        return rule.choices, rule.default
+    if allocations is None:
+        return None
+    if rule.field == "account":
+        return allocations.accounts, allocations.default_account
+    if rule.field == "qos":
+        if account is None or account == allocations.default_account:
+            return allocations.qos_by_account.get(account or "", allocations.qos), allocations.default_qos
+        return allocations.qos_by_account.get(account, ()), None
+    return tuple(reservation.name for reservation in allocations.reservations), None
+
+
+def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, allocations: Allocations | None, account: str | None,
+                        problems: dict[str, str]) -> str | None:
+    field = rule.field
+    given = None if raw is None or (isinstance(raw, str) and not raw.strip()) else raw
+    if given is not None and not isinstance(given, str):
+        problems[field] = f"{given!r} is not a name"
+        return None
+    if given is not None and not rule.adjustable:
+        problems[field] = f"profile {profile.slug!r} does not let users change {field}"
+        return None
+    allowed = allowed_values(rule, allocations, account)
+    if allowed is None:
+        problems[field] = (f"the scheduler's list of your {_PLURAL[field]} is not available right now; try again "
+                           "in a minute")
+        return None
+    choices, default = allowed
+    value = given if given is not None else default
+    if value is None:
+        if not rule.optional and choices:
+            problems[field] = f"choose one of {', '.join(choices)}"
+        elif not rule.optional or (rule.from_scheduler and field == "account"):
+            problems[field] = f"the scheduler lists no {field} you may use"
+        return None
+    if value not in choices:
+        if rule.from_scheduler:
+            mine = ", ".join(choices) or "none"
+            problems[field] = f"the scheduler does not let you use {field} {value!r} (yours: {mine})"
+        else:
+            problems[field] = f"{value} is not one of {', '.join(choices)}"
+        return None
+    return value
+
+
+_PLURAL = {"account": "accounts", "qos": "QoS", "reservation": "reservations"}
+
+
+def _reservation(name: str, scheduler: str, allocations: Allocations | None,
+                 problems: dict[str, str]) -> Reservation | None:
+    """The scheduler's record of reservation ``name`` for this user (None on Slurm when unknown: the name is
+    enough there; Grid Engine needs the AR's number)."""
+    if allocations is None:
+        if scheduler == "sge":
+            problems["reservation"] = ("the scheduler's list of your reservations is not available right now; try "
+                                       "again in a minute")
+        return None
+    found = [reservation for reservation in allocations.reservations if reservation.name == name]
+    if not found:
+        problems["reservation"] = f"reservation {name!r} is not open to you (or no longer exists)"
+        return None
+    return found[0]
+
+
+def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None = None,
+                    allocations: Allocations | None = None) -> JobRequest:
+    """The job a user gets from ``profile`` with their ``values``; raise OptionsError if any is refused.
+
+    ``allocations``: the scheduler's for this user (see ``needs_allocations``; the caller fetches them).
+    Without them a field from the scheduler, or a Grid Engine reservation, is refused rather than guessed."""
     values = dict(values or {})
+    scheduler = site.clusters[profile.cluster].scheduler
     cluster = site.clusters[profile.cluster]
     adjustable = profile.user_adjustable.fields()
     chosen: dict[str, Any] = {}
@@ -86,6 +174,8 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         if field not in ADJUSTABLE_FIELDS:
             problems[field] = f"unknown option (options: {', '.join(ADJUSTABLE_FIELDS)})"
             continue
+        if field in ALLOCATION_FIELDS:
+            continue  # below: their allowed values may come from the scheduler
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue  # left empty: the profile's value stands
         if field not in adjustable:
@@ -119,6 +209,14 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         value = resources[field]
         if field not in problems and limit is not None and value is not None and value > limit:
             problems[field] = f"{value} exceeds queue {queue!r} limit {limit}"
+    account = _resolve_allocation(profile, profile.allocation("account"), values.get("account"), allocations, None,
+                                  problems)
+    qos = _resolve_allocation(profile, profile.allocation("qos"), values.get("qos"), allocations, account, problems)
+    reservation_name = _resolve_allocation(profile, profile.allocation("reservation"), values.get("reservation"),
+                                           allocations, account, problems)
+    reservation = None
+    if reservation_name is not None and "reservation" not in problems:
+        reservation = _reservation(reservation_name, scheduler, allocations, problems)
     if problems:
         raise OptionsError(problems)
     return JobRequest(
@@ -126,6 +224,10 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         cluster_name=profile.cluster,
         cluster=cluster,
         queue=queue,
-        account=chosen.get("account", profile.account),
+        account=account,
+        qos=qos,
+        reservation=reservation.reservation_id if reservation is not None else reservation_name,
+        reservation_name=reservation_name,
+        reservation_opens=reservation.start if reservation is not None and not reservation.active else None,
         **resources,
     )

@@ -195,6 +195,8 @@ def job_context(
             "nodes": request.nodes,
             "tasks": tasks,
             "account": Raw(request.account) if request.account else None,
+            "qos": Raw(request.qos) if request.qos else None,
+            "reservation": Raw(request.reservation) if request.reservation else None,
             "directives": [Raw(d) for d in profile.directives],
             "workdir": home,
             "log_dir": Raw(log_dir),
