@@ -27,6 +27,7 @@ from . import metrics
 from .render import USERNAME_RE
 from .runner import DEFAULT_TIMEOUT, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
+from .schedulers.base import Allocations
 
 # Scheduler clients need these from the hub's environment; nothing else is passed on, so a
 # token in the hub's environment never reaches a job through sbatch's default --export=ALL.
@@ -222,6 +223,15 @@ class ClusterClient:
     async def queue_info(self) -> list[QueueInfo]:
         outputs = [(await self.run(argv)).stdout for argv in self.backend.queue_info_argvs()]
         return self.backend.parse_queue_info(outputs)
+
+    @metrics.timed_command("allocations")
+    async def allocations(self, user: str, groups: Sequence[str]) -> Allocations:
+        """``user``'s accounts/projects, QoS and reservations, asked as the hub (the backend's rounds:
+        each round's commands see the outputs of the earlier ones). ``groups``: the user's unix groups."""
+        outputs: list[str] = []
+        while argvs := self.backend.allocations_argvs(user, outputs):
+            outputs += [(await self.run(argv)).stdout for argv in argvs]
+        return self.backend.parse_allocations(user, groups, outputs)
 
     @metrics.timed_command("node_address")
     async def node_address(self, node: str) -> str | None:

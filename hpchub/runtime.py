@@ -4,15 +4,31 @@ numbers and node addresses."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .cluster import ClusterClient, ClusterSpec, ssh_pool
 from .poller import CachedQuery, StatusPoller
+from .schedulers.base import Allocations
+
+log = logging.getLogger("hpchub.runtime")
 
 NODE_ADDRESS_TTL = 300.0  # seconds a node's address is reused (nodes are renamed or re-addressed rarely)
+
+
+@dataclass(frozen=True)
+class AllocationsAnswer:
+    """A user's allocations as last asked: ``allocations`` None means unknown (the query failed;
+    ``error`` says why). ``age``: seconds since the scheduler was asked."""
+
+    allocations: Allocations | None
+    age: float
+    error: str | None = None
 
 
 class ClusterRuntime:
@@ -30,6 +46,8 @@ class ClusterRuntime:
         self.task: asyncio.Task | None = None
         self.queues: CachedQuery | None = None
         self._node_addresses: dict[str, tuple[str, float]] = {}
+        self._allocations: dict[str, tuple[AllocationsAnswer, float]] = {}  # user -> (answer, when asked)
+        self._allocations_inflight: dict[str, asyncio.Task] = {}
         self._tunnels: dict[str, Any] = {}  # job id -> sshpool.LocalForward (to_servers: tunnel)
         self._hub_forward: Any = None  # sshpool.RemoteForward (to_hub: reverse)
 
@@ -49,6 +67,35 @@ class ClusterRuntime:
         if self.queues is None:
             self.queues = CachedQuery(self.client.queue_info, ttl=ttl)
         return self.queues
+
+    async def allocations(self, user: str, groups: Sequence[str], ttl: float) -> AllocationsAnswer:
+        """``user``'s allocations on this cluster, asked as the hub at most once per ``ttl`` seconds
+        (``queue_info_ttl``; concurrent callers share one query). A failed query is "unknown", not the
+        last good answer: a user removed from an account must not be offered it again."""
+        now = time.monotonic()
+        cached = self._allocations.get(user)
+        if cached is not None and now - cached[1] < ttl:
+            answer, asked = cached
+            return AllocationsAnswer(answer.allocations, now - asked, answer.error)
+        task = self._allocations_inflight.get(user)
+        if task is None:
+            task = self._allocations_inflight[user] = asyncio.get_running_loop().create_task(
+                self._ask_allocations(user, tuple(groups)))
+        answer = await asyncio.shield(task)
+        return AllocationsAnswer(answer.allocations, time.monotonic() - self._allocations[user][1], answer.error)
+
+    async def _ask_allocations(self, user: str, groups: tuple[str, ...]) -> AllocationsAnswer:
+        asked = time.monotonic()
+        try:
+            answer = AllocationsAnswer(await self.client.allocations(user, groups), 0.0)
+        except Exception as error:  # the form says "unknown"; a from_scheduler spawn is refused
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.warning("allocations of %s on %s unavailable: %s", user, self.name, message)
+            answer = AllocationsAnswer(None, 0.0, message)
+        finally:
+            self._allocations_inflight.pop(user, None)
+        self._allocations[user] = (answer, asked)
+        return answer
 
     async def queue_addresses(self, queue: str) -> list[str]:
         """The addresses the hub would connect to for every node of ``queue``."""

@@ -1,0 +1,74 @@
+"""A user's allocations asked as the hub and cached per (cluster, user): the scheduler's rounds, the
+cache's age, and a failed query meaning "unknown" (never the last good answer)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers.jobs import local_site_with_test_profiles
+
+from hpchub.cluster import client_for
+from hpchub.poller import StatusPoller
+from hpchub.runtime import ClusterRuntime
+from hpchub.schedulers.base import Allocations
+
+ALICE = Allocations(accounts=("chem", "phys"), default_account="chem")
+
+
+class FakeClient:
+    name = "fake"
+
+    def __init__(self, answers: list[Allocations | Exception]):
+        self.answers = answers
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    async def allocations(self, user, groups):
+        self.asked.append((user, tuple(groups)))
+        await asyncio.sleep(0.01)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def status(self, users=None):
+        return {}
+
+
+def runtime_of(client) -> ClusterRuntime:
+    return ClusterRuntime(client, StatusPoller(client.status, interval=60, cluster=client.name))
+
+
+async def test_cached_for_the_ttl_and_shared_by_concurrent_callers():
+    client = FakeClient([ALICE])
+    runtime = runtime_of(client)
+    first, second = await asyncio.gather(runtime.allocations("alice", ["users"], ttl=60),
+                                         runtime.allocations("alice", ["users"], ttl=60))
+    assert first.allocations == second.allocations == ALICE and client.asked == [("alice", ("users",))]
+    await asyncio.sleep(0.05)
+    later = await runtime.allocations("alice", ["users"], ttl=60)
+    assert later.allocations is ALICE and later.age >= 0.05 and len(client.asked) == 1
+
+
+async def test_a_failed_query_is_unknown_not_the_last_good_answer():
+    client = FakeClient([ALICE, RuntimeError("sacctmgr: error: Problem talking to the database\nmore")])
+    runtime = runtime_of(client)
+    assert (await runtime.allocations("alice", [], ttl=0)).allocations == ALICE
+    failed = await runtime.allocations("alice", [], ttl=0)
+    assert failed.allocations is None and failed.error == "sacctmgr: error: Problem talking to the database"
+
+
+@pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
+                                       pytest.param("sge", marks=pytest.mark.sge)])
+async def test_real_allocations_as_the_hub(scheduler, request):
+    request.getfixturevalue(f"{scheduler}_cluster")
+    site = local_site_with_test_profiles(scheduler)
+    runtime = runtime_of(client_for(site, next(iter(site.clusters))))
+    alice = await runtime.allocations("alice", [], ttl=60)
+    assert alice.error is None and alice.allocations is not None
+    assert (alice.allocations.accounts, alice.allocations.default_account) == (("chem", "phys"), "chem")
+    assert "course" in {reservation.name for reservation in alice.allocations.reservations}
+    bob = await runtime.allocations("bob", [], ttl=60)
+    assert bob.allocations is not None and bob.allocations.accounts == ("phys",)
+    again = await runtime.allocations("alice", [], ttl=60)
+    assert again.allocations is alice.allocations and again.age >= alice.age
