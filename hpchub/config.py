@@ -304,7 +304,8 @@ class Profile(_Model):
         setting = getattr(self, field)
         legacy = self.user_adjustable.account if field == "account" else None
         if isinstance(setting, FromScheduler):
-            return AllocationRule(field, from_scheduler=True)
+            # The scheduler always has a default account for a user; "none" would mean the same.
+            return AllocationRule(field, from_scheduler=True, optional=field != "account")
         if isinstance(setting, tuple):
             return AllocationRule(field, setting, setting[0], optional=False)
         if legacy is not None:

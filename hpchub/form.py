@@ -21,10 +21,11 @@ from typing import Any
 
 import jinja2
 
-from .config import Profile, SiteConfig
-from .options import OptionsError
+from .config import ALLOCATION_FIELDS, Profile, SiteConfig
+from .options import OptionsError, allowed_values
 from .render import SiteTemplateLoader
 from .schedulers import QueueInfo
+from .schedulers.base import Allocations, Reservation
 from .units import Memory, Walltime
 
 FORM_TEMPLATE = "spawn-form.html.j2"
@@ -34,7 +35,7 @@ MIB = 1024**2
 # Where a problem that belongs to no input of the chosen profile is shown (unknown or fixed fields).
 GENERAL = "_general"
 LABELS = {"cores": "Cores", "memory": "Memory (GB)", "walltime": "Walltime", "gpus": "GPUs", "nodes": "Nodes",
-          "queue": "Queue", "account": "Account"}
+          "queue": "Queue", "account": "Account", "qos": "QoS", "reservation": "Reservation"}
 _NUMBER_RE = re.compile(r"^\s*[0-9]{1,6}(\.[0-9]{1,6})?\s*$")
 _WHOLE_RE = re.compile(r"^\s*[0-9]{1,6}\s*$")
 
@@ -290,6 +291,61 @@ def _matching_choice(name: str, chosen: str, choices: list[Any]) -> str | None:
     return None
 
 
+def opening_text(reservation: Reservation) -> str | None:
+    """``opens 2026-12-26 10:00`` for a reservation not open yet (the scheduler's local time)."""
+    if reservation.active or reservation.start is None:
+        return None
+    return f"opens {reservation.start:%Y-%m-%d %H:%M}"
+
+
+def _allocation_view(profile: Profile, name: str, allocations: Allocations | None, age: float | None,
+                     values: Mapping[str, str], problem: str | None) -> dict[str, Any] | None:
+    """A select of the values the user may give (the default preselected), or a note that the
+    scheduler's list is unknown; None when the user has no say in ``name``."""
+    rule = profile.allocation(name)
+    if not rule.adjustable:
+        return None
+    base = f"{profile.slug}{FIELD_SEPARATOR}{name}"
+    view: dict[str, Any] = {"name": name, "label": LABELS[name], "id": base, "hint_id": f"{base}-hint",
+                            "error_id": f"{base}-error", "error": problem}
+    allowed = allowed_values(rule, allocations)
+    if allowed is None:
+        view.update(kind="note", inputs=[], hint="unknown: the scheduler did not answer; try again in a minute")
+        return view
+    choices, default = allowed
+    if name == "qos" and rule.from_scheduler and allocations is not None:
+        choices = allocations.qos  # the chosen account's QoS are checked on submission
+    texts = {value: value for value in choices}
+    if name == "reservation" and allocations is not None:
+        for reservation in allocations.reservations:
+            opens = opening_text(reservation)
+            if reservation.name in texts and opens:
+                texts[reservation.name] = f"{reservation.name} ({opens})"
+    options = ([("", "none (the scheduler's default)")] if rule.optional else []) + [(v, texts[v]) for v in choices]
+    chosen = values.get(name)
+    selected = chosen if chosen is not None and (chosen in choices or chosen == "") else (default or "")
+    hints = [f"{len(choices)} choice{'s' if len(choices) != 1 else ''}"]
+    if name == "qos" and rule.from_scheduler and allocations is not None \
+            and len(set(allocations.qos_by_account.values())) > 1:
+        hints.append("by account: " + "; ".join(f"{account}: {', '.join(qos)}"
+                                                for account, qos in allocations.qos_by_account.items()))
+    if rule.from_scheduler:
+        hints.append(f"from the scheduler, {age_text(age) or 'just asked'}")
+    view.update(kind="select", inputs=[{"id": base, "name": base}], options=options, selected=selected,
+                hint="; ".join(hints))
+    return view
+
+
+def pinned_reservation_text(profile: Profile, allocations: Allocations | None) -> str | None:
+    """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``."""
+    name = profile.allocation("reservation").fixed
+    if name is None:
+        return None
+    found = [r for r in (allocations.reservations if allocations is not None else ()) if r.name == name]
+    opens = opening_text(found[0]) if found else None
+    return f"reservation {name}" + (f" {opens}" if opens else "")
+
+
 def resources_text(profile: Profile) -> str:
     """``2 cores, 8 GB, 4 h, 2 nodes``: what the profile gives when nothing is changed."""
     r = profile.resources
@@ -319,10 +375,16 @@ def render_spawn_form(
     live_queues: Mapping[tuple[str, str], QueueInfo] | None = None,
     queue_ages: Mapping[str, float] | None = None,
     preselection: Preselection | None = None,
+    allocations: Mapping[str, Allocations | None] | None = None,
+    allocation_ages: Mapping[str, float] | None = None,
 ) -> str:
     """The form's HTML. ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers and
     ``queue_ages`` (cluster -> seconds since they were fetched) their age; ``preselection``: the
-    profile and values to show chosen (the last choice, or a refused one with its problems)."""
+    profile and values to show chosen (the last choice, or a refused one with its problems).
+    ``allocations``: cluster -> this user's allocations there (None or missing: unknown), for the
+    fields from the scheduler; ``allocation_ages``: cluster -> seconds since they were asked."""
+    allocations = allocations or {}
+    allocation_ages = allocation_ages or {}
     live_queues = live_queues or {}
     queue_ages = queue_ages or {}
     preselection = preselection or Preselection()
@@ -335,8 +397,18 @@ def render_spawn_form(
         values = preselection.values if is_chosen else {}
         fields = []
         for name, bound in p.user_adjustable.fields().items():
+            if name in ALLOCATION_FIELDS:
+                continue  # below, with the scheduler's values
             problem = general.pop(name, None) if is_chosen else None
             fields.append(_field_view(site, p, name, bound, values, problem))
+        for name in ALLOCATION_FIELDS:
+            problem = general.get(name) if is_chosen else None
+            view = _allocation_view(p, name, allocations.get(p.cluster), allocation_ages.get(p.cluster), values,
+                                    problem)
+            if view is not None:
+                if is_chosen:
+                    general.pop(name, None)
+                fields.append(view)
         groups.setdefault(p.cluster, []).append({
             "profile": p,
             "chosen": is_chosen,
@@ -345,6 +417,7 @@ def render_spawn_form(
             "fields": fields,
             "live": live_queues.get((p.cluster, p.queue)),
             "live_age": age_text(queue_ages.get(p.cluster)),
+            "reservation": pinned_reservation_text(p, allocations.get(p.cluster)),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     return template.render(site=site, clusters=groups, general_problems=general, single_cluster=len(groups) == 1)

@@ -123,7 +123,7 @@ def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, alloca
     if value is None:
         if not rule.optional and choices:
             problems[field] = f"choose one of {', '.join(choices)}"
-        elif not rule.optional or (rule.from_scheduler and field == "account"):
+        elif not rule.optional:
             problems[field] = f"the scheduler lists no {field} you may use"
         return None
     if value not in choices:

@@ -33,11 +33,11 @@ from .accounts import AccountMapError, check_template, unix_account_name
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import Preselection, options_from_query, read_form, render_spawn_form
-from .options import JobRequest, OptionsError, resolve_request
+from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, Presence
 from .render import RenderError, UserAccount
 from .runner import CommandError
-from .runtime import ClusterRuntime
+from .runtime import AllocationsAnswer, ClusterRuntime
 from .schedulers import JobState, JobStatus, QueueInfo
 from .sshpool import LoginUnreachable
 
@@ -357,7 +357,27 @@ class HPCSpawner(Spawner):
             age = cache.age()
             if age is not None:
                 ages[cluster_name] = age
-        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection())
+        allocations, allocation_ages = {}, {}
+        for cluster_name in dict.fromkeys(p.cluster for p in profiles if needs_allocations(site, p)):
+            answer = await self._allocations_on(cluster_name)
+            allocations[cluster_name], allocation_ages[cluster_name] = answer.allocations, answer.age
+        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection(),
+                                 allocations, allocation_ages)
+
+    async def _allocations_on(self, cluster_name: str) -> AllocationsAnswer:
+        """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""
+        unix_name = await self.unix_user_name()
+        groups = await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
+        runtime = self._runtime(ClusterSpec.from_site(self.site, cluster_name))
+        return await runtime.allocations(unix_name, sorted(groups), self.queue_info_ttl)
+
+    async def _resolve(self, profile: Profile, options: dict) -> JobRequest:
+        """resolve_request with the scheduler's allocations when the profile needs them (unknown ones
+        refuse a field from the scheduler with a message, rather than guessing)."""
+        allocations = None
+        if needs_allocations(self.site, profile):
+            allocations = (await self._allocations_on(profile.cluster)).allocations
+        return resolve_request(self.site, profile, options, allocations)
 
     def _preselection(self) -> Preselection:
         """The choice just refused (with its messages), else this server's last choice."""
@@ -401,7 +421,7 @@ class HPCSpawner(Spawner):
             profile, problems["profile"] = None, error.log_message or "not available"
         if profile is not None:
             try:
-                resolve_request(self.site, profile, {k: v for k, v in options.items() if k not in problems})
+                await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
             except OptionsError as error:
                 problems.update(error.problems)
         if not problems:
@@ -421,7 +441,7 @@ class HPCSpawner(Spawner):
     async def _request_from(self, options: dict) -> JobRequest:
         profile = await self._profile_for(options or {})
         try:
-            return resolve_request(self.site, profile, options or {})
+            return await self._resolve(profile, options or {})
         except OptionsError as error:
             raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
 

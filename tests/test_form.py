@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from helpers.support import SITE_CONFIGS, user_readable
+from tornado import web
 
 from hpchub import spawner as spawner_module
 from hpchub.config import load_site_config, parse_site_config
@@ -380,3 +381,123 @@ async def test_cached_query_fetches_once_per_ttl_for_all_callers():
     assert cached.age() == 61  # and its age says so
     clock.now += 61
     assert await cached.get() == 4 and cached.error is None
+
+
+# -- accounts, QoS and reservations --------------------------------------------------------------
+ALLOCATED = """
+site: Allocations
+clusters:
+  slurm:
+    scheduler: slurm
+    submit: {via: sudo}
+    queues: {debug: {max_walltime: "04:00:00"}}
+profiles:
+  - slug: research
+    name: Research
+    cluster: slurm
+    queue: debug
+    resources: {walltime: "01:00:00"}
+    account: {from_scheduler: true}
+    qos: {from_scheduler: true}
+    reservation: {from_scheduler: true}
+  - slug: course
+    name: Course
+    cluster: slurm
+    queue: debug
+    resources: {walltime: "01:00:00"}
+    reservation: course-later
+"""
+
+
+def _alice_allocations():
+    from datetime import datetime
+
+    from hpchub.schedulers.base import Allocations, Reservation
+    course = Reservation("course", "course", datetime(2026, 11, 1), datetime(2027, 1, 1), True, ("alice",))
+    later = Reservation("course-later", "course-later", datetime(2026, 12, 26, 10, 0), datetime(2026, 12, 27), False,
+                        ("alice",))
+    return Allocations(accounts=("chem", "phys"), default_account="chem", qos=("high", "normal"),
+                       qos_by_account={"chem": ("high", "normal"), "phys": ("normal",)}, default_qos="normal",
+                       reservations=(course, later))
+
+
+def test_allocation_selects_list_what_the_scheduler_allows_with_the_default_preselected():
+    site = parse_site_config(ALLOCATED)
+    html = render_spawn_form(site, site.profiles, allocations={"slurm": _alice_allocations()},
+                             allocation_ages={"slurm": 12})
+    assert re.search(r'<select name="research--account" id="research--account"[^>]*>\s*<option value="chem" selected>'
+                     r'chem</option><option value="phys" >phys</option>', html)
+    assert '<option value="high" >high</option><option value="normal" selected>normal</option>' in html
+    assert "by account: chem: high, normal; phys: normal; from the scheduler, updated 12 s ago" in html
+    # A reservation from the scheduler is optional; one not open yet says when it opens.
+    assert ('<option value="" selected>none (the scheduler&#39;s default)</option><option value="course" >course'
+            '</option><option value="course-later" >course-later (opens 2026-12-26 10:00)</option>') in html
+    # A pinned reservation has no input; its card says when it opens.
+    assert '<div class="hpchub-reservation">reservation course-later opens 2026-12-26 10:00</div>' in html
+    assert 'name="course--reservation"' not in html
+
+
+def test_unknown_allocations_are_said_on_the_form_and_refused_at_the_field():
+    site = parse_site_config(ALLOCATED)
+    shown = Preselection.from_options({"profile": "research"}, {"account": "the scheduler's list of your accounts is "
+                                                                           "not available right now; try again"})
+    html = render_spawn_form(site, site.profiles, preselection=shown)
+    assert 'name="research--account"' not in html
+    assert ('<span class="hpchub-hint" id="research--account-hint">unknown: the scheduler did not answer; try again in '
+            'a minute</span>') in html
+    assert re.search(r'id="research--account-error">the scheduler&#39;s list of your accounts is not available', html)
+    assert "hpchub-general-error" not in html
+    assert '<div class="hpchub-reservation">reservation course-later</div>' in html
+
+
+@pytest.fixture
+def allocated_spawner(monkeypatch):
+    """An HPCSpawner of alice on ALLOCATED whose allocations come from a fake runtime (None: unknown)."""
+    from hpchub.runtime import AllocationsAnswer
+
+    path = user_readable("form-allocations.yaml", ALLOCATED)
+    answer = {"allocations": _alice_allocations()}
+    asked = []
+
+    async def allocations(user, groups, ttl):
+        asked.append(user)
+        return AllocationsAnswer(answer["allocations"], 3.0, None if answer["allocations"] else "timed out")
+
+    async def no_queues():
+        return []
+
+    def runtime(self, spec):
+        return SimpleNamespace(queue_numbers=lambda ttl: CachedQuery(no_queues, ttl=60), allocations=allocations)
+
+    monkeypatch.setattr(HPCSpawner, "_runtime", runtime)
+
+    def make() -> HPCSpawner:
+        return HPCSpawner(user=SimpleNamespace(name="alice", groups=[], url="/user/alice/"), site_config=str(path),
+                          orm_spawner=SimpleNamespace(name="", server=None, user_options={}))
+
+    make.answer, make.asked = answer, asked
+    return make
+
+
+async def test_spawner_checks_choices_against_the_users_allocations(allocated_spawner):
+    html = await allocated_spawner()._render_form()
+    assert '<option value="chem" selected>chem</option>' in html and allocated_spawner.asked == ["alice"]
+    options = await allocated_spawner().run_options_from_form({"profile": ["research"], "research--account": ["phys"],
+                                                               "research--qos": ["normal"]})
+    assert options == {"profile": "research", "account": "phys", "qos": "normal"}
+    request = await allocated_spawner()._request_from(options)
+    assert (request.account, request.qos, request.reservation) == ("phys", "normal", None)
+    with pytest.raises(ChoicesRefused) as refused:
+        await allocated_spawner().run_options_from_form({"profile": ["research"], "research--account": ["bio"]})
+    assert refused.value.problems == {"account": "the scheduler does not let you use account 'bio' (yours: chem, phys)"}
+    html = await allocated_spawner()._render_form()
+    assert re.search(r'id="research--account-error">the scheduler does not let you use account', html)
+
+
+async def test_spawn_of_a_from_scheduler_profile_is_refused_while_allocations_are_unknown(allocated_spawner):
+    allocated_spawner.answer["allocations"] = None
+    with pytest.raises(web.HTTPError) as refused:
+        await allocated_spawner()._request_from({"profile": "research"})
+    assert refused.value.status_code == 400
+    assert "account: the scheduler's list of your accounts is not available right now" in refused.value.log_message
+    assert (await allocated_spawner()._request_from({"profile": "course"})).reservation == "course-later"
