@@ -4,12 +4,18 @@ cache's age, and a failed query meaning "unknown" (never the last good answer)."
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
-from helpers.jobs import local_site_with_test_profiles
+from helpers.jobs import local_site_with_test_profiles, scheduler_output
+from helpers.profiles import local_site_text
 
 from hpchub.cluster import client_for
+from hpchub.config import parse_site_config
+from hpchub.jobs import command_job
+from hpchub.options import OptionsError, resolve_request
 from hpchub.poller import StatusPoller
+from hpchub.render import UserAccount
 from hpchub.runtime import ClusterRuntime
 from hpchub.schedulers.base import Allocations
 
@@ -72,3 +78,60 @@ async def test_real_allocations_as_the_hub(scheduler, request):
     assert bob.allocations is not None and bob.allocations.accounts == ("phys",)
     again = await runtime.allocations("alice", [], ttl=60)
     assert again.allocations is alice.allocations and again.age >= alice.age
+
+
+REAL_PROFILES = {
+    "slurm": """
+  - slug: alloc-research
+    name: Allocations
+    cluster: slurm
+    queue: debug
+    resources: {cores: 1, walltime: "00:05:00"}
+    account: {from_scheduler: true}
+    qos: {from_scheduler: true}
+    reservation: course
+""",
+    "sge": """
+  - slug: alloc-research
+    name: Allocations
+    cluster: sge
+    queue: long.q
+    resources: {cores: 1, walltime: "00:05:00"}
+    account: {from_scheduler: true}
+    reservation: course
+""",
+}
+
+
+def job_fields(scheduler: str, job_id: str) -> str:
+    if scheduler == "slurm":
+        return scheduler_output(["squeue", "--noheader", "--jobs", job_id, "--format=%u|%a|%q|%v"]).strip()
+    details = scheduler_output(["qstat", "-j", job_id])
+    fields = dict(line.split(":", 1) for line in details.splitlines() if ":" in line)
+    return "|".join(fields.get(key, "").strip() for key in ("owner", "project", "ar_id"))
+
+
+@pytest.mark.parametrize("scheduler", [pytest.param("slurm", marks=pytest.mark.slurm),
+                                       pytest.param("sge", marks=pytest.mark.sge)])
+async def test_the_scheduler_takes_the_rendered_account_qos_and_reservation(scheduler, request):
+    request.getfixturevalue(f"{scheduler}_cluster")
+    site = parse_site_config(local_site_text(scheduler, REAL_PROFILES[scheduler]))
+    client = client_for(site, scheduler)
+    profile = site.profile("alloc-research")
+    alice = await runtime_of(client).allocations("alice", [], ttl=60)
+    choices = {"account": "phys"} if scheduler == "sge" else {"qos": "high"}
+    job_request = resolve_request(site, profile, choices, alice.allocations)
+    with pytest.raises(OptionsError) as refused:  # bob may not use the reservation
+        resolve_request(site, profile, {}, (await runtime_of(client).allocations("bob", [], ttl=60)).allocations)
+    assert set(refused.value.problems) == {"reservation"}
+    job = command_job(site, job_request, UserAccount.lookup("alice"), ["sleep", "120"])
+    job_id = await client.submit("alice", job.key, job.script, {})
+    try:
+        if scheduler == "slurm":
+            assert job_fields(scheduler, job_id) == "alice|chem|high|course"
+        else:
+            assert job_request.reservation is not None and job_request.reservation.isdigit()
+            assert job_fields(scheduler, job_id) == f"alice|phys|{job_request.reservation}"
+    finally:
+        await client.cancel("alice", [job_id])
+        Path(job.log_path(job_id)).unlink(missing_ok=True)
