@@ -14,7 +14,7 @@ from .checks import Finding, live_findings, site_findings
 from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .jobs import PreparedJob
-from .options import OptionsError, resolve_request
+from .options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
 from .render import RenderError, UserAccount
 from .runner import CommandError
 from .schedulers import ParseError
@@ -43,7 +43,12 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
     except KeyError:
         slugs = ", ".join(p.slug for p in site.profiles)
         raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {slugs})"}) from None
-    request = resolve_request(site, profile, _parse_sets(args.set))
+    allocations = None
+    if needs_allocations(site, profile):  # the user's accounts/QoS/reservations, as the hub asks them
+        from .spawner import unix_groups
+
+        allocations = asyncio.run(client_for(site, profile.cluster).allocations(args.user, sorted(unix_groups(args.user))))
+    request = resolve_request(site, profile, _parse_sets(args.set), allocations)
     user = UserAccount.lookup(args.user)
     if getattr(args, "command", None):
         return jobs.command_job(site, request, user, shlex.split(args.command))
@@ -87,14 +92,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         for profile in site.profiles:
             user = UserAccount("hpchub-check", "/home/hpchub-check")
             try:
-                jobs.server_job(site, resolve_request(site, profile), user)
+                allocations = placeholder_allocations(site, profile) if needs_allocations(site, profile) else None
+                jobs.server_job(site, resolve_request(site, profile, allocations=allocations), user)
             except (RenderError, OptionsError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}]: {error}")
                 continue
             try:  # the ipyparallel engine job of the profile, too
                 from .parallel import HPCEngineSetLauncher
 
-                HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name)
+                HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name,
+                                                                                          allocations=allocations)
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
         live = asyncio.run(live_findings(site, args.probe_user, probe=not args.no_probe)) if args.live else []

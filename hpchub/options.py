@@ -86,6 +86,21 @@ def needs_allocations(site: SiteConfig, profile: Profile) -> bool:
         profile.allocation(field).from_scheduler for field in ALLOCATION_FIELDS)
 
 
+def placeholder_allocations(site: SiteConfig, profile: Profile) -> Allocations:
+    """Allocations that allow what ``profile`` names, plus ``example-account``/``example-qos`` for
+    fields from the scheduler: for checks that render a profile's job without a user or a scheduler
+    (``hpchub check``), which check the directives, not the names."""
+    account, qos = profile.allocation("account"), profile.allocation("qos")
+    accounts = account.choices or ("example-account",)
+    qos_names = qos.choices or ("example-qos",)
+    sge = site.clusters[profile.cluster].scheduler == "sge"
+    reservations = tuple(Reservation(name, str(number) if sge else name, None, None, True)
+                         for number, name in enumerate(profile.allocation("reservation").choices, start=1))
+    return Allocations(accounts=accounts, default_account=accounts[0], qos=qos_names,
+                       qos_by_account={name: qos_names for name in accounts}, default_qos=qos_names[0],
+                       reservations=reservations)
+
+
 def allowed_values(rule: AllocationRule, allocations: Allocations | None,
                    account: str | None = None) -> tuple[tuple[str, ...], str | None] | None:
     """(the values a user may give for ``rule.field``, the one preselected); None when they come from the

@@ -35,6 +35,7 @@ from .options import resolve_request
 from .render import UserAccount
 from .runtime import ClusterRuntime
 from .schedulers import JobState
+from .schedulers.base import Allocations
 
 # Set by hpchub's server jobs (see hpchub.jobs), so that a notebook needs no configuration.
 # ENV_SITE_CONFIG also marks an hpchub job for the packaged etc/ipython/ipcluster_config.py.
@@ -125,16 +126,17 @@ class HPCEngineSetLauncher(EngineLauncher):
         spec = ClusterSpec.from_site(site, self.cluster_name).as_current_user()
         return ClusterRuntime.get(spec, interval=self.poll_interval, min_interval=min(1.0, self.poll_interval))
 
-    def prepare(self, n: int, user: str | None = None) -> PreparedJob:
+    def prepare(self, n: int, user: str | None = None, allocations: Allocations | None = None) -> PreparedJob:
         """The engine job for n engines (as ``user``, default: this process's user); `hpchub
-        render --engines N` prints the same."""
+        render --engines N` prints the same. ``allocations``: for a profile whose account, QoS or
+        reservation comes from the scheduler (see options.needs_allocations)."""
         site = self._site()
         slug = self.profile or site.profiles[0].slug
         try:
             profile = site.profile(slug)
         except KeyError:
             raise ValueError(f"no profile {slug!r} in {self.site_config}") from None
-        request = resolve_request(site, profile, self.options)
+        request = resolve_request(site, profile, self.options, allocations)
         self.cluster_name = request.cluster_name
         account = UserAccount.lookup(user or _current_user())
         parent = os.environ.get(ENV_PARENT_JOB) or os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or "none"

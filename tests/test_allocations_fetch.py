@@ -4,6 +4,8 @@ cache's age, and a failed query meaning "unknown" (never the last good answer)."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,19 @@ async def test_the_scheduler_takes_the_rendered_account_qos_and_reservation(sche
     finally:
         await client.cancel("alice", [job_id])
         Path(job.log_path(job_id)).unlink(missing_ok=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_hpchub_render_asks_the_scheduler_for_the_users_allocations(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(local_site_text("slurm", REAL_PROFILES["slurm"]))
+    hpchub = [sys.executable, "-m", "hpchub.cli", "render", str(site), "--profile", "alloc-research"]
+    alice = subprocess.run([*hpchub, "--user", "alice", "--set", "qos=high"], capture_output=True, text=True, timeout=60)
+    assert alice.returncode == 0, alice.stderr
+    assert [line for line in alice.stdout.splitlines() if line.startswith(("#SBATCH --account", "#SBATCH --qos",
+                                                                           "#SBATCH --reservation"))] == \
+        ["#SBATCH --account=chem", "#SBATCH --qos=high", "#SBATCH --reservation=course"]
+    bob = subprocess.run([*hpchub, "--user", "bob", "--set", "qos=high"], capture_output=True, text=True, timeout=60)
+    assert bob.returncode != 0 and "qos: the scheduler does not let you use qos 'high' (yours: normal)" in bob.stderr
+    assert "reservation 'course' is not open to you" in bob.stderr

@@ -484,3 +484,17 @@ def test_allocation_setting_mistakes_are_named(tmp_path, settings, scheduler, ex
 def test_sge_profile_may_take_a_project_and_a_reservation():
     site = parse_site_config(_with_allocations("account: chem\nreservation: course\n", "sge"))
     assert site.profile("gpu").allocation("reservation").fixed == "course"
+
+
+def test_check_renders_profiles_whose_allocations_come_from_the_scheduler(tmp_path):
+    # Before: resolve_request refused them without the scheduler's answer, so `check` failed every such profile.
+    site = tmp_path / "site.yaml"
+    site.write_text(_with_allocations("account: {from_scheduler: true}\nqos: {from_scheduler: true}\n"
+                                      "reservation: course\n"))
+    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sge = tmp_path / "sge.yaml"
+    sge.write_text(_with_allocations("account: {from_scheduler: true}\nreservation: course\n", "sge")
+                   .replace("gpus: 0, nodes: 1}", "gpus: 0}").replace(", gpus: 1}", "}").replace("max_gpus: 4", "max_gpus: 0"))
+    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(sge)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
