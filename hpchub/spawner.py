@@ -350,11 +350,9 @@ class HPCSpawner(Spawner):
         live: dict[tuple[str, str], QueueInfo] = {}
         ages: dict[str, float] = {}
         for cluster_name in dict.fromkeys(p.cluster for p in profiles):
-            cache = self._runtime(ClusterSpec.from_site(site, cluster_name)).queue_numbers(self.queue_info_ttl)
-            queues = await cache.get()
-            for queue in queues if isinstance(queues, list) else []:
+            queues, age = await self._queue_numbers_and_age(self._runtime(ClusterSpec.from_site(site, cluster_name)))
+            for queue in queues:
                 live[(cluster_name, queue.name)] = queue
-            age = cache.age()
             if age is not None:
                 ages[cluster_name] = age
         allocations, allocation_ages = {}, {}
@@ -462,8 +460,14 @@ class HPCSpawner(Spawner):
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
     async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
-        queues = await runtime.queue_numbers(self.queue_info_ttl).get()
-        return list(queues) if isinstance(queues, list) else []
+        return (await self._queue_numbers_and_age(runtime))[0]
+
+    async def _queue_numbers_and_age(self, runtime: ClusterRuntime) -> tuple[list[QueueInfo], float | None]:
+        """The cluster's live queue numbers (cached queue_info_ttl; none while the scheduler does not
+        answer) and their age in seconds."""
+        cache = runtime.queue_numbers(self.queue_info_ttl)
+        queues = await cache.get()
+        return (list(queues) if isinstance(queues, list) else []), cache.age()
 
     def _emit(self, percent: int, message: str, job_details: dict[str, Any] | None = None) -> None:
         """A progress event: the text, and the job's details (progress.details) for the waiting page."""
