@@ -7,26 +7,32 @@ cluster's scheduler answers, has every configured queue up with limits at most t
 lets the hub see every job and hides users' jobs from each other (Slurm PrivateData), whether the
 commands of the submit mode can be run (sudo, ssh; as a probe user), and (a probe job per profile
 environment, hpchub.doctor) whether the environment loads where the jobs run. Each finding names
-the line of the config key it is about. Accounts, QoS and reservations are not checked yet.
+the line of the config key it is about. The accounts, QoS and reservations profiles name must exist
+and be open to the users the profiles are for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
 import pwd
 import re
 import shutil
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .accounts import unix_groups
 from .cluster import AccountRefused, ClusterClient, client_for
-from .config import SiteConfig
+from .config import Profile, SiteConfig, profile_allows
+from .options import ALLOCATION_FIELDS
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
+from .schedulers.base import Allocations
 
 Level = Literal["error", "warning", "info"]
 
@@ -208,6 +214,7 @@ async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None)
             findings.append(_at(site, "warning", at, f"cannot read the queue's limits: {error}"))
             continue
         findings += queue_limit_findings(site, name, queue_name, limits)
+    findings += await allocation_findings(site, name, client, probe_user)
     unconfigured = sorted(set(queues) - set(cluster.queues))
     if unconfigured:
         findings.append(_at(site, "info", ("clusters", name, "queues"),
@@ -230,6 +237,138 @@ async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None)
         findings.append(Finding("info", f"clusters.{name}: {cluster.scheduler} answers; queues "
                                         f"{', '.join(cluster.queues)} are up"))
     return findings
+
+
+# --- accounts, QoS and reservations ---------------------------------------------------------
+
+# At most this many users of a profile (its users: and the members of its groups:) are asked about.
+MAX_USERS_ASKED = 50
+
+
+async def allocation_findings(site: SiteConfig, cluster_name: str, client: ClusterClient,
+                              probe_user: str | None) -> list[Finding]:
+    """Every account/QoS/reservation a profile of the cluster names must exist there (errors at the
+    key), a pinned reservation that is not open yet is reported with its start (info), and each user a
+    profile is open to (its ``users``, the members of its ``groups``, and ``probe_user`` if the profile
+    admits them) must be allowed the names it cannot change (errors) and at least one of a list
+    (errors; some of a list: warning), and must have an account where it comes from the scheduler."""
+    profiles = [(index, profile) for index, profile in enumerate(site.profiles) if profile.cluster == cluster_name
+                and any(profile.allocation(field).choices or profile.allocation(field).from_scheduler
+                        for field in ALLOCATION_FIELDS)]
+    if not profiles:
+        return []
+    try:
+        known = await client.cluster_allocations()
+    except (CommandError, ParseError) as error:
+        return [_at(site, "warning", ("clusters", cluster_name),
+                    f"cannot read the scheduler's accounts and reservations: {error}")]
+    findings: list[Finding] = []
+    for index, profile in profiles:
+        findings += _named_allocation_findings(site, index, profile, known)
+    asked: dict[str, Allocations | Exception] = {}
+    for index, named in profiles:
+        profile = _without_missing_names(named, known)  # reported above: once, not once per user
+        users, more = _profile_users(profile, probe_user)
+        if more:
+            findings.append(_at(site, "info", ("profiles", index), f"allocations checked for {len(users)} of "
+                                                                   f"{len(users) + more} users"))
+        for user in users:
+            if user not in asked:
+                try:
+                    asked[user] = await client.allocations(user, sorted(unix_groups(user)))
+                except (CommandError, ParseError) as error:
+                    asked[user] = error
+            answer = asked[user]
+            if isinstance(answer, Exception):
+                findings.append(_at(site, "warning", ("profiles", index), f"cannot read {user}'s allocations: {answer}"))
+                continue
+            findings += _user_allocation_findings(site, index, profile, user, answer)
+    return findings
+
+
+def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, known: Allocations) -> list[Finding]:
+    findings = []
+    reservations = {reservation.name: reservation for reservation in known.reservations}
+    existing = {"account": known.accounts, "qos": known.qos, "reservation": tuple(sorted(reservations))}
+    what = {"account": "account" if site.clusters[profile.cluster].scheduler == "slurm" else "project",
+            "qos": "QoS", "reservation": "reservation"}
+    for field in ALLOCATION_FIELDS:
+        at = ("profiles", index, field)
+        for name in profile.allocation(field).choices:
+            if name not in existing[field]:
+                findings.append(_at(site, "error", at, f"the scheduler has no {what[field]} {name!r} "
+                                                       f"(it has: {_some(existing[field])})"))
+            elif field == "reservation" and not reservations[name].active:
+                start = reservations[name].start
+                findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
+                                                      + (f"; it opens {start:%Y-%m-%d %H:%M}" if start else "")))
+    accounts, qos_names = profile.allocation("account").choices, profile.allocation("qos").choices
+    for account in accounts:
+        allowed = known.qos_by_account.get(account)
+        for qos in qos_names:
+            if allowed and qos in known.qos and qos not in allowed:
+                findings.append(_at(site, "error" if len(accounts) == 1 and len(qos_names) == 1 else "warning",
+                                    ("profiles", index, "qos"),
+                                    f"no association of account {account!r} allows QoS {qos!r} "
+                                    f"(it allows: {', '.join(allowed)})"))
+    return findings
+
+
+def _without_missing_names(profile: Profile, known: Allocations) -> Profile:
+    existing = {"account": known.accounts, "qos": known.qos,
+                "reservation": tuple(reservation.name for reservation in known.reservations)}
+    changes = {}
+    for field in ALLOCATION_FIELDS:
+        setting = getattr(profile, field)
+        if isinstance(setting, str) and setting not in existing[field]:
+            changes[field] = None
+        elif isinstance(setting, tuple):
+            changes[field] = tuple(name for name in setting if name in existing[field]) or None
+    return profile.model_copy(update=changes)
+
+
+def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, user: str,
+                              allocations: Allocations) -> list[Finding]:
+    findings = []
+    if profile.allocation("account").from_scheduler and not allocations.accounts:
+        what = "account" if site.clusters[profile.cluster].scheduler == "slurm" else "project"
+        findings.append(_at(site, "error", ("profiles", index, "account"),
+                            f"{user} has no {what} on the scheduler: hpchub refuses every spawn of theirs"))
+    allowed = {"account": allocations.accounts, "qos": allocations.qos,
+               "reservation": tuple(reservation.name for reservation in allocations.reservations)}
+    for field in ALLOCATION_FIELDS:
+        choices = profile.allocation(field).choices
+        missing = [name for name in choices if name not in allowed[field]]
+        if not missing:
+            continue
+        level: Level = "error" if len(missing) == len(choices) else "warning"
+        usable = [name for name in choices if name not in missing]
+        findings.append(_at(site, level, ("profiles", index, field),
+                            f"{user} may not use {', '.join(missing)}"
+                            + (f" (only {', '.join(usable)})" if usable else
+                               ", so the scheduler refuses every job of theirs with this profile")))
+    return findings
+
+
+def _profile_users(profile: Profile, probe_user: str | None) -> tuple[list[str], int]:
+    """(the users to ask about, how many more there are): ``users``, the members of ``groups`` as
+    the group database lists them, and ``probe_user`` when the profile admits them."""
+    names = list(profile.users)
+    for group in profile.groups:
+        try:
+            names += grp.getgrnam(group).gr_mem
+        except KeyError:
+            pass
+    if probe_user is not None and profile_allows(profile, probe_user, unix_groups(probe_user)):
+        names.append(probe_user)
+    unique = list(dict.fromkeys(names))
+    return unique[:MAX_USERS_ASKED], max(0, len(unique) - MAX_USERS_ASKED)
+
+
+def _some(names: Sequence[str], most: int = 12) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # --- a queue's limits against the scheduler's ------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from . import jobs
+from .accounts import unix_groups
 from .checks import Finding, live_findings, site_findings
 from .cluster import AccountRefused, ClusterClient, client_for
 from .config import SiteConfig, SiteConfigError, load_site_config
@@ -45,8 +46,6 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
         raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {slugs})"}) from None
     allocations = None
     if needs_allocations(site, profile):  # the user's accounts/QoS/reservations, as the hub asks them
-        from .spawner import unix_groups
-
         allocations = asyncio.run(client_for(site, profile.cluster).allocations(args.user, sorted(unix_groups(args.user))))
     request = resolve_request(site, profile, _parse_sets(args.set), allocations)
     user = UserAccount.lookup(args.user)

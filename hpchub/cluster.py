@@ -18,14 +18,14 @@ import os
 import posixpath
 import pwd
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from . import metrics
 from .render import USERNAME_RE
-from .runner import DEFAULT_TIMEOUT, CommandResult, run_command
+from .runner import DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
 from .schedulers.base import Allocations
 
@@ -226,12 +226,30 @@ class ClusterClient:
 
     @metrics.timed_command("allocations")
     async def allocations(self, user: str, groups: Sequence[str]) -> Allocations:
-        """``user``'s accounts/projects, QoS and reservations, asked as the hub (the backend's rounds:
-        each round's commands see the outputs of the earlier ones). ``groups``: the user's unix groups."""
-        outputs: list[str] = []
-        while argvs := self.backend.allocations_argvs(user, outputs):
-            outputs += [(await self.run(argv)).stdout for argv in argvs]
+        """``user``'s accounts/projects, QoS and reservations, asked as the hub. ``groups``: the
+        user's unix groups."""
+        outputs = await self._rounds(lambda outputs: self.backend.allocations_argvs(user, outputs))
         return self.backend.parse_allocations(user, groups, outputs)
+
+    @metrics.timed_command("cluster_allocations")
+    async def cluster_allocations(self) -> Allocations:
+        """Every account/project, QoS and reservation the cluster has, asked as the hub."""
+        outputs = await self._rounds(self.backend.cluster_allocations_argvs)
+        return self.backend.parse_cluster_allocations(outputs)
+
+    async def _rounds(self, next_argvs: Callable[[list[str]], list[list[str]]]) -> list[str]:
+        """The outputs of a backend's rounds of commands: each round's commands see the outputs of
+        the earlier ones. A failure the backend reads as "none defined" is an empty output."""
+        outputs: list[str] = []
+        while argvs := next_argvs(outputs):
+            for argv in argvs:
+                try:
+                    outputs.append((await self.run(argv)).stdout)
+                except CommandError as error:
+                    if not self.backend.empty_answer(argv, error.returncode, error.stdout + error.stderr):
+                        raise
+                    outputs.append("")
+        return outputs
 
     @metrics.timed_command("node_address")
     async def node_address(self, node: str) -> str | None:

@@ -75,22 +75,38 @@ def test_slurm_unreadable_association_line_is_an_error():
 
 
 def test_slurm_reservations_captured():
-    assert slurm.reservations_argvs([]) == [["scontrol", "show", "reservation", "--oneliner"]]
-    assert slurm.reservations_argvs(["x"]) == []
-    course, later = slurm.parse_reservations([data("scontrol-show-reservation.txt")])
+    assert slurm.cluster_allocations_argvs(["a", "q", "c", "r"]) == []
+    course, later = slurm.parse_cluster_allocations(["", "", "", data("scontrol-show-reservation.txt")]).reservations
     assert course == Reservation(
         name="course", reservation_id="course", start=datetime(2026, 11, 26, 20, 53, 23),
         end=datetime(2027, 11, 26, 20, 53, 23), active=True, users=("alice", "carol"), state="ACTIVE")
     assert (later.active, later.state, later.queue, later.nodes) == (False, "INACTIVE", "multi", ("node1", "node2", "node3"))
     assert (later.start, later.end) == (datetime(2026, 12, 26, 20, 0), datetime(2026, 12, 26, 22, 0))
-    assert slurm.parse_reservations(["No reservations in the system\n"]) == ()
+    assert slurm.parse_cluster_allocations(["", "", "", "No reservations in the system\n"]).reservations == ()
+
+
+def test_slurm_cluster_allocations_captured():
+    argvs = slurm.cluster_allocations_argvs([])
+    assert argvs[0][:5] == ["sacctmgr", "--noheader", "--parsable2", "show", "association"]
+    other = "othercluster|gpu||normal,long\n"
+    answers = {tuple(argvs[0]): data("sacctmgr-association.txt") + other, tuple(argvs[1]): data("sacctmgr-qos.txt"),
+               ("scontrol", "show", "config"): data("scontrol-show-config.txt"),
+               ("scontrol", "show", "reservation", "--oneliner"): data("scontrol-show-reservation.txt")}
+    everything = slurm.parse_cluster_allocations(run_rounds(slurm.cluster_allocations_argvs,
+                                                            lambda argv: answers[tuple(argv)]))
+    assert everything.accounts == ("bench", "chem", "course", "phys", "root")  # not gpu: another cluster's
+    assert everything.qos == ("high", "normal") and everything.default_account is None
+    assert everything.qos_by_account["chem"] == ("high", "normal") and everything.qos_by_account["phys"] == ("normal",)
+    assert [reservation.name for reservation in everything.reservations] == ["course", "course-later"]
+    with pytest.raises(ParseError):
+        slurm.parse_cluster_allocations(["hpchub|chem\n", "", data("scontrol-show-config.txt"), ""])
 
 
 def test_slurm_reservation_comment_with_spaces_and_equals_signs_stays_in_its_field():
     line = ("ReservationName=maint StartTime=2026-12-01T08:00:00 EndTime=2026-12-01T12:00:00 Duration=04:00:00 "
             "Nodes=gpu[01-02] PartitionName=gpu Users=root Accounts=-phys State=INACTIVE "
             "Comment=disk swap, see Users=everybody")
-    (maint,) = slurm.parse_reservations([line])
+    (maint,) = slurm.parse_cluster_allocations(["", "", "", line]).reservations
     assert maint.users == ("root",) and maint.accounts == ("-phys",) and maint.nodes == ("gpu01", "gpu02")
 
 
@@ -156,11 +172,22 @@ def test_sge_without_projects_or_reservations():
     assert sge_allocations("alice", answer=answer) == Allocations(accounts=(), default_account=None)
 
 
-def test_sge_reservations_two_rounds():
-    outputs = run_rounds(sge.reservations_argvs, sge_answer)
-    assert len(outputs) == 2
-    (course,) = sge.parse_reservations(outputs)
+def test_sge_cluster_allocations_two_rounds():
+    outputs = run_rounds(sge.cluster_allocations_argvs, sge_answer)
+    assert len(outputs) == 3
+    everything = sge.parse_cluster_allocations(outputs)
+    assert everything.accounts == ("chem", "course", "phys") and everything.qos == ()
+    (course,) = everything.reservations
     assert course.name == "course" and course.admits("carol") and not course.admits("bob")
+
+
+def test_sge_lists_of_nothing_are_empty_answers_other_failures_are_not():
+    assert sge.empty_answer(["qconf", "-sprjl"], 1, "no project list defined\n")
+    assert sge.empty_answer(["qconf", "-suserl"], 1, "no user list defined\n")
+    assert not sge.empty_answer(["qconf", "-sprjl"], 1, "error: commlib error: got select error (Connection refused)")
+    assert not sge.empty_answer(["qconf", "-sprj", "chem"], 1, "no project list defined")
+    assert not sge.empty_answer(["qconf", "-sprjl"], None, "no project list defined")
+    assert not slurm.empty_answer(["sacctmgr", "show", "qos"], 1, "")
 
 
 # ------------------------------------------------------------------------------------- Reservation

@@ -39,8 +39,10 @@ class TestSlurm:
         later = reservations["course-later"]
         assert not later.active and later.start is not None and later.start > datetime.now()
         assert later.queue == "multi" and later.nodes == ("node1", "node2", "node3")
-        everyone = slurm.parse_reservations([scheduler_output(argv) for argv in slurm.reservations_argvs([])])
-        assert {"course", "course-later"} <= {reservation.name for reservation in everyone}
+        everything = slurm.parse_cluster_allocations([scheduler_output(argv)
+                                                      for argv in slurm.cluster_allocations_argvs([])])
+        assert {"course", "course-later"} <= {reservation.name for reservation in everything.reservations}
+        assert {"chem", "phys", "course"} <= set(everything.accounts) and everything.qos == ("high", "normal")
 
     def test_slurm_refuses_what_the_allocations_leave_out(self):
         refused = sbatch("bob", "--account=chem")

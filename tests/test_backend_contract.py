@@ -29,9 +29,9 @@ def test_the_contract_names_every_member_the_spawner_needs():
             "parse_explain", "job_names_argv", "parse_job_names", "memory_per_request_mb", "private_data_argv",
             "parse_private_data", "status_argv", "parse_status", "queue_info_argvs",
             "parse_queue_info", "queue_nodes_argv", "parse_queue_nodes", "NODE_NAME_VARIABLE", "queue_limits_argv",
-            "parse_queue_limits", "allocations_argvs", "parse_allocations", "reservations_argvs",
-            "parse_reservations"} <= set(contract)
-    assert len(contract) == 28  # 24 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
+            "parse_queue_limits", "allocations_argvs", "parse_allocations", "cluster_allocations_argvs",
+            "parse_cluster_allocations", "empty_answer"} <= set(contract)
+    assert len(contract) == 29  # 25 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))

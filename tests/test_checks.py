@@ -266,3 +266,76 @@ def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
     own = SITE.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, key: '/k/{user}', known_hosts: /kh, "
                                               "query_user: q}")
     assert site_warnings(parse_site_config(own)) == []
+
+
+# --- check --live: the accounts, QoS and reservations profiles name ---
+
+ALLOCATION_PROFILES = {
+    # slug: (the profile's allocation keys, who it is for)
+    "slurm": {
+        "chem-high": ("account: chem\n    qos: high", "users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "users: [alice]"),
+        "phys-high": ("account: phys\n    qos: [high]", ""),
+        "later": ("reservation: course-later", "users: [carol]"),
+        "open-course": ("reservation: course", "users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+    },
+    "sge": {
+        "chem-high": ("account: chem", "users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "users: [alice]"),
+        "later": ("reservation: course", "users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+    },
+}
+
+
+def _with_allocation_profiles(scheduler: str) -> str:
+    text = (SITE_CONFIGS / f"local-{scheduler}.yaml").read_text()
+    queue = {"slurm": "debug", "sge": "short.q"}[scheduler]
+    for slug, (allocation, who) in ALLOCATION_PROFILES[scheduler].items():
+        text += (f"\n  - slug: {slug}\n    name: {slug}\n    cluster: {scheduler}\n    queue: {queue}\n"
+                 f"    resources: {{cores: 1, memory: 1G, walltime: \"01:00:00\"}}\n    {allocation}\n"
+                 + (f"    {who}\n" if who else ""))
+    return text
+
+
+async def test_live_check_finds_allocations_that_do_not_exist_or_are_not_open_to_the_profiles_users(
+        scheduler, tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(_with_allocation_profiles(scheduler))
+    lines = path.read_text().splitlines()
+    findings = await live_findings(load_site_config(path), probe=False)
+    by_message = {finding.message: finding for finding in findings}
+
+    def found(level: str, start: str, key_line: str, after_slug: str) -> None:
+        """A finding of ``level`` whose message starts with ``start``, at the line of ``key_line``
+        (the first such line after the profile ``after_slug`` begins)."""
+        matches = [f for f in findings if f.message.startswith(start)]
+        assert matches, (start, [str(f) for f in findings])
+        slug_line = lines.index(f"  - slug: {after_slug}")
+        assert matches[0].level == level and matches[0].line == lines.index(key_line, slug_line) + 1, matches
+
+    index = {slug: slug for slug in ALLOCATION_PROFILES[scheduler]}  # findings name profiles by slug
+    project = "account" if scheduler == "slurm" else "project"
+    found("error", f"profiles[{index['nosuch']}].account: the scheduler has no {project} 'nosuch' (it has: ",
+          "    account: nosuch", "nosuch")
+    found("error", f"profiles[{index['chem-high']}].account: bob may not use chem, so the scheduler refuses every job",
+          "    account: chem", "chem-high")
+    found("error", f"profiles[{index['mine']}].account: nobody has no {project} on the scheduler",
+          "    account: {from_scheduler: true}", "mine")
+    # alice may use all of these; a name the scheduler lacks is reported once, not once per user
+    assert not any("alice" in message for message in by_message), [m for m in by_message if "alice" in m]
+    if scheduler == "slurm":
+        found("error", f"profiles[{index['phys-high']}].qos: no association of account 'phys' allows QoS 'high' "
+                       "(it allows: normal)", "    qos: [high]", "phys-high")
+        found("error", f"profiles[{index['chem-high']}].qos: bob may not use high", "    qos: high", "chem-high")
+        found("info", f"profiles[{index['later']}].reservation: reservation 'course-later' is not open yet; it opens 20",
+              "    reservation: course-later", "later")
+        found("error", f"profiles[{index['open-course']}].reservation: bob may not use course",
+              "    reservation: course", "open-course")
+        assert not any("carol" in message for message in by_message)
+    else:
+        found("info", f"profiles[{index['later']}].reservation: reservation 'course' is not open yet; it opens 20",
+              "    reservation: course", "later")
+        found("error", f"profiles[{index['later']}].reservation: bob may not use course",
+              "    reservation: course", "later")

@@ -308,11 +308,16 @@ class SchedulerBackend(Protocol):
         """``user``'s accounts/projects, QoS and the reservations open to them (``groups``: the
         user's unix groups, for reservations and access lists that name groups)."""
 
-    def reservations_argvs(self, outputs: Sequence[str]) -> list[list[str]]:
-        """As ``allocations_argvs``, for every reservation of the cluster."""
+    def cluster_allocations_argvs(self, outputs: Sequence[str]) -> list[list[str]]:
+        """As ``allocations_argvs``, for what the whole cluster has (``hpchub check --live``)."""
 
-    def parse_reservations(self, outputs: Sequence[str]) -> tuple[Reservation, ...]:
-        ...
+    def parse_cluster_allocations(self, outputs: Sequence[str]) -> Allocations:
+        """Every account/project, QoS and reservation of the cluster; ``qos_by_account``: the QoS some
+        association of each account allows; no default account."""
+
+    def empty_answer(self, argv: Sequence[str], returncode: int | None, output: str) -> bool:
+        """Whether a failed command of the allocation rounds means "none defined" (``output``: its
+        stdout and stderr): Grid Engine's ``qconf -sprjl`` exits 1 on a cluster without projects."""
 
 
 class ParseError(ValueError):

@@ -561,14 +561,26 @@ def parse_allocations(user: str, groups: Sequence[str], outputs: Sequence[str]) 
     )
 
 
-def reservations_argvs(outputs: Sequence[str]) -> list[list[str]]:
+def cluster_allocations_argvs(outputs: Sequence[str]) -> list[list[str]]:
+    """Round one: the projects and the reservations; round two: the reservations' details."""
     if not outputs:
-        return [["qrstat", "-xml", "-u", "*"]]
-    return [argv for _, argv in _reservation_details(outputs[0])] if len(outputs) == 1 else []
+        return [["qconf", "-sprjl"], ["qrstat", "-xml", "-u", "*"]]
+    return [argv for _, argv in _reservation_details(outputs[1])] if len(outputs) == 2 else []
 
 
-def parse_reservations(outputs: Sequence[str]) -> tuple[Reservation, ...]:
-    return _parse_reservation_details(outputs[1]) if len(outputs) > 1 else ()
+def parse_cluster_allocations(outputs: Sequence[str]) -> Allocations:
+    """Every project and advance reservation (Grid Engine has no QoS)."""
+    return Allocations(accounts=tuple(sorted(_lines(outputs[0]))), default_account=None,
+                       reservations=_parse_reservation_details(outputs[2]) if len(outputs) > 2 else ())
+
+
+# qconf's answer to a list of nothing, e.g. "no project list defined" (on stderr, exit code 1).
+_NONE_DEFINED_RE = re.compile(r"^no [\w ]+ defined$")
+
+
+def empty_answer(argv: Sequence[str], returncode: int | None, output: str) -> bool:
+    return (returncode == 1 and list(argv[:2]) in (["qconf", "-sprjl"], ["qconf", "-suserl"])
+            and bool(_NONE_DEFINED_RE.match(output.strip())))
 
 
 def _parse_reservation_details(stdout: str) -> tuple[Reservation, ...]:

@@ -545,12 +545,49 @@ def parse_allocations(user: str, groups: Sequence[str], outputs: Sequence[str]) 
     )
 
 
-def reservations_argvs(outputs: Sequence[str]) -> list[list[str]]:
-    return [] if outputs else [list(_RESERVATIONS_ARGV)]
+_CLUSTER_ASSOC_FIELDS = "cluster,account,user,qos"
 
 
-def parse_reservations(outputs: Sequence[str]) -> tuple[Reservation, ...]:
-    return _parse_reservations(outputs[0])
+def cluster_allocations_argvs(outputs: Sequence[str]) -> list[list[str]]:
+    """One round: every association (of every cluster of the slurmdbd), every QoS, this cluster's
+    name and the reservations."""
+    if outputs:
+        return []
+    return [
+        ["sacctmgr", "--noheader", "--parsable2", "show", "association", f"format={_CLUSTER_ASSOC_FIELDS}"],
+        ["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=name"],
+        ["scontrol", "show", "config"],
+        list(_RESERVATIONS_ARGV),
+    ]
+
+
+def parse_cluster_allocations(outputs: Sequence[str]) -> Allocations:
+    """The accounts with an association on this cluster, the QoS each allows (any of its
+    associations, the account's own or a user's), every QoS and every reservation."""
+    assoc_out, qos_out, config_out, reservations_out = outputs
+    match = re.search(r"^ClusterName\s*=\s*(\S+)", config_out, re.MULTILINE)
+    cluster = match.group(1) if match else None
+    qos_by_account: dict[str, set[str]] = {}
+    for line in assoc_out.splitlines():
+        fields = line.split("|")
+        if len(fields) != len(_CLUSTER_ASSOC_FIELDS.split(",")):
+            if line.strip():
+                raise ParseError(f"sacctmgr line has {len(fields)} fields: {line[:200]!r}")
+            continue
+        assoc_cluster, account, _user, qos = fields
+        if account and (cluster is None or assoc_cluster == cluster):
+            qos_by_account.setdefault(account, set()).update(q for q in qos.split(",") if q)
+    return Allocations(
+        accounts=tuple(sorted(qos_by_account)),
+        default_account=None,
+        qos=tuple(sorted({line.strip() for line in qos_out.splitlines() if line.strip()})),
+        qos_by_account={account: tuple(sorted(qos)) for account, qos in sorted(qos_by_account.items())},
+        reservations=_parse_reservations(reservations_out),
+    )
+
+
+def empty_answer(argv: Sequence[str], returncode: int | None, output: str) -> bool:
+    return False  # sacctmgr and scontrol print nothing (exit 0) when nothing is defined
 
 
 # A key of `scontrol show reservation --oneliner`: a word with "=" after a space (values have no
