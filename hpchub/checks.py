@@ -24,7 +24,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .accounts import unix_groups
 from .cluster import AccountRefused, ClusterClient, client_for
@@ -317,7 +317,7 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
 def _without_missing_names(profile: Profile, known: Allocations) -> Profile:
     existing = {"account": known.accounts, "qos": known.qos,
                 "reservation": tuple(reservation.name for reservation in known.reservations)}
-    changes = {}
+    changes: dict[str, Any] = {}
     for field in ALLOCATION_FIELDS:
         setting = getattr(profile, field)
         if isinstance(setting, str) and setting not in existing[field]:

@@ -11,6 +11,8 @@ from helpers.support import SITE_CONFIGS
 
 from hpchub.cluster import AccountRefused, ClusterClient, ClusterSpec, client_for
 from hpchub.config import load_site_config
+from hpchub.runner import CommandError
+from hpchub.schedulers.base import Allocations
 
 SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
 
@@ -87,3 +89,21 @@ def test_sge_commands_dir_needs_root(tmp_path):
     from hpchub.config import SiteConfigError
     with pytest.raises(SiteConfigError, match=r"site.yaml:\d+: clusters.sge.sge.commands_dir: needs sge.root too"):
         load_site_config(path)
+
+
+async def test_a_grid_engine_without_projects_or_user_objects_has_no_allocations_rather_than_failing(tmp_path):
+    # qconf prints "no project list defined" and exits 1 when the cluster has none: that is an
+    # answer (nothing), while any other failure of the same command stays a failure.
+    (tmp_path / "qconf").write_text('#!/bin/sh\ncase "$1" in -sprjl) echo "no project list defined" >&2;;\n'
+                                    '-suserl) echo "no user list defined" >&2;; *) echo "$*: broken" >&2;; esac\n'
+                                    'exit 1\n')
+    (tmp_path / "qrstat").write_text("#!/bin/sh\necho '<?xml version=\"1.0\"?><qrstat></qrstat>'\n")
+    for command in ("qconf", "qrstat"):
+        (tmp_path / command).chmod(0o755)
+    spec = ClusterSpec.from_state({**ClusterSpec.from_site(SGE_SITE, "sge").to_state(), "commands_dir": str(tmp_path)})
+    client = ClusterClient(spec)
+    assert await client.allocations("alice", []) == Allocations(accounts=(), default_account=None)
+    assert await client.cluster_allocations() == Allocations(accounts=(), default_account=None)
+    (tmp_path / "qconf").write_text('#!/bin/sh\necho "error: commlib error: got select error" >&2\nexit 1\n')
+    with pytest.raises(CommandError, match="qconf -sprjl"):
+        await client.allocations("alice", [])
