@@ -316,6 +316,12 @@ def _allocation_view(profile: Profile, name: str, allocations: Allocations | Non
     if name == "qos" and rule.from_scheduler and allocations is not None:
         choices = allocations.qos  # the chosen account's QoS are checked on submission
     texts = {value: value for value in choices}
+    if name == "qos" and rule.from_scheduler and allocations is not None:
+        # Without JavaScript the select cannot follow the account: each option says which allow it.
+        for qos in choices:
+            accounts = [account for account, allowed in allocations.qos_by_account.items() if qos in allowed]
+            if accounts and len(accounts) < len(allocations.qos_by_account):
+                texts[qos] = f"{qos} (with {', '.join(accounts)} only)"
     if name == "reservation" and allocations is not None:
         for reservation in allocations.reservations:
             opens = opening_text(reservation)

@@ -119,19 +119,20 @@ def allowed_values(rule: AllocationRule, allocations: Allocations | None,
 
 
 def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, allocations: Allocations | None, account: str | None,
-                        problems: dict[str, str]) -> str | None:
+                        problems: dict[str, str], scheduler: str) -> str | None:
     field = rule.field
+    word = allocation_word(field, scheduler)
     given = None if raw is None or (isinstance(raw, str) and not raw.strip()) else raw
     if given is not None and not isinstance(given, str):
         problems[field] = f"{given!r} is not a name"
         return None
     if given is not None and not rule.adjustable:
-        problems[field] = f"profile {profile.slug!r} does not let users change {field}"
+        problems[field] = f"profile {profile.slug!r} does not let users change the {word}"
         return None
     allowed = allowed_values(rule, allocations, account)
     if allowed is None:
-        problems[field] = (f"the scheduler's list of your {_PLURAL[field]} is not available right now; try again "
-                           "in a minute")
+        problems[field] = (f"the scheduler's list of your {allocation_word(field, scheduler, plural=True)} is not "
+                           "available right now; try again in a minute")
         return None
     choices, default = allowed
     value = given if given is not None else default
@@ -139,19 +140,22 @@ def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, alloca
         if not rule.optional and choices:
             problems[field] = f"choose one of {', '.join(choices)}"
         elif not rule.optional:
-            problems[field] = f"the scheduler lists no {field} you may use"
+            problems[field] = f"the scheduler lists no {word} you may use"
         return None
     if value not in choices:
         if rule.from_scheduler:
             mine = ", ".join(choices) or "none"
-            problems[field] = f"the scheduler does not let you use {field} {value!r} (yours: {mine})"
+            problems[field] = f"the scheduler does not let you use {word} {value!r} (yours: {mine})"
         else:
             problems[field] = f"{value} is not one of {', '.join(choices)}"
         return None
     return value
 
 
-_PLURAL = {"account": "accounts", "qos": "QoS", "reservation": "reservations"}
+def allocation_word(field: str, scheduler: str, plural: bool = False) -> str:
+    """What users call ``field`` on ``scheduler`` (Grid Engine's accounts are projects)."""
+    word = {"account": "project" if scheduler == "sge" else "account", "qos": "QoS", "reservation": "reservation"}[field]
+    return word if not plural or word == "QoS" else word + "s"
 
 
 def _reservation(name: str, scheduler: str, allocations: Allocations | None,
@@ -225,10 +229,11 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         if field not in problems and limit is not None and value is not None and value > limit:
             problems[field] = f"{value} exceeds queue {queue!r} limit {limit}"
     account = _resolve_allocation(profile, profile.allocation("account"), values.get("account"), allocations, None,
-                                  problems)
-    qos = _resolve_allocation(profile, profile.allocation("qos"), values.get("qos"), allocations, account, problems)
+                                  problems, scheduler)
+    qos = _resolve_allocation(profile, profile.allocation("qos"), values.get("qos"), allocations, account, problems,
+                              scheduler)
     reservation_name = _resolve_allocation(profile, profile.allocation("reservation"), values.get("reservation"),
-                                           allocations, account, problems)
+                                           allocations, account, problems, scheduler)
     reservation = None
     if reservation_name is not None and "reservation" not in problems:
         reservation = _reservation(reservation_name, scheduler, allocations, problems)

@@ -151,5 +151,5 @@ def test_hpchub_render_asks_the_scheduler_for_the_users_allocations(tmp_path):
                                                                            "#SBATCH --reservation"))] == \
         ["#SBATCH --account=chem", "#SBATCH --qos=high", "#SBATCH --reservation=course"]
     bob = subprocess.run([*hpchub, "--user", "bob", "--set", "qos=high"], capture_output=True, text=True, timeout=60)
-    assert bob.returncode != 0 and "qos: the scheduler does not let you use qos 'high' (yours: normal)" in bob.stderr
+    assert bob.returncode != 0 and "qos: the scheduler does not let you use QoS 'high' (yours: normal)" in bob.stderr
     assert "reservation 'course' is not open to you" in bob.stderr

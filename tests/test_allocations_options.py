@@ -102,7 +102,7 @@ def test_a_fixed_name_cannot_be_changed():
     config = site("account: chem\nqos: high\n")
     with pytest.raises(OptionsError) as refused:
         resolve_request(config, config.profile("p"), {"account": "phys"})
-    assert refused.value.problems == {"account": "profile 'p' does not let users change account"}
+    assert refused.value.problems == {"account": "profile 'p' does not let users change the account"}
 
 
 def test_a_pinned_reservation_not_open_yet_says_when_it_opens():
@@ -126,6 +126,14 @@ def test_grid_engine_project_and_advance_reservation_by_number():
     request = resolve_request(config, config.profile("p"), {"account": "phys"}, allocations)
     assert directives(config, request) == ["#$ -P phys", "#$ -ar 17"]
     assert request.reservation_name == "course" and request.reservation_opens == OPENS
+    # Grid Engine users know accounts as projects: the refusal says so
+    with pytest.raises(OptionsError) as refused:
+        resolve_request(config, config.profile("p"), {"account": "bio"}, allocations)
+    assert refused.value.problems == {"account": "the scheduler does not let you use project 'bio' (yours: chem, phys)"}
+    with pytest.raises(OptionsError) as refused:
+        resolve_request(config, config.profile("p"), {}, None)
+    assert refused.value.problems["account"] == ("the scheduler's list of your projects is not available right now; "
+                                                 "try again in a minute")
     # Without the scheduler's answer the AR's number is unknown: refused, not guessed.
     fixed = site("account: chem\nreservation: course\n", "sge")
     with pytest.raises(OptionsError) as refused:

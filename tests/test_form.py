@@ -427,7 +427,7 @@ def test_allocation_selects_list_what_the_scheduler_allows_with_the_default_pres
                              allocation_ages={"slurm": 12})
     assert re.search(r'<select name="research--account" id="research--account"[^>]*>\s*<option value="chem" selected>'
                      r'chem</option><option value="phys" >phys</option>', html)
-    assert '<option value="high" >high</option><option value="normal" selected>normal</option>' in html
+    assert '<option value="high" >high (with chem only)</option><option value="normal" selected>normal</option>' in html
     assert "by account: chem: high, normal; phys: normal; from the scheduler, updated 12 s ago" in html
     # A reservation from the scheduler is optional; one not open yet says when it opens.
     assert ('<option value="" selected>none (the scheduler&#39;s default)</option><option value="course" >course'

@@ -64,7 +64,7 @@ def test_accounts_from_slurmdbd_and_a_refused_qos_at_its_field(hub, browser):
         with page.expect_navigation() as navigation:
             page.click("#spawn_form button[type=submit]")
         assert navigation.value.status == 400
-        assert page.inner_text("#research--qos-error") == "the scheduler does not let you use qos 'high' (yours: normal)"
+        assert page.inner_text("#research--qos-error") == "the scheduler does not let you use QoS 'high' (yours: normal)"
         assert page.get_attribute("#research--qos", "aria-invalid") == "true"
         assert page.input_value("#research--account") == "phys"  # the choice is kept
         screenshot(page, "form-allocations-refused")
