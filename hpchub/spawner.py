@@ -483,59 +483,18 @@ class HPCSpawner(Spawner):
         request = await self._request_from(self.user_options)
         self._metric_labels = (request.cluster_name, request.profile.slug)
         metrics.spawn_started(*self._metric_labels)
-        site = self.site
+        site = self.site  # one reading of the config for the whole spawn (an edit may land meanwhile)
         spec = ClusterSpec.from_site(site, request.cluster_name)
         runtime = self._runtime(spec)
-        unix_name = await self.unix_user_name()
-        try:
-            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
-        except AccountRefused as error:
-            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
-                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        try:
-            user = UserAccount.lookup(unix_name)
-            job = jobs.server_job(site, request, user, self.name, self.server_command)
-        except RenderError as error:
-            raise web.HTTPError(400, str(error)) from None
-        env = self._job_env()
-        try:
-            jobs_hub = await self._hub_api_for_jobs(runtime)
-        except LoginUnreachable as error:
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
-            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
-                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
-        files = {}
-        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
-            files.update(tls.tls_files(self.cert_paths))
-            env.update(tls.tls_env(job.job_dir))
-        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
-        env[walltime.ENV_WARNING] = str(self.walltime_warning)
-        files["env"] = jobs.env_file(env)
-        if spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (see hpchub.jobs)
-            files[jobs.SITE_COPY] = Path(site.source).read_text()
+        job, user = await self._server_job(site, runtime, request)
+        files = await self._job_files(site, runtime, job)
         self._port = porthandler.expect_port(self.api_token)
         submitting = time.monotonic()
         try:
-            job_id = await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
-        except AccountRefused as error:
+            job_id = await self._submit(runtime, job, files)
+        except BaseException:
             porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
-            porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        except CommandError as error:
-            porthandler.forget(self.api_token)
-            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
-                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
-        except lifecycle.SubmitOutcomeUnknown as error:
-            porthandler.forget(self.api_token)
-            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
-                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
+            raise
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = None
@@ -566,6 +525,61 @@ class HPCSpawner(Spawner):
         self._server_state = metrics.ServerState.RUNNING
         metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
         return address, connect_port
+
+    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime,
+                          request: JobRequest) -> tuple[jobs.PreparedJob, UserAccount]:
+        """The job ``request`` makes for this server, as the unix account the hub user runs as."""
+        unix_name = await self.unix_user_name()
+        try:
+            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
+        except AccountRefused as error:
+            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
+                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
+        try:
+            user = UserAccount.lookup(unix_name)
+            return jobs.server_job(site, request, user, self.name, self.server_command), user
+        except RenderError as error:
+            raise web.HTTPError(400, str(error)) from None
+
+    async def _job_files(self, site: SiteConfig, runtime: ClusterRuntime, job: jobs.PreparedJob) -> dict[str, str]:
+        """The job's user-only files: the hub's secrets (env), TLS files, the site config's copy."""
+        env = self._job_env()
+        try:
+            jobs_hub = await self._hub_api_for_jobs(runtime)
+        except LoginUnreachable as error:
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
+        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
+            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
+                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
+        files = {}
+        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
+            files.update(tls.tls_files(self.cert_paths))
+            env.update(tls.tls_env(job.job_dir))
+        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
+        env[walltime.ENV_WARNING] = str(self.walltime_warning)
+        files["env"] = jobs.env_file(env)
+        if runtime.client.spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (jobs.py)
+            files[jobs.SITE_COPY] = Path(site.source).read_text()
+        return files
+
+    async def _submit(self, runtime: ClusterRuntime, job: jobs.PreparedJob, files: dict[str, str]) -> str:
+        """Submit ``job`` and start watching it; a failure says in plain words what happened."""
+        try:
+            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
+        except AccountRefused as error:
+            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
+        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
+        except CommandError as error:
+            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
+                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
+        except lifecycle.SubmitOutcomeUnknown as error:
+            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
+                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
 
     async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
         found = await runtime.hub_api_for_jobs(self.hub.api_url, int(self.job_hub_port or 0)) \
