@@ -12,7 +12,10 @@ hub shows and routes (``/user/dora@uni.example/``).
 
 from __future__ import annotations
 
+import grp
 import inspect
+import os
+import pwd
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -86,3 +89,20 @@ async def unix_account_name(hub_name: str, exceptions: Mapping[str, str], domain
         raise AccountMapError(f"hub user {hub_name!r} maps to {name!r} ({source}), which is not a valid unix "
                               "account name")
     return name
+
+
+def unix_groups(user_name: str) -> set[str]:
+    """The unix groups of ``user_name``, secondary ones included, as NSS answers for this one user
+    (os.getgrouplist works with SSSD/LDAP, which do not enumerate all groups). Blocking: call it
+    off the event loop."""
+    try:
+        account = pwd.getpwnam(user_name)
+    except KeyError:
+        return set()
+    names = set()
+    for gid in os.getgrouplist(user_name, account.pw_gid):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            pass
+    return names

@@ -13,10 +13,8 @@ the job without the site config.
 from __future__ import annotations
 
 import asyncio
-import grp
 import html
 import os
-import pwd
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
 from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
-from .accounts import AccountMapError, check_template, unix_account_name
+from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from .cluster import AccountRefused, ClusterSpec
 from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import Preselection, options_from_query, read_form, render_spawn_form
@@ -67,23 +65,6 @@ class ChoicesRefused(web.HTTPError):
     def __init__(self, error: OptionsError):
         super().__init__(400, "Invalid options: %s", error)
         self.problems = error.problems
-
-
-def unix_groups(user_name: str) -> set[str]:
-    """The unix groups of ``user_name``, secondary ones included, as NSS answers for this one user
-    (os.getgrouplist works with SSSD/LDAP, which do not enumerate all groups). Blocking: call it
-    off the event loop."""
-    try:
-        account = pwd.getpwnam(user_name)
-    except KeyError:
-        return set()
-    names = set()
-    for gid in os.getgrouplist(user_name, account.pw_gid):
-        try:
-            names.add(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            pass
-    return names
 
 
 _site_files: dict[str, SiteConfigFile] = {}
