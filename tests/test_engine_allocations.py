@@ -301,3 +301,30 @@ def test_hpchub_render_engines_asks_the_users_allocations(tmp_path):
     assert allocation_directives(bob.stdout) == ["#SBATCH --account=phys"]  # his association names no default QoS
     refused = render("bob", {}, "qos=high")
     assert refused.returncode == 1 and "hpchub: qos: the scheduler does not let you use qos 'high'" in refused.stderr
+
+
+@pytest.mark.sge
+@pytest.mark.usefixtures("sge_cluster")
+def test_a_failed_query_tells_the_notebook_which_command_failed_and_why():
+    """Grid Engine's commands fail at once when SGE_ROOT is wrong (the site's sge.root): the launcher's
+    error names the cluster, the command and its words, instead of refusing the options."""
+    text = local_site_text("sge", REAL_PROFILES["sge"]).replace("root: /var/lib/gridengine", "root: /nonexistent/sge")
+    site = user_readable("engines-alloc-broken-sge.yaml", text)
+    result = json.loads(run_as_user("alice", textwrap.dedent(f"""
+        import asyncio, json
+        from hpchub.parallel import HPCEngineSetLauncher
+
+        async def main():
+            launcher = HPCEngineSetLauncher(site_config={str(site)!r}, profile="engines-alloc")
+            try:
+                await launcher.start(2)
+            except Exception as error:
+                print(json.dumps({{"error": type(error).__name__, "message": str(error), "job_id": launcher.job_id}}))
+
+        asyncio.run(main())
+    """), timeout=60))
+    assert result["error"] == "AllocationsUnavailable" and not result["job_id"], result
+    assert result["message"].startswith("cannot read alice's accounts, QoS and reservations from cluster 'sge': "
+                                        "command `env SGE_ROOT=/nonexistent/sge SGE_CELL=default "
+                                        "/usr/lib/gridengine/qconf -sprjl` exited with code 1"), result
+    assert 'SGE_ROOT directory "/nonexistent/sge" doesn\'t exist' in result["message"]
