@@ -173,7 +173,7 @@ class HPCEngineSetLauncher(EngineLauncher):
                     raise
                 for field in sorted(refused):
                     self.log.warning("engines of profile %s: not the notebook's %s %r (%s): the profile's default",
-                                  profile.slug, field, inherited.pop(field), error.problems[field])
+                                     profile.slug, field, inherited.pop(field), error.problems[field])
 
     async def start(self, n):
         self.n = n
