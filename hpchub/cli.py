@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
 from . import jobs
-from .accounts import unix_groups
 from .checks import Finding, live_findings, site_findings
-from .cluster import AccountRefused, ClusterClient, client_for
+from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .jobs import PreparedJob
 from .options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
@@ -34,19 +33,19 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
 def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
     """The job for --profile/--user/--set (--engines N, --command CMD), built exactly as the
     spawner and the engine launcher build it."""
-    if getattr(args, "engines", None):
-        from .parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
-
-        launcher = HPCEngineSetLauncher(site_config=args.site, profile=args.profile, options=_parse_sets(args.set))
-        return launcher.prepare(args.engines, user=args.user)
     try:
         profile = site.profile(args.profile)
     except KeyError:
         slugs = ", ".join(p.slug for p in site.profiles)
         raise OptionsError({"profile": f"no profile {args.profile!r} (profiles: {slugs})"}) from None
-    allocations = None
-    if needs_allocations(site, profile):  # the user's accounts/QoS/reservations, as the hub asks them
-        allocations = asyncio.run(client_for(site, profile.cluster).allocations(args.user, sorted(unix_groups(args.user))))
+    # The user's accounts/QoS/reservations (when the profile needs them) are asked as the hub asks.
+    client = client_for(site, profile.cluster)
+    if getattr(args, "engines", None):
+        from .parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
+
+        launcher = HPCEngineSetLauncher(site_config=args.site, profile=args.profile, options=_parse_sets(args.set))
+        return asyncio.run(launcher.prepare_asking(args.engines, client, user=args.user))
+    allocations = asyncio.run(user_allocations(client, args.user)) if needs_allocations(site, profile) else None
     request = resolve_request(site, profile, _parse_sets(args.set), allocations)
     user = UserAccount.lookup(args.user)
     if getattr(args, "command", None):
@@ -331,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionsError as error:
         for field, message in error.problems.items():
             print(f"hpchub: {field}: {message}", file=sys.stderr)
-    except (RenderError, CommandError, ParseError, AccountRefused) as error:
+    except (RenderError, CommandError, ParseError, AccountRefused, AllocationsUnavailable) as error:
         print(f"hpchub: {error}", file=sys.stderr)
     return 1
 

@@ -13,6 +13,7 @@ Who runs what:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import posixpath
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
+from .accounts import unix_groups
 from .render import USERNAME_RE
 from .runner import DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
@@ -275,8 +277,6 @@ _pools: dict[int, Any] = {}
 
 def ssh_pool() -> Any:
     """This event loop's pool of SSH connections: one per login node and account."""
-    import asyncio
-
     from .sshpool import SSHPool
 
     key = id(asyncio.get_running_loop())
@@ -287,3 +287,20 @@ def ssh_pool() -> Any:
 
 def client_for(site: Any, name: str) -> ClusterClient:
     return ClusterClient(ClusterSpec.from_site(site, name))
+
+
+class AllocationsUnavailable(RuntimeError):
+    """The scheduler's list of a user's accounts, QoS and reservations could not be read; the message
+    names the cluster, the user and the command that failed with its output."""
+
+
+async def user_allocations(client: ClusterClient, user: str) -> Allocations:
+    """``user``'s allocations asked through ``client``, with the user's unix groups as this host's NSS
+    has them: one way for every face that has no cache (`hpchub render`/`submit`, a notebook's engine
+    launcher, where ``client`` runs the commands as the user). A failure is AllocationsUnavailable."""
+    groups = await asyncio.get_running_loop().run_in_executor(None, unix_groups, user)
+    try:
+        return await client.allocations(user, sorted(groups))
+    except Exception as error:  # a failed command, an unreadable answer, an unreachable login node
+        raise AllocationsUnavailable(
+            f"cannot read {user}'s accounts, QoS and reservations from cluster {client.name!r}: {error}") from None

@@ -36,6 +36,9 @@ ENGINE_MARK = ".e-"
 # What ipyparallel's hpchub launchers inside a server job read (see hpchub.parallel).
 ENV_SITE_CONFIG = "HPCHUB_SITE_CONFIG"
 ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
+# The account, QoS and reservation (its name) a server job charges: engines its notebook starts charge
+# the same unless told otherwise (hpchub.parallel). Grid Engine has no variables of its own for them.
+ENV_PARENT_ALLOCATIONS = {"account": "HPCHUB_ACCOUNT", "qos": "HPCHUB_QOS", "reservation": "HPCHUB_RESERVATION"}
 # A server job submitted over SSH gets the site config as this file of its job directory.
 SITE_COPY = "site.yaml"
 
@@ -100,9 +103,12 @@ def server_job(
     server_command: Sequence[str] = SERVER_COMMAND,
 ) -> PreparedJob:
     """A single-user server job: hub secrets from the user-only file, the port reported once the
-    server listens, the engine launcher told which site config and profile it belongs to."""
+    server listens, the engine launcher told which site config and profile it belongs to and what the
+    job charges."""
     name = server_job_name(user, request.profile.slug, server_name)
     env = {ENV_ENGINE_PROFILE: request.profile.slug}
+    chosen = {"account": request.account, "qos": request.qos, "reservation": request.reservation_name}
+    env.update({ENV_PARENT_ALLOCATIONS[field]: value for field, value in chosen.items() if value})
     if request.cluster.submit.via == "ssh":
         # The hub's file is not on the cluster: a copy travels with the job's files (SITE_COPY).
         env[ENV_SITE_CONFIG] = f"{job_dir(user, name)}/{SITE_COPY}"

@@ -28,10 +28,10 @@ from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Config
 
 from . import jobs, lifecycle
-from .cluster import ClusterSpec
-from .config import SiteConfig, load_site_config
-from .jobs import ENV_ENGINE_PROFILE, ENV_SITE_CONFIG, PreparedJob
-from .options import resolve_request
+from .cluster import ClusterClient, ClusterSpec, user_allocations
+from .config import Profile, SiteConfig, load_site_config
+from .jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONFIG, PreparedJob
+from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .render import UserAccount
 from .runtime import ClusterRuntime
 from .schedulers import JobState
@@ -121,32 +121,66 @@ class HPCEngineSetLauncher(EngineLauncher):
             raise ValueError(f"no site config: set HPCEngineSetLauncher.site_config or ${ENV_SITE_CONFIG}")
         return load_site_config(self.site_config)
 
-    def _runtime(self, site: SiteConfig) -> ClusterRuntime:
+    def _profile(self, site: SiteConfig) -> Profile:
+        slug = self.profile or site.profiles[0].slug
+        try:
+            return site.profile(slug)
+        except KeyError:
+            raise ValueError(f"no profile {slug!r} in {self.site_config}") from None
+
+    def _runtime(self, site: SiteConfig, cluster_name: str) -> ClusterRuntime:
         # The notebook already runs as the user: commands run directly, never via sudo.
-        spec = ClusterSpec.from_site(site, self.cluster_name).as_current_user()
+        spec = ClusterSpec.from_site(site, cluster_name).as_current_user()
         return ClusterRuntime.get(spec, interval=self.poll_interval, min_interval=min(1.0, self.poll_interval))
 
     def prepare(self, n: int, user: str | None = None, allocations: Allocations | None = None) -> PreparedJob:
-        """The engine job for n engines (as ``user``, default: this process's user); `hpchub
-        render --engines N` prints the same. ``allocations``: for a profile whose account, QoS or
-        reservation comes from the scheduler (see options.needs_allocations)."""
+        """The engine job for n engines (as ``user``, default: this process's user). ``allocations``: for a
+        profile whose account, QoS or reservation comes from the scheduler (see options.needs_allocations);
+        ``prepare_asking`` fetches them."""
         site = self._site()
-        slug = self.profile or site.profiles[0].slug
-        try:
-            profile = site.profile(slug)
-        except KeyError:
-            raise ValueError(f"no profile {slug!r} in {self.site_config}") from None
-        request = resolve_request(site, profile, self.options, allocations)
+        request = self._resolve(site, self._profile(site), allocations)
         self.cluster_name = request.cluster_name
         account = UserAccount.lookup(user or _current_user())
         parent = os.environ.get(ENV_PARENT_JOB) or os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or "none"
         return jobs.engine_job(site, request, account, n, parent, self.find_args())
 
+    async def prepare_asking(self, n: int, client: ClusterClient, user: str | None = None) -> PreparedJob:
+        """``prepare`` with the user's allocations asked through ``client`` when the profile needs them:
+        what ``start`` submits (``client`` runs as the notebook's user) and `hpchub render --engines`
+        prints (as the hub asks). AllocationsUnavailable when the scheduler does not answer."""
+        site = self._site()
+        user = user or _current_user()
+        allocations = None
+        if needs_allocations(site, self._profile(site)):
+            allocations = await user_allocations(client, user)
+        return self.prepare(n, user, allocations)
+
+    def _resolve(self, site: SiteConfig, profile: Profile, allocations: Allocations | None) -> JobRequest:
+        """The user's options checked like the form's; where they leave the account, QoS or reservation
+        out and the profile lets users choose it, the notebook's own job's value (its environment,
+        jobs.ENV_PARENT_ALLOCATIONS). A parent's value the profile or the scheduler refuses gives way
+        to the profile's default: the engines still start, charged as the profile says."""
+        given = {field for field, value in self.options.items() if value is not None and str(value).strip()}
+        inherited = {field: value for field, variable in ENV_PARENT_ALLOCATIONS.items()
+                     if field not in given and (value := os.environ.get(variable, "").strip())
+                     and profile.allocation(field).adjustable}
+        while True:
+            try:
+                return resolve_request(site, profile, {**self.options, **inherited}, allocations)
+            except OptionsError as error:
+                refused = inherited.keys() & error.problems.keys()
+                if not refused:
+                    raise
+                for field in sorted(refused):
+                    self.log.warning("engines of profile %s: not the notebook's %s %r (%s): the profile's default",
+                                     profile.slug, field, inherited.pop(field), error.problems[field])
+
     async def start(self, n):
         self.n = n
         self._check_controller_reachable()
-        job = self.prepare(n)
-        runtime = self._runtime(self._site())
+        site = self._site()
+        runtime = self._runtime(site, self._profile(site).cluster)
+        job = await self.prepare_asking(n, runtime.client)
         # The connection info (with its key) reaches the engines only through the job's user-only files.
         job_id = await lifecycle.submit_and_watch(runtime, job, {"env": jobs.env_file(self.get_env())})
         self.job_id, self.job_name, self.job_key = job_id, job.name, job.key
@@ -184,7 +218,7 @@ class HPCEngineSetLauncher(EngineLauncher):
         """Cancel the engine job and return once the scheduler no longer runs it."""
         if not self.job_id or self.state == "after":
             return
-        runtime = self._runtime(self._site())
+        runtime = self._runtime(self._site(), self.cluster_name)
         user = _current_user()
         await lifecycle.cancel_and_wait(runtime, user, self.job_id, self.job_name, timeout=self.stop_timeout, interval=0.5)
         runtime.poller.unwatch(self.job_id)

@@ -34,6 +34,7 @@ set -a
 . /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/env
 set +a
 export HPCHUB_ENGINE_PROFILE=cpu-small
+export HPCHUB_ACCOUNT=default
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"

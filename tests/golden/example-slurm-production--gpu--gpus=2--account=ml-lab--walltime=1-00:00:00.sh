@@ -37,6 +37,7 @@ set -a
 . /home/alice/.hpchub/jobs/hpchub-alice-gpu/env
 set +a
 export HPCHUB_ENGINE_PROFILE=gpu
+export HPCHUB_ACCOUNT=ml-lab
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
