@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs, lifecycle
-from .cluster import ClusterSpec
+from .cluster import ClusterSpec, user_allocations
 from .config import SiteConfig
 from .jobs import PreparedJob
-from .options import OptionsError, resolve_request
+from .options import OptionsError, allocation_word, needs_allocations, resolve_request
 from .poller import Presence
 from .probe import GREETING, REPORT_MARK
 from .render import UserAccount
@@ -130,11 +130,13 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
     except KeyError:
         slugs = ", ".join(p.slug for p in site.profiles)
         raise OptionsError({"profile": f"no profile {profile_slug!r} (profiles: {slugs})"}) from None
-    request = resolve_request(site, profile, dict(options or {}))
     user = UserAccount.lookup(user_name)
-    spec = ClusterSpec.from_site(site, request.cluster_name)
+    spec = ClusterSpec.from_site(site, profile.cluster)
     runtime = ClusterRuntime.get(spec, interval=POLL_INTERVAL, min_interval=POLL_INTERVAL / 2)
     runtime.client.check_account(user.name)  # AccountRefused before anything is submitted
+    # The user's accounts/QoS/reservations, as the spawn form has them (AllocationsUnavailable: exit 1).
+    allocations = await user_allocations(runtime.client, user.name) if needs_allocations(site, profile) else None
+    request = resolve_request(site, profile, dict(options or {}), allocations)
     diagnosis = Diagnosis()
     jobs_hub = hub_api_url or ""
     if jobs_hub and spec.to_hub != "direct":  # the hub as jobs reach it: a URL, or a reverse forward
@@ -144,7 +146,9 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
     probe_args = ["--hub-api", jobs_hub, "--node-variable", backend_for(spec.scheduler).NODE_NAME_VARIABLE,
                   "--wait", f"{PROBE_WAIT:.0f}"]
     job = jobs.probe_job(site, request, user, probe_args)
-    where = f"profile {profile.slug!r} (cluster {request.cluster_name}, queue {request.queue})"
+    charged = [f"{allocation_word(field, spec.scheduler)} {value}" for field, value in
+               (("account", request.account), ("qos", request.qos), ("reservation", request.reservation_name)) if value]
+    where = f"profile {profile.slug!r} (cluster {request.cluster_name}, queue {', '.join([request.queue, *charged])})"
     try:
         job_id = await lifecycle.submit_and_watch(runtime, job, {jobs.PROBE_SCRIPT: probe_source()})
     except CommandError as error:

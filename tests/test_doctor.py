@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jupyterhub
 import pytest
-from helpers.profiles import broken_profile, held_profile, local_site_text
+from helpers.profiles import DEFAULT_QUEUE, broken_profile, held_profile, local_site_text, profile
 from helpers.support import user_readable
 
 from hpchub.cluster import client_for
@@ -179,6 +179,16 @@ def test_a_healthy_profile_passes_every_check(scheduler, hub_api, clean_probes):
     assert "node port: the hub reached the probe at " in out
     assert out.rstrip().endswith("ok: a server of this profile can start for this user")
     assert _probe_jobs(site) == []
+
+
+def test_a_profile_whose_account_comes_from_the_scheduler_is_probed_with_the_users_default(scheduler, hub_api,
+                                                                                         clean_probes):
+    site = site_with(scheduler, "allocated", profile("mine", "mine", scheduler) + "    account: {from_scheduler: true}\n")
+    result = doctor(site, "mine", "--hub-api", hub_api)
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    word = {"slurm": "account", "sge": "project"}[scheduler]
+    assert f"as {USER} (profile 'mine' (cluster {scheduler}, queue {DEFAULT_QUEUE[scheduler]}, {word} course))" \
+        in result.stdout
 
 
 # --- each failure class, for real ---------------------------------------------------------------
