@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .accounts import unix_groups
-from .cluster import AccountRefused, ClusterClient, client_for
+from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .config import Profile, SiteConfig, profile_allows
 from .options import ALLOCATION_FIELDS
 from .runner import CommandError
@@ -275,12 +275,12 @@ async def allocation_findings(site: SiteConfig, cluster_name: str, client: Clust
         for user in users:
             if user not in asked:
                 try:
-                    asked[user] = await client.allocations(user, sorted(unix_groups(user)))
-                except (CommandError, ParseError) as error:
+                    asked[user] = await user_allocations(client, user)
+                except AllocationsUnavailable as error:
                     asked[user] = error
             answer = asked[user]
             if isinstance(answer, Exception):
-                findings.append(_at(site, "warning", ("profiles", index), f"cannot read {user}'s allocations: {answer}"))
+                findings.append(_at(site, "warning", ("profiles", index), str(answer)))
                 continue
             findings += _user_allocation_findings(site, index, profile, user, answer)
     return findings
