@@ -300,7 +300,7 @@ def test_hpchub_render_engines_asks_the_users_allocations(tmp_path):
     assert bob.returncode == 0, bob.stderr
     assert allocation_directives(bob.stdout) == ["#SBATCH --account=phys"]  # his association names no default QoS
     refused = render("bob", {}, "qos=high")
-    assert refused.returncode == 1 and "hpchub: qos: the scheduler does not let you use qos 'high'" in refused.stderr
+    assert refused.returncode == 1 and "hpchub: qos: the scheduler does not let you use QoS 'high'" in refused.stderr
 
 
 @pytest.mark.sge
