@@ -98,7 +98,7 @@ def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node
     job_id = server["state"]["job_id"]
     subprocess.run(["bash", str(login_node.script), "cut"], check=True, capture_output=True)
     try:
-        time.sleep(30)  # six poll intervals without an answer: "unknown", never "gone"
+        time.sleep(20)  # four poll intervals without an answer: "unknown", never "gone"
         assert hub.server("bob") is not None and hub.server("bob")["ready"]
     finally:
         subprocess.run(["bash", str(login_node.script), "mend"], check=True, capture_output=True)
