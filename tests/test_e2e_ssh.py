@@ -98,11 +98,17 @@ def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node
     job_id = server["state"]["job_id"]
     subprocess.run(["bash", str(login_node.script), "cut"], check=True, capture_output=True)
     try:
-        time.sleep(20)  # four poll intervals without an answer: "unknown", never "gone"
+        # Until the hub has seen a status query fail, and after: "unknown", never "gone".
+        deadline = time.monotonic() + 90
+        while hub.poller_failures() < 1:
+            assert time.monotonic() < deadline, "no status query failed while the login node was cut off"
+            assert hub.server("bob") is not None, "the hub dropped a running server while the login node was down"
+            time.sleep(1)
+        time.sleep(POLL_INTERVAL)  # one more interval of "unknown"
         assert hub.server("bob") is not None and hub.server("bob")["ready"]
     finally:
         subprocess.run(["bash", str(login_node.script), "mend"], check=True, capture_output=True)
-    time.sleep(2 * POLL_INTERVAL)
+    hub.wait_for_poller_answer()  # the first answer after the outage still lists the server's job
     assert hub.wait_for_server("bob", timeout=10)["state"]["job_id"] == job_id
     assert job_id in jobs_of(client, "bob")
     stop(hub, "bob")

@@ -159,6 +159,25 @@ class Hub:
             time.sleep(0.5)
         raise AssertionError(f"{user}'s server not {'ready' if ready else 'gone'} after {timeout} s: {server}\n{self.log_tail()}")
 
+    def poller_failures(self) -> float:
+        """The most consecutive failed status queries of any cluster's poller now, from the hub's
+        /hub/metrics (hpchub_status_poller_consecutive_failures)."""
+        response = requests.get(f"{self.url}/hub/metrics", headers={"Authorization": f"token {self.admin_token}"},
+                                timeout=30)
+        response.raise_for_status()
+        values = [float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines()
+                  if line.startswith("hpchub_status_poller_consecutive_failures{")]
+        assert values, "no hpchub_status_poller_consecutive_failures series on /hub/metrics"
+        return max(values)
+
+    def wait_for_poller_answer(self, timeout: float = 90) -> float:
+        """Wait until every poller's last status query succeeded; the seconds it took."""
+        started = time.monotonic()
+        while self.poller_failures() > 0:
+            assert time.monotonic() - started < timeout, f"the status queries still fail after {timeout} s"
+            time.sleep(0.5)
+        return time.monotonic() - started
+
     def get_user_url(self, user: str, path: str, name: str = "") -> requests.Response:
         prefix = f"/user/{user}/{name + '/' if name else ''}"
         return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
