@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import os
 import time
 from collections import deque
@@ -74,6 +75,20 @@ _site_files: dict[str, SiteConfigFile] = {}
 # form again after a refused POST with the user's default spawner, even for a named server.
 _refused_choices: dict[str, tuple[Preselection, float]] = {}
 REFUSED_CHOICE_TTL = 60.0  # seconds: a refusal nobody looked at is not shown on a later visit
+
+
+def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
+    """hpchub's module loggers (the status poller, lifecycle, SSH pool...) write to the hub's own
+    log handlers, in its format and at its level: without a handler Python prints only their
+    warnings, bare, and drops the rest ("status query answers again")."""
+    ours = logging.getLogger("hpchub")
+    handlers = hub_log.logger.handlers if isinstance(hub_log, logging.LoggerAdapter) else hub_log.handlers
+    if ours.handlers or not handlers:
+        return
+    for handler in handlers:
+        ours.addHandler(handler)
+    ours.setLevel(hub_log.getEffectiveLevel())
+    ours.propagate = False  # the hub's handlers have it; a root handler would print it twice
 
 
 class HPCSpawner(Spawner):
@@ -231,6 +246,7 @@ class HPCSpawner(Spawner):
         self._ended_job: str | None = None
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
+        log_where_the_hub_logs(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
         self._metric_labels = ("", "")
         self._server_state: metrics.ServerState | None = None

@@ -134,6 +134,11 @@ def test_a_scheduler_outage_stops_no_server(hub, client):
         subprocess.run(["bash", str(CLUSTER_SCRIPTS / "slurm.sh"), "start-controller"], check=True)
     hub.wait_for_poller_answer()  # the first answer after the outage still lists the server's job
     assert hub.wait_for_server("alice", timeout=10)["state"]["job_id"] == job_id
+    # The poller's own lines are in the hub's log, in its format, the all-clear (INFO) too.
+    log = hub.hub_log.read_text(errors="replace")
+    assert re.search(r"^\[W [^\]]+ poller:\d+\] status query failed \(1 in a row; next try in \d+ s\): command `squeue",
+                     log, re.M), hub.log_tail()
+    assert re.search(r"^\[I [^\]]+ poller:\d+\] status query answers again after \d+ failures", log, re.M)
     assert job_id in jobs_of(client, "alice")
     stop(hub, "alice")
 
