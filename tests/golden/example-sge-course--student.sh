@@ -4,6 +4,7 @@
 #$ -q course.q
 #$ -l h_rt=03:00:00
 #$ -l h_vmem=4096M
+#$ -P datalit
 #$ -r n
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-student.teaching.$JOB_ID.log
 #$ -j y
@@ -21,6 +22,7 @@ set -a
 . /home/alice/.hpchub/jobs/hpchub-alice-student/env
 set +a
 export HPCHUB_ENGINE_PROFILE=student
+export HPCHUB_ACCOUNT=datalit
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"

@@ -6,7 +6,8 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=65536M
 #SBATCH --time=08:00:00
-#SBATCH --account=default
+#SBATCH --account=physics
+#SBATCH --qos=normal
 #SBATCH --no-requeue
 #SBATCH --output=/home/alice/.hpchub/logs/hpchub-alice-cpu-multi.hpc.%j.log
 #SBATCH --chdir=/home/alice
@@ -34,7 +35,8 @@ set -a
 . /home/alice/.hpchub/jobs/hpchub-alice-cpu-multi/env
 set +a
 export HPCHUB_ENGINE_PROFILE=cpu-multi
-export HPCHUB_ACCOUNT=default
+export HPCHUB_ACCOUNT=physics
+export HPCHUB_QOS=normal
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from hpchub.config import load_site_config
 from hpchub.jobs import server_job
-from hpchub.options import resolve_request
+from hpchub.options import needs_allocations, resolve_request
 from hpchub.render import UserAccount
+from hpchub.schedulers.base import Allocations
 
 from .support import REPO, SITE_CONFIGS
 
@@ -40,9 +41,17 @@ def golden_cases() -> list[Case]:
     return cases
 
 
+# What the scheduler gives alice where a profile asks it (``{from_scheduler: true}``).
+ALICE_ALLOCATIONS = Allocations(accounts=("chemistry", "physics"), default_account="physics", qos=("long", "normal"),
+                                qos_by_account={"chemistry": ("normal",), "physics": ("long", "normal")},
+                                default_qos="normal")
+
+
 def render_case(case: Case) -> str:
     site = load_site_config(SITE_CONFIGS / case.config)
-    request = resolve_request(site, site.profile(case.profile), dict(case.options))
+    profile = site.profile(case.profile)
+    allocations = ALICE_ALLOCATIONS if needs_allocations(site, profile) else None
+    request = resolve_request(site, profile, dict(case.options), allocations)
     return portable(server_job(site, request, USER).script)
 
 
