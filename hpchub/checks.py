@@ -24,12 +24,12 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .accounts import unix_groups
 from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .config import Profile, SiteConfig, profile_allows
-from .options import ALLOCATION_FIELDS
+from .options import ALLOCATION_FIELDS, allocation_word
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
 from .schedulers.base import Allocations
@@ -262,12 +262,12 @@ async def allocation_findings(site: SiteConfig, cluster_name: str, client: Clust
     except (CommandError, ParseError) as error:
         return [_at(site, "warning", ("clusters", cluster_name),
                     f"cannot read the scheduler's accounts and reservations: {error}")]
+    existing = _names(known)
     findings: list[Finding] = []
     for index, profile in profiles:
-        findings += _named_allocation_findings(site, index, profile, known)
+        findings += _named_allocation_findings(site, index, profile, known, existing)
     asked: dict[str, Allocations | Exception] = {}
-    for index, named in profiles:
-        profile = _without_missing_names(named, known)  # reported above: once, not once per user
+    for index, profile in profiles:
         users, more = _profile_users(profile, probe_user)
         if more:
             findings.append(_at(site, "info", ("profiles", index), f"allocations checked for {len(users)} of "
@@ -282,22 +282,27 @@ async def allocation_findings(site: SiteConfig, cluster_name: str, client: Clust
             if isinstance(answer, Exception):
                 findings.append(_at(site, "warning", ("profiles", index), str(answer)))
                 continue
-            findings += _user_allocation_findings(site, index, profile, user, answer)
+            findings += _user_allocation_findings(site, index, profile, user, answer, existing)
     return findings
 
 
-def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, known: Allocations) -> list[Finding]:
+def _names(allocations: Allocations) -> dict[str, tuple[str, ...]]:
+    """Field -> the names ``allocations`` has for it."""
+    return {"account": allocations.accounts, "qos": allocations.qos,
+            "reservation": tuple(reservation.name for reservation in allocations.reservations)}
+
+
+def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, known: Allocations,
+                               existing: dict[str, tuple[str, ...]]) -> list[Finding]:
     findings = []
     reservations = {reservation.name: reservation for reservation in known.reservations}
-    existing = {"account": known.accounts, "qos": known.qos, "reservation": tuple(sorted(reservations))}
-    what = {"account": "account" if site.clusters[profile.cluster].scheduler == "slurm" else "project",
-            "qos": "QoS", "reservation": "reservation"}
+    scheduler = site.clusters[profile.cluster].scheduler
     for field in ALLOCATION_FIELDS:
         at = ("profiles", index, field)
         for name in profile.allocation(field).choices:
             if name not in existing[field]:
-                findings.append(_at(site, "error", at, f"the scheduler has no {what[field]} {name!r} "
-                                                       f"(it has: {_some(existing[field])})"))
+                findings.append(_at(site, "error", at, f"the scheduler has no {allocation_word(field, scheduler)} "
+                                                       f"{name!r} (it has: {_some(existing[field])})"))
             elif field == "reservation" and not reservations[name].active:
                 start = reservations[name].start
                 findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
@@ -314,30 +319,17 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
     return findings
 
 
-def _without_missing_names(profile: Profile, known: Allocations) -> Profile:
-    existing = {"account": known.accounts, "qos": known.qos,
-                "reservation": tuple(reservation.name for reservation in known.reservations)}
-    changes: dict[str, Any] = {}
-    for field in ALLOCATION_FIELDS:
-        setting = getattr(profile, field)
-        if isinstance(setting, str) and setting not in existing[field]:
-            changes[field] = None
-        elif isinstance(setting, tuple):
-            changes[field] = tuple(name for name in setting if name in existing[field]) or None
-    return profile.model_copy(update=changes)
-
-
 def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, user: str,
-                              allocations: Allocations) -> list[Finding]:
+                              allocations: Allocations, existing: dict[str, tuple[str, ...]]) -> list[Finding]:
     findings = []
     if profile.allocation("account").from_scheduler and not allocations.accounts:
-        what = "account" if site.clusters[profile.cluster].scheduler == "slurm" else "project"
+        what = allocation_word("account", site.clusters[profile.cluster].scheduler)
         findings.append(_at(site, "error", ("profiles", index, "account"),
                             f"{user} has no {what} on the scheduler: hpchub refuses every spawn of theirs"))
-    allowed = {"account": allocations.accounts, "qos": allocations.qos,
-               "reservation": tuple(reservation.name for reservation in allocations.reservations)}
+    allowed = _names(allocations)
     for field in ALLOCATION_FIELDS:
-        choices = profile.allocation(field).choices
+        # A name the scheduler lacks is reported once (above), not once per user.
+        choices = [name for name in profile.allocation(field).choices if name in existing[field]]
         missing = [name for name in choices if name not in allowed[field]]
         if not missing:
             continue

@@ -313,11 +313,12 @@ def _allocation_view(profile: Profile, name: str, allocations: Allocations | Non
         view.update(kind="note", inputs=[], hint="unknown: the scheduler did not answer; try again in a minute")
         return view
     choices, default = allowed
-    if name == "qos" and rule.from_scheduler and allocations is not None:
-        choices = allocations.qos  # the chosen account's QoS are checked on submission
     texts = {value: value for value in choices}
     if name == "qos" and rule.from_scheduler and allocations is not None:
-        # Without JavaScript the select cannot follow the account: each option says which allow it.
+        # Every QoS of every account (the chosen pair is checked on submission): without JavaScript the
+        # select cannot follow the account, so each option says which accounts allow it.
+        choices = allocations.qos
+        texts = {value: value for value in choices}
         for qos in choices:
             accounts = [account for account, allowed in allocations.qos_by_account.items() if qos in allowed]
             if accounts and len(accounts) < len(allocations.qos_by_account):

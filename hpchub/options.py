@@ -118,8 +118,8 @@ def allowed_values(rule: AllocationRule, allocations: Allocations | None,
     return tuple(reservation.name for reservation in allocations.reservations), None
 
 
-def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, allocations: Allocations | None, account: str | None,
-                        problems: dict[str, str], scheduler: str) -> str | None:
+def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, allocations: Allocations | None,
+                        account: str | None, problems: dict[str, str], scheduler: str) -> str | None:
     field = rule.field
     word = allocation_word(field, scheduler)
     given = None if raw is None or (isinstance(raw, str) and not raw.strip()) else raw
@@ -131,8 +131,7 @@ def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, alloca
         return None
     allowed = allowed_values(rule, allocations, account)
     if allowed is None:
-        problems[field] = (f"the scheduler's list of your {allocation_word(field, scheduler, plural=True)} is not "
-                           "available right now; try again in a minute")
+        problems[field] = _unavailable(field, scheduler)
         return None
     choices, default = allowed
     value = given if given is not None else default
@@ -154,8 +153,14 @@ def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, alloca
 
 def allocation_word(field: str, scheduler: str, plural: bool = False) -> str:
     """What users call ``field`` on ``scheduler`` (Grid Engine's accounts are projects)."""
-    word = {"account": "project" if scheduler == "sge" else "account", "qos": "QoS", "reservation": "reservation"}[field]
+    words = {"account": "project" if scheduler == "sge" else "account", "qos": "QoS", "reservation": "reservation"}
+    word = words[field]
     return word if not plural or word == "QoS" else word + "s"
+
+
+def _unavailable(field: str, scheduler: str) -> str:
+    return (f"the scheduler's list of your {allocation_word(field, scheduler, plural=True)} is not available right "
+            "now; try again in a minute")
 
 
 def _reservation(name: str, scheduler: str, allocations: Allocations | None,
@@ -164,8 +169,7 @@ def _reservation(name: str, scheduler: str, allocations: Allocations | None,
     enough there; Grid Engine needs the AR's number)."""
     if allocations is None:
         if scheduler == "sge":
-            problems["reservation"] = ("the scheduler's list of your reservations is not available right now; try "
-                                       "again in a minute")
+            problems["reservation"] = _unavailable("reservation", scheduler)
         return None
     found = [reservation for reservation in allocations.reservations if reservation.name == name]
     if not found:
@@ -181,8 +185,8 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
     ``allocations``: the scheduler's for this user (see ``needs_allocations``; the caller fetches them).
     Without them a field from the scheduler, or a Grid Engine reservation, is refused rather than guessed."""
     values = dict(values or {})
-    scheduler = site.clusters[profile.cluster].scheduler
     cluster = site.clusters[profile.cluster]
+    scheduler = cluster.scheduler
     adjustable = profile.user_adjustable.fields()
     chosen: dict[str, Any] = {}
     problems: dict[str, str] = {}
