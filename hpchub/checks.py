@@ -28,7 +28,7 @@ from typing import Literal
 
 from .accounts import unix_groups
 from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
-from .config import Profile, SiteConfig, profile_allows
+from .config import Identity, Profile, SiteConfig, profile_allows
 from .options import ALLOCATION_FIELDS, allocation_word
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
@@ -241,16 +241,16 @@ async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None)
 
 # --- accounts, QoS and reservations ---------------------------------------------------------
 
-# At most this many users of a profile (its users: and the members of its groups:) are asked about.
+# At most this many users of a profile (its unix_users: and the members of its unix_groups:) are asked about.
 MAX_USERS_ASKED = 50
 
 
 async def allocation_findings(site: SiteConfig, cluster_name: str, client: ClusterClient,
                               probe_user: str | None) -> list[Finding]:
     """Every account/QoS/reservation a profile of the cluster names must exist there (errors at the
-    key), a pinned reservation that is not open yet is reported with its start (info), and each user a
-    profile is open to (its ``users``, the members of its ``groups``, and ``probe_user`` if the profile
-    admits them) must be allowed the names it cannot change (errors) and at least one of a list
+    key), a pinned reservation that is not open yet is reported with its start (info), and each unix
+    account a profile is open to (its ``unix_users``, the members of its ``unix_groups``, and
+    ``probe_user`` if the profile admits it) must be allowed the names it cannot change (errors) and at least one of a list
     (errors; some of a list: warning), and must have an account where it comes from the scheduler."""
     profiles = [(index, profile) for index, profile in enumerate(site.profiles) if profile.cluster == cluster_name
                 and any(profile.allocation(field).choices or profile.allocation(field).from_scheduler
@@ -343,15 +343,17 @@ def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, us
 
 
 def _profile_users(profile: Profile, probe_user: str | None) -> tuple[list[str], int]:
-    """(the users to ask about, how many more there are): ``users``, the members of ``groups`` as
-    the group database lists them, and ``probe_user`` when the profile admits them."""
-    names = list(profile.users)
-    for group in profile.groups:
+    """(the unix accounts to ask about, how many more there are): ``unix_users``, the members of
+    ``unix_groups`` as the group database lists them, and ``probe_user`` when the profile admits that
+    account. ``hub_users``/``hub_groups`` are hub names: which accounts they run as only the hub knows."""
+    names = list(profile.unix_users)
+    for group in profile.unix_groups:
         try:
             names += grp.getgrnam(group).gr_mem
         except KeyError:
             pass
-    if probe_user is not None and profile_allows(profile, probe_user, unix_groups(probe_user)):
+    if probe_user is not None and profile_allows(profile, Identity(unix_user=probe_user,
+                                                                   unix_groups=frozenset(unix_groups(probe_user)))):
         names.append(probe_user)
     unique = list(dict.fromkeys(names))
     return unique[:MAX_USERS_ASKED], max(0, len(unique) - MAX_USERS_ASKED)

@@ -30,7 +30,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, Union, default, valid
 from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
 from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from .cluster import AccountRefused, ClusterSpec
-from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
+from .config import Identity, Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
 from .form import Preselection, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, Presence
@@ -106,7 +106,7 @@ class HPCSpawner(Spawner):
         config=True,
         help="""Use this profile (slug) and ignore the user's profile choice. Meant for
         wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile. The profile's
-        `users`/`groups` still decide who may start it.""",
+        `hub_users`/`hub_groups`/`unix_users`/`unix_groups` still decide who may start it.""",
     )
     startup_poll_interval = Float(
         1.0,
@@ -170,8 +170,8 @@ class HPCSpawner(Spawner):
         its e-mail domain, see `unix_account_domains`), or a callable that takes that name and returns the
         account name (or an awaitable of it; it runs on the hub's event loop, so it must not block).
         `unix_account_map` comes first. The account is what the cluster sees: the submission (sudo or
-        ssh as it), the job's files in its home, the job's name, the profiles' `groups` (its unix groups)
-        and `users` (its name or the hub name), the scheduler queries about its jobs. A name that is no
+        ssh as it), the job's files in its home, the job's name, the profiles' `unix_groups` (its groups)
+        and `unix_users` (its name), the scheduler queries about its jobs. A name that is no
         valid unix name, root, or an account that does not exist where jobs are submitted fails the spawn
         before anything is submitted. The hub's own name stays in the hub (URLs, the admin page).""",
     )
@@ -307,12 +307,16 @@ class HPCSpawner(Spawner):
             raise web.HTTPError(403, str(error)) from None
 
     async def visible_profiles(self) -> list[Profile]:
-        """The profiles this user may use (a fixed ``profile`` too): no ``users``/``groups``, or the
-        user named in ``users`` (by hub or unix name), or one of their groups (JupyterHub groups, or
-        the unix groups of their unix account) in ``groups``."""
+        """The profiles this user may use (a fixed ``profile`` too): those that name nobody, or name
+        this hub user in ``hub_users``, one of its JupyterHub groups in ``hub_groups``, its unix
+        account in ``unix_users`` or one of that account's unix groups in ``unix_groups``."""
         unix_name = await self.unix_user_name()
-        groups = {group.name for group in getattr(self.user, "groups", [])}
-        groups |= await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
+        who = Identity(
+            hub_user=self.user.name,
+            hub_groups=frozenset(group.name for group in getattr(self.user, "groups", [])),
+            unix_user=unix_name,
+            unix_groups=frozenset(await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)),
+        )
         site = self.site
         if self.profile:
             try:
@@ -321,8 +325,7 @@ class HPCSpawner(Spawner):
                 raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
         else:
             candidates = list(site.profiles)
-        return [p for p in candidates
-                if profile_allows(p, self.user.name, groups) or profile_allows(p, unix_name, groups)]
+        return [p for p in candidates if profile_allows(p, who)]
 
     async def _profile_for(self, options: dict) -> Profile:
         visible = await self.visible_profiles()

@@ -273,18 +273,18 @@ def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
 ALLOCATION_PROFILES = {
     # slug: (the profile's allocation keys, who it is for)
     "slurm": {
-        "chem-high": ("account: chem\n    qos: high", "users: [alice, bob]"),
-        "nosuch": ("account: nosuch", "users: [alice]"),
+        "chem-high": ("account: chem\n    qos: high", "unix_users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "unix_users: [alice]"),
         "phys-high": ("account: phys\n    qos: [high]", ""),
-        "later": ("reservation: course-later", "users: [carol]"),
-        "open-course": ("reservation: course", "users: [bob, carol]"),
-        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+        "later": ("reservation: course-later", "unix_users: [carol]"),
+        "open-course": ("reservation: course", "unix_users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "unix_users: [nobody, alice]"),
     },
     "sge": {
-        "chem-high": ("account: chem", "users: [alice, bob]"),
-        "nosuch": ("account: nosuch", "users: [alice]"),
-        "later": ("reservation: course", "users: [bob, carol]"),
-        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+        "chem-high": ("account: chem", "unix_users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "unix_users: [alice]"),
+        "later": ("reservation: course", "unix_users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "unix_users: [nobody, alice]"),
     },
 }
 
