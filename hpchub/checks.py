@@ -29,10 +29,10 @@ from typing import Literal
 from .accounts import unix_groups
 from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .config import Identity, Profile, SiteConfig, profile_allows
-from .options import ALLOCATION_FIELDS, allocation_word
+from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
-from .schedulers.base import Allocations
+from .schedulers.base import Allocations, Reservation
 
 Level = Literal["error", "warning", "info"]
 
@@ -295,7 +295,6 @@ def _names(allocations: Allocations) -> dict[str, tuple[str, ...]]:
 def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, known: Allocations,
                                existing: dict[str, tuple[str, ...]]) -> list[Finding]:
     findings = []
-    reservations = {reservation.name: reservation for reservation in known.reservations}
     scheduler = site.clusters[profile.cluster].scheduler
     for field in ALLOCATION_FIELDS:
         at = ("profiles", index, field)
@@ -303,10 +302,14 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
             if name not in existing[field]:
                 findings.append(_at(site, "error", at, f"the scheduler has no {allocation_word(field, scheduler)} "
                                                        f"{name!r} (it has: {_some(existing[field])})"))
-            elif field == "reservation" and not reservations[name].active:
-                start = reservations[name].start
-                findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
-                                                      + (f"; it opens {start:%Y-%m-%d %H:%M}" if start else "")))
+            elif field == "reservation":
+                trust, pinned = _pinned_trust(site, profile, name, known)
+                if trust is not None:
+                    findings.append(_at(site, trust.level, at, trust.message))
+                if pinned is not None and not pinned.active:
+                    start = pinned.start
+                    findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
+                                                          + (f"; it opens {start:%Y-%m-%d %H:%M}" if start else "")))
     accounts, qos_names = profile.allocation("account").choices, profile.allocation("qos").choices
     for account in accounts:
         allowed = known.qos_by_account.get(account)
@@ -317,6 +320,32 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
                                     f"no association of account {account!r} allows QoS {qos!r} "
                                     f"(it allows: {', '.join(allowed)})"))
     return findings
+
+
+def _pinned_trust(site: SiteConfig, profile: Profile, name: str,
+                  known: Allocations) -> tuple[Finding | None, Reservation | None]:
+    """(a finding, the reservation hpchub uses) for a reservation a profile names: it must be one made by
+    the scheduler's admins or the site's reservation owners (options.made_by_trusted). None or several
+    is an error (hpchub refuses every spawn), users' namesakes beside it a warning (hpchub ignores them;
+    someone may be trying to catch the profile's jobs)."""
+    cluster = site.clusters[profile.cluster]
+    named = [reservation for reservation in known.reservations if reservation.name == name]
+    trusted = [reservation for reservation in named if made_by_trusted(reservation, known, cluster)]
+    others = ", ".join(f"{reservation.reservation_id} (made by {reservation.owner})" for reservation in named
+                       if reservation not in trusted)
+    if not trusted:
+        return Finding("error", f"reservation {name!r} was made by an account that is neither a Grid Engine manager "
+                                f"or operator nor in clusters.{profile.cluster}.sge.reservation_owners ({others}): "
+                                "hpchub refuses every spawn of this profile"), None
+    if len(trusted) > 1:
+        ids = ", ".join(reservation.reservation_id for reservation in trusted)
+        return Finding("error", f"{len(trusted)} reservations are named {name!r} ({ids}): hpchub cannot tell which "
+                                "is meant and refuses every spawn of this profile"), None
+    if others:
+        return Finding("warning", f"reservation {name!r} has namesakes made by users: {others}; hpchub ignores them "
+                                  f"and uses {trusted[0].reservation_id} (someone may be trying to catch this "
+                                  "profile's jobs)"), trusted[0]
+    return None, trusted[0]
 
 
 def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, user: str,

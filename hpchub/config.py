@@ -142,6 +142,9 @@ class SGEOptions(_Model):
     root: Annotated[StrictStr, Field(pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
         default=None, description="SGE_ROOT for those binaries (required with commands_dir)")
     cell: Name = Field(default="default", description="SGE_CELL for those binaries")
+    reservation_owners: list[Name] = Field(
+        default=[], description="accounts, besides Grid Engine's managers and operators, whose advance "
+        "reservations a profile's reservation may name: any user in the arusers list can make one under any name")
 
 
 class Cluster(_Model):
@@ -286,7 +289,8 @@ class Profile(_Model):
     account: AllocationSetting | None = None
     qos: AllocationSetting | None = Field(None, description="Slurm only")
     reservation: AllocationSetting | None = Field(
-        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N)")
+        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N), "
+        "used only if exactly one AR of a manager, operator or sge.reservation_owners account has it")
     directives: list[SingleLine] = []
     environment: Environment | None = None
     # Who may use the profile (all four empty: everyone). Each list holds the names of one name space,
