@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from .config import ALLOCATION_FIELDS, Profile, SiteConfig
-from .options import JobRequest, OptionsError, allocation_word, allowed_values
+from .options import JobRequest, OptionsError, allocation_word, allowed_values, made_by_trusted
 from .render import SiteTemplateLoader
 from .schedulers import QueueInfo
 from .schedulers.base import Allocations, Reservation
@@ -373,12 +373,15 @@ def _allocation_view(profile: Profile, name: str, allocations: Allocations | Non
     return view
 
 
-def pinned_reservation_text(profile: Profile, allocations: Allocations | None) -> str | None:
-    """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``."""
+def pinned_reservation_text(site: SiteConfig, profile: Profile, allocations: Allocations | None) -> str | None:
+    """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``
+    (the opening of the one hpchub would use, not of a user's namesake)."""
     name = profile.allocation("reservation").fixed
     if name is None:
         return None
-    found = [r for r in (allocations.reservations if allocations is not None else ()) if r.name == name]
+    found = [r for r in (allocations.reservations if allocations is not None else ())
+             if r.name == name and allocations is not None and made_by_trusted(r, allocations,
+                                                                               site.clusters[profile.cluster])]
     opens = opening_text(found[0]) if found else None
     return f"reservation {name}" + (f" {opens}" if opens else "")
 
@@ -454,7 +457,7 @@ def render_spawn_form(
             "fields": fields,
             "live": live_queues.get((p.cluster, p.queue)),
             "live_age": age_text(queue_ages.get(p.cluster)),
-            "reservation": pinned_reservation_text(p, allocations.get(p.cluster)),
+            "reservation": pinned_reservation_text(site, p, allocations.get(p.cluster)),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None

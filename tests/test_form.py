@@ -464,6 +464,14 @@ def test_allocation_selects_list_what_the_scheduler_allows_with_the_default_pres
     # A pinned reservation has no input; its card says when it opens.
     assert '<div class="hpchub-reservation">reservation course-later opens 2026-12-26 10:00</div>' in html
     assert 'name="course--reservation"' not in html
+    # A user's namesake (a Grid Engine AR anybody in arusers can make) is not the one the card speaks of.
+    from dataclasses import replace
+    alice = _alice_allocations()
+    namesake = replace(alice.reservations[1], reservation_id="99", start=alice.reservations[1].start.replace(day=1),
+                       owner="bob")
+    with_namesake = replace(alice, reservations=(namesake, *alice.reservations))
+    html = render_spawn_form(site, site.profiles, allocations={"slurm": with_namesake})
+    assert '<div class="hpchub-reservation">reservation course-later opens 2026-12-26 10:00</div>' in html
 
 
 def test_unknown_allocations_are_said_on_the_form_and_refused_at_the_field():
