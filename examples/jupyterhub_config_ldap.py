@@ -2,7 +2,7 @@
 
 Users log in with their LDAP password (JupyterHub's LDAP authenticator binds as them); their servers
 run as the unix account of the same name, which NSS resolves through LDAP on the hub host and the
-cluster (nslcd/libnss-ldapd or SSSD); a profile with ``groups: [course2026]`` in the site config is
+cluster (nslcd/libnss-ldapd or SSSD); a profile with ``unix_groups: [course2026]`` in the site config is
 offered to the members of that LDAP group only (hpchub asks NSS for the account's groups with
 os.getgrouplist, so secondary groups, memberUid, count). tests/clusters/ldap.sh runs such a directory
 on loopback; tests/test_ldap.py runs this file against it.

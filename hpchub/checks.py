@@ -28,11 +28,11 @@ from typing import Literal
 
 from .accounts import unix_groups
 from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
-from .config import Profile, SiteConfig, profile_allows
-from .options import ALLOCATION_FIELDS, allocation_word
+from .config import Identity, Profile, SiteConfig, profile_allows
+from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
-from .schedulers.base import Allocations
+from .schedulers.base import Allocations, Reservation
 
 Level = Literal["error", "warning", "info"]
 
@@ -241,16 +241,16 @@ async def _cluster_findings(site: SiteConfig, name: str, probe_user: str | None)
 
 # --- accounts, QoS and reservations ---------------------------------------------------------
 
-# At most this many users of a profile (its users: and the members of its groups:) are asked about.
+# At most this many users of a profile (its unix_users: and the members of its unix_groups:) are asked about.
 MAX_USERS_ASKED = 50
 
 
 async def allocation_findings(site: SiteConfig, cluster_name: str, client: ClusterClient,
                               probe_user: str | None) -> list[Finding]:
     """Every account/QoS/reservation a profile of the cluster names must exist there (errors at the
-    key), a pinned reservation that is not open yet is reported with its start (info), and each user a
-    profile is open to (its ``users``, the members of its ``groups``, and ``probe_user`` if the profile
-    admits them) must be allowed the names it cannot change (errors) and at least one of a list
+    key), a pinned reservation that is not open yet is reported with its start (info), and each unix
+    account a profile is open to (its ``unix_users``, the members of its ``unix_groups``, and
+    ``probe_user`` if the profile admits it) must be allowed the names it cannot change (errors) and at least one of a list
     (errors; some of a list: warning), and must have an account where it comes from the scheduler."""
     profiles = [(index, profile) for index, profile in enumerate(site.profiles) if profile.cluster == cluster_name
                 and any(profile.allocation(field).choices or profile.allocation(field).from_scheduler
@@ -295,7 +295,6 @@ def _names(allocations: Allocations) -> dict[str, tuple[str, ...]]:
 def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, known: Allocations,
                                existing: dict[str, tuple[str, ...]]) -> list[Finding]:
     findings = []
-    reservations = {reservation.name: reservation for reservation in known.reservations}
     scheduler = site.clusters[profile.cluster].scheduler
     for field in ALLOCATION_FIELDS:
         at = ("profiles", index, field)
@@ -303,10 +302,14 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
             if name not in existing[field]:
                 findings.append(_at(site, "error", at, f"the scheduler has no {allocation_word(field, scheduler)} "
                                                        f"{name!r} (it has: {_some(existing[field])})"))
-            elif field == "reservation" and not reservations[name].active:
-                start = reservations[name].start
-                findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
-                                                      + (f"; it opens {start:%Y-%m-%d %H:%M}" if start else "")))
+            elif field == "reservation":
+                trust, pinned = _pinned_trust(site, profile, name, known)
+                if trust is not None:
+                    findings.append(_at(site, trust.level, at, trust.message))
+                if pinned is not None and not pinned.active:
+                    start = pinned.start
+                    findings.append(_at(site, "info", at, f"reservation {name!r} is not open yet"
+                                                          + (f"; it opens {start:%Y-%m-%d %H:%M}" if start else "")))
     accounts, qos_names = profile.allocation("account").choices, profile.allocation("qos").choices
     for account in accounts:
         allowed = known.qos_by_account.get(account)
@@ -317,6 +320,32 @@ def _named_allocation_findings(site: SiteConfig, index: int, profile: Profile, k
                                     f"no association of account {account!r} allows QoS {qos!r} "
                                     f"(it allows: {', '.join(allowed)})"))
     return findings
+
+
+def _pinned_trust(site: SiteConfig, profile: Profile, name: str,
+                  known: Allocations) -> tuple[Finding | None, Reservation | None]:
+    """(a finding, the reservation hpchub uses) for a reservation a profile names: it must be one made by
+    the scheduler's admins or the site's reservation owners (options.made_by_trusted). None or several
+    is an error (hpchub refuses every spawn), users' namesakes beside it a warning (hpchub ignores them;
+    someone may be trying to catch the profile's jobs)."""
+    cluster = site.clusters[profile.cluster]
+    named = [reservation for reservation in known.reservations if reservation.name == name]
+    trusted = [reservation for reservation in named if made_by_trusted(reservation, known, cluster)]
+    others = ", ".join(f"{reservation.reservation_id} (made by {reservation.owner})" for reservation in named
+                       if reservation not in trusted)
+    if not trusted:
+        return Finding("error", f"reservation {name!r} was made by an account that is neither a Grid Engine manager "
+                                f"or operator nor in clusters.{profile.cluster}.sge.reservation_owners ({others}): "
+                                "hpchub refuses every spawn of this profile"), None
+    if len(trusted) > 1:
+        ids = ", ".join(reservation.reservation_id for reservation in trusted)
+        return Finding("error", f"{len(trusted)} reservations are named {name!r} ({ids}): hpchub cannot tell which "
+                                "is meant and refuses every spawn of this profile"), None
+    if others:
+        return Finding("warning", f"reservation {name!r} has namesakes made by users: {others}; hpchub ignores them "
+                                  f"and uses {trusted[0].reservation_id} (someone may be trying to catch this "
+                                  "profile's jobs)"), trusted[0]
+    return None, trusted[0]
 
 
 def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, user: str,
@@ -343,15 +372,17 @@ def _user_allocation_findings(site: SiteConfig, index: int, profile: Profile, us
 
 
 def _profile_users(profile: Profile, probe_user: str | None) -> tuple[list[str], int]:
-    """(the users to ask about, how many more there are): ``users``, the members of ``groups`` as
-    the group database lists them, and ``probe_user`` when the profile admits them."""
-    names = list(profile.users)
-    for group in profile.groups:
+    """(the unix accounts to ask about, how many more there are): ``unix_users``, the members of
+    ``unix_groups`` as the group database lists them, and ``probe_user`` when the profile admits that
+    account. ``hub_users``/``hub_groups`` are hub names: which accounts they run as only the hub knows."""
+    names = list(profile.unix_users)
+    for group in profile.unix_groups:
         try:
             names += grp.getgrnam(group).gr_mem
         except KeyError:
             pass
-    if probe_user is not None and profile_allows(profile, probe_user, unix_groups(probe_user)):
+    if probe_user is not None and profile_allows(profile, Identity(unix_user=probe_user,
+                                                                   unix_groups=frozenset(unix_groups(probe_user)))):
         names.append(probe_user)
     unique = list(dict.fromkeys(names))
     return unique[:MAX_USERS_ASKED], max(0, len(unique) - MAX_USERS_ASKED)

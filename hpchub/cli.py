@@ -56,7 +56,8 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
 def spawn_link(site: SiteConfig, profile_slug: str, values: dict[str, str], hub_url: str = "",
                user: str | None = None, server: str | None = None) -> str:
     """A JupyterHub spawn link with these choices (``/hub/spawn?opt-profile=P&opt-F=V``, or
-    ``/hub/spawn/USER/SERVER?...`` for a named server), checked as the hub checks a link."""
+    ``/hub/spawn/USER/SERVER?...`` for a named server), checked as the hub checks a link. It opens
+    the spawn form prefilled with them; nothing starts before the user presses Start."""
     try:
         profile = site.profile(profile_slug)
     except KeyError:
@@ -280,7 +281,8 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("--cluster")
     cancel.set_defaults(func=cmd_cancel)
 
-    link = commands.add_parser("link", help="print a spawn link with these choices (for a class), checked like the form")
+    link = commands.add_parser("link", help="print a spawn link with these choices (for a class), checked like the form; "
+                                                 "it opens the spawn form prefilled, and Start starts the server")
     link.add_argument("site", help="site config YAML file")
     link.add_argument("--profile", required=True, help="profile slug")
     link.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

@@ -142,6 +142,9 @@ class SGEOptions(_Model):
     root: Annotated[StrictStr, Field(pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
         default=None, description="SGE_ROOT for those binaries (required with commands_dir)")
     cell: Name = Field(default="default", description="SGE_CELL for those binaries")
+    reservation_owners: list[Name] = Field(
+        default=[], description="accounts, besides Grid Engine's managers and operators, whose advance "
+        "reservations a profile's reservation may name: any user in the arusers list can make one under any name")
 
 
 class Cluster(_Model):
@@ -286,13 +289,19 @@ class Profile(_Model):
     account: AllocationSetting | None = None
     qos: AllocationSetting | None = Field(None, description="Slurm only")
     reservation: AllocationSetting | None = Field(
-        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N)")
+        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N), "
+        "used only if exactly one AR of a manager, operator or sge.reservation_owners account has it")
     directives: list[SingleLine] = []
     environment: Environment | None = None
-    # Who may use the profile: these user names, or members of these groups (both empty: everyone).
-    # Two lists, so a user called like a group does not get the group's profiles.
-    users: list[SingleLine] = []
-    groups: list[SingleLine] = []
+    # Who may use the profile (all four empty: everyone). Each list holds the names of one name space,
+    # so that a hub user and a unix account (or a JupyterHub group and a unix group) that happen to
+    # share a name never get each other's profiles.
+    hub_users: list[SingleLine] = Field([], description="JupyterHub user names")
+    hub_groups: list[SingleLine] = Field([], description="JupyterHub group names")
+    unix_users: list[SingleLine] = Field([], description="unix accounts (the account a hub user runs as, "
+                                                         "HPCSpawner.unix_account)")
+    unix_groups: list[SingleLine] = Field([], description="unix/LDAP groups of that account, secondary ones "
+                                                          "included")
     template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = None
     requeue: bool = Field(
         False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
@@ -359,13 +368,29 @@ class SiteConfig(_Model):
         return path
 
 
-def profile_allows(profile: Profile, user_name: str, group_names: set[str]) -> bool:
-    """Whether a user (with these group names, primary and secondary) may use ``profile``: it
-    names neither users nor groups, or names this user in ``users`` or one of the groups in
-    ``groups``. A user name never matches a group entry, nor a group name a user entry."""
-    if not profile.users and not profile.groups:
+@dataclass(frozen=True)
+class Identity:
+    """Who asks for a profile, in both name spaces: the hub user and its JupyterHub groups, the unix
+    account it runs as and that account's groups (None/empty where unknown, e.g. ``hpchub check``
+    knows only unix accounts)."""
+
+    hub_user: str | None = None
+    hub_groups: frozenset[str] = frozenset()
+    unix_user: str | None = None
+    unix_groups: frozenset[str] = frozenset()
+
+
+def profile_allows(profile: Profile, who: Identity) -> bool:
+    """Whether ``who`` may use ``profile``: it names nobody, or each of its lists is matched only
+    against names of its own name space (``hub_users`` the hub name, ``unix_groups`` the account's
+    unix groups, ...): a unix account called like a hub user is not that user, nor a JupyterHub
+    group a unix group of the same name."""
+    if not (profile.hub_users or profile.hub_groups or profile.unix_users or profile.unix_groups):
         return True
-    return user_name in profile.users or not group_names.isdisjoint(profile.groups)
+    return (who.hub_user is not None and who.hub_user in profile.hub_users
+            or who.unix_user is not None and who.unix_user in profile.unix_users
+            or not who.hub_groups.isdisjoint(profile.hub_groups)
+            or not who.unix_groups.isdisjoint(profile.unix_groups))
 
 
 LOGIN_DEFS_UID_MIN_FALLBACK = 1000
@@ -562,6 +587,8 @@ class _PathNamer:
         kind = error["type"]
         if kind == "extra_forbidden":
             parent_loc, key = loc[:-1], loc[-1]
+            if _field_of(loc) in _REPLACED_KEYS:
+                return ConfigProblem(self.name(loc), _REPLACED_KEYS[_field_of(loc)], self.line(loc))
             message = f"unknown key {key!r}"
             allowed = self._allowed_keys(parent_loc)
             if allowed:
@@ -602,6 +629,16 @@ class _PathNamer:
             container = _is_container(field.annotation)
         return list(model.model_fields) if model is not None and not container else []
 
+
+# Keys of older versions whose meaning cannot be carried over unambiguously: what to write instead.
+_REPLACED_KEYS = {
+    ("profiles", "users"): "no longer a key: it matched the hub user name or the unix account, so a hub user and "
+                           "a unix account of the same name got each other's profiles; write hub_users: [...] for "
+                           "JupyterHub user names and/or unix_users: [...] for unix accounts",
+    ("profiles", "groups"): "no longer a key: it matched JupyterHub groups and unix groups alike, so a group of "
+                            "one kind got the profiles of a same-named group of the other; write unix_groups: [...] "
+                            "for unix/LDAP groups and/or hub_groups: [...] for JupyterHub groups",
+}
 
 # Required keys whose absence deserves more than "required key is missing".
 _REQUIRED_MESSAGES = {

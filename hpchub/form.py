@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from .config import ALLOCATION_FIELDS, Profile, SiteConfig
-from .options import OptionsError, allowed_values
+from .options import JobRequest, OptionsError, allocation_word, allowed_values, made_by_trusted
 from .render import SiteTemplateLoader
 from .schedulers import QueueInfo
 from .schedulers.base import Allocations, Reservation
@@ -187,23 +187,53 @@ def options_from_query(query: Mapping[str, list[str]]) -> dict[str, str]:
 
 # -- rendering ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class LinkSummary:
+    """What a followed spawn link asks for, shown above the form until the user presses Start."""
+
+    profile: str  # the profile's name
+    cluster: str
+    charge: str  # charge_text
+
+
+@dataclass(frozen=True)
 class Preselection:
     """What the form shows chosen: a profile and its input values (form units, see
-    ``form_values``), and the problems to show next to them (field -> message)."""
+    ``form_values``), the problems to show next to them (field -> message), and for a link's
+    valid choices what they will charge."""
 
     profile: str | None = None
     values: Mapping[str, str] = field(default_factory=dict)
     problems: Mapping[str, str] = field(default_factory=dict)
+    link: LinkSummary | None = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None, problems: Mapping[str, str] | None = None) -> Preselection:
+    def from_options(cls, options: Mapping[str, Any] | None, problems: Mapping[str, str] | None = None,
+                     link: LinkSummary | None = None) -> Preselection:
         options = options or {}
         profile = options.get("profile")
-        return cls(profile if isinstance(profile, str) else None, form_values(options), dict(problems or {}))
+        return cls(profile if isinstance(profile, str) else None, form_values(options), dict(problems or {}), link)
 
     @classmethod
     def from_form(cls, submitted: FormInput, problems: Mapping[str, str]) -> Preselection:
         return cls(submitted.profile or None, dict(submitted.entered), dict(problems))
+
+
+def charge_text(request: JobRequest) -> str:
+    """``charged to account chem: 4 cores, 2 h (8 core-hours at most)``: what a job of ``request``
+    costs whom, in the words of its scheduler (Grid Engine: project)."""
+    word = allocation_word("account", request.cluster.scheduler)
+    whom = f"{word} {request.account}" if request.account else f"your default {word}"
+    cores = request.cores * request.nodes
+    parts = [f"{cores} core{'s' if cores != 1 else ''}"]
+    if request.gpus:
+        gpus = request.gpus * request.nodes
+        parts.append(f"{gpus} GPU{'s' if gpus != 1 else ''}")
+    parts.append(duration_text(request.walltime))
+    core_hours = decimal_text(round(cores * request.walltime.seconds / 3600, 2))
+    text = f"charged to {whom}: {', '.join(parts)} ({core_hours} core-hours at most)"
+    if request.reservation_name:
+        text += f", in reservation {request.reservation_name}"
+    return text
 
 
 def _bound_or_limit(bound: Any, key: str, limit: Any) -> Any:
@@ -343,12 +373,15 @@ def _allocation_view(profile: Profile, name: str, allocations: Allocations | Non
     return view
 
 
-def pinned_reservation_text(profile: Profile, allocations: Allocations | None) -> str | None:
-    """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``."""
+def pinned_reservation_text(site: SiteConfig, profile: Profile, allocations: Allocations | None) -> str | None:
+    """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``
+    (the opening of the one hpchub would use, not of a user's namesake)."""
     name = profile.allocation("reservation").fixed
     if name is None:
         return None
-    found = [r for r in (allocations.reservations if allocations is not None else ()) if r.name == name]
+    found = [r for r in (allocations.reservations if allocations is not None else ())
+             if r.name == name and allocations is not None and made_by_trusted(r, allocations,
+                                                                               site.clusters[profile.cluster])]
     opens = opening_text(found[0]) if found else None
     return f"reservation {name}" + (f" {opens}" if opens else "")
 
@@ -424,7 +457,9 @@ def render_spawn_form(
             "fields": fields,
             "live": live_queues.get((p.cluster, p.queue)),
             "live_age": age_text(queue_ages.get(p.cluster)),
-            "reservation": pinned_reservation_text(p, allocations.get(p.cluster)),
+            "reservation": pinned_reservation_text(site, p, allocations.get(p.cluster)),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
-    return template.render(site=site, clusters=groups, general_problems=general, single_cluster=len(groups) == 1)
+    link = preselection.link if chosen is not None and chosen == preselection.profile else None
+    return template.render(site=site, clusters=groups, general_problems=general, single_cluster=len(groups) == 1,
+                           link=link)

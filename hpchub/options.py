@@ -115,7 +115,7 @@ def allowed_values(rule: AllocationRule, allocations: Allocations | None,
         if account is None or account == allocations.default_account:
             return allocations.qos_by_account.get(account or "", allocations.qos), allocations.default_qos
         return allocations.qos_by_account.get(account, ()), None
-    return tuple(reservation.name for reservation in allocations.reservations), None
+    return tuple(dict.fromkeys(reservation.name for reservation in allocations.reservations)), None
 
 
 def _resolve_allocation(profile: Profile, rule: AllocationRule, raw: Any, allocations: Allocations | None,
@@ -163,10 +163,24 @@ def _unavailable(field: str, scheduler: str) -> str:
             "now; try again in a minute")
 
 
-def _reservation(name: str, scheduler: str, allocations: Allocations | None,
+def made_by_trusted(reservation: Reservation, allocations: Allocations, cluster: Cluster) -> bool:
+    """Whether a site's profile may pin ``reservation``: made by the scheduler's admins (Slurm: all are;
+    Grid Engine: a manager or operator) or by an account of ``sge.reservation_owners``."""
+    return reservation.owner is None or reservation.owner in allocations.reservation_admins \
+        or reservation.owner in cluster.sge.reservation_owners
+
+
+def _reservation(rule: AllocationRule, name: str, cluster: Cluster, allocations: Allocations | None,
                  problems: dict[str, str]) -> Reservation | None:
     """The scheduler's record of reservation ``name`` for this user (None on Slurm when unknown: the name is
-    enough there; Grid Engine needs the AR's number)."""
+    enough there; Grid Engine needs the AR's number).
+
+    On Grid Engine any user in the arusers list can make an AR, under any name, open to anybody: one
+    named like the course's would capture the course's jobs. So a name the admin wrote (a pinned
+    reservation or a list) stands for the one AR of that name made by a manager, an operator or an
+    account of ``sge.reservation_owners``; others of that name are ignored. A name the user picked from
+    the scheduler's list is theirs to trust, but must name one AR. Two that fit: refused, never a guess."""
+    scheduler = cluster.scheduler
     if allocations is None:
         if scheduler == "sge":
             problems["reservation"] = _unavailable("reservation", scheduler)
@@ -175,7 +189,19 @@ def _reservation(name: str, scheduler: str, allocations: Allocations | None,
     if not found:
         problems["reservation"] = f"reservation {name!r} is not open to you (or no longer exists)"
         return None
-    return found[0]
+    trusted = [reservation for reservation in found if made_by_trusted(reservation, allocations, cluster)]
+    candidates = found if rule.from_scheduler and len(found) == 1 else trusted
+    if len(candidates) == 1:
+        return candidates[0]
+    ids = ", ".join(f"{reservation.reservation_id} (made by {reservation.owner})" for reservation in found)
+    if not candidates and not rule.from_scheduler:
+        problems["reservation"] = (f"hpchub does not use reservation {name!r}: it was made by an account that is "
+                                   f"neither a Grid Engine manager or operator nor one of the site's reservation "
+                                   f"owners ({ids}); nothing was submitted, please tell the admins")
+    else:
+        problems["reservation"] = (f"{len(found)} reservations are named {name!r} ({ids}): hpchub cannot tell which "
+                                   "one is meant; nothing was submitted, please tell the admins")
+    return None
 
 
 def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None = None,
@@ -240,7 +266,8 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
                                            allocations, account, problems, scheduler)
     reservation = None
     if reservation_name is not None and "reservation" not in problems:
-        reservation = _reservation(reservation_name, scheduler, allocations, problems)
+        reservation = _reservation(profile.allocation("reservation"), reservation_name, cluster, allocations,
+                                   problems)
     if problems:
         raise OptionsError(problems)
     return JobRequest(

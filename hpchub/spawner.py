@@ -30,8 +30,8 @@ from traitlets import Dict, Float, Integer, List, Unicode, Union, default, valid
 from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
 from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from .cluster import AccountRefused, ClusterSpec
-from .config import Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
-from .form import Preselection, options_from_query, read_form, render_spawn_form
+from .config import Identity, Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
+from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, Presence
 from .render import RenderError, UserAccount
@@ -68,13 +68,37 @@ class ChoicesRefused(web.HTTPError):
         self.problems = error.problems
 
 
+class LinkShown(web.HTTPError):
+    """A spawn link's choices, all accepted: raised from options_from_query so that JupyterHub shows
+    the form (HTTP 200) prefilled with them and what they will charge, instead of starting a server
+    for whoever followed the link. The form's Start button (a POST) starts it."""
+
+    jupyterhub_message = ""  # no error banner: the form's own summary says what happens
+
+    def __init__(self) -> None:
+        super().__init__(200, "a spawn link's choices are shown on the form for the user to start")
+
+
+class _LinkShownIsNoFailure(logging.Filter):
+    """JupyterHub logs any exception of options_from_query as a failed spawn with its traceback; a
+    LinkShown is how a valid link gets its form: one info line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LinkShown):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.msg, record.args = "spawn link: its choices are shown on the form; nothing starts before Start", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 _site_files: dict[str, SiteConfigFile] = {}
 
-# Hub user name -> (the choice last refused at the spawn form or in a link, when): shown, with its
-# messages, by the next form render. Kept here, not on the spawner, because JupyterHub renders the
-# form again after a refused POST with the user's default spawner, even for a named server.
-_refused_choices: dict[str, tuple[Preselection, float]] = {}
-REFUSED_CHOICE_TTL = 60.0  # seconds: a refusal nobody looked at is not shown on a later visit
+# Hub user name -> (the choice last refused at the spawn form or in a link, or a link's accepted
+# choice, when): shown, with its messages or charge, by the next form render. Kept here, not on the
+# spawner, because JupyterHub renders the form again after a refused POST with the user's default
+# spawner, even for a named server.
+_shown_choices: dict[str, tuple[Preselection, float]] = {}
+SHOWN_CHOICE_TTL = 60.0  # seconds: a choice nobody looked at is not shown on a later visit
 
 
 def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
@@ -89,6 +113,12 @@ def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> N
         ours.addHandler(handler)
     ours.setLevel(hub_log.getEffectiveLevel())
     ours.propagate = False  # the hub's handlers have it; a root handler would print it twice
+
+
+def _quiet_link_forms(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
+    logger = hub_log.logger if isinstance(hub_log, logging.LoggerAdapter) else hub_log
+    if not any(isinstance(existing, _LinkShownIsNoFailure) for existing in logger.filters):
+        logger.addFilter(_LinkShownIsNoFailure())
 
 
 class HPCSpawner(Spawner):
@@ -106,7 +136,7 @@ class HPCSpawner(Spawner):
         config=True,
         help="""Use this profile (slug) and ignore the user's profile choice. Meant for
         wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile. The profile's
-        `users`/`groups` still decide who may start it.""",
+        `hub_users`/`hub_groups`/`unix_users`/`unix_groups` still decide who may start it.""",
     )
     startup_poll_interval = Float(
         1.0,
@@ -170,8 +200,8 @@ class HPCSpawner(Spawner):
         its e-mail domain, see `unix_account_domains`), or a callable that takes that name and returns the
         account name (or an awaitable of it; it runs on the hub's event loop, so it must not block).
         `unix_account_map` comes first. The account is what the cluster sees: the submission (sudo or
-        ssh as it), the job's files in its home, the job's name, the profiles' `groups` (its unix groups)
-        and `users` (its name or the hub name), the scheduler queries about its jobs. A name that is no
+        ssh as it), the job's files in its home, the job's name, the profiles' `unix_groups` (its groups)
+        and `unix_users` (its name), the scheduler queries about its jobs. A name that is no
         valid unix name, root, or an account that does not exist where jobs are submitted fails the spawn
         before anything is submitted. The hub's own name stays in the hub (URLs, the admin page).""",
     )
@@ -247,6 +277,7 @@ class HPCSpawner(Spawner):
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
+        _quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
         self._metric_labels = ("", "")
         self._server_state: metrics.ServerState | None = None
@@ -307,12 +338,16 @@ class HPCSpawner(Spawner):
             raise web.HTTPError(403, str(error)) from None
 
     async def visible_profiles(self) -> list[Profile]:
-        """The profiles this user may use (a fixed ``profile`` too): no ``users``/``groups``, or the
-        user named in ``users`` (by hub or unix name), or one of their groups (JupyterHub groups, or
-        the unix groups of their unix account) in ``groups``."""
+        """The profiles this user may use (a fixed ``profile`` too): those that name nobody, or name
+        this hub user in ``hub_users``, one of its JupyterHub groups in ``hub_groups``, its unix
+        account in ``unix_users`` or one of that account's unix groups in ``unix_groups``."""
         unix_name = await self.unix_user_name()
-        groups = {group.name for group in getattr(self.user, "groups", [])}
-        groups |= await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
+        who = Identity(
+            hub_user=self.user.name,
+            hub_groups=frozenset(group.name for group in getattr(self.user, "groups", [])),
+            unix_user=unix_name,
+            unix_groups=frozenset(await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)),
+        )
         site = self.site
         if self.profile:
             try:
@@ -321,8 +356,7 @@ class HPCSpawner(Spawner):
                 raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
         else:
             candidates = list(site.profiles)
-        return [p for p in candidates
-                if profile_allows(p, self.user.name, groups) or profile_allows(p, unix_name, groups)]
+        return [p for p in candidates if profile_allows(p, who)]
 
     async def _profile_for(self, options: dict) -> Profile:
         visible = await self.visible_profiles()
@@ -375,10 +409,10 @@ class HPCSpawner(Spawner):
         return resolve_request(self.site, profile, options, allocations)
 
     def _preselection(self) -> Preselection:
-        """The choice just refused (with its messages), else this server's last choice."""
-        refused = _refused_choices.pop(self.user.name, None)
-        if refused is not None and time.monotonic() - refused[1] < REFUSED_CHOICE_TTL:
-            return refused[0]
+        """The choice just refused (with its messages) or a link's, else this server's last choice."""
+        shown = _shown_choices.pop(self.user.name, None)
+        if shown is not None and time.monotonic() - shown[1] < SHOWN_CHOICE_TTL:
+            return shown[0]
         orm_spawner = getattr(self, "orm_spawner", None)
         remembered = getattr(orm_spawner, "user_options", None) or self.user_options
         return Preselection.from_options(remembered if isinstance(remembered, dict) else {})
@@ -391,23 +425,31 @@ class HPCSpawner(Spawner):
         """The form's choice as canonical user_options, checked now: a refused one is shown again
         on the form with its messages, and nothing is submitted."""
         submitted = read_form(formdata)
-        return await self._accepted(submitted.options, submitted.problems,
-                                    lambda problems: Preselection.from_form(submitted, problems))
+        await self._checked(submitted.options, submitted.problems,
+                            lambda problems: Preselection.from_form(submitted, problems))
+        return submitted.options
 
     async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, str]:
-        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``), checked like
-        the form's: a refused link shows the form with the messages (HTTP 400), nothing submitted."""
+        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``) never start a
+        server by themselves: whoever follows a link would be charged for it. They are checked like
+        the form's and shown on the form, prefilled, with what they will charge (LinkShown, HTTP 200)
+        or with the messages of what was refused (HTTP 400); the form's Start button starts it."""
         try:
             options = options_from_query(query_data)
         except OptionsError as error:
             options, problems = {name: values[0] for name, values in query_data.items() if values}, error.problems
         else:
             problems = {}
-        return await self._accepted(options, problems, lambda found: Preselection.from_options(options, found))
+        request = await self._checked(options, problems, lambda found: Preselection.from_options(options, found))
+        link = LinkSummary(request.profile.name, request.cluster_name, charge_text(request))
+        _shown_choices[self.user.name] = (Preselection.from_options(options, link=link), time.monotonic())
+        raise LinkShown()
 
-    async def _accepted(self, options: dict[str, str], problems: dict[str, str],
-                        shown: Callable[[dict[str, str]], Preselection]) -> dict[str, str]:
+    async def _checked(self, options: dict[str, str], problems: dict[str, str],
+                       shown: Callable[[dict[str, str]], Preselection]) -> JobRequest:
+        """The job ``options`` make; ChoicesRefused (the form shows ``shown(problems)``) if any is refused."""
         problems = dict(problems)
+        request: JobRequest | None = None
         try:
             profile: Profile | None = await self._profile_for(options)
         except web.HTTPError as error:
@@ -416,12 +458,12 @@ class HPCSpawner(Spawner):
             profile, problems["profile"] = None, error.log_message or "not available"
         if profile is not None:
             try:
-                await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
+                request = await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
             except OptionsError as error:
                 problems.update(error.problems)
-        if not problems:
-            return options
-        _refused_choices[self.user.name] = (shown(problems), time.monotonic())
+        if not problems and request is not None:
+            return request
+        _shown_choices[self.user.name] = (shown(problems), time.monotonic())
         raise ChoicesRefused(OptionsError(problems))
 
     @default("apply_user_options")

@@ -106,9 +106,9 @@ clusters:
       debug: {max_walltime: "01:00:00", max_cores: 2, max_memory: 2G}
 profiles:
   - {slug: open, name: Open, cluster: slurm, queue: debug, resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
-  - {slug: alices, name: "For the group alice", cluster: slurm, queue: debug, groups: [alice],
+  - {slug: alices, name: "For the group alice", cluster: slurm, queue: debug, unix_groups: [alice],
      resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
-  - {slug: named, name: "For the user alice", cluster: slurm, queue: debug, users: [alice],
+  - {slug: named, name: "For the user alice", cluster: slurm, queue: debug, unix_users: [alice],
      resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
 """
 
@@ -124,3 +124,40 @@ async def test_the_profiles_group_and_user_checks_use_the_unix_account(tmp_path)
     # Without the map the same hub name has no account at all.
     with pytest.raises(web.HTTPError):
         await mapped_spawner("a.person@uni.example", site=site).visible_profiles()
+
+
+COLLISION_SITE = """
+site: same names in the hub and on the cluster
+clusters:
+  slurm:
+    scheduler: slurm
+    submit: {via: sudo}
+    queues:
+      debug: {max_walltime: "01:00:00", max_cores: 2, max_memory: 2G}
+profiles:
+  - {slug: hub-carol, name: "Hub user carol", cluster: slurm, queue: debug, hub_users: [carol],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+  - {slug: unix-carol, name: "Unix account carol", cluster: slurm, queue: debug, unix_users: [carol],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+  - {slug: hub-alice, name: "JupyterHub group alice", cluster: slurm, queue: debug, hub_groups: [alice],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+  - {slug: unix-alice, name: "Unix group alice", cluster: slurm, queue: debug, unix_groups: [alice],
+     resources: {cores: 1, memory: 1G, walltime: "00:10:00"}}
+"""
+
+
+async def test_same_named_hub_and_unix_identities_do_not_get_each_others_profiles(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(COLLISION_SITE)
+
+    async def visible(hub_name: str, account: str, hub_groups=()) -> list[str]:
+        spawner = make_spawner(user=hub_name, groups=hub_groups, site=site)
+        spawner.unix_account_map = {hub_name: account}
+        return [p.slug for p in await spawner.visible_profiles()]
+
+    # Hub user carol runs as unix account alice (whose own unix group is alice).
+    assert await visible("carol", "alice") == ["hub-carol", "unix-alice"]
+    # Another hub user runs as unix account carol: the account, not the hub user carol.
+    assert await visible("c.smith", "carol") == ["unix-carol"]
+    # Hub user bob in the JupyterHub group alice: not a member of the unix group alice.
+    assert await visible("bob", "bob", hub_groups=["alice"]) == ["hub-alice"]

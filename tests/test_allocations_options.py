@@ -23,7 +23,7 @@ ALICE = Allocations(accounts=("chem", "phys"), default_account="chem", qos=("hig
 BOB = Allocations(accounts=("phys",), default_account="phys", qos=("normal",), qos_by_account={"phys": ("normal",)})
 
 
-def site(settings: str, scheduler: str = "slurm"):
+def site(settings: str, scheduler: str = "slurm", cluster: str = ""):
     return parse_site_config(textwrap.dedent(f"""\
         site: Test
         clusters:
@@ -31,6 +31,7 @@ def site(settings: str, scheduler: str = "slurm"):
             scheduler: {scheduler}
             submit: {{via: sudo}}
             queues: {{debug: {{max_walltime: "04:00:00"}}}}
+            {cluster}
         profiles:
           - slug: p
             name: P
@@ -142,6 +143,55 @@ def test_grid_engine_project_and_advance_reservation_by_number():
     with pytest.raises(OptionsError) as refused:
         resolve_request(fixed, fixed.profile("p"), {"qos": "high"})
     assert "qos" in refused.value.problems
+
+
+def ar(number: str, owner: str, name: str = "course") -> Reservation:
+    """A Grid Engine AR open to alice, made by ``owner``."""
+    return Reservation(name, number, OPENS, datetime(2026, 12, 27), False, ("alice",), owner=owner)
+
+
+def sge_allocations(*reservations: Reservation) -> Allocations:
+    return Allocations(accounts=("chem",), default_account="chem", reservations=reservations,
+                       reservation_admins=("root", "sgeadmin"))
+
+
+def test_a_pinned_grid_engine_reservation_is_the_one_an_admin_made_never_a_users_namesake():
+    config = site("reservation: course\n", "sge")
+    pinned = config.profile("p")
+    # bob (in arusers) made an AR named like the course's, open to alice: her job goes to root's.
+    for order in ((ar("7", "root"), ar("9", "bob")), (ar("9", "bob"), ar("7", "root"))):
+        assert resolve_request(config, pinned, {}, sge_allocations(*order)).reservation == "7"
+    # Only bob's: refused, nothing submitted (before: his AR's number went on alice's job).
+    with pytest.raises(OptionsError) as refused:
+        resolve_request(config, pinned, {}, sge_allocations(ar("9", "bob")))
+    assert refused.value.problems == {"reservation": (
+        "hpchub does not use reservation 'course': it was made by an account that is neither a Grid Engine manager "
+        "or operator nor one of the site's reservation owners (9 (made by bob)); nothing was submitted, please tell "
+        "the admins")}
+    # Two an admin made: ambiguous, refused rather than guessed.
+    with pytest.raises(OptionsError) as refused:
+        resolve_request(config, pinned, {}, sge_allocations(ar("7", "root"), ar("8", "sgeadmin")))
+    assert refused.value.problems == {"reservation": (
+        "2 reservations are named 'course' (7 (made by root), 8 (made by sgeadmin)): hpchub cannot tell which one is "
+        "meant; nothing was submitted, please tell the admins")}
+    # The site may trust the course's own account too.
+    trusting = site("reservation: course\n", "sge", cluster="sge: {reservation_owners: [teacher]}")
+    assert resolve_request(trusting, trusting.profile("p"), {}, sge_allocations(ar("5", "teacher"))).reservation == "5"
+
+
+def test_a_grid_engine_reservation_the_user_picks_must_name_one():
+    config = site("reservation: {from_scheduler: true}\n", "sge")
+    mine = config.profile("p")
+    # One AR of that name open to the user: theirs to pick, whoever made it.
+    assert resolve_request(config, mine, {"reservation": "study"},
+                           sge_allocations(ar("4", "bob", "study"))).reservation == "4"
+    # Two of one name: an admin's is the one; two of users: refused.
+    assert resolve_request(config, mine, {"reservation": "course"},
+                           sge_allocations(ar("7", "root"), ar("9", "bob"))).reservation == "7"
+    with pytest.raises(OptionsError) as refused:
+        resolve_request(config, mine, {"reservation": "study"}, sge_allocations(ar("4", "bob", "study"),
+                                                                                ar("6", "carol", "study")))
+    assert refused.value.problems["reservation"].startswith("2 reservations are named 'study'")
 
 
 def test_older_account_choices_still_resolve():

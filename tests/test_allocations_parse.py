@@ -117,6 +117,8 @@ SGE_ANSWERS = {
     ("qconf", "-suserl"): "sge-qconf-suserl.txt",
     ("qrstat", "-xml", "-u", "*"): "sge-qrstat.xml",
     ("qrstat", "-xml", "-ar", "2"): "sge-qrstat-ar.xml",
+    ("qconf", "-sm"): "sge-qconf-sm.txt",
+    ("qconf", "-so"): "sge-qconf-so.txt",  # "no operator defined", exit 1: an empty answer
     ("qconf", "-su", "chem_users,course_users,phys_users"): "sge-qconf-su.txt",
     **{("qconf", "-sprj", project): f"sge-qconf-sprj-{project}.txt" for project in ("chem", "course", "phys")},
     **{("qconf", "-suser", user): f"sge-qconf-suser-{user}.txt" for user in ("alice", "bob", "carol")},
@@ -140,6 +142,7 @@ def test_sge_alice_may_use_chem_by_default_and_phys_and_the_course_reservation()
     assert (course.name, course.reservation_id, course.users, course.queue, course.nodes, course.active) == (
         "course", "2", ("alice", "carol"), "long.q", ("vm",), False)
     assert (course.start, course.end) == (datetime(2026, 12, 26, 20, 0), datetime(2026, 12, 26, 22, 0))
+    assert course.owner == "root" and found.reservation_admins == ("root", "sgeadmin")
 
 
 def test_sge_bob_phys_only_carol_course_and_a_user_without_object_nothing():
@@ -147,7 +150,7 @@ def test_sge_bob_phys_only_carol_course_and_a_user_without_object_nothing():
     carol = sge_allocations("carol")
     assert (carol.accounts, carol.default_account, len(carol.reservations)) == (("course",), "course", 1)
     stranger = sge_allocations("stranger")  # not in -suserl: no qconf -suser for it
-    assert stranger == Allocations(accounts=(), default_account=None)
+    assert stranger == Allocations(accounts=(), default_account=None, reservation_admins=("root", "sgeadmin"))
 
 
 def test_sge_access_by_group_and_exclusion_list():
@@ -169,13 +172,15 @@ def test_sge_without_projects_or_reservations():
     def answer(argv: list[str]) -> str:
         return empty[tuple(argv)] if tuple(argv) in empty else sge_answer(argv)
 
-    assert sge_allocations("alice", answer=answer) == Allocations(accounts=(), default_account=None)
+    assert sge_allocations("alice", answer=answer) == Allocations(accounts=(), default_account=None,
+                                                                  reservation_admins=("root", "sgeadmin"))
 
 
 def test_sge_cluster_allocations_two_rounds():
     outputs = run_rounds(sge.cluster_allocations_argvs, sge_answer)
-    assert len(outputs) == 3
+    assert len(outputs) == 5
     everything = sge.parse_cluster_allocations(outputs)
+    assert everything.reservation_admins == ("root", "sgeadmin")
     assert everything.accounts == ("chem", "course", "phys") and everything.qos == ()
     (course,) = everything.reservations
     assert course.name == "course" and course.admits("carol") and not course.admits("bob")
@@ -184,6 +189,7 @@ def test_sge_cluster_allocations_two_rounds():
 def test_sge_lists_of_nothing_are_empty_answers_other_failures_are_not():
     assert sge.empty_answer(["qconf", "-sprjl"], 1, "no project list defined\n")
     assert sge.empty_answer(["qconf", "-suserl"], 1, "no user list defined\n")
+    assert sge.empty_answer(["qconf", "-so"], 1, "no operator defined\n")
     assert not sge.empty_answer(["qconf", "-sprjl"], 1, "error: commlib error: got select error (Connection refused)")
     assert not sge.empty_answer(["qconf", "-sprj", "chem"], 1, "no project list defined")
     assert not sge.empty_answer(["qconf", "-sprjl"], None, "no project list defined")

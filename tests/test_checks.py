@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
 import textwrap
 
 import pytest
 from helpers.support import REPO, SITE_CONFIGS
 from helpers.support import run_hpchub as hpchub
+from test_allocations_real import qrsub
 
 from hpchub.checks import (
     PRIVATE_DATA_JOBS,
@@ -273,18 +275,18 @@ def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
 ALLOCATION_PROFILES = {
     # slug: (the profile's allocation keys, who it is for)
     "slurm": {
-        "chem-high": ("account: chem\n    qos: high", "users: [alice, bob]"),
-        "nosuch": ("account: nosuch", "users: [alice]"),
+        "chem-high": ("account: chem\n    qos: high", "unix_users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "unix_users: [alice]"),
         "phys-high": ("account: phys\n    qos: [high]", ""),
-        "later": ("reservation: course-later", "users: [carol]"),
-        "open-course": ("reservation: course", "users: [bob, carol]"),
-        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+        "later": ("reservation: course-later", "unix_users: [carol]"),
+        "open-course": ("reservation: course", "unix_users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "unix_users: [nobody, alice]"),
     },
     "sge": {
-        "chem-high": ("account: chem", "users: [alice, bob]"),
-        "nosuch": ("account: nosuch", "users: [alice]"),
-        "later": ("reservation: course", "users: [bob, carol]"),
-        "mine": ("account: {from_scheduler: true}", "users: [nobody, alice]"),
+        "chem-high": ("account: chem", "unix_users: [alice, bob]"),
+        "nosuch": ("account: nosuch", "unix_users: [alice]"),
+        "later": ("reservation: course", "unix_users: [bob, carol]"),
+        "mine": ("account: {from_scheduler: true}", "unix_users: [nobody, alice]"),
     },
 }
 
@@ -339,3 +341,30 @@ async def test_live_check_finds_allocations_that_do_not_exist_or_are_not_open_to
               "    reservation: course", "later")
         found("error", f"profiles[{index['later']}].reservation: bob may not use course",
               "    reservation: course", "later")
+
+
+@pytest.mark.sge
+@pytest.mark.usefixtures("sge_cluster")
+async def test_live_check_names_a_pinned_reservations_namesakes_and_one_no_admin_made(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text((SITE_CONFIGS / "local-sge.yaml").read_text()
+                    + "\n  - {slug: pinned, name: pinned, cluster: sge, queue: long.q, unix_users: [carol],\n"
+                      "     resources: {cores: 1, memory: 1G, walltime: \"01:00:00\"}, reservation: hpchub-pinned-e}\n")
+    made: list[str] = []
+    subprocess.run(["qconf", "-au", "bob", "arusers"], capture_output=True, check=True, timeout=60)
+    try:
+        made.append(qrsub("hpchub-pinned-e", 20, user="bob"))
+        made.append(qrsub("hpchub-pinned-e", 21))  # root's
+        messages = {f.message: f.level for f in await live_findings(load_site_config(path), probe=False)}
+        assert messages.get(f"profiles[pinned].reservation: reservation 'hpchub-pinned-e' has namesakes made by users: "
+                            f"{made[0]} (made by bob); hpchub ignores them and uses {made[1]} (someone may be trying "
+                            "to catch this profile's jobs)") == "warning", messages
+        subprocess.run(["qrdel", made.pop()], capture_output=True, check=True, timeout=60)
+        messages = {f.message: f.level for f in await live_findings(load_site_config(path), probe=False)}
+        assert messages.get(f"profiles[pinned].reservation: reservation 'hpchub-pinned-e' was made by an account that "
+                            f"is neither a Grid Engine manager or operator nor in clusters.sge.sge.reservation_owners "
+                            f"({made[0]} (made by bob)): hpchub refuses every spawn of this profile") == "error", messages
+    finally:
+        for number in made:
+            subprocess.run(["qrdel", number], capture_output=True, timeout=60)
+        subprocess.run(["qconf", "-du", "bob", "arusers"], capture_output=True, timeout=60)

@@ -95,15 +95,17 @@ async def test_a_grid_engine_without_projects_or_user_objects_has_no_allocations
     # qconf prints "no project list defined" and exits 1 when the cluster has none: that is an
     # answer (nothing), while any other failure of the same command stays a failure.
     (tmp_path / "qconf").write_text('#!/bin/sh\ncase "$1" in -sprjl) echo "no project list defined" >&2;;\n'
-                                    '-suserl) echo "no user list defined" >&2;; *) echo "$*: broken" >&2;; esac\n'
+                                    '-suserl) echo "no user list defined" >&2;; -sm) echo root; exit 0;;\n'
+                                    '-so) echo "no operator defined" >&2;; *) echo "$*: broken" >&2;; esac\n'
                                     'exit 1\n')
     (tmp_path / "qrstat").write_text("#!/bin/sh\necho '<?xml version=\"1.0\"?><qrstat></qrstat>'\n")
     for command in ("qconf", "qrstat"):
         (tmp_path / command).chmod(0o755)
     spec = ClusterSpec.from_state({**ClusterSpec.from_site(SGE_SITE, "sge").to_state(), "commands_dir": str(tmp_path)})
     client = ClusterClient(spec)
-    assert await client.allocations("alice", []) == Allocations(accounts=(), default_account=None)
-    assert await client.cluster_allocations() == Allocations(accounts=(), default_account=None)
+    nothing = Allocations(accounts=(), default_account=None, reservation_admins=("root",))
+    assert await client.allocations("alice", []) == nothing
+    assert await client.cluster_allocations() == nothing
     (tmp_path / "qconf").write_text('#!/bin/sh\necho "error: commlib error: got select error" >&2\nexit 1\n')
     with pytest.raises(CommandError, match="qconf -sprjl"):
         await client.allocations("alice", [])

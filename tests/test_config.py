@@ -10,6 +10,7 @@ import pytest
 from helpers.support import SITE_CONFIGS
 
 from hpchub.config import (
+    Identity,
     SiteConfigError,
     SiteConfigFile,
     load_site_config,
@@ -297,22 +298,52 @@ def _profile_with(access: str):
 
 
 def test_profile_without_users_or_groups_is_for_everyone():
-    assert profile_allows(_profile_with(""), "alice", set())
+    assert profile_allows(_profile_with(""), Identity("alice"))
+    assert profile_allows(_profile_with(""), Identity())
 
 
 def test_profile_users_and_groups_are_separate_lists():
-    profile = _profile_with("    users: [carol]\n    groups: [gpu-staff]\n")
-    assert profile_allows(profile, "carol", set())
-    assert profile_allows(profile, "alice", {"users", "gpu-staff"})
-    assert not profile_allows(profile, "alice", {"users"})
+    profile = _profile_with("    unix_users: [carol]\n    unix_groups: [gpu-staff]\n")
+    assert profile_allows(profile, Identity(unix_user="carol"))
+    assert profile_allows(profile, Identity(unix_user="alice", unix_groups=frozenset({"users", "gpu-staff"})))
+    assert not profile_allows(profile, Identity(unix_user="alice", unix_groups=frozenset({"users"})))
     # A user named like the group is not a member of it, and a group named like a user is no user.
-    assert not profile_allows(profile, "gpu-staff", {"gpu-staff-not"})
-    assert not profile_allows(profile, "bob", {"carol"})
+    assert not profile_allows(profile, Identity(unix_user="gpu-staff", unix_groups=frozenset({"gpu-staff-not"})))
+    assert not profile_allows(profile, Identity(unix_user="bob", unix_groups=frozenset({"carol"})))
+
+
+def test_each_access_list_matches_only_names_of_its_own_name_space():
+    # Hub user carol runs as unix account dave; unix account carol belongs to hub user c.smith.
+    hub_carol = Identity(hub_user="carol", unix_user="dave")
+    unix_carol = Identity(hub_user="c.smith", unix_user="carol")
+    for_hub_carol = _profile_with("    hub_users: [carol]\n")
+    for_unix_carol = _profile_with("    unix_users: [carol]\n")
+    assert profile_allows(for_hub_carol, hub_carol) and not profile_allows(for_hub_carol, unix_carol)
+    assert profile_allows(for_unix_carol, unix_carol) and not profile_allows(for_unix_carol, hub_carol)
+    # A JupyterHub group and a unix group both called tutors are two groups.
+    hub_tutor = Identity(hub_user="erin", hub_groups=frozenset({"tutors"}), unix_user="erin")
+    unix_tutor = Identity(hub_user="fred", unix_user="fred", unix_groups=frozenset({"tutors"}))
+    for_hub_tutors = _profile_with("    hub_groups: [tutors]\n")
+    for_unix_tutors = _profile_with("    unix_groups: [tutors]\n")
+    assert profile_allows(for_hub_tutors, hub_tutor) and not profile_allows(for_hub_tutors, unix_tutor)
+    assert profile_allows(for_unix_tutors, unix_tutor) and not profile_allows(for_unix_tutors, hub_tutor)
+
+
+def test_the_old_mixed_access_keys_are_errors_that_say_how_to_migrate(tmp_path):
+    text = VALID.replace("    queue: gpu\n", "    queue: gpu\n    users: [carol]\n    groups: [tutors]\n")
+    assert errors_of(text, tmp_path) == [
+        ":27: profiles[gpu].users: no longer a key: it matched the hub user name or the unix account, so a hub user "
+        "and a unix account of the same name got each other's profiles; write hub_users: [...] for JupyterHub user "
+        "names and/or unix_users: [...] for unix accounts",
+        ":28: profiles[gpu].groups: no longer a key: it matched JupyterHub groups and unix groups alike, so a group "
+        "of one kind got the profiles of a same-named group of the other; write unix_groups: [...] for unix/LDAP "
+        "groups and/or hub_groups: [...] for JupyterHub groups",
+    ]
 
 
 def test_profile_access_lists_are_single_lines(tmp_path):
-    (error,) = errors_of(VALID.replace("    queue: gpu\n", '    queue: gpu\n    users: ["a\\nb"]\n'), tmp_path)
-    assert "profiles[gpu].users[0]: must be a single line" in error
+    (error,) = errors_of(VALID.replace("    queue: gpu\n", '    queue: gpu\n    hub_users: ["a\\nb"]\n'), tmp_path)
+    assert "profiles[gpu].hub_users[0]: must be a single line" in error
 
 
 # --- edits to the site config file (finding 11) ---

@@ -14,6 +14,7 @@ from hpchub import spawner as spawner_module
 from hpchub.config import load_site_config, parse_site_config
 from hpchub.form import (
     Preselection,
+    charge_text,
     memory_from_gigabytes,
     options_from_form,
     options_from_query,
@@ -21,10 +22,10 @@ from hpchub.form import (
     render_spawn_form,
     walltime_from_parts,
 )
-from hpchub.options import OptionsError
+from hpchub.options import OptionsError, resolve_request
 from hpchub.poller import CachedQuery
 from hpchub.schedulers import QueueInfo
-from hpchub.spawner import ChoicesRefused, HPCSpawner
+from hpchub.spawner import ChoicesRefused, HPCSpawner, LinkShown
 
 TWO_CLUSTERS = """
 site: Two clusters
@@ -327,10 +328,38 @@ async def test_accepted_form_gives_canonical_options(spawner):
     assert options == {"profile": "small", "cores": "2", "memory": "4G", "walltime": "2:00:00", "gpus": "0"}
 
 
-async def test_link_options_are_kept_and_checked(spawner):
-    # Before: the base class read a link through options_from_form, which dropped `cores`.
-    assert await spawner().options_from_query({"profile": ["small"], "cores": ["2"], "memory": ["4G"]}) == \
-        {"profile": "small", "cores": "2", "memory": "4G"}
+async def test_a_link_never_starts_a_server_it_shows_the_prefilled_form_with_the_charge(spawner):
+    # Before: options_from_query returned the options and JupyterHub started the server at once,
+    # charged to whoever followed the link.
+    link_spawner = spawner(server="course")
+    with pytest.raises(LinkShown) as shown:
+        await link_spawner.options_from_query({"profile": ["small"], "cores": ["2"], "memory": ["4G"],
+                                               "walltime": ["1:30:00"]})
+    assert shown.value.status_code == 200 and not shown.value.jupyterhub_message
+    html = await spawner()._render_form()  # what JupyterHub shows next, with the user's default spawner
+    parsed = Elements(html)
+    assert "checked" in parsed.by_id("profile-small")
+    assert (parsed.by_id("small--cores")["value"], parsed.by_id("small--memory")["value"],
+            parsed.by_id("small--walltime-hours")["value"], parsed.by_id("small--walltime-minutes")["value"]) == \
+        ("2", "4", "1", "30")
+    assert 'aria-invalid="true"' not in html and "hpchub-general-error" not in html
+    summary = " ".join(re.sub(r"<[^>]+>", " ", html[html.index('id="hpchub-link-summary"'):]).split())
+    assert ("Nothing has started yet. The link you followed chose profile Small on cluster slurm, to be charged to "
+            "your default account: 2 cores, 1 h 30 min (3 core-hours at most) . Check the choices below and press Start to "
+            "start it.") in summary
+    # Shown once: a later visit of the form is the plain form.
+    assert "hpchub-link-summary" not in await spawner()._render_form()
+
+
+def test_the_charge_names_the_account_cores_gpus_and_hours(site):
+    request = resolve_request(site, site.profile("small"), {"cores": "3", "gpus": "1", "walltime": "2:00:00"})
+    assert charge_text(request) == "charged to your default account: 3 cores, 1 GPU, 2 h (6 core-hours at most)"
+    course = parse_site_config(TWO_CLUSTERS.replace("    cluster: sge\n", "    cluster: sge\n    account: datalit\n"))
+    assert charge_text(resolve_request(course, course.profile("teach"))) == \
+        "charged to project datalit: 2 cores, 2 h (4 core-hours at most)"
+
+
+async def test_link_options_are_checked(spawner):
     for query, problems in (
         ({"profile": ["small"], "cores": ["99"]}, {"cores": "99 is above the maximum 4"}),
         ({"profile": ["small"], "shoe_size": ["44"]}, {"shoe_size": "unknown option (options: cores, memory, "
@@ -354,8 +383,8 @@ async def test_link_options_are_kept_and_checked(spawner):
 async def test_stale_refusal_is_not_shown(spawner):
     with pytest.raises(ChoicesRefused):
         await spawner().options_from_query({"profile": ["small"], "cores": ["99"]})
-    shown, when = spawner_module._refused_choices["alice"]
-    spawner_module._refused_choices["alice"] = (shown, when - spawner_module.REFUSED_CHOICE_TTL - 1)
+    shown, when = spawner_module._shown_choices["alice"]
+    spawner_module._shown_choices["alice"] = (shown, when - spawner_module.SHOWN_CHOICE_TTL - 1)
     assert 'aria-invalid="true"' not in await spawner()._render_form()
 
 
@@ -435,6 +464,14 @@ def test_allocation_selects_list_what_the_scheduler_allows_with_the_default_pres
     # A pinned reservation has no input; its card says when it opens.
     assert '<div class="hpchub-reservation">reservation course-later opens 2026-12-26 10:00</div>' in html
     assert 'name="course--reservation"' not in html
+    # A user's namesake (a Grid Engine AR anybody in arusers can make) is not the one the card speaks of.
+    from dataclasses import replace
+    alice = _alice_allocations()
+    namesake = replace(alice.reservations[1], reservation_id="99", start=alice.reservations[1].start.replace(day=1),
+                       owner="bob")
+    with_namesake = replace(alice, reservations=(namesake, *alice.reservations))
+    html = render_spawn_form(site, site.profiles, allocations={"slurm": with_namesake})
+    assert '<div class="hpchub-reservation">reservation course-later opens 2026-12-26 10:00</div>' in html
 
 
 def test_unknown_allocations_are_said_on_the_form_and_refused_at_the_field():

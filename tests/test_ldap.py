@@ -64,7 +64,7 @@ COURSE_PROFILE = """
     name: "Course 2026 (LDAP group course2026)"
     cluster: sge
     queue: short.q
-    groups: [course2026]
+    unix_groups: [course2026]
     resources: {cores: 1, memory: 2G, walltime: "00:30:00"}
 """
 

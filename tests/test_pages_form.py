@@ -1,6 +1,7 @@
 """The spawn form in a real browser (Debian's Chromium through Playwright) against a real hub on
 the local Slurm and Grid Engine: cards with live numbers, an inline error for a refused value
-with no job submitted, the last choice remembered, and class links (good and bad)."""
+with no job submitted, the last choice remembered, and class links (a good one shows the form
+prefilled with what it charges and starts nothing before Start; a bad one shows the errors)."""
 
 from __future__ import annotations
 
@@ -147,17 +148,30 @@ def test_the_last_choice_is_preselected_after_a_spawn_and_stop(hub, client, brow
     page.context.close()
 
 
-def test_a_class_link_starts_a_named_server_with_its_options_and_a_bad_link_shows_the_error(hub, client, page,
-                                                                                             scheduler):
+def test_a_class_link_shows_its_choices_and_the_charge_and_starts_only_on_start_and_a_bad_link_shows_the_error(
+        hub, client, page, scheduler):
     made = run_hpchub("link", str(hub.site_config), "--profile", "small", "--set", "cores=2", "--hub-url", hub.url,
                       "--user", USER, "--server", "course")
     assert made.returncode == 0, made.stderr
     link = made.stdout.strip()
     assert link == f"{hub.url}/hub/spawn/{USER}/course?opt-profile=small&opt-cores=2"
-    page.goto(link)
+    before = active_jobs(client)
+    response = page.goto(link)
+    # Following the link submits nothing: the form, prefilled, says what Start will charge.
+    assert response.status == 200
+    assert page.is_checked("#profile-small") and page.input_value("#small--cores") == "2"
+    summary = " ".join(page.inner_text("#hpchub-link-summary").split())
+    word = "project" if scheduler == "sge" else "account"
+    assert re.match(rf"Nothing has started yet\. The link you followed chose profile Small: 1 core, \d GB, 1 hour on "
+                    rf"cluster {scheduler}, to be charged to your default {word}: 2 cores, 1 h \(2 core-hours at most\)"
+                    r"\. Check the choices below and press Start to start it\.$", summary), summary
+    assert page.locator(".spawn-error-msg, .hpchub-error, #hpchub-general-error").count() == 0
+    screenshot(page, f"form-link-{scheduler}")
+    assert hub.server(USER, name="course") is None and active_jobs(client) == before
+    page.click("#spawn_form button[type=submit]")  # the one click that starts it
     try:
         server = hub.wait_for_server(USER, name="course")
-        assert server["user_options"] == {"profile": "small", "cores": "2"}
+        assert server["user_options"]["profile"] == "small" and server["user_options"]["cores"] == "2"
         assert job_cores(scheduler, server["state"]["job_id"]) == 2
     finally:
         assert hub.api("DELETE", f"/users/{USER}/servers/course").status_code in (202, 204)

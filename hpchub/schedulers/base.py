@@ -175,6 +175,9 @@ class Reservation:
     queue: str | None = None  # partition / queue it holds, None: not tied to one
     nodes: tuple[str, ...] = ()
     state: str = ""  # in the scheduler's words
+    # Grid Engine: the account that made it (qrsub); any user in its arusers list may make one, with
+    # any name. None: only the scheduler's admins make reservations (Slurm).
+    owner: str | None = None
 
     def admits(self, user: str, groups: Sequence[str] = (), accounts: Sequence[str] = ()) -> bool:
         """Whether ``user`` (member of ``groups``, allowed to charge ``accounts``) may run a job in it:
@@ -204,6 +207,8 @@ class Allocations:
     qos_by_account: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     default_qos: str | None = None  # of the default account (None: the scheduler's own default)
     reservations: tuple[Reservation, ...] = ()  # those the user may use, open or not yet
+    # Grid Engine: its managers and operators (qconf -sm, -so), whose reservations profiles may pin.
+    reservation_admins: tuple[str, ...] = ()
 
 
 def queue_position(queue: QueueInfo, status: JobStatus) -> int | None:

@@ -12,7 +12,7 @@ import html
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -474,9 +474,11 @@ def parse_queue_limits(stdout: str) -> SchedulerQueueLimits:
 def _allocation_plan(user: str, outputs: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(what, argv) of every command the outputs so far call for, in order: round one lists the
     projects, the user objects and the reservations; round two shows each project, the user's
-    object and the reservations' details; round three the access lists the projects name."""
+    object and the reservations' details; round three the access lists the projects name. The
+    managers and operators (round one) are whose reservations a profile may pin."""
     plan: list[tuple[str, list[str]]] = [("projects", ["qconf", "-sprjl"]), ("users", ["qconf", "-suserl"]),
-                                         ("reservations", ["qrstat", "-xml", "-u", "*"])]
+                                         ("reservations", ["qrstat", "-xml", "-u", "*"]),
+                                         ("managers", ["qconf", "-sm"]), ("operators", ["qconf", "-so"])]
     if len(outputs) < len(plan):
         return plan
     projects, users, reservations = (_lines(text) for text in outputs[:3])
@@ -558,20 +560,28 @@ def parse_allocations(user: str, groups: Sequence[str], outputs: Sequence[str]) 
         accounts=project_names,
         default_account=default_account if default_account in project_names else None,
         reservations=tuple(reservation for reservation in reservations if reservation.admits(user, groups)),
+        reservation_admins=_admins(output for what, output in answers if what in ("managers", "operators")),
     )
 
 
+def _admins(outputs: Iterable[str]) -> tuple[str, ...]:
+    """The managers and operators (qconf -sm, -so: one a line), sorted."""
+    return tuple(sorted({name for output in outputs for name in _lines(output)}))
+
+
 def cluster_allocations_argvs(outputs: Sequence[str]) -> list[list[str]]:
-    """Round one: the projects and the reservations; round two: the reservations' details."""
+    """Round one: the projects, the reservations, the managers and operators; round two: the
+    reservations' details."""
     if not outputs:
-        return [["qconf", "-sprjl"], ["qrstat", "-xml", "-u", "*"]]
-    return [argv for _, argv in _reservation_details(outputs[1])] if len(outputs) == 2 else []
+        return [["qconf", "-sprjl"], ["qrstat", "-xml", "-u", "*"], ["qconf", "-sm"], ["qconf", "-so"]]
+    return [argv for _, argv in _reservation_details(outputs[1])] if len(outputs) == 4 else []
 
 
 def parse_cluster_allocations(outputs: Sequence[str]) -> Allocations:
     """Every project and advance reservation (Grid Engine has no QoS)."""
     return Allocations(accounts=tuple(sorted(_lines(outputs[0]))), default_account=None,
-                       reservations=_parse_reservation_details(outputs[2]) if len(outputs) > 2 else ())
+                       reservations=_parse_reservation_details(outputs[4]) if len(outputs) > 4 else (),
+                       reservation_admins=_admins(outputs[2:4]))
 
 
 # qconf's answer to a list of nothing, e.g. "no project list defined" (on stderr, exit code 1).
@@ -579,7 +589,8 @@ _NONE_DEFINED_RE = re.compile(r"^no [\w ]+ defined$")
 
 
 def empty_answer(argv: Sequence[str], returncode: int | None, output: str) -> bool:
-    return (returncode == 1 and list(argv[:2]) in (["qconf", "-sprjl"], ["qconf", "-suserl"])
+    return (returncode == 1 and list(argv[:2]) in (["qconf", "-sprjl"], ["qconf", "-suserl"], ["qconf", "-sm"],
+                                                   ["qconf", "-so"])
             and bool(_NONE_DEFINED_RE.match(output.strip())))
 
 
@@ -604,5 +615,6 @@ def _parse_reservation_details(stdout: str) -> tuple[Reservation, ...]:
             queue=queues[0] if len(queues) == 1 else None,
             nodes=tuple(dict.fromkeys(instance.partition("@")[2] for instance in instances if "@" in instance)),
             state=state,
+            owner=_text(summary, "owner"),  # "" if it were missing: no trusted owner
         ))
     return tuple(reservations)
