@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictInt, StrictStr
 
+from .logindefs import login_defs_uid_min
 from .units import Memory, Walltime
 from .yamlfile import YAMLFileError, load_yaml
 
@@ -366,31 +367,6 @@ def profile_allows(profile: Profile, user_name: str, group_names: set[str]) -> b
     if not profile.users and not profile.groups:
         return True
     return user_name in profile.users or not group_names.isdisjoint(profile.groups)
-
-
-LOGIN_DEFS_UID_MIN_FALLBACK = 1000
-
-
-def login_defs_uid_min(path: str | Path = "/etc/login.defs") -> int:
-    """UID_MIN from login.defs (the first uid ``useradd`` gives a person), or 1000 if the file or
-    the setting is missing or unreadable. Numbers are read as shadow-utils reads them (base 0:
-    ``0x`` hex, a leading ``0`` octal)."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return LOGIN_DEFS_UID_MIN_FALLBACK
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "UID_MIN":
-            value = words[1]
-            try:
-                if value.lower().startswith("0x"):
-                    return int(value, 16)
-                return int(value, 8) if len(value) > 1 and value.startswith("0") else int(value, 10)
-            except ValueError:
-                log.warning("%s: UID_MIN %r is not a number; using %d", path, value, LOGIN_DEFS_UID_MIN_FALLBACK)
-                return LOGIN_DEFS_UID_MIN_FALLBACK
-    return LOGIN_DEFS_UID_MIN_FALLBACK
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ directory from the password database, the submit command from the scheduler back
 touches is opened relative to directory descriptors without following symlinks and must be owned by
 the user, so a symlink planted in ``~/.hpchub`` (or swapped in between a check and a write) cannot
 redirect a write or a removal, and secrets are created mode 0600 so they are never readable by others.
+It refuses to run as root or as any account below UID_MIN of this host's /etc/login.defs (1000 without
+it), so no hub, sudoers rule or SSH key can make it work for a system account.
 
     hpchub-job prepare KEY            stdin: {"files": {NAME: TEXT, ...}}; prints {"dir": ..., "logs": ...}
     hpchub-job submit KEY SCHEDULER   stdin: {"files": {...}, "script": TEXT}; prints what the scheduler prints
@@ -32,6 +34,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from .logindefs import LOGIN_DEFS, login_defs_uid_min
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 LOG_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}\.log")
@@ -70,6 +74,12 @@ class UserHome:
         self.uid = os.getuid()
         if self.uid == 0 or os.geteuid() == 0:
             raise Refused("hpchub-job must run as the job's user, not root")
+        # The minimum is this host's own (an admin's file), never the caller's: a hub reaching this
+        # command over SSH or through a sudoers rule still never acts as a system account.
+        uid_min = login_defs_uid_min()
+        if self.uid < uid_min:
+            raise Refused(f"hpchub-job runs as the job's user, not as a system account: uid {self.uid} is below "
+                          f"UID_MIN {uid_min} of {LOGIN_DEFS}")
         try:
             self.home = pwd.getpwuid(self.uid).pw_dir
         except KeyError:
