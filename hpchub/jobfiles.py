@@ -247,19 +247,23 @@ def remove(user: UserHome, key: str) -> None:
 
 def submit(user: UserHome, key: str, scheduler: str, files: dict[str, str], script: str) -> int:
     """Prepare the job's files, then run the scheduler's own submit command with ``script`` on stdin.
-    Its output and exit code are the caller's answer; after a failure no job directory is left."""
+    Its output and exit code are the caller's answer; after a failure no job directory is left.
+    The user's own scheduler settings (SBATCH_* in their shell, ~/.sge_request) do not reach the
+    job: the backend takes them out of the environment and the script."""
     import subprocess  # only this subcommand runs anything: keep the start-up of the others small
 
     from .schedulers import backend_for
 
     try:
-        argv = backend_for(scheduler).submit_argv()
+        backend = backend_for(scheduler)
     except ValueError as error:
         raise Refused(str(error)) from None
+    argv = backend.submit_argv()
     prepare(user, key, files)
     sys.stdout.flush()
     try:
-        returncode = subprocess.run(argv, input=script.encode("utf-8"), cwd=user.home).returncode
+        returncode = subprocess.run(argv, input=backend.submit_script(script).encode("utf-8"), cwd=user.home,
+                                    env=backend.submit_environment(os.environ)).returncode
     except OSError as error:
         print(f"hpchub-job: cannot run {argv[0]}: {error.strerror}", file=sys.stderr)
         returncode = 1
