@@ -112,11 +112,23 @@ class Submit(_Model):
                           "(default: `user` when it is one fixed account)")
     jobfiles: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
         None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
+    service_accounts: list[Name] = Field(
+        [], description="accounts hpchub never acts as for a hub user, whatever their uid (besides root, accounts "
+                        "below uid_min and the hub's own); query_user and the user of a sudo: true login always are")
 
     @property
     def status_account(self) -> str | None:
         """The remote account of the hub's own queries (via: ssh)."""
         return self.query_user or (self.user if "{user}" not in self.user else None)
+
+    @property
+    def refused_accounts(self) -> tuple[str, ...]:
+        """``service_accounts`` with the accounts hpchub uses for itself over SSH: the query account
+        and the service account that sudo's to the users."""
+        own = [self.status_account] if self.via == "ssh" else []
+        if self.via == "ssh" and self.sudo:
+            own.append(self.user)
+        return tuple(dict.fromkeys(name for name in (*self.service_accounts, *own) if name is not None))
 
 
 class Network(_Model):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,7 @@ def own_settings() -> Iterator[None]:
     finally:
         for path, (text, info) in saved.items():
             _replace(path, text, account, like=info)
+        shutil.rmtree(home / ".hpchub" / "jobs" / f"hpchub-{USER}-held", ignore_errors=True)  # the job's files
 
 
 def _site(scheduler: str, transport: str, login_node) -> SiteConfig:
