@@ -206,6 +206,8 @@ def _key_problems(key: str) -> list[str]:
     directory = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
     problems = _path_problems(directory, "key directory", _KEY_WHY, strict_parent=True)
     for found in sorted(glob.glob(glob.escape(key).replace(glob.escape("{user}"), "*"))):
+        if found.endswith(".pub"):
+            continue  # a public key beside its private key (key: /dir/{user}) is no secret
         path = Path(found)
         problems += _path_problems(path, "key file", _KEY_WHY, secret=True)[:1]  # its directories: above
         for between in path.parents:

@@ -272,18 +272,18 @@ def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
 
 # --- the files behind the hub's trust: known_hosts, the SSH keys, hpchub-job's environment ---
 
-def _ssh_site_in(directory):
+def _ssh_site_in(directory, key="{user}.key"):
     """An SSH site config in ``directory``, with a known_hosts file and a key directory holding the
     keys of alice and of the query account q, all as an admin makes them (root's only, keys unreadable)."""
     keys = directory / "keys"
     keys.mkdir()
     keys.chmod(0o700)
     for user in ("alice", "q"):
-        (keys / f"{user}.key").write_text("a private key\n")
-        (keys / f"{user}.key").chmod(0o600)
+        (keys / key.format(user=user)).write_text("a private key\n")
+        (keys / key.format(user=user)).chmod(0o600)
     (directory / "known_hosts").write_text("login ssh-ed25519 AAAA\n")
     (directory / "known_hosts").chmod(0o644)
-    text = SITE.replace("submit: {via: sudo}", f"submit: {{via: ssh, host: login, key: '{keys}/{{user}}.key', "
+    text = SITE.replace("submit: {via: sudo}", f"submit: {{via: ssh, host: login, key: '{keys}/{key}', "
                                                f"known_hosts: {directory}/known_hosts, query_user: q}}")
     return _site_in(directory, text, templates=False)
 
@@ -317,6 +317,17 @@ def test_trust_files_others_can_change_or_read_are_errors_at_their_key(tmp_path,
     expected = message.format(path=path)
     assert [(line, text) for line, text in errors if text.startswith(expected)] != [], errors
     assert {line for line, _ in errors} == {SUBMIT_LINE}
+
+
+def test_public_keys_beside_the_keys_are_no_secret(tmp_path):
+    site = load_site_config(_ssh_site_in(tmp_path, key="{user}"))
+    (tmp_path / "keys" / "alice.pub").write_text("ssh-ed25519 AAAA hpchub:alice\n")
+    (tmp_path / "keys" / "alice.pub").chmod(0o644)
+    assert site_errors(site) == []
+    (tmp_path / "keys" / "alice").chmod(0o644)
+    assert site_errors(site) == [
+        f"clusters.main.submit.key: key file {tmp_path}/keys/alice is readable by its group and everyone (mode 0644): "
+        "whoever can change it can put in a key of their own, and whoever can read a key logs in as its account"]
 
 
 def test_a_key_owned_by_another_account_is_an_error(tmp_path):
