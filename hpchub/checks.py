@@ -126,8 +126,8 @@ def _trust(path: Path, what: str, sticky_is_enough: bool = False) -> list[Findin
 _KNOWN_HOSTS_WHY = ("whoever can change it can make the hub take their host for the login node and hand it "
                     "the users' job files and tokens")
 _KEY_WHY = "whoever can change it can put in a key of their own, and whoever can read a key logs in as its account"
-_JOBFILES_WHY = ("the hub runs hpchub-job as every user (sudo -n -u USER): whoever can change what it runs, runs "
-                 "code as them")
+_JOBFILES_WHY = ("the hub runs hpchub-job for every job (as its user with via: sudo): whoever can change what it "
+                 "runs, runs code as them")
 
 
 def _trust_file_findings(site: SiteConfig) -> list[Finding]:

@@ -380,8 +380,8 @@ def test_an_environment_of_hpchub_job_others_can_change_is_an_error(tmp_path):
     assert problem == (
         f"the environment {venv} of hpchub-job has what others can change: {site_packages}/distutils-precedence.pth "
         f"is writable by its group and everyone (mode 0666); {site_packages}/jupyterlab/static is writable by its group "
-        "and everyone (mode 0777): the hub runs hpchub-job as every user (sudo -n -u USER): whoever can change what "
-        f"it runs, runs code as them; chmod -R go-w {venv}")
+        "and everyone (mode 0777): the hub runs hpchub-job for every job (as its user with via: sudo): whoever can "
+        f"change what it runs, runs code as them; chmod -R go-w {venv}")
     (venv / "bin").chmod(0o775)
     assert f"{venv}/bin, a directory above hpchub-job {command}, is writable by its group (mode 0775)" in \
         " ".join(jobfiles_problems(command))
