@@ -14,6 +14,7 @@ and be open to the users the profiles are for.
 from __future__ import annotations
 
 import asyncio
+import glob
 import grp
 import json
 import os
@@ -27,7 +28,14 @@ from pathlib import Path
 from typing import Literal
 
 from .accounts import unix_groups
-from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
+from .cluster import (
+    AccountRefused,
+    AllocationsUnavailable,
+    ClusterClient,
+    client_for,
+    default_jobfiles_command,
+    user_allocations,
+)
 from .config import Identity, Profile, SiteConfig, profile_allows
 from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from .runner import CommandError
@@ -55,7 +63,7 @@ def _at(site: SiteConfig, level: Level, loc: tuple[str | int, ...], message: str
 
 def site_findings(site: SiteConfig) -> list[Finding]:
     """Everything ``hpchub check`` reports about a valid site config without asking a scheduler."""
-    return _file_findings(site) + _submission_findings(site)
+    return _file_findings(site) + _trust_file_findings(site) + _submission_findings(site)
 
 
 def _account_name(uid: int) -> str:
@@ -111,6 +119,137 @@ def _trust(path: Path, what: str, sticky_is_enough: bool = False) -> list[Findin
             "its owner decides what jobs run",
         ))
     return findings
+
+
+# --- the files that decide whom the hub trusts and what runs as the users -------------------
+
+_KNOWN_HOSTS_WHY = ("whoever can change it can make the hub take their host for the login node and hand it "
+                    "the users' job files and tokens")
+_KEY_WHY = "whoever can change it can put in a key of their own, and whoever can read a key logs in as its account"
+_JOBFILES_WHY = ("the hub runs hpchub-job for every job (as its user with via: sudo): whoever can change what it "
+                 "runs, runs code as them")
+
+
+def _trust_file_findings(site: SiteConfig) -> list[Finding]:
+    """Errors for the files behind the hub's trust in the cluster: (via: ssh) known_hosts, the key
+    files and their directory; (via: sudo, local) hpchub-job and the environment it runs from. Each
+    must be changeable only by root or the account running the check, like every directory above
+    it, and a key readable by nobody else."""
+    findings: list[Finding] = []
+    jobfiles: list[str] | None = None  # one environment for every cluster that runs hpchub-job here
+    for name, cluster in site.clusters.items():
+        submit, at = cluster.submit, ("clusters", name, "submit")
+        if submit.via == "ssh":
+            assert submit.known_hosts is not None and submit.key is not None
+            findings += [_at(site, "error", at + ("known_hosts",), problem)
+                         for problem in _path_problems(Path(submit.known_hosts), "known_hosts", _KNOWN_HOSTS_WHY)]
+            findings += [_at(site, "error", at + ("key",), problem) for problem in _key_problems(submit.key)]
+        else:
+            if jobfiles is None:
+                jobfiles = jobfiles_problems(default_jobfiles_command())
+            findings += [_at(site, "error", at + ("via",), problem) for problem in jobfiles]
+    return findings
+
+
+def _looseness(info: os.stat_result, secret: bool = False, sticky_is_enough: bool = False) -> str | None:
+    """Why someone other than root or the account running the check could change (``secret``: or
+    read) what ``info`` describes; None if nobody can. ``sticky_is_enough``: a directory with the
+    sticky bit, in which others cannot replace entries they do not own."""
+    reasons = []
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (sticky_is_enough and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
+        reasons.append(f"writable by {_whom(writable)}")
+    readable = info.st_mode & (stat.S_IRGRP | stat.S_IROTH)
+    if secret and readable:
+        reasons.append(f"readable by {_whom(readable)}")
+    if info.st_uid not in (0, os.geteuid()):
+        reasons.append(f"owned by {_account_name(info.st_uid)}, not by root or {_account_name(os.geteuid())}")
+    if not reasons:
+        return None
+    return f"{' and '.join(reasons)} (mode {stat.S_IMODE(info.st_mode):04o})"
+
+
+def _whom(bits: int) -> str:
+    return " and ".join(whom for whom, mask in (("its group", stat.S_IWGRP | stat.S_IRGRP),
+                                                ("everyone", stat.S_IWOTH | stat.S_IROTH)) if bits & mask)
+
+
+def _path_problems(path: Path, what: str, why: str, secret: bool = False, strict_parent: bool = False) -> list[str]:
+    """``path`` (if it exists) and every directory above it, also above the file a link leads to.
+    ``strict_parent``: the sticky bit does not make its own directory safe (others could add a file)."""
+    problems = []
+    try:
+        looseness = _looseness(path.stat(), secret=secret)
+    except FileNotFoundError:
+        looseness = None
+    except OSError as error:
+        return [f"cannot check {what} {path}: {error.strerror}"]
+    if looseness:
+        problems.append(f"{what} {path} is {looseness}: {why}")
+    for directory in dict.fromkeys([*path.parents, *path.resolve().parents]):
+        try:
+            info = directory.stat()
+        except OSError:
+            continue  # missing: nothing in it to replace
+        looseness = _looseness(info, sticky_is_enough=not (strict_parent and directory == path.parent))
+        if looseness:
+            problems.append(f"{directory}, a directory above {what} {path}, is {looseness}: whoever can change it can "
+                            f"replace what is in it; {why}")
+    return problems
+
+
+def _key_problems(key: str) -> list[str]:
+    """A fixed key file, or for ``/dir/{user}.key`` the directory and every key file in it now."""
+    if "{user}" not in key:
+        return _path_problems(Path(key), "key file", _KEY_WHY, secret=True)
+    prefix = key.split("{user}", 1)[0]
+    directory = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+    problems = _path_problems(directory, "key directory", _KEY_WHY, strict_parent=True)
+    for found in sorted(glob.glob(glob.escape(key).replace(glob.escape("{user}"), "*"))):
+        if found.endswith(".pub"):
+            continue  # a public key beside its private key (key: /dir/{user}) is no secret
+        path = Path(found)
+        problems += _path_problems(path, "key file", _KEY_WHY, secret=True)[:1]  # its directories: above
+        for between in path.parents:
+            if between == directory:
+                break
+            problems += _path_problems(between, "key directory", _KEY_WHY)[:1]
+    return list(dict.fromkeys(problems))
+
+
+# At most this many loose files or directories of one environment are named.
+MAX_NAMED = 3
+
+
+def jobfiles_problems(jobfiles: str) -> list[str]:
+    """``jobfiles`` (hpchub-job beside the hub's Python, which the sudoers rule names), the directories
+    above it, and the virtual environment it runs from: every directory in it (a module or .pth file
+    added anywhere runs as the users), and the files Python reads before hpchub: pyvenv.cfg, bin/,
+    the top of site-packages (.pth files run code at start-up) and the hpchub package."""
+    found = shutil.which(jobfiles)
+    if found is None:
+        return []  # check --live reports a missing hpchub-job
+    command = Path(found)
+    problems = _path_problems(command, "hpchub-job", _JOBFILES_WHY)
+    venv = command.parent.parent
+    if not (venv / "pyvenv.cfg").is_file():
+        return problems
+    loose: list[str] = []
+    for directory, _subdirectories, files in os.walk(venv):
+        here = Path(directory)
+        read_files = (here == venv or here.name in ("bin", "site-packages") or "hpchub" in here.relative_to(venv).parts)
+        for path in [here, *(here / name for name in files if read_files)]:
+            try:
+                looseness = _looseness(path.stat())
+            except OSError:
+                continue  # a dangling link: nothing runs from it
+            if looseness:
+                loose.append(f"{path} is {looseness}")
+    if loose:
+        more = f" and {len(loose) - MAX_NAMED} more" if len(loose) > MAX_NAMED else ""
+        problems.append(f"the environment {venv} of hpchub-job has what others can change: "
+                        f"{'; '.join(loose[:MAX_NAMED])}{more}: {_JOBFILES_WHY}; chmod -R go-w {venv}")
+    return problems
 
 
 # --- as whom jobs run ------------------------------------------------------------------------

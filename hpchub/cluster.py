@@ -77,6 +77,8 @@ class ClusterSpec:
     query_user: str | None = None
     to_servers: str = "direct"
     to_hub: str = "direct"
+    # Accounts never acted as for a hub user (config.Submit.refused_accounts).
+    service_accounts: tuple[str, ...] = ()
     # The hub's own queries (run as the hub or query_user) use the binaries in commands_dir, with
     # these VAR=value settings (config.SGEOptions.commands_dir); None: the commands on the PATH.
     commands_dir: str | None = None
@@ -95,11 +97,13 @@ class ClusterSpec:
                 name=name, scheduler=cluster.scheduler, via="ssh", jobfiles=submit.jobfiles or JOBFILES_COMMAND,
                 uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
                 known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
-                to_servers=network.to_servers, to_hub=network.to_hub, **commands,
+                to_servers=network.to_servers, to_hub=network.to_hub, service_accounts=submit.refused_accounts,
+                **commands,
             )
         return cls(
             name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
-            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub, **commands,
+            jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub,
+            service_accounts=submit.refused_accounts, **commands,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -108,8 +112,9 @@ class ClusterSpec:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ClusterSpec:
         fields = {key: state[key] for key in cls.__dataclass_fields__ if key in state}
-        if "commands_env" in fields:  # a list after the JSON round trip; the spec must stay hashable
-            fields["commands_env"] = tuple(fields["commands_env"])
+        for name in ("commands_env", "service_accounts"):  # lists after the JSON round trip; the spec must stay hashable
+            if name in fields:
+                fields[name] = tuple(fields[name])
         return cls(**fields)
 
     def as_current_user(self) -> ClusterSpec:
@@ -130,11 +135,15 @@ class ClusterClient:
 
     # -- transport -----------------------------------------------------------------------------
     def check_account(self, user: str) -> None:
-        """Refuse to act as root, a system account, or the hub's own account (sudo), and refuse to
-        run users' jobs as root (local). Over SSH the accounts live on the login node: the name is
-        checked here, the rest by the login node (its sshd and sudoers)."""
+        """Refuse to act as root, a service account (the site's, and over SSH the query account and
+        the one that sudo's), a system account, or the hub's own account (sudo), and refuse to run
+        users' jobs as root (local). Over SSH the accounts live on the login node: the names are
+        checked here, the uid by ``hpchub-job`` there (and by its sshd and sudoers)."""
         if not USERNAME_RE.match(user) or user == "root":
             raise AccountRefused(f"hpchub does not act as {user!r}")
+        if user in self.refused_accounts():
+            raise AccountRefused(f"cluster {self.name!r}: {user!r} is a service account (submit.service_accounts, "
+                                 "query_user or the sudo: true user): hpchub does not act as it for a hub user")
         if self.spec.via == "ssh":
             return
         if self.spec.via == "local":
@@ -152,6 +161,14 @@ class ClusterClient:
                                  "hpchub does not run jobs as system accounts")
         if uid == os.getuid():
             raise AccountRefused(f"account {user!r} is the hub's own account: hpchub runs jobs as the users only")
+
+    def refused_accounts(self) -> set[str]:
+        """The spec's service accounts, and (for a spec saved before they were listed) its own."""
+        spec = self.spec
+        own = {spec.query_user} if spec.via == "ssh" and spec.query_user else set()
+        if spec.via == "ssh" and spec.ssh_sudo:
+            own.add(spec.user)
+        return set(spec.service_accounts) | own
 
     def as_user(self, user: str, argv: Sequence[str]) -> list[str]:
         """``argv`` as it is run on behalf of ``user`` (never through a shell)."""

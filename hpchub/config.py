@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictInt, StrictStr
 
+from .logindefs import login_defs_uid_min
 from .units import Memory, Walltime
 from .yamlfile import YAMLFileError, load_yaml
 
@@ -111,11 +112,23 @@ class Submit(_Model):
                           "(default: `user` when it is one fixed account)")
     jobfiles: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
         None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
+    service_accounts: list[Name] = Field(
+        [], description="accounts hpchub never acts as for a hub user, whatever their uid (besides root, accounts "
+                        "below uid_min and the hub's own); query_user and the user of a sudo: true login always are")
 
     @property
     def status_account(self) -> str | None:
         """The remote account of the hub's own queries (via: ssh)."""
         return self.query_user or (self.user if "{user}" not in self.user else None)
+
+    @property
+    def refused_accounts(self) -> tuple[str, ...]:
+        """``service_accounts`` with the accounts hpchub uses for itself over SSH: the query account
+        and the service account that sudo's to the users."""
+        own = [self.status_account] if self.via == "ssh" else []
+        if self.via == "ssh" and self.sudo:
+            own.append(self.user)
+        return tuple(dict.fromkeys(name for name in (*self.service_accounts, *own) if name is not None))
 
 
 class Network(_Model):
@@ -391,31 +404,6 @@ def profile_allows(profile: Profile, who: Identity) -> bool:
             or who.unix_user is not None and who.unix_user in profile.unix_users
             or not who.hub_groups.isdisjoint(profile.hub_groups)
             or not who.unix_groups.isdisjoint(profile.unix_groups))
-
-
-LOGIN_DEFS_UID_MIN_FALLBACK = 1000
-
-
-def login_defs_uid_min(path: str | Path = "/etc/login.defs") -> int:
-    """UID_MIN from login.defs (the first uid ``useradd`` gives a person), or 1000 if the file or
-    the setting is missing or unreadable. Numbers are read as shadow-utils reads them (base 0:
-    ``0x`` hex, a leading ``0`` octal)."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return LOGIN_DEFS_UID_MIN_FALLBACK
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "UID_MIN":
-            value = words[1]
-            try:
-                if value.lower().startswith("0x"):
-                    return int(value, 16)
-                return int(value, 8) if len(value) > 1 and value.startswith("0") else int(value, 10)
-            except ValueError:
-                log.warning("%s: UID_MIN %r is not a number; using %d", path, value, LOGIN_DEFS_UID_MIN_FALLBACK)
-                return LOGIN_DEFS_UID_MIN_FALLBACK
-    return LOGIN_DEFS_UID_MIN_FALLBACK
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ directory from the password database, the submit command from the scheduler back
 touches is opened relative to directory descriptors without following symlinks and must be owned by
 the user, so a symlink planted in ``~/.hpchub`` (or swapped in between a check and a write) cannot
 redirect a write or a removal, and secrets are created mode 0600 so they are never readable by others.
+It refuses to run as root or as any account below UID_MIN of this host's /etc/login.defs (1000 without
+it), so no hub, sudoers rule or SSH key can make it work for a system account.
 
     hpchub-job prepare KEY            stdin: {"files": {NAME: TEXT, ...}}; prints {"dir": ..., "logs": ...}
     hpchub-job submit KEY SCHEDULER   stdin: {"files": {...}, "script": TEXT}; prints what the scheduler prints
@@ -32,6 +34,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from .logindefs import LOGIN_DEFS, login_defs_uid_min
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 LOG_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}\.log")
@@ -70,6 +74,12 @@ class UserHome:
         self.uid = os.getuid()
         if self.uid == 0 or os.geteuid() == 0:
             raise Refused("hpchub-job must run as the job's user, not root")
+        # The minimum is this host's own (an admin's file), never the caller's: a hub reaching this
+        # command over SSH or through a sudoers rule still never acts as a system account.
+        uid_min = login_defs_uid_min()
+        if self.uid < uid_min:
+            raise Refused(f"hpchub-job runs as the job's user, not as a system account: uid {self.uid} is below "
+                          f"UID_MIN {uid_min} of {LOGIN_DEFS}")
         try:
             self.home = pwd.getpwuid(self.uid).pw_dir
         except KeyError:
@@ -237,19 +247,23 @@ def remove(user: UserHome, key: str) -> None:
 
 def submit(user: UserHome, key: str, scheduler: str, files: dict[str, str], script: str) -> int:
     """Prepare the job's files, then run the scheduler's own submit command with ``script`` on stdin.
-    Its output and exit code are the caller's answer; after a failure no job directory is left."""
+    Its output and exit code are the caller's answer; after a failure no job directory is left.
+    The user's own scheduler settings (SBATCH_* in their shell, ~/.sge_request) do not reach the
+    job: the backend takes them out of the environment and the script."""
     import subprocess  # only this subcommand runs anything: keep the start-up of the others small
 
     from .schedulers import backend_for
 
     try:
-        argv = backend_for(scheduler).submit_argv()
+        backend = backend_for(scheduler)
     except ValueError as error:
         raise Refused(str(error)) from None
+    argv = backend.submit_argv()
     prepare(user, key, files)
     sys.stdout.flush()
     try:
-        returncode = subprocess.run(argv, input=script.encode("utf-8"), cwd=user.home).returncode
+        returncode = subprocess.run(argv, input=backend.submit_script(script).encode("utf-8"), cwd=user.home,
+                                    env=backend.submit_environment(os.environ)).returncode
     except OSError as error:
         print(f"hpchub-job: cannot run {argv[0]}: {error.strerror}", file=sys.stderr)
         returncode = 1

@@ -30,8 +30,8 @@ def test_the_contract_names_every_member_the_spawner_needs():
             "parse_private_data", "status_argv", "parse_status", "queue_info_argvs",
             "parse_queue_info", "queue_nodes_argv", "parse_queue_nodes", "NODE_NAME_VARIABLE", "queue_limits_argv",
             "parse_queue_limits", "allocations_argvs", "parse_allocations", "cluster_allocations_argvs",
-            "parse_cluster_allocations", "empty_answer"} <= set(contract)
-    assert len(contract) == 29  # 25 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
+            "parse_cluster_allocations", "empty_answer", "submit_environment", "submit_script"} <= set(contract)
+    assert len(contract) == 31  # 27 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))

@@ -16,11 +16,13 @@ from test_allocations_real import qrsub
 
 from hpchub.checks import (
     PRIVATE_DATA_JOBS,
+    jobfiles_problems,
     live_findings,
     site_findings,
     slurm_private_data_finding,
     slurm_private_data_jobs,
 )
+from hpchub.cluster import default_jobfiles_command
 from hpchub.config import load_site_config, parse_site_config
 
 SITE = textwrap.dedent(
@@ -268,6 +270,130 @@ def test_one_fixed_ssh_account_without_sudo_is_a_warning_naming_it():
     own = SITE.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, key: '/k/{user}', known_hosts: /kh, "
                                               "query_user: q}")
     assert site_warnings(parse_site_config(own)) == []
+
+
+# --- the files behind the hub's trust: known_hosts, the SSH keys, hpchub-job's environment ---
+
+def _ssh_site_in(directory, key="{user}.key"):
+    """An SSH site config in ``directory``, with a known_hosts file and a key directory holding the
+    keys of alice and of the query account q, all as an admin makes them (root's only, keys unreadable)."""
+    keys = directory / "keys"
+    keys.mkdir()
+    keys.chmod(0o700)
+    for user in ("alice", "q"):
+        (keys / key.format(user=user)).write_text("a private key\n")
+        (keys / key.format(user=user)).chmod(0o600)
+    (directory / "known_hosts").write_text("login ssh-ed25519 AAAA\n")
+    (directory / "known_hosts").chmod(0o644)
+    text = SITE.replace("submit: {via: sudo}", f"submit: {{via: ssh, host: login, key: '{keys}/{key}', "
+                                               f"known_hosts: {directory}/known_hosts, query_user: q}}")
+    return _site_in(directory, text, templates=False)
+
+
+def site_error_lines(site) -> list[tuple[int | None, str]]:
+    return [(finding.line, finding.message) for finding in site_findings(site) if finding.level == "error"]
+
+
+SUBMIT_LINE = 5  # the line of `submit:` in SITE, where its keys are
+
+
+def test_a_tidy_ssh_site_has_no_errors(tmp_path):
+    assert site_error_lines(load_site_config(_ssh_site_in(tmp_path))) == []
+
+
+@pytest.mark.parametrize("target, mode, message", [
+    ("known_hosts", 0o664, "clusters.main.submit.known_hosts: known_hosts {path} is writable by its group (mode 0664)"),
+    ("keys", 0o1777, "clusters.main.submit.key: key directory {path} is writable by its group and everyone "
+                     "(mode 1777)"),
+    ("keys/alice.key", 0o640, "clusters.main.submit.key: key file {path} is readable by its group (mode 0640)"),
+    ("keys/q.key", 0o606, "clusters.main.submit.key: key file {path} is writable by everyone and readable by "
+                          "everyone (mode 0606)"),
+    (".", 0o770, "clusters.main.submit.known_hosts: {path}, a directory above known_hosts {path}/known_hosts, is "
+                 "writable by its group (mode 0770)"),
+])
+def test_trust_files_others_can_change_or_read_are_errors_at_their_key(tmp_path, target, mode, message):
+    site = load_site_config(_ssh_site_in(tmp_path))
+    path = (tmp_path / target).resolve()
+    path.chmod(mode)
+    errors = site_error_lines(site)
+    expected = message.format(path=path)
+    assert [(line, text) for line, text in errors if text.startswith(expected)] != [], errors
+    assert {line for line, _ in errors} == {SUBMIT_LINE}
+
+
+def test_public_keys_beside_the_keys_are_no_secret(tmp_path):
+    site = load_site_config(_ssh_site_in(tmp_path, key="{user}"))
+    (tmp_path / "keys" / "alice.pub").write_text("ssh-ed25519 AAAA hpchub:alice\n")
+    (tmp_path / "keys" / "alice.pub").chmod(0o644)
+    assert site_errors(site) == []
+    (tmp_path / "keys" / "alice").chmod(0o644)
+    assert site_errors(site) == [
+        f"clusters.main.submit.key: key file {tmp_path}/keys/alice is readable by its group and everyone (mode 0644): "
+        "whoever can change it can put in a key of their own, and whoever can read a key logs in as its account"]
+
+
+def test_a_key_owned_by_another_account_is_an_error(tmp_path):
+    site = load_site_config(_ssh_site_in(tmp_path))
+    alice = pwd.getpwnam("alice")
+    os.chown(tmp_path / "keys" / "alice.key", alice.pw_uid, alice.pw_gid)
+    assert site_errors(site) == [
+        f"clusters.main.submit.key: key file {tmp_path}/keys/alice.key is owned by alice, not by root or root "
+        "(mode 0600): whoever can change it can put in a key of their own, and whoever can read a key logs in as its "
+        "account"]
+
+
+def test_check_names_the_line_of_a_loose_known_hosts_and_fails(tmp_path):
+    path = _ssh_site_in(tmp_path)
+    (tmp_path / "known_hosts").chmod(0o666)
+    result = hpchub("check", str(path))
+    assert result.returncode == 1
+    assert (f"{path}:{SUBMIT_LINE}: clusters.main.submit.known_hosts: known_hosts {tmp_path}/known_hosts is writable "
+            "by its group and everyone (mode 0666): whoever can change it") in result.stderr
+
+
+def _venv_in(directory):
+    """A virtual environment's layout with hpchub-job in it, as pip and chmod -R a+rX leave it."""
+    venv = directory / "venv"
+    site_packages = venv / "lib" / "python3.11" / "site-packages"
+    for folder in (venv / "bin", site_packages / "hpchub", site_packages / "jupyterlab" / "static"):
+        folder.mkdir(parents=True)
+    for file, text in (("pyvenv.cfg", "home = /usr/bin\n"), ("bin/hpchub-job", "#!/usr/bin/python3\n"),
+                       ("lib/python3.11/site-packages/distutils-precedence.pth", "import os\n"),
+                       ("lib/python3.11/site-packages/hpchub/jobfiles.py", "\n"),
+                       ("lib/python3.11/site-packages/jupyterlab/static/app.js", "\n")):
+        (venv / file).write_text(text)
+    for folder, _, files in os.walk(directory):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    (venv / "bin" / "hpchub-job").chmod(0o755)
+    return venv
+
+
+def test_an_environment_of_hpchub_job_others_can_change_is_an_error(tmp_path):
+    venv = _venv_in(tmp_path)
+    command = str(venv / "bin" / "hpchub-job")
+    assert jobfiles_problems(command) == []
+    site_packages = venv / "lib" / "python3.11" / "site-packages"
+    (site_packages / "distutils-precedence.pth").chmod(0o666)  # runs at every start of Python
+    (site_packages / "jupyterlab" / "static").chmod(0o777)  # a module can be added there
+    (site_packages / "jupyterlab" / "static" / "app.js").chmod(0o666)  # no code hpchub-job runs
+    (problem,) = jobfiles_problems(command)
+    assert problem == (
+        f"the environment {venv} of hpchub-job has what others can change: {site_packages}/distutils-precedence.pth "
+        f"is writable by its group and everyone (mode 0666); {site_packages}/jupyterlab/static is writable by its group "
+        "and everyone (mode 0777): the hub runs hpchub-job for every job (as its user with via: sudo): whoever can "
+        f"change what it runs, runs code as them; chmod -R go-w {venv}")
+    (venv / "bin").chmod(0o775)
+    assert f"{venv}/bin, a directory above hpchub-job {command}, is writable by its group (mode 0775)" in \
+        " ".join(jobfiles_problems(command))
+
+
+def test_the_hubs_own_hpchub_job_and_environment_are_checked_for_sudo_and_local():
+    """The tests' own environment is only root's: nothing to report, and the check takes the hpchub-job
+    that default_jobfiles_command names (the one the sudoers rule names)."""
+    assert jobfiles_problems(default_jobfiles_command()) == []
+    assert site_errors(parse_site_config(SITE)) == []
 
 
 # --- check --live: the accounts, QoS and reservations profiles name ---

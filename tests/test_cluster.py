@@ -10,7 +10,7 @@ import pytest
 from helpers.support import SITE_CONFIGS
 
 from hpchub.cluster import AccountRefused, ClusterClient, ClusterSpec, client_for
-from hpchub.config import load_site_config
+from hpchub.config import load_site_config, parse_site_config
 from hpchub.runner import CommandError
 from hpchub.schedulers.base import Allocations
 
@@ -109,3 +109,25 @@ async def test_a_grid_engine_without_projects_or_user_objects_has_no_allocations
     (tmp_path / "qconf").write_text('#!/bin/sh\necho "error: commlib error: got select error" >&2\nexit 1\n')
     with pytest.raises(CommandError, match="qconf -sprjl"):
         await client.allocations("alice", [])
+
+
+def test_the_sites_service_accounts_are_refused_through_sudo_too():
+    """`submit.service_accounts`: accounts with a person's uid that are still no person's (a backup or
+    monitoring account from LDAP)."""
+    site = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
+    text = (SITE_CONFIGS / "local-slurm.yaml").read_text().replace("submit: {via: sudo}",
+                                                                   "submit: {via: sudo, service_accounts: [alice]}")
+    client = client_for(parse_site_config(text), "slurm")
+    with pytest.raises(AccountRefused, match="'alice' is a service account"):
+        client.as_user("alice", ["sbatch"])
+    assert client_for(site, "slurm").as_user("alice", ["sbatch"])[:4] == ["sudo", "-n", "-u", "alice"]
+
+
+def test_a_job_saved_before_service_accounts_were_listed_still_refuses_the_query_account():
+    """A spawner's state from before `service_accounts` has none: the query account is refused anyway."""
+    state = {**spec(via="ssh", host="login", key="/keys/{user}", known_hosts="/kh", query_user="hpchub-q").to_state()}
+    del state["service_accounts"]
+    client = ClusterClient(ClusterSpec.from_state(state))
+    with pytest.raises(AccountRefused, match="'hpchub-q' is a service account"):
+        client.as_user("hpchub-q", ["sbatch"])
+    assert client.as_user("alice", ["sbatch"]) == ["sbatch"]

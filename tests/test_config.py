@@ -447,6 +447,16 @@ def test_ssh_submission_keys_are_read():
     assert parse_site_config(service).clusters["main"].submit.status_account == "hpchub-svc"
 
 
+def test_service_accounts_always_include_the_hubs_own_ssh_accounts():
+    listed = VALID.replace("submit: {via: sudo}", SSH_SUBMIT[:-1] + ", service_accounts: [backup, hpchub-query]}")
+    assert parse_site_config(listed).clusters["main"].submit.refused_accounts == ("backup", "hpchub-query")
+    service = VALID.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, user: hpchub-svc, sudo: true, "
+                                                   "key: /etc/hpchub/svc.key, known_hosts: /etc/hpchub/known_hosts}")
+    assert parse_site_config(service).clusters["main"].submit.refused_accounts == ("hpchub-svc",)
+    local = VALID.replace("submit: {via: sudo}", "submit: {via: sudo, service_accounts: [backup]}")
+    assert parse_site_config(local).clusters["main"].submit.refused_accounts == ("backup",)
+
+
 @pytest.mark.parametrize(
     "submit, message",
     [
@@ -459,6 +469,7 @@ def test_ssh_submission_keys_are_read():
         ("submit: {via: ssh, host: login, key: '/k/../../{user}', known_hosts: /kh, query_user: q, user: 'a b'}",
          "clusters.main.submit.user:"),
         ("submit: {via: sudo, host: login}", "clusters.main.submit.host: only means something with via: ssh"),
+        ("submit: {via: sudo, service_accounts: ['backup; id']}", "clusters.main.submit.service_accounts[0]:"),
         ("submit: {via: sudo}\n    network: {to_servers: tunnel}", "clusters.main.network: tunnels and reverse forwards need via: ssh"),
     ],
 )

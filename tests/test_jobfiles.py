@@ -341,6 +341,14 @@ def test_root_is_refused(package_dir, tmp_path):
     assert result.returncode == 2 and result.stderr == "hpchub-job: hpchub-job must run as the job's user, not root\n"
 
 
+def test_a_system_account_is_refused(package_dir):
+    """Below UID_MIN of /etc/login.defs (daemon: uid 1) nothing is done, whoever started the command."""
+    result = run_as("daemon", package_dir, "prepare", "k", input=files_request(env="x"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("hpchub-job: hpchub-job runs as the job's user, not as a system account: uid 1 is "
+                                    "below UID_MIN 1000 of /etc/login.defs")
+
+
 def job_script(log: str, *lines: str, partition: str = "debug") -> str:
     return "\n".join(["#!/bin/bash", f"#SBATCH --partition={partition}", "#SBATCH --time=1",
                       "#SBATCH --job-name=hpchub-jobfiles-test", f"#SBATCH --output={log}", *lines, ""])

@@ -218,3 +218,15 @@ def test_explain_gives_the_error_reason():
     assert sge.explain_argv("44") == ["qstat", "-j", "44"]
     assert sge.parse_explain(stdout).endswith('can\'t open output file "/proc/nope": No such file or directory')
     assert sge.parse_explain("job_number: 45\n") is None
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("#!/bin/bash\n#$ -q short.q\nhostname\n", "#!/bin/bash\n#$ -clear\n#$ -q short.q\nhostname\n"),
+    ("#$ -q short.q\n", "#$ -clear\n#$ -q short.q\n"),
+])
+def test_the_submitted_script_clears_the_default_request_files_first(script, expected):
+    """-clear as the first directive: no sge_request file adds options to a hub job (the real
+    submission with a user's own ~/.sge_request is in test_user_settings_real.py)."""
+    assert sge.submit_script(script) == expected
+    assert sge.submit_environment({"PATH": "/usr/bin", "SGE_ROOT": "/var/lib/gridengine"}) == {
+        "PATH": "/usr/bin", "SGE_ROOT": "/var/lib/gridengine"}

@@ -241,3 +241,13 @@ def test_queue_position_counts_every_users_pending_jobs_with_higher_priority():
 
 def test_cancel_argv():
     assert slurm.cancel_argv(["1", "2"]) == ["scancel", "1", "2"]
+
+
+def test_the_submit_environment_has_no_sbatch_input_variables():
+    """sbatch's input variables override the script's #SBATCH lines: hpchub-job drops them (the real
+    submission with a user's own SBATCH_* is in test_user_settings_real.py)."""
+    environ = {"PATH": "/usr/bin", "HOME": "/home/carol", "SLURM_CONF": "/etc/slurm/slurm.conf",
+               "SBATCH_PARTITION": "multi", "SBATCH_TIMELIMIT": "7", "SLURM_CLUSTERS": "other", "SLURM_HINT": "x"}
+    assert slurm.submit_environment(environ) == {"PATH": "/usr/bin", "HOME": "/home/carol",
+                                                 "SLURM_CONF": "/etc/slurm/slurm.conf"}
+    assert slurm.submit_script("#!/bin/bash\n#SBATCH -p debug\n") == "#!/bin/bash\n#SBATCH -p debug\n"

@@ -238,6 +238,14 @@ class SchedulerBackend(Protocol):
     def submit_argv(self) -> list[str]:
         """Submit the job script given on stdin; prints what ``parse_submit`` reads."""
 
+    def submit_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The environment the submit command runs with, made from the submitting user's own
+        (``hpchub-job submit``): without what the user's shell may set that would change the job."""
+
+    def submit_script(self, script: str) -> str:
+        """The job script as the submit command reads it on stdin (``hpchub-job submit``): made
+        deaf to the user's own default-request files, if the scheduler reads any."""
+
     def parse_submit(self, stdout: str) -> str:
         """The job id from the submit command's output."""
 

@@ -12,7 +12,7 @@ import html
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -72,6 +72,25 @@ def state_from_letters(letters: str) -> JobState:
 
 def submit_argv() -> list[str]:
     return ["qsub", "-terse"]
+
+
+def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return dict(environ)  # qsub takes no job options from the environment
+
+
+# qsub first applies the options of $SGE_ROOT/$SGE_CELL/common/sge_request, ~/.sge_request (~ from
+# the password database, not $HOME) and ./.sge_request, and the script's directives override only
+# the options they repeat: a user's -pe, -l h_vmem, -a, -hold_jid, -p or client -jsv would stay in a
+# hub job. -clear as the script's first directive drops all of them (the cluster's file too: a site
+# puts what every hub job needs in the profiles' directives), whatever the file's -C says.
+CLEAR_DEFAULTS = "#$ -clear"
+
+
+def submit_script(script: str) -> str:
+    first, _, rest = script.partition("\n")
+    if first.startswith("#!"):  # the interpreter line stays first
+        return f"{first}\n{CLEAR_DEFAULTS}\n{rest}"
+    return f"{CLEAR_DEFAULTS}\n{script}"
 
 
 def parse_submit(stdout: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 
@@ -96,6 +96,18 @@ REASON_TEXT: dict[str, str] = {
 
 def submit_argv() -> list[str]:
     return ["sbatch", "--parsable"]
+
+
+# sbatch reads SBATCH_* (and SLURM_CLUSTERS, SLURM_HINT, ...) as options that override the
+# script's #SBATCH lines: a user's shell that exports them for their own jobs must not move a hub
+# job to another partition or give it another time limit. SLURM_CONF only says where the cluster is.
+def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in environ.items()
+            if not name.startswith(("SBATCH_", "SLURM_")) or name == "SLURM_CONF"}
+
+
+def submit_script(script: str) -> str:
+    return script  # sbatch reads no per-user default files
 
 
 def parse_submit(stdout: str) -> str:

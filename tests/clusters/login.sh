@@ -260,7 +260,6 @@ AllowUsers ${USERS[*]} $SVC
 AuthorizedKeysFile .ssh/authorized_keys
 StrictModes yes
 AllowTcpForwarding yes
-GatewayPorts clientspecified
 # OpenSSH's default, as on a real login node: a pooled connection gets at most
 # 10 channels (exec, sftp, direct-tcpip) open at once.
 MaxSessions 10
@@ -268,6 +267,11 @@ X11Forwarding no
 PrintMotd no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
+# As the README advises: only the hub's query account (to_hub: reverse) may open a
+# port on the login node's address; the users' own remote forwards stay on loopback.
+# A Match block lasts to the end of the file.
+Match User $SVC
+    GatewayPorts clientspecified
 EOF
 }
 
