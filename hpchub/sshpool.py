@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import os
+import resource
 import select
 import shlex
 import socket
@@ -69,6 +70,18 @@ def descriptors_needed(max_forwarded: int = MAX_FORWARDED) -> int:
     """The open-file limit a hub forwarding ``max_forwarded`` connections at once should have: theirs,
     plus 1024 for everything else (the database, the proxy's and users' connections, SSH, logs)."""
     return max_forwarded * FDS_PER_FORWARDED + 1024
+
+
+def descriptor_limit_problem(max_forwarded: int = MAX_FORWARDED) -> str | None:
+    """Why this process's open-file limit is too low for the forward caps; None: it is not."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = descriptors_needed(max_forwarded)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    return (f"the open-file limit is {soft} (soft), below the {needed} that {max_forwarded} forwarded connections "
+            f"at once ({FDS_PER_FORWARDED} descriptors each) and the rest of the hub need: at the limit every "
+            "user's connections fail; set LimitNOFILE={needed} or more in the hub's systemd unit "
+            "(examples/hpchub-hub.service)")
 
 
 @dataclass(frozen=True)
@@ -496,13 +509,16 @@ class _Relay:
     def add(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[], None]) -> _Link:
         link = _Link(sock, channel, on_end)
         with self._lock:
-            if self._closed:
-                link.stopping = True
-            self._added.append(link)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="hpchub-ssh-relay", daemon=True)
-                self._thread.start()
-        self._wake()
+            closed = self._closed
+            if not closed:
+                self._added.append(link)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="hpchub-ssh-relay", daemon=True)
+                    self._thread.start()
+        if closed:  # the pool is closed: nobody relays any more
+            link.end()
+        else:
+            self._wake()
         return link
 
     def stop(self, links: Sequence[_Link]) -> None:
@@ -735,7 +751,22 @@ class SSHPool:
         self._relay = _Relay()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop remote forwards' connections are made on
         self._connecting: set[asyncio.Task[None]] = set()
+        self._limit_checked = False
         self._closed = False
+
+    def _check_descriptor_limit(self) -> None:
+        """Once, at the first forward: say so in the log when the open-file limit is below what the caps need."""
+        if not self._limit_checked:
+            self._limit_checked = True
+            problem = descriptor_limit_problem(self._forwarded.limit)
+            if problem is not None:
+                log.warning("SSH forwards: %s", problem)
+
+    def has_forwards(self, target: SSHTarget) -> bool:
+        """Whether a local or remote forward uses ``target``'s connection (closing it would break them)."""
+        state = self._targets.get(target)
+        return (state is not None and bool(state.remote_forwards)) or any(
+            forward.target == target for forward in self._local_forwards)
 
     def logins(self, target: SSHTarget) -> int:
         """How many times the pool logged in to ``target`` (successful logins)."""
@@ -953,6 +984,7 @@ class SSHPool:
         ``remote_host:remote_port`` through the login node. Connects (or fails) now so that a wrong
         host key shows at once."""
         self._check_open()
+        self._check_descriptor_limit()
         await self._transport(target, (), operation=f"port forward to {remote_host}:{remote_port}")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -986,6 +1018,7 @@ class SSHPool:
         Refused: LoginUnreachable, unless ``keep_refused`` (a port jobs already use: the forward is
         returned dead and asked for again with backoff, see RemoteForward.held)."""
         self._check_open()
+        self._check_descriptor_limit()
         loop = self._loop = asyncio.get_running_loop()
         state = self._state(target)
         operation = f"remote forward {remote_bind}:{remote_port}"
