@@ -36,7 +36,7 @@ from .cluster import (
     default_jobfiles_command,
     user_allocations,
 )
-from .config import Identity, Profile, SiteConfig, profile_allows
+from .config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
 from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from .runner import CommandError
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
@@ -61,9 +61,11 @@ def _at(site: SiteConfig, level: Level, loc: tuple[str | int, ...], message: str
     return Finding(level, f"{name}: {message}", line)
 
 
-def site_findings(site: SiteConfig) -> list[Finding]:
-    """Everything ``hpchub check`` reports about a valid site config without asking a scheduler."""
-    return _file_findings(site) + _trust_file_findings(site) + _submission_findings(site)
+def site_findings(site: SiteConfig, internal_ssl: bool = False) -> list[Finding]:
+    """Everything ``hpchub check`` reports about a valid site config without asking a scheduler;
+    ``internal_ssl``: the hub runs with ``c.JupyterHub.internal_ssl = True`` (``--internal-ssl``)."""
+    return (_file_findings(site) + _trust_file_findings(site) + _submission_findings(site)
+            + _network_findings(site, internal_ssl))
 
 
 def _account_name(uid: int) -> str:
@@ -274,6 +276,29 @@ def _submission_findings(site: SiteConfig) -> list[Finding]:
         else:
             findings.append(Finding("warning", f"clusters.{name}.submit.via: local: all users' jobs run as "
                                                f"{_account_name(uid)}"))
+    return findings
+
+
+# --- the hub off the cluster: who could answer the jobs' calls, descriptors for forwards ------
+
+def _network_findings(site: SiteConfig, internal_ssl: bool) -> list[Finding]:
+    findings: list[Finding] = []
+    forwards = False
+    for name, cluster in site.clusters.items():
+        network = cluster.network
+        forwards = forwards or network.to_hub == "reverse" or network.to_servers == "tunnel"
+        refusal = hub_identity_refusal(name, network.to_hub, internal_ssl)
+        if refusal is not None:
+            line = site.key("clusters", name, "network", "to_hub")[1]
+            findings.append(Finding("error", f"{refusal} (the hub refuses to start servers there; give --internal-ssl "
+                                             "if jupyterhub_config.py has it)", line))
+    if forwards:
+        from .sshpool import descriptor_limit_problem  # paramiko: only for sites that forward over SSH
+
+        problem = descriptor_limit_problem()
+        if problem is not None:
+            findings.append(Finding("warning", f"tunnels and reverse forwards: {problem} (this is the limit of the "
+                                               "process running the check: run it as the hub runs)"))
     return findings
 
 

@@ -104,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             except (RenderError, OptionsError, ValueError) as error:
                 problems.append(f"{path}: profiles[{profile.slug}] (engines): {error}")
         live = asyncio.run(live_findings(site, args.probe_user, probe=not args.no_probe)) if args.live else []
-        findings = site_findings(site) + live
+        findings = site_findings(site, internal_ssl=args.internal_ssl) + live
         problems += [f"{_where(path, finding)}: {finding.message}" for finding in findings if finding.level == "error"]
         for finding in findings:
             if finding.level != "error":
@@ -245,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--probe-user", metavar="USER",
                        help="with --live: run hpchub-job and a probe job per profile environment as USER")
     check.add_argument("--no-probe", action="store_true", help="with --live: no probe jobs")
+    check.add_argument("--internal-ssl", action="store_true",
+                       help="the hub runs with c.JupyterHub.internal_ssl = True (network.to_hub: reverse or an "
+                            "http:// URL is an error without it)")
     check.set_defaults(func=cmd_check)
 
     def job_args(sub: argparse.ArgumentParser) -> None:

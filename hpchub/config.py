@@ -140,6 +140,23 @@ class Network(_Model):
     to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = "direct"
 
 
+def hub_identity_refusal(cluster: str, to_hub: str, internal_ssl: bool) -> str | None:
+    """Why the hub must not run jobs with this ``to_hub`` without ``c.JupyterHub.internal_ssl``; None: fine.
+
+    ``reverse`` hands jobs a port on the login node, which any user there can bind whenever the hub
+    does not hold it (a reconnect, a hub restart); an ``http://`` URL travels in clear. Whoever
+    answers there gets every job's API token and answers its token checks ("yes, this is bob").
+    With internal_ssl the jobs verify the hub's certificate: an impostor learns nothing."""
+    if internal_ssl or not (to_hub == "reverse" or to_hub.startswith("http://")):
+        return None
+    where = ("a port on the login node that any user there can bind while the hub does not hold it (after a "
+             "reconnect or a hub restart)" if to_hub == "reverse" else "a plain http:// URL anyone on the way can answer")
+    return (f"clusters.{cluster}.network.to_hub: {to_hub} needs c.JupyterHub.internal_ssl = True in "
+            f"jupyterhub_config.py: jobs would call the hub at {where}, and whoever answers there receives every "
+            "job's API token and can answer its token checks as any user; with internal_ssl the jobs verify "
+            "the hub's certificate")
+
+
 class SGEOptions(_Model):
     """Grid Engine details that differ between sites."""
 

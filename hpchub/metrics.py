@@ -9,7 +9,8 @@ Who records what:
 - the spawner: spawns, spawn duration and queue wait, spawn failures by reason, and its server's
   state (read at scrape time, see ``ServerStates``);
 - the cluster client: every command it runs on a cluster, by kind (``timed_command``);
-- the status poller: its consecutive failures and the interval it is backing off to.
+- the status poller: its consecutive failures and the interval it is backing off to;
+- each cluster's runtime: its reverse forwards, held or dead, and the login node's refusals (read at scrape time).
 Processes other than the hub (the CLI, a notebook's engine launcher) record too, in their own
 memory; nobody scrapes them.
 """
@@ -25,7 +26,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .runner import CommandError, CommandTimeout
@@ -158,6 +159,54 @@ class ServerStates(Collector):
 
 SERVERS = ServerStates()
 REGISTRY.register(SERVERS)
+
+
+# -- reverse forwards (to_hub: reverse), read at scrape time ---------------------------------------
+class TrackedForwards(Protocol):
+    name: str
+
+    def hub_forward_counts(self) -> tuple[int, int, int]:
+        """(held, dead, refusals) of the cluster's reverse forwards."""
+
+
+class ReverseForwards(Collector):
+    """hpchub_reverse_forwards{cluster, state} (held: the login node forwards the port to the hub;
+    dead: it refused the hub's request, someone else may hold the port) and
+    hpchub_reverse_forward_refusals_total{cluster}, read from each cluster's runtime when scraped."""
+
+    def __init__(self) -> None:
+        self._runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def track(self, runtime: TrackedForwards) -> None:
+        self._runtimes.add(runtime)
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("hpchub_reverse_forwards", "", labels=["cluster", "state"])
+        yield CounterMetricFamily("hpchub_reverse_forward_refusals", "", labels=["cluster"])
+
+    def collect(self) -> Iterator[Metric]:
+        forwards = GaugeMetricFamily(
+            "hpchub_reverse_forwards", "Reverse forwards (to_hub: reverse) on the login node: held by the hub, or dead "
+            "(the login node refused the hub's request: someone else may hold the port; no new job is given it).",
+            labels=["cluster", "state"])
+        refusals = CounterMetricFamily(
+            "hpchub_reverse_forward_refusals", "Requests for a reverse forward the login node refused.", labels=["cluster"])
+        counts: dict[str, tuple[int, int, int]] = {}
+        for runtime in list(self._runtimes):
+            held, dead, refused = runtime.hub_forward_counts()
+            if held or dead or refused:
+                old = counts.get(runtime.name, (0, 0, 0))
+                counts[runtime.name] = (old[0] + held, old[1] + dead, old[2] + refused)
+        for cluster, (held, dead, refused) in sorted(counts.items()):
+            forwards.add_metric([cluster, "held"], held)
+            forwards.add_metric([cluster, "dead"], dead)
+            refusals.add_metric([cluster], refused)
+        yield forwards
+        yield refusals
+
+
+REVERSE_FORWARDS = ReverseForwards()
+REGISTRY.register(REVERSE_FORWARDS)
 
 
 # -- the status poller ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from . import metrics
 from .cluster import ClusterClient, ClusterSpec, ssh_pool
 from .poller import CachedQuery, StatusPoller
 from .schedulers.base import Allocations
@@ -19,6 +20,9 @@ from .schedulers.base import Allocations
 log = logging.getLogger("hpchub.runtime")
 
 NODE_ADDRESS_TTL = 300.0  # seconds a node's address is reused (nodes are renamed or re-addressed rarely)
+HUB_FORWARD_UNCLAIMED = 600.0
+"""Seconds after which a reverse forward that is not the one new jobs get, and that no running job
+claimed (each running server claims its port at every poll), is closed."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,15 @@ class ClusterRuntime:
         self._allocations: dict[str, tuple[AllocationsAnswer, float]] = {}  # user -> (answer, when asked)
         self._allocations_inflight: dict[str, asyncio.Task] = {}
         self._tunnels: dict[str, Any] = {}  # job id -> sshpool.LocalForward (to_servers: tunnel)
-        self._hub_forward: Any = None  # sshpool.RemoteForward (to_hub: reverse)
+        # to_hub: reverse: login node port -> sshpool.RemoteForward, held or being asked for again;
+        # the port new jobs are given; when each port was last claimed by a job (or given out).
+        self._hub_forwards: dict[int, Any] = {}
+        self._hub_forward_port = 0
+        self._hub_forward_claims: dict[int, float] = {}
+        self._hub_forward_lock = asyncio.Lock()
+        self._hub_forward_refusals_closed = 0
+        self._closing: set[asyncio.Future[None]] = set()
+        metrics.REVERSE_FORWARDS.track(self)
 
     @classmethod
     def get(cls, spec: ClusterSpec, interval: float, min_interval: float) -> ClusterRuntime:
@@ -145,18 +157,75 @@ class ClusterRuntime:
         if forward is not None:
             forward.close()
 
-    async def hub_api_for_jobs(self, hub_api_url: str, remote_port: int = 0) -> tuple[str, int] | None:
-        """The hub's API URL as jobs of this cluster reach it (``to_hub``), and the login node's port
-        of the reverse forward (0 if none); None: the hub's own URL (direct)."""
+    async def hub_api_for_jobs(self, hub_api_url: str) -> tuple[str, int] | None:
+        """The hub's API URL as a new job of this cluster reaches it (``to_hub``), and the login
+        node's port of the reverse forward (0 if none); None: the hub's own URL (direct).
+
+        A job is only ever given a port the hub holds: when the forward new jobs were given is dead
+        (the login node refused it after a reconnect: someone may have taken the port), new jobs get
+        a fresh one, and the dead one is asked for again in the background for the jobs that have it.
+        Raises LoginUnreachable (ForwardRefused among them) when there is none to give."""
         spec = self.client.spec
         if spec.to_hub == "direct":
             return None
         if spec.to_hub != "reverse":
             return spec.to_hub.rstrip("/"), 0
+        from .sshpool import ForwardRefused  # paramiko: only for clusters reached over SSH
+
         hub = urlsplit(hub_api_url)
-        if self._hub_forward is None:
-            assert spec.host is not None and hub.hostname is not None
-            self._hub_forward = await ssh_pool().open_remote_forward(
-                self.client.ssh_target(None), spec.host, remote_port, hub.hostname, hub.port or 80)
-        port = int(self._hub_forward.port)
+        async with self._hub_forward_lock:  # concurrent spawns share one request
+            self._forget_unclaimed_hub_forwards()
+            forward = self._hub_forwards.get(self._hub_forward_port)
+            if forward is not None:
+                try:
+                    await forward.ensure_held()
+                except ForwardRefused as error:
+                    log.warning("%s: the reverse forward on port %s is not held (%s); new jobs get a new one",
+                                self.name, forward.port, error)
+                    forward = None
+            if forward is None:
+                assert spec.host is not None and hub.hostname is not None
+                forward = await ssh_pool().open_remote_forward(
+                    self.client.ssh_target(None), spec.host, 0, hub.hostname, hub.port or 80)
+                self._hub_forwards[forward.port] = forward
+                self._hub_forward_port = forward.port
+            self._hub_forward_claims[forward.port] = time.monotonic()
+        port = int(forward.port)
         return urlunsplit(hub._replace(netloc=f"{spec.host}:{port}")).rstrip("/"), port
+
+    async def keep_hub_forward(self, hub_api_url: str, port: int) -> bool:
+        """For a running job that calls the hub at the login node's ``port`` (after a hub restart, and
+        at each poll): make sure the hub holds that port or keeps asking for it. True: held. A refused
+        request is never handed out; it is asked for again with backoff (LoginUnreachable: the
+        login node did not answer, try again later)."""
+        spec = self.client.spec
+        hub = urlsplit(hub_api_url)
+        async with self._hub_forward_lock:
+            self._hub_forward_claims[port] = time.monotonic()
+            forward = self._hub_forwards.get(port)
+            if forward is None:
+                assert spec.host is not None and hub.hostname is not None
+                forward = await ssh_pool().open_remote_forward(
+                    self.client.ssh_target(None), spec.host, port, hub.hostname, hub.port or 80, keep_refused=True)
+                self._hub_forwards[port] = forward
+                if not self._hub_forward_port and forward.held:
+                    self._hub_forward_port = port  # new jobs share it, as before the restart
+        return bool(forward.held)
+
+    def _forget_unclaimed_hub_forwards(self) -> None:
+        """Close the reverse forwards no running job has claimed for HUB_FORWARD_UNCLAIMED seconds
+        (their jobs are over): a dead one would be asked for forever otherwise."""
+        now = time.monotonic()
+        for port, forward in list(self._hub_forwards.items()):
+            if port != self._hub_forward_port and now - self._hub_forward_claims.get(port, now) > HUB_FORWARD_UNCLAIMED:
+                del self._hub_forwards[port]
+                self._hub_forward_claims.pop(port, None)
+                self._hub_forward_refusals_closed += forward.refusals
+                self._closing.add(asyncio.ensure_future(forward.close()))
+                self._closing = {task for task in self._closing if not task.done()}
+
+    def hub_forward_counts(self) -> tuple[int, int, int]:
+        """(held, dead, refusals) of this cluster's reverse forwards, for hpchub's metrics."""
+        forwards = list(self._hub_forwards.values())
+        held = sum(1 for forward in forwards if forward.held)
+        return held, len(forwards) - held, self._hub_forward_refusals_closed + sum(f.refusals for f in forwards)

@@ -30,7 +30,15 @@ from traitlets import Dict, Float, Integer, List, Unicode, Union, default, valid
 from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
 from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from .cluster import AccountRefused, ClusterSpec
-from .config import Identity, Profile, SiteConfig, SiteConfigError, SiteConfigFile, profile_allows
+from .config import (
+    Identity,
+    Profile,
+    SiteConfig,
+    SiteConfigError,
+    SiteConfigFile,
+    hub_identity_refusal,
+    profile_allows,
+)
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, Presence
@@ -640,8 +648,16 @@ class HPCSpawner(Spawner):
                               metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
 
     async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
-        found = await runtime.hub_api_for_jobs(self.hub.api_url, int(self.job_hub_port or 0)) \
-            if runtime.client.spec.to_hub != "direct" else None
+        """The hub's API URL for a new job (None: the hub's own); refuses a ``to_hub`` whose port or
+        URL someone else could answer on unless the job verifies the hub (internal_ssl)."""
+        spec = runtime.client.spec
+        self.job_hub_port = ""
+        if spec.to_hub == "direct":
+            return None
+        refusal = hub_identity_refusal(spec.name, spec.to_hub, bool(self.internal_ssl))
+        if refusal is not None:
+            raise SpawnFailed(f"hpchub refuses to start this server: {refusal}")
+        found = await runtime.hub_api_for_jobs(self.hub.api_url)
         if found is None:
             return None
         url, port = found
@@ -656,8 +672,8 @@ class HPCSpawner(Spawner):
             if self.job_tunnel and not runtime.has_tunnel(self.job_id):
                 address, port, local_port = self.job_tunnel.rsplit(":", 2)
                 await runtime.tunnel(self.job_id, self.job_user, address, int(port), local_port=int(local_port))
-            if self.job_hub_port:
-                await self._hub_api_for_jobs(runtime)
+            if self.job_hub_port:  # its job calls the hub at this port: hold it (or keep asking for it)
+                await runtime.keep_hub_forward(self.hub.api_url, int(self.job_hub_port))
         except (CommandError, OSError) as error:
             self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
 

@@ -9,7 +9,11 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
 - A dead connection is dropped and made again on the next call; failed logins back off
   exponentially, and calls during a backoff fail at once with LoginUnreachable.
 - paramiko blocks; all of its calls that wait on the network run in the pool's threads, never on
-  the event loop. A forwarded TCP connection is pumped by a thread of its own.
+  the event loop. Forwarded TCP connections are all pumped by one relay thread (a poll loop), not a
+  thread each, and are capped per forward and over the pool: beyond a cap a connection is refused.
+- A remote forward is *held* only while the login node has granted it on the live connection. A
+  re-request the login node refuses (after a reconnect, someone else took the port) leaves it dead:
+  it is asked for again with backoff, and ``RemoteForward.ensure_held`` refuses to hand it out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import resource
 import select
 import shlex
 import socket
@@ -47,6 +53,35 @@ MAX_SESSIONS = 8
 counts a closed session until its main loop collects it: the slack keeps refusals rare."""
 CHANNEL_OPEN_TIMEOUT = 15.0
 _CHUNK = 65536
+MAX_FORWARDED = 1024
+"""Forwarded TCP connections open at once over the whole pool (all tunnels and reverse forwards);
+beyond it a new one is refused. Each costs FDS_PER_FORWARDED descriptors."""
+MAX_PER_LOCAL_FORWARD = 64
+"""Connections at once through one local forward (one server's tunnel: a browser's HTTP and websockets)."""
+MAX_PER_REMOTE_FORWARD = 512
+"""Connections at once through one remote forward (a cluster's reverse forward: every job's calls to the hub)."""
+FDS_PER_FORWARDED = 3
+"""Descriptors one forwarded connection holds: its socket and the pipe paramiko polls a channel by."""
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about refused connections of one forward (the rest are counted)."""
+
+
+def descriptors_needed(max_forwarded: int = MAX_FORWARDED) -> int:
+    """The open-file limit a hub forwarding ``max_forwarded`` connections at once should have: theirs,
+    plus 1024 for everything else (the database, the proxy's and users' connections, SSH, logs)."""
+    return max_forwarded * FDS_PER_FORWARDED + 1024
+
+
+def descriptor_limit_problem(max_forwarded: int = MAX_FORWARDED) -> str | None:
+    """Why this process's open-file limit is too low for the forward caps; None: it is not."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = descriptors_needed(max_forwarded)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    return (f"the open-file limit is {soft} (soft), below the {needed} that {max_forwarded} forwarded connections "
+            f"at once ({FDS_PER_FORWARDED} descriptors each) and the rest of the hub need: at the limit every "
+            "user's connections fail; set LimitNOFILE={needed} or more in the hub's systemd unit "
+            "(examples/hpchub-hub.service)")
 
 
 @dataclass(frozen=True)
@@ -81,6 +116,10 @@ class HostKeyRefused(LoginUnreachable):
 
 class ConnectionLost(CommandError):
     """The connection broke while the command ran: it may or may not have run (to the end)."""
+
+
+class ForwardRefused(LoginUnreachable):
+    """The login node refused a remote forward the hub had (the port may be someone else's now)."""
 
 
 class _LoginFailure(Exception):
@@ -292,13 +331,65 @@ class _RemoteCommand:
         return bytes(output).decode(errors="replace")
 
 
-@dataclass
+class _Cap:
+    """Connections forwarded at once through one forward, within the pool's overall count; refusals
+    are logged at most once per REFUSAL_LOG_INTERVAL per forward (a flood must not flood the log)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, limit: int, total: _Cap | None = None):
+        self.limit = limit
+        self.total = total
+        self.used = 0
+        self.refused = 0
+        self._unlogged = 0
+        self._logged_at = -math.inf
+
+    def acquire(self, what: object) -> bool:
+        """Take a slot for one connection; False (and logged): over this cap or the pool's."""
+        with self._lock:
+            full = self if self.used >= self.limit else self.total if (
+                self.total is not None and self.total.used >= self.total.limit) else None
+            if full is None:
+                self.used += 1
+                if self.total is not None:
+                    self.total.used += 1
+                return True
+            self.refused += 1
+            self._unlogged += 1
+            now = time.monotonic()
+            if now - self._logged_at < REFUSAL_LOG_INTERVAL:
+                return False
+            count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        which = "this forward's" if full is self else "the hub's overall"
+        log.warning("%s: refused %d forwarded connection(s): %s cap of %d connections at once is reached",
+                    what, count, which, full.limit)
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            self.used -= 1
+            if self.total is not None:
+                self.total.used -= 1
+
+
+@dataclass(eq=False)
 class _RemoteForwardSpec:
     bind: str
     port: int
     local_host: str
     local_port: int
+    cap: _Cap
     active: bool = True
+    transport: paramiko.Transport | None = None
+    """The connection on which the login node granted the forward: held while it is the live one."""
+    refusals: int = 0
+    last_refusal: str = ""
+    retry_at: float = 0.0
+    retrying: asyncio.Task[None] | None = None
+
+    def held(self) -> bool:
+        return self.active and self.transport is not None and self.transport.is_active()
 
 
 @dataclass
@@ -319,62 +410,199 @@ class _TargetState:
         return transport if transport is not None and transport.is_active() else None
 
 
-class _Pump:
-    """Copies bytes both ways between a TCP socket and a channel, in a thread, honouring
-    half-closes; ``stop`` (from any thread) ends it without a paramiko call on the caller's side."""
+class _Link:
+    """One forwarded connection: a TCP socket, its channel, and the bytes read but not yet written."""
 
-    def __init__(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[_Pump], None]):
+    def __init__(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[], None]):
+        sock.setblocking(False)
         self.sock = sock
         self.channel = channel
         self.on_end = on_end
+        self.sock_fd = sock.fileno()
+        self.channel_fd = channel.fileno()
+        self.to_channel = bytearray()
+        self.to_sock = bytearray()
+        self.sock_eof = False  # the socket's peer sent FIN: shut the channel's write side once flushed
+        self.channel_eof = False
+        self.channel_shut = False
+        self.sock_shut = False
+        self.sock_hung_up = False  # both directions of the socket are gone (a reset, or both FINs)
         self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="hpchub-ssh-forward", daemon=True)
 
-    def start(self) -> None:
-        self.thread.start()
+    def events(self) -> tuple[int | None, int]:
+        """What to poll the socket (None: not at all) and the channel for."""
+        sock_events = None if self.sock_hung_up else (
+            select.POLLIN if not self.sock_eof and not self.to_channel else 0) | (select.POLLOUT if self.to_sock else 0)
+        return sock_events, select.POLLIN if not self.channel_eof and not self.to_sock else 0
 
-    def stop(self) -> None:
-        self.stopping = True
+    def step(self, sock_revents: int) -> bool:
+        """Move what can be moved without blocking; True: the connection is over."""
+        sock, channel = self.sock, self.channel
+        if self.stopping or sock_revents & (select.POLLERR | select.POLLNVAL):
+            return True
+        if sock_revents & select.POLLHUP:
+            # Nothing more can be written to the socket; what it sent may still be on its way.
+            self.sock_hung_up = self.sock_eof = True
+            self.to_sock.clear()
+            if not self.to_channel:
+                return True
+        if not self.sock_eof and not self.to_channel:
+            try:
+                data = sock.recv(_CHUNK)
+            except BlockingIOError:
+                pass
+            else:
+                if data:
+                    self.to_channel += data
+                else:
+                    self.sock_eof = True
+        while self.to_channel and channel.send_ready():
+            sent = channel.send(bytes(self.to_channel[:_CHUNK]))
+            if sent <= 0:
+                return True  # the channel is closed or sent EOF: nothing more can go that way
+            del self.to_channel[:sent]
+        if self.sock_eof and not self.to_channel and not self.channel_shut:
+            channel.shutdown_write()
+            self.channel_shut = True
+        if not self.channel_eof and not self.to_sock:
+            if channel.recv_ready():
+                self.to_sock += channel.recv(_CHUNK)
+            elif channel.eof_received or channel.closed:
+                self.channel_eof = True
+        if self.to_sock and not self.sock_hung_up:
+            try:
+                del self.to_sock[:sock.send(self.to_sock)]
+            except BlockingIOError:
+                pass
+        if self.channel_eof and not self.to_sock and not self.sock_shut:
+            if not self.sock_hung_up:
+                sock.shutdown(socket.SHUT_WR)
+            self.sock_shut = True
+        # Done when both sides are shut, or the channel is gone (the connection or the far end):
+        # nothing more can be relayed either way.
+        return (self.channel_shut and self.sock_shut) or (channel.closed and self.channel_eof and not self.to_sock)
+
+    def end(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the select below
-        except OSError:
+            self.channel.close()
+        except Exception:  # a connection already gone
             pass
+        self.sock.close()
+        self.on_end()
+
+
+class _Relay:
+    """Copies bytes both ways between every forwarded TCP socket and its channel in ONE thread (a
+    poll loop), honouring half-closes: forwarded connections cost no thread each. The thread starts
+    with the first connection; ``stop`` and ``close`` may come from any thread."""
+
+    WINDOW_WAIT_MS = 20  # a channel with no send window gives no event: look again this soon
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._links: set[_Link] = set()
+        self._added: list[_Link] = []
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def add(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[], None]) -> _Link:
+        link = _Link(sock, channel, on_end)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._added.append(link)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="hpchub-ssh-relay", daemon=True)
+                    self._thread.start()
+        if closed:  # the pool is closed: nobody relays any more
+            link.end()
+        else:
+            self._wake()
+        return link
+
+    def stop(self, links: Sequence[_Link]) -> None:
+        for link in links:
+            link.stopping = True
+        self._wake()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            started = self._thread is not None
+        if started:
+            self._wake()
+        else:
+            self._close_wake_pipe()
+
+    def _wake(self) -> None:
+        with self._lock:  # never a write to a closed (and maybe reused) descriptor
+            if self._wake_write >= 0:
+                try:
+                    os.write(self._wake_write, b"x")
+                except BlockingIOError:  # already woken: the pipe is full
+                    pass
+
+    def _close_wake_pipe(self) -> None:
+        with self._lock:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            self._wake_read = self._wake_write = -1
 
     def _run(self) -> None:
-        sock, channel = self.sock, self.channel
-        sock.setblocking(True)
-        sources: list[Any] = [sock, channel]
-        try:
-            while sources and not self.stopping:
-                readable = _wait_readable(sources)
-                if sock in readable:
-                    data = sock.recv(_CHUNK)
-                    if data:
-                        channel.sendall(data)
-                    else:
-                        channel.shutdown_write()
-                        sources.remove(sock)
-                if channel in readable:
-                    data = channel.recv(_CHUNK)
-                    if data:
-                        sock.sendall(data)
-                    else:
-                        sock.shutdown(socket.SHUT_WR)
-                        sources.remove(channel)
-                        if channel.closed:  # the connection (or the far end) is gone: nothing more to relay
-                            break
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-        finally:
-            channel.close()
-            sock.close()
-            self.on_end(self)
+        links = self._links
+        while True:
+            with self._lock:
+                links.update(self._added)
+                self._added.clear()
+                closed = self._closed
+            if closed:
+                break
+            poller = select.poll()
+            poller.register(self._wake_read, select.POLLIN)
+            by_fd: dict[int, _Link] = {}
+            waiting_for_window = False
+            for link in links:
+                sock_events, channel_events = link.events()
+                if sock_events is not None:
+                    poller.register(link.sock_fd, sock_events)  # 0: still told of a hang-up or an error
+                    by_fd[link.sock_fd] = link
+                if channel_events:
+                    poller.register(link.channel_fd, channel_events)
+                    by_fd[link.channel_fd] = link
+                waiting_for_window = waiting_for_window or bool(link.to_channel) or link.stopping
+            ready = poller.poll(self.WINDOW_WAIT_MS if waiting_for_window else None)
+            due = {by_fd[fd] for fd, _ in ready if fd in by_fd}
+            due.update(link for link in links if link.to_channel or link.stopping)
+            sock_revents = {fd: revents for fd, revents in ready}
+            if self._wake_read in sock_revents:
+                try:
+                    while os.read(self._wake_read, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            for link in due:
+                try:
+                    over = link.step(sock_revents.get(link.sock_fd, 0))
+                except (OSError, EOFError, paramiko.SSHException):
+                    over = True
+                if over:
+                    links.discard(link)
+                    link.end()
+        with self._lock:
+            links.update(self._added)
+            self._added.clear()
+        for link in links:
+            link.end()
+        links.clear()
+        self._close_wake_pipe()
 
 
 class LocalForward:
     """A listening port on 127.0.0.1 of the hub; each connection to it goes through the pooled
     connection (a direct-tcpip channel) to ``remote_host:remote_port`` as seen from the login node.
-    Connections made after a reconnect use the new connection."""
+    Connections made after a reconnect use the new connection. At most ``pool.max_per_local_forward``
+    connections at once (and the pool's overall cap): more are closed at once, and logged."""
 
     def __init__(self, pool: SSHPool, target: SSHTarget, remote_host: str, remote_port: int, listener: socket.socket):
         self.pool = pool
@@ -382,9 +610,10 @@ class LocalForward:
         self.remote_host = remote_host
         self.remote_port = remote_port
         self.port: int = listener.getsockname()[1]
+        self.cap = _Cap(pool.max_per_local_forward, pool._forwarded)
         self._listener = listener
-        self._pumps: set[_Pump] = set()
-        self._pumps_lock = threading.Lock()
+        self._links: set[_Link] = set()
+        self._links_lock = threading.Lock()
         self._closed = False
         self._accepting = asyncio.ensure_future(self._accept())
 
@@ -401,6 +630,9 @@ class LocalForward:
                 log.warning("%r: accept failed: %s", self, error)
                 await asyncio.sleep(1)
                 continue
+            if not self.cap.acquire(self):
+                conn.close()
+                continue
             task = asyncio.ensure_future(self._forward(conn, peer))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -411,19 +643,24 @@ class LocalForward:
         except Exception as error:
             log.warning("%r: connection from %s:%s not forwarded: %s", self, peer[0], peer[1], error)
             conn.close()
+            self.cap.release()
             return
         if self._closed:
             conn.close()
             self.pool._close_in_background(channel)
+            self.cap.release()
             return
-        pump = _Pump(conn, channel, self._pump_ended)
-        with self._pumps_lock:
-            self._pumps.add(pump)
-        pump.start()
+        links: list[_Link] = []
 
-    def _pump_ended(self, pump: _Pump) -> None:
-        with self._pumps_lock:
-            self._pumps.discard(pump)
+        def ended() -> None:
+            self.cap.release()
+            with self._links_lock:
+                self._links.difference_update(links)
+
+        with self._links_lock:  # before the relay may end it, so that ``ended`` finds it
+            link = self.pool._relay.add(conn, channel, ended)
+            links.append(link)
+            self._links.add(link)
 
     def close(self) -> None:
         """Stop listening and end the forwarded connections."""
@@ -432,16 +669,17 @@ class LocalForward:
         self._closed = True
         self._accepting.cancel()
         self._listener.close()
-        with self._pumps_lock:
-            pumps = list(self._pumps)
-        for pump in pumps:
-            pump.stop()
+        with self._links_lock:
+            links = list(self._links)
+        self.pool._relay.stop(links)
         self.pool._local_forwards.discard(self)
 
 
 class RemoteForward:
     """A port on the login node (``bind:port``) whose connections reach ``local_host:local_port``
-    on the hub's side; requested again after each reconnect."""
+    on the hub's side; requested again after each reconnect. ``held``: the login node has granted
+    it on the live connection. A refused request leaves it dead (someone else may have taken the
+    port while the hub did not hold it): it is asked for again with backoff until it is held."""
 
     def __init__(self, pool: SSHPool, target: SSHTarget, spec: _RemoteForwardSpec):
         self.pool = pool
@@ -456,25 +694,79 @@ class RemoteForward:
     def port(self) -> int:
         return self._spec.port
 
+    @property
+    def held(self) -> bool:
+        return self._spec.held()
+
+    @property
+    def refusals(self) -> int:
+        """How many requests for this forward the login node refused (since it was opened)."""
+        return self._spec.refusals
+
+    @property
+    def cap(self) -> _Cap:
+        return self._spec.cap
+
     def __repr__(self) -> str:
         return f"<RemoteForward {self.bind}:{self.port} on {self.target} -> {self._spec.local_host}:{self._spec.local_port}>"
+
+    async def ensure_held(self) -> None:
+        """Return once the hub holds the forward on the live connection (logging in again, which asks
+        for it again, if the connection is gone). ForwardRefused: the login node refused it; it is
+        asked for again in the background. LoginUnreachable: no connection."""
+        spec = self._spec
+        transport = await self.pool._transport(self.target, (), operation=f"remote forward {spec.bind}:{spec.port}")
+        if spec.held() and spec.transport is transport:
+            return
+        wait = max(1, math.ceil(spec.retry_at - time.monotonic()))
+        raise ForwardRefused((), self.target, (
+            f"the login node {self.target} refused to forward {spec.bind}:{spec.port} to the hub again "
+            f"({spec.refusals} refusals; next attempt in {wait} s): someone else may hold that port, so no job "
+            f"is told to use it: {spec.last_refusal}"), f"remote forward {spec.bind}:{spec.port}")
 
     async def close(self) -> None:
         await self.pool._cancel_remote_forward(self.target, self._spec)
 
 
 class SSHPool:
-    """Pooled SSH connections, one per target, used from one asyncio event loop."""
+    """Pooled SSH connections, one per target, used from one asyncio event loop.
+
+    ``max_forwarded``: forwarded TCP connections open at once over all forwards of the pool;
+    ``max_per_local_forward`` and ``max_per_remote_forward``: through one forward. A connection
+    beyond a cap is refused (closed at once) and logged."""
 
     def __init__(self, *, backoff_first: float = BACKOFF_FIRST, backoff_max: float = BACKOFF_MAX,
-                 max_sessions: int = MAX_SESSIONS, max_threads: int = 64):
+                 max_sessions: int = MAX_SESSIONS, max_threads: int = 64, max_forwarded: int = MAX_FORWARDED,
+                 max_per_local_forward: int = MAX_PER_LOCAL_FORWARD,
+                 max_per_remote_forward: int = MAX_PER_REMOTE_FORWARD):
         self.backoff_first = backoff_first
         self.max_sessions = max_sessions
         self.backoff_max = backoff_max
+        self.max_per_local_forward = max_per_local_forward
+        self.max_per_remote_forward = max_per_remote_forward
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="hpchub-ssh")
         self._targets: dict[SSHTarget, _TargetState] = {}
         self._local_forwards: set[LocalForward] = set()
+        self._forwarded = _Cap(max_forwarded)
+        self._relay = _Relay()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop remote forwards' connections are made on
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._limit_checked = False
         self._closed = False
+
+    def _check_descriptor_limit(self) -> None:
+        """Once, at the first forward: say so in the log when the open-file limit is below what the caps need."""
+        if not self._limit_checked:
+            self._limit_checked = True
+            problem = descriptor_limit_problem(self._forwarded.limit)
+            if problem is not None:
+                log.warning("SSH forwards: %s", problem)
+
+    def has_forwards(self, target: SSHTarget) -> bool:
+        """Whether a local or remote forward uses ``target``'s connection (closing it would break them)."""
+        state = self._targets.get(target)
+        return (state is not None and bool(state.remote_forwards)) or any(
+            forward.target == target for forward in self._local_forwards)
 
     def logins(self, target: SSHTarget) -> int:
         """How many times the pool logged in to ``target`` (successful logins)."""
@@ -609,6 +901,9 @@ class SSHPool:
         log.info("logged in to %s (login %d)", target, state.logins)
         transport = client.get_transport()
         assert transport is not None
+        for spec in state.remote_forwards.values():
+            if not spec.held():
+                self._retry_remote_forward(target, state, spec)
         return transport
 
     def _login_blocking(self, target: SSHTarget, state: _TargetState) -> paramiko.SSHClient:
@@ -616,13 +911,57 @@ class SSHPool:
         transport = client.get_transport()
         assert transport is not None
         # Remote forwards belong to a connection: ask for them again on the new one, before anybody
-        # else uses it (paramiko waits for one global request at a time).
+        # else uses it (paramiko waits for one global request at a time). One the login node refuses
+        # is dead (``_login`` has it asked for again), never handed out.
         for spec in list(state.remote_forwards.values()):
-            try:
-                transport.request_port_forward(spec.bind, spec.port, self._remote_forward_handler(state))
-            except paramiko.SSHException as error:
-                log.warning("remote forward %s:%s on %s not re-established: %s", spec.bind, spec.port, target, error)
+            self._request_remote_forward(target, state, spec, transport)
         return client
+
+    def _request_remote_forward(self, target: SSHTarget, state: _TargetState, spec: _RemoteForwardSpec,
+                                transport: paramiko.Transport) -> bool:
+        """Ask (again) for ``spec`` on ``transport`` (blocking); True: held."""
+        try:
+            transport.request_port_forward(spec.bind, spec.port, self._remote_forward_handler(state))
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            spec.transport = None
+            if transport.is_active():  # refused, not a connection gone
+                spec.refusals += 1
+                spec.last_refusal = str(error) or type(error).__name__
+                log.warning("remote forward %s:%s on %s refused by the login node (someone else may hold the port; "
+                            "no job is told to use it until the hub holds it again): %s",
+                            spec.bind, spec.port, target, spec.last_refusal)
+            return False
+        spec.transport = transport
+        return True
+
+    def _retry_remote_forward(self, target: SSHTarget, state: _TargetState, spec: _RemoteForwardSpec) -> None:
+        """Ask for a dead forward again, with backoff, in the background, until it is held or closed."""
+        if spec.retrying is not None and not spec.retrying.done():
+            return
+        spec.retrying = asyncio.ensure_future(self._retry_remote_forward_loop(target, state, spec))
+        spec.retrying.add_done_callback(_retrieve)
+
+    async def _retry_remote_forward_loop(self, target: SSHTarget, state: _TargetState,
+                                         spec: _RemoteForwardSpec) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.backoff_first
+        operation = f"remote forward {spec.bind}:{spec.port}"
+        while spec.active and not self._closed:
+            spec.retry_at = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, self.backoff_max)
+            try:
+                transport = await self._transport(target, (), operation)  # a new login asks for it itself
+            except LoginUnreachable:
+                continue
+            async with state.forward_requests:
+                if not spec.active or self._closed:
+                    return
+                held = spec.held() or await loop.run_in_executor(
+                    self._executor, self._request_remote_forward, target, state, spec, transport)
+            if held:
+                log.info("remote forward %s:%s on %s is held again", spec.bind, spec.port, target)
+                return
 
     def _drop(self, state: _TargetState, transport: paramiko.Transport | None) -> None:
         """Forget the target's connection (if it still is ``transport``) and close it in a thread."""
@@ -645,6 +984,7 @@ class SSHPool:
         ``remote_host:remote_port`` through the login node. Connects (or fails) now so that a wrong
         host key shows at once."""
         self._check_open()
+        self._check_descriptor_limit()
         await self._transport(target, (), operation=f"port forward to {remote_host}:{remote_port}")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -671,48 +1011,101 @@ class SSHPool:
         raise AssertionError("unreachable")
 
     async def open_remote_forward(self, target: SSHTarget, remote_bind: str, remote_port: int,
-                                  local_host: str, local_port: int) -> RemoteForward:
+                                  local_host: str, local_port: int, *, keep_refused: bool = False) -> RemoteForward:
         """Ask the login node to listen on ``remote_bind:remote_port`` (0: a free port, see
         ``.port``) and send its connections to ``local_host:local_port`` on the hub's side. Binding
-        other than loopback needs ``GatewayPorts clientspecified`` (or yes) in the login node's sshd."""
+        other than loopback needs ``GatewayPorts clientspecified`` (or yes) in the login node's sshd.
+        Refused: LoginUnreachable, unless ``keep_refused`` (a port jobs already use: the forward is
+        returned dead and asked for again with backoff, see RemoteForward.held)."""
         self._check_open()
-        loop = asyncio.get_running_loop()
+        self._check_descriptor_limit()
+        loop = self._loop = asyncio.get_running_loop()
         state = self._state(target)
         operation = f"remote forward {remote_bind}:{remote_port}"
         async with state.forward_requests:
             transport = await self._transport(target, (), operation)
+            spec = _RemoteForwardSpec(remote_bind, remote_port, local_host, local_port,
+                                      _Cap(self.max_per_remote_forward, self._forwarded))
             try:
                 port = await loop.run_in_executor(self._executor, transport.request_port_forward, remote_bind,
                                                   remote_port, self._remote_forward_handler(state))
             except paramiko.SSHException as error:
-                raise LoginUnreachable((), target, f"the login node {target} refused it: {error}", operation) from None
-        spec = _RemoteForwardSpec(remote_bind, port, local_host, local_port)
-        state.remote_forwards[port] = spec
+                if not keep_refused or remote_port == 0 or not transport.is_active():
+                    raise LoginUnreachable((), target, f"the login node {target} refused it: {error}", operation) from None
+                spec.refusals, spec.last_refusal = 1, str(error)
+                log.warning("remote forward %s:%s on %s refused by the login node (someone else may hold the port; "
+                            "no job is told to use it until the hub holds it again): %s",
+                            remote_bind, remote_port, target, error)
+            else:
+                spec.port, spec.transport = port, transport
+            state.remote_forwards[spec.port] = spec
+        if not spec.held():
+            self._retry_remote_forward(target, state, spec)
         return RemoteForward(self, target, spec)
 
     def _remote_forward_handler(self, state: _TargetState) -> Callable[..., None]:
         def handle(channel: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]) -> None:
-            # Called in paramiko's transport thread: connecting to the local end happens elsewhere.
+            # Called in paramiko's transport thread: connecting to the local end happens on the loop.
             spec = state.remote_forwards.get(server[1])
-            if spec is None or not spec.active:
+            loop = self._loop
+            if spec is None or not spec.active or loop is None or self._closed:
                 channel.close()
                 return
-            threading.Thread(target=_connect_and_pump, args=(channel, spec.local_host, spec.local_port),
-                             name="hpchub-ssh-forward", daemon=True).start()
+            if not spec.cap.acquire(f"remote forward {spec.bind}:{spec.port}"):
+                channel.close()
+                return
+            try:
+                loop.call_soon_threadsafe(self._connect_remote_channel, channel, spec)
+            except RuntimeError:  # the loop is closed
+                spec.cap.release()
+                channel.close()
 
         return handle
+
+    def _connect_remote_channel(self, channel: paramiko.Channel, spec: _RemoteForwardSpec) -> None:
+        task = asyncio.ensure_future(self._connect_and_relay(channel, spec))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_relay(self, channel: paramiko.Channel, spec: _RemoteForwardSpec) -> None:
+        loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
+        try:
+            family, kind, proto, _, address = (await loop.getaddrinfo(
+                spec.local_host, spec.local_port, type=socket.SOCK_STREAM))[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as error:
+            log.warning("remote forward: cannot connect to %s:%s: %s", spec.local_host, spec.local_port,
+                        error or type(error).__name__)
+            if sock is not None:
+                sock.close()
+            self._close_in_background(channel)
+            spec.cap.release()
+            return
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            self._close_in_background(channel)
+            spec.cap.release()
+            raise
+        self._relay.add(sock, channel, spec.cap.release)
 
     async def _cancel_remote_forward(self, target: SSHTarget, spec: _RemoteForwardSpec) -> None:
         state = self._state(target)
         spec.active = False
-        state.remote_forwards.pop(spec.port, None)
+        if spec.retrying is not None:
+            spec.retrying.cancel()
+        if state.remote_forwards.get(spec.port) is spec:
+            del state.remote_forwards[spec.port]
         transport = state.live_transport()
-        if transport is None:
-            return
+        if transport is None or spec.transport != transport:
+            return  # not held: nothing to cancel
+        cancel = transport.cancel_port_forward
         async with state.forward_requests:
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, transport.cancel_port_forward, spec.bind, spec.port)
+                await asyncio.get_running_loop().run_in_executor(self._executor, cancel, spec.bind, spec.port)
             except (paramiko.SSHException, EOFError, OSError) as error:
                 log.warning("remote forward %s:%s on %s not cancelled: %s", spec.bind, spec.port, target, error)
 
@@ -726,7 +1119,14 @@ class SSHPool:
         clients = [state.client for state in self._targets.values() if state.client is not None]
         for state in self._targets.values():
             state.client = None
+            for spec in state.remote_forwards.values():
+                spec.active = False
+                if spec.retrying is not None:
+                    spec.retrying.cancel()
             state.remote_forwards.clear()
+        for task in list(self._connecting):
+            task.cancel()
+        self._relay.close()
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, client.close) for client in clients))
         self._executor.shutdown(wait=False)
@@ -737,12 +1137,3 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
-
-def _connect_and_pump(channel: paramiko.Channel, host: str, port: int) -> None:
-    try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-    except OSError as error:
-        log.warning("remote forward: cannot connect to %s:%s: %s", host, port, error)
-        channel.close()
-        return
-    _Pump(sock, channel, lambda pump: None)._run()

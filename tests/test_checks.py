@@ -494,3 +494,66 @@ async def test_live_check_names_a_pinned_reservations_namesakes_and_one_no_admin
         for number in made:
             subprocess.run(["qrdel", number], capture_output=True, timeout=60)
         subprocess.run(["qconf", "-du", "bob", "arusers"], capture_output=True, timeout=60)
+
+
+# --- the hub off the cluster: to_hub needs internal_ssl; descriptors for the forwards ---
+
+OFF_CLUSTER = SITE.replace(
+    "submit: {via: sudo}",
+    "submit: {via: ssh, host: login, key: '/k/{user}', known_hosts: /kh, query_user: q}\n    network: {to_hub: TO_HUB}")
+
+
+@pytest.mark.parametrize("to_hub", ["reverse", "'http://hub.example.org:8081/hub/api'"])
+def test_a_to_hub_someone_else_could_answer_is_an_error_without_internal_ssl(tmp_path, to_hub):
+    site = parse_site_config(OFF_CLUSTER.replace("TO_HUB", to_hub))
+    (error,) = [finding for finding in site_findings(site) if finding.level == "error"]
+    assert error.message.startswith(f"clusters.main.network.to_hub: {to_hub.strip(chr(39))} needs "
+                                    "c.JupyterHub.internal_ssl = True")
+    assert "receives every job's API token" in error.message and "--internal-ssl" in error.message
+    assert site_errors(site) and not [f for f in site_findings(site, internal_ssl=True) if f.level == "error"]
+    # The command: an error, naming the line, unless told the hub has internal_ssl.
+    path = _site_in(tmp_path, OFF_CLUSTER.replace("TO_HUB", to_hub), templates=False)
+    result = hpchub("check", str(path))
+    assert result.returncode == 1 and f"{path}:6: clusters.main.network.to_hub: " in result.stderr, result.stderr
+    assert hpchub("check", "--internal-ssl", str(path)).returncode == 0
+
+
+def test_https_and_direct_to_hub_need_no_internal_ssl():
+    for to_hub in ("direct", "'https://hub.example.org/hub/api'"):
+        assert site_errors(parse_site_config(OFF_CLUSTER.replace("TO_HUB", to_hub))) == []
+
+
+def test_a_low_open_file_limit_is_a_warning_for_sites_that_forward(tmp_path):
+    """Each forwarded connection holds descriptors: under the example unit's old limit (1024) a few
+    hundred exhausted the hub's. The check says so when it runs under a limit that low."""
+    import resource
+    import subprocess
+    import sys
+
+    from hpchub.sshpool import descriptors_needed
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    path = _site_in(tmp_path, OFF_CLUSTER.replace("TO_HUB", "reverse"), templates=False)
+    argv = [sys.executable, "-m", "hpchub.cli", "check", "--internal-ssl", str(path)]
+    low = subprocess.run(argv, capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
+    assert low.returncode == 0, low.stderr
+    assert (f"warning: {path}: tunnels and reverse forwards: the open-file limit is 1024 (soft), below the "
+            f"{descriptors_needed()}") in low.stderr and "LimitNOFILE=" in low.stderr
+    high = subprocess.run(argv, capture_output=True, text=True, timeout=60, preexec_fn=lambda: resource.setrlimit(
+        resource.RLIMIT_NOFILE, (descriptors_needed(), descriptors_needed())))
+    assert high.returncode == 0 and "open-file limit" not in high.stderr, high.stderr
+    # A site that forwards nothing is not warned.
+    direct = _site_in(tmp_path, SITE, templates=False)
+    quiet = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(direct)], capture_output=True, text=True,
+                           timeout=60, preexec_fn=low_limit)
+    assert quiet.returncode == 0 and "open-file limit" not in quiet.stderr
+
+
+def test_the_example_unit_raises_the_open_file_limit_enough():
+    from hpchub.sshpool import descriptors_needed
+
+    unit = (REPO / "examples" / "hpchub-hub.service").read_text()
+    (limit,) = [int(line.split("=", 1)[1]) for line in unit.splitlines() if line.startswith("LimitNOFILE=")]
+    assert limit >= descriptors_needed()

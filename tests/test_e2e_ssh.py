@@ -4,18 +4,28 @@ own network namespace at 10.77.0.20) in front of the real multi-node Slurm."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import os
 import re
+import shlex
 import subprocess
+import threading
 import time
 
 import pytest
 import requests
-from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.hub import TLS_CONFIG, HubWithItsOwnProxy, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import local_site_text
-from helpers.support import run_as_user, run_hpchub, user_readable
+from helpers.support import REPO, run_as_user, run_hpchub, user_readable
+from prometheus_client import REGISTRY
 
-from hpchub.cluster import client_for
+from hpchub import cluster as cluster_module
+from hpchub.cluster import ClusterClient, ClusterSpec, client_for
 from hpchub.config import parse_site_config
+from hpchub.poller import StatusPoller
+from hpchub.runtime import ClusterRuntime
+from hpchub.sshpool import SSHPool, SSHTarget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.ssh]
 
@@ -55,9 +65,25 @@ def hub(slurm_cluster, login_node, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tunnel_hub(slurm_cluster, login_node, tmp_path_factory):
+    """A hub with a tunnel to each server and a reverse forward for the jobs' calls: with
+    internal_ssl, which to_hub: reverse needs (the jobs verify the hub's certificate, so whoever
+    binds the login node's port while the hub does not hold it learns nothing). Jobs call the
+    hub at the login node's address: its certificate names that address too."""
+    state = tmp_path_factory.mktemp("hub-ssh-tunnel")
+    config = state / "jupyterhub_config.py"
+    config.write_text(TLS_CONFIG.format(example=str(REPO / "examples" / "jupyterhub_config.py"))
+                      + f"c.JupyterHub.trusted_alt_names.append('IP:{login_node.host}')\n")
     text = ssh_site_text(login_node, network="{to_servers: tunnel, to_hub: reverse}")
-    yield from run_hub(tmp_path_factory.mktemp("hub-ssh-tunnel"), text, USERS,
+    yield from run_hub(state, text, USERS, hub_class=HubWithItsOwnProxy, config_file=config,
                        poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
+
+
+def logged_proxy_target(hub, user: str) -> str:
+    """The target the hub last gave the proxy for ``user``'s server (from the hub's log: a proxy the
+    hub starts itself, as with internal_ssl, has its API on TLS)."""
+    targets = re.findall(rf"Adding user {user} to proxy /user/{user}/ => (\S+)", hub.hub_log.read_text(errors="replace"))
+    assert targets, hub.log_tail()
+    return targets[-1]
 
 
 def proxy_target(hub, user: str) -> str:
@@ -126,12 +152,12 @@ def test_a_wrong_host_key_is_refused_and_nothing_is_submitted(slurm_cluster, log
 def test_through_a_tunnel_and_a_reverse_forward(tunnel_hub, client, login_node):
     server = spawn(tunnel_hub, "alice", {"profile": "multi", "nodes": 1})
     state = server["state"]
-    # The proxy reaches the server on the hub's loopback, through the login node.
-    assert re.match(r"http://127\.0\.0\.1:\d+$", proxy_target(tunnel_hub, "alice")), state
+    # The proxy reaches the server on the hub's loopback, through the login node (over TLS).
+    assert re.match(r"https://127\.0\.0\.1:\d+$", logged_proxy_target(tunnel_hub, "alice")), state
     assert state["job_tunnel"].startswith("10.77.0.11:") and state["job_hub_port"]
-    # The job reached the hub through the login node's port, not the hub's own address.
+    # The job reached the hub through the login node's port, not the hub's own address, over TLS.
     env = (login_node_home("alice") / ".hpchub" / "jobs" / state["job_key"] / "env").read_text()
-    assert f"JUPYTERHUB_API_URL=http://{login_node.host}:{state['job_hub_port']}/hub/api" in env
+    assert f"JUPYTERHUB_API_URL=https://{login_node.host}:{state['job_hub_port']}/hub/api" in env
     assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
     # The hub cut off from the compute node (a blackhole route on the hub's side; the login node still
     # reaches it over the bridge): the server is still reached, through the login node.
@@ -151,13 +177,13 @@ def test_through_a_tunnel_and_a_reverse_forward(tunnel_hub, client, login_node):
         time.sleep(1)
     assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
     assert tunnel_hub.server("alice")["ready"]
-    # A hub restart re-creates the tunnel on the port the proxy's route names.
-    target = proxy_target(tunnel_hub, "alice")
+    # A hub restart re-creates the tunnel on the port the route names (the restarted proxy gets it again).
+    target = logged_proxy_target(tunnel_hub, "alice")
     tunnel_hub.restart_hub()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and tunnel_hub.get_user_url("alice", "api/status").status_code != 200:
         time.sleep(1)
-    assert proxy_target(tunnel_hub, "alice") == target
+    assert logged_proxy_target(tunnel_hub, "alice") == target
     assert tunnel_hub.get_user_url("alice", "api/status").status_code == 200
     stop(tunnel_hub, "alice")
 
@@ -253,3 +279,136 @@ def test_a_service_account_that_sudos_on_the_login_node(slurm_cluster, login_nod
         stop(hub, "alice")
         assert job_id not in jobs_of(client, "alice")
     assert login_node.accepted_logins(since, "alice") == 0  # alice's own key was never used
+
+
+# --- to_hub: reverse under a hostile login-node user -------------------------------------------
+
+class _HubAPI(http.server.BaseHTTPRequestHandler):
+    """Stands in for the hub's API on the hub's side of the reverse forward."""
+
+    def do_GET(self) -> None:
+        body = f"the hub at {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hub_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+async def reverse_runtime(login_node):
+    """The cluster's runtime of a hub with to_hub: reverse (no status poller running: the only
+    connections to the login node are the ones the test makes); its own SSH pool, closed after."""
+    site = parse_site_config(ssh_site_text(login_node, network="{to_hub: reverse}"))
+    client = ClusterClient(ClusterSpec.from_site(site, "slurm"))
+    yield ClusterRuntime(client, StatusPoller(client.status, interval=60, min_interval=1, cluster="slurm"))
+    await _close_ssh_pool()
+
+
+async def _close_ssh_pool() -> None:
+    """This loop's SSH pool, as a hub's process ends (the login node forgets its forwards)."""
+    pool = cluster_module._pools.pop(id(asyncio.get_running_loop()), None)
+    if pool is not None:
+        await pool.close()
+
+
+def _login_node_listens(login_node, port: int) -> bool:
+    sockets = subprocess.run(["ip", "netns", "exec", login_node.netns, "ss", "-ltnH", f"sport = :{port}"],
+                             capture_output=True, text=True, check=True).stdout
+    return bool(sockets.strip())
+
+
+async def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+def _break_this_process_ssh_connections(login_node) -> None:
+    """Reset this process's TCP connections to the login node (as a network blip would): its sshd
+    sessions end, and the ports they forwarded are free on the login node."""
+    mine = subprocess.run(["ss", "-tnpH", "state", "established", "dst", f"{login_node.host}:{login_node.port}"],
+                          capture_output=True, text=True, check=True).stdout
+    ports = [line.split()[2].rsplit(":", 1)[1] for line in mine.splitlines() if f"pid={os.getpid()}," in line]
+    assert ports, mine
+    for port in ports:
+        subprocess.run(["ss", "-K", "dst", f"{login_node.host}:{login_node.port}", "src", f":{port}"],
+                       capture_output=True, check=True)
+
+
+async def _from_the_login_node(login_node, url: str) -> str:
+    """What a job (here: alice on the login node) gets from ``url``."""
+    fetched = await asyncio.to_thread(subprocess.run, login_node.ssh_argv("alice", "python3", "-c", shlex.quote(
+        "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"), url),
+        capture_output=True, text=True, timeout=30)
+    return fetched.stdout.strip() or fetched.stderr
+
+
+def _forward_metric(state: str) -> float | None:
+    return REGISTRY.get_sample_value("hpchub_reverse_forwards", {"cluster": "slurm", "state": state})
+
+
+async def test_a_reverse_forward_port_taken_during_a_reconnect_is_never_handed_out(
+        login_node, reverse_runtime, hub_api, caplog):
+    """The hub's connection to the login node breaks; bob binds the forward's port before the hub
+    asks for it again. New jobs get another port the hub does hold, the taken one is dead (logged,
+    counted) and asked for again, and once bob lets go the hub holds it again."""
+    runtime = reverse_runtime
+    url, port = await runtime.hub_api_for_jobs(hub_api)
+    assert url == f"http://{login_node.host}:{port}/hub/api"
+    assert await _from_the_login_node(login_node, f"{url}/first") == "the hub at /hub/api/first"
+
+    _break_this_process_ssh_connections(login_node)
+    await _until(lambda: asyncio.sleep(0, not _login_node_listens(login_node, port)), 10, "the port to be free")
+    squatter = SSHPool()  # bob, with his own login on the login node
+    try:
+        bob = SSHTarget(login_node.host, login_node.port, "bob", str(login_node.keys["bob"]), str(login_node.known_hosts))
+        squat = await squatter.open_remote_forward(bob, login_node.host, port, "127.0.0.1", 9)
+        assert squat.port == port
+
+        new_url, new_port = await runtime.hub_api_for_jobs(hub_api)  # logs in again: the old port is refused
+        assert new_port != port, "a new job was told a port bob holds"
+        assert await _from_the_login_node(login_node, f"{new_url}/new") == "the hub at /hub/api/new"
+        assert not await runtime.keep_hub_forward(hub_api, port)  # the running jobs' port: dead, not given out
+        assert runtime.hub_forward_counts()[:2] == (1, 1) and runtime.hub_forward_counts()[2] >= 1
+        assert (_forward_metric("held"), _forward_metric("dead")) == (1, 1)
+        assert REGISTRY.get_sample_value("hpchub_reverse_forward_refusals_total", {"cluster": "slurm"}) >= 1
+        assert f"remote forward {login_node.host}:{port} on hpchub-svc@{login_node.host}:22 refused by the login " \
+               "node" in caplog.text
+        await squat.close()  # bob lets go
+    finally:
+        await squatter.close()
+    await _until(lambda: runtime.keep_hub_forward(hub_api, port), 15, "the hub to hold its port again")
+    assert await _from_the_login_node(login_node, f"{url}/again") == "the hub at /hub/api/again"
+    assert (_forward_metric("held"), _forward_metric("dead")) == (2, 0)
+
+
+async def test_after_a_hub_restart_a_taken_port_is_not_handed_out(login_node, reverse_runtime, hub_api):
+    """A restarted hub asks for the port its running jobs call it at (the spawner's state): bob
+    holds it. It is dead, not given to new jobs, and held again once bob lets go."""
+    squatter = SSHPool()
+    try:
+        bob = SSHTarget(login_node.host, login_node.port, "bob", str(login_node.keys["bob"]), str(login_node.known_hosts))
+        squat = await squatter.open_remote_forward(bob, login_node.host, 0, "127.0.0.1", 9)
+        port = squat.port
+        assert not await reverse_runtime.keep_hub_forward(hub_api, port)
+        _, new_port = await reverse_runtime.hub_api_for_jobs(hub_api)
+        assert new_port != port
+        await squat.close()
+    finally:
+        await squatter.close()
+    await _until(lambda: reverse_runtime.keep_hub_forward(hub_api, port), 15, "the hub to hold the port")
+    url = f"http://{login_node.host}:{port}/hub/api/restored"
+    assert await _from_the_login_node(login_node, url) == "the hub at /hub/api/restored"

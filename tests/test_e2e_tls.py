@@ -11,42 +11,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers.hub import VENV, Hub, jobs_of, run_hub, spawn, stop
+from helpers.hub import TLS_CONFIG, VENV, Hub, HubWithItsOwnProxy, jobs_of, run_hub, spawn, stop
 from helpers.profiles import local_site_text
 from helpers.support import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 USERS = ("carol", "bob")  # not alice: other suites give her jobs with odd names
-
-TLS_CONFIG = """
-load_subconfig({example!r})
-import os
-c.JupyterHub.internal_ssl = True
-# Jobs call the hub at hub_ip: its certificate must name that address.
-c.JupyterHub.trusted_alt_names = ["IP:" + c.JupyterHub.hub_ip]
-c.ConfigurableHTTPProxy.should_start = True
-c.ConfigurableHTTPProxy.api_url = "https://127.0.0.1:" + os.environ["HPCHUB_TLS_PROXY_API_PORT"]
-"""
-
-
-class HubWithItsOwnProxy(Hub):
-    """The hub starts the proxy itself, as it must for internal_ssl: it hands the proxy the
-    certificates it creates at start-up, and stops the proxy when it stops."""
-
-    def _env(self) -> dict[str, str]:
-        env = super()._env()
-        del env["HPCHUB_PROXY_API"]
-        env["HPCHUB_TLS_PROXY_API_PORT"] = str(self.proxy_api_port)
-        return env
-
-    def start(self) -> None:
-        self.hub = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
-            cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
-        )
-        self._wait_until_up()
-
 
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, tmp_path_factory):

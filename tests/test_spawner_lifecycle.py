@@ -521,3 +521,36 @@ async def test_the_port_report_ends_the_wait_at_once_whatever_the_poll_interval(
     assert report_port(4321)
     assert await asyncio.wait_for(start, timeout=3) == ("127.0.0.1", 4321)
     assert asyncio.get_running_loop().time() - began < 1.0
+
+
+@pytest.mark.parametrize("internal_ssl", [False, True])
+async def test_a_to_hub_others_could_answer_needs_internal_ssl(tmp_path, internal_ssl):
+    """Jobs told a plain http:// hub URL (or a login node's port) would hand their token to whoever
+    answers there: without internal_ssl (jobs verify the hub's certificate) the spawn is refused
+    before anything is submitted, naming the cluster, the key and why."""
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.read_text().replace(
+        "submit: {via: sudo}\n", "submit: {via: sudo}\n    network: {to_hub: 'http://hub.example.org:8081/hub/api'}\n"))
+    spec = ClusterSpec.from_site(load_site_config(site), "slurm")
+    fake = install_fake(spec)
+    try:
+        spawner = make_spawner(options={"profile": "small"}, site=site)
+        spawner.internal_ssl = internal_ssl
+        spawner.hub = SimpleNamespace(api_url="http://10.77.0.1:8081/hub/api")
+        if not internal_ssl:
+            with pytest.raises(SpawnFailed) as refused:
+                await spawner.start()
+            assert str(refused.value).split(": ", 1)[1].startswith(
+                "hpchub refuses to start this server: clusters.slurm.network.to_hub: http://hub.example.org:8081/hub/api "
+                "needs c.JupyterHub.internal_ssl = True")
+            assert "receives every job's API token" in str(refused.value)
+            assert fake.scripts == []
+            return
+        await start_running(spawner, fake)
+        _, files = fake.files["hpchub-alice-small"]
+        assert "JUPYTERHUB_API_URL=http://hub.example.org:8081/hub/api" in files["env"]
+        await spawner.stop()
+    finally:
+        runtime = ClusterRuntime.registry.pop((spec, id(asyncio.get_running_loop())))
+        if runtime.task:
+            runtime.task.cancel()

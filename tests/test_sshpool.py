@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from hpchub.runner import CommandError, CommandTimeout
-from hpchub.sshpool import ConnectionLost, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
+from hpchub.sshpool import ConnectionLost, ForwardRefused, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.ssh
@@ -420,3 +420,144 @@ async def test_latency_pool_against_ssh_per_command(login_node: LoginNode, pool:
     assert pooled_ms < ssh_ms
     assert pooled_ms < 30, "Nagle's delay is back (TCP_NODELAY): ~40 ms per command"
     assert pool.logins(target) == 1 and login_node.accepted() == 1 + runs
+
+
+@pytest.fixture
+async def echo_port() -> Iterator[int]:
+    """An echo server on the test's own event loop (no thread of its own): connections stay open."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+async def _echoes(port: int, text: bytes) -> tuple[asyncio.StreamWriter, bytes]:
+    """Connect to ``port``, send ``text``; the open connection and what came back ('' when refused)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(text)
+    back = b""
+    while len(back) < len(text):
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            break
+        back += data
+    return writer, back
+
+
+async def _wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_forwarded_connections_take_no_thread_each_and_are_capped(login_node: LoginNode, echo_port: int,
+                                                                        caplog: pytest.LogCaptureFixture):
+    """Each forwarded connection used to cost a thread, with no bound: now one relay thread pumps
+    them all, and beyond the cap per forward (and the pool's) a connection is closed at once."""
+    pool = SSHPool(max_forwarded=30, max_per_local_forward=20, max_per_remote_forward=5)
+    open_connections: list[asyncio.StreamWriter] = []
+    try:
+        target = login_node.target()
+        forward = await pool.open_local_forward(target, "127.0.0.1", echo_port)
+        writer, back = await _echoes(forward.port, b"warm-up")  # the relay thread and a channel-opening thread
+        assert back == b"warm-up"
+        writer.close()
+        threads = threading.active_count()
+        for n in range(20):  # one at a time: the pool's channel-opening threads are reused
+            writer, back = await _echoes(forward.port, f"ping {n}".encode() * 1000)
+            assert back == f"ping {n}".encode() * 1000
+            open_connections.append(writer)
+        assert threading.active_count() <= threads + 4, "a thread per forwarded connection"
+
+        for _n in range(3):  # over this forward's cap: refused, the others unharmed
+            writer, back = await _echoes(forward.port, b"one too many")
+            assert back == b""
+            writer.close()
+        assert forward.cap.refused == 3
+        # Logged, but not once per connection: a flood must not flood the log.
+        assert caplog.text.count(f"{forward!r}: refused 1 forwarded connection(s): this forward's cap of 20 "
+                                 "connections at once is reached") == 1
+
+        # The pool's overall cap counts every forward's connections: 20 + 10 = 30.
+        second = await pool.open_local_forward(target, "127.0.0.1", echo_port)
+        for _n in range(10):
+            writer, back = await _echoes(second.port, b"second")
+            assert back == b"second"
+            open_connections.append(writer)
+        writer, back = await _echoes(second.port, b"over the pool's cap")
+        assert back == b"" and second.cap.refused == 1
+        assert "the hub's overall cap of 30 connections at once is reached" in caplog.text
+        writer.close()
+
+        # The remote forward's own cap (5), with room left in the pool once the second forward's are gone.
+        for writer in open_connections[20:]:
+            writer.close()
+        del open_connections[20:]
+        await _wait_for(lambda: second.cap.used == 0)
+        remote = await pool.open_remote_forward(target, "127.0.0.1", 0, "127.0.0.1", echo_port)
+        for _n in range(5):  # the login node's port (sshd on loopback here) back to the echo server
+            writer, back = await _echoes(remote.port, b"remote")
+            assert back == b"remote"
+            open_connections.append(writer)
+        writer, back = await _echoes(remote.port, b"over the remote forward's cap")
+        assert back == b"" and remote.cap.refused == 1
+        writer.close()
+        assert threading.active_count() <= threads + 4  # executors may add a worker or two, not one per connection
+
+        # Closed connections give their slots back; the forwards work as before.
+        for writer in open_connections:
+            writer.close()
+        open_connections.clear()
+        await _wait_for(lambda: forward.cap.used == 0 and remote.cap.used == 0 and pool._forwarded.used == 0)
+        writer, back = await _echoes(forward.port, b"after")
+        assert back == b"after"
+        writer.close()
+    finally:
+        for writer in open_connections:
+            writer.close()
+        await pool.close()
+
+
+async def test_a_refused_remote_forward_is_dead_until_the_hub_holds_it_again(
+        login_node: LoginNode, pool: SSHPool, http_port: int, echo_port: int, caplog: pytest.LogCaptureFixture):
+    """The hub's connection drops; bob binds the login node's port before the hub asks for it
+    again. The forward is dead (never handed out, logged), asked for again with backoff, and held
+    again once bob lets go."""
+    target = login_node.target()
+    forward = await pool.open_remote_forward(target, "127.0.0.1", 0, "127.0.0.1", http_port)
+    assert forward.held and forward.refusals == 0
+    await forward.ensure_held()
+
+    login_node.kill_connections()  # the login node forgets the hub's forward: its port is free
+    squatter = SSHPool()
+    try:
+        squat = await squatter.open_remote_forward(login_node.target("bob"), "127.0.0.1", forward.port,
+                                                   "127.0.0.1", echo_port)
+        assert squat.port == forward.port
+        await pool.run(target, ["true"], timeout=10)  # logs in again, asks for the forward again: refused
+        assert not forward.held and forward.refusals == 1
+        with pytest.raises(ForwardRefused, match=rf"refused to forward 127\.0\.0\.1:{forward.port} .*someone else"):
+            await forward.ensure_held()
+        assert f"remote forward 127.0.0.1:{forward.port} on {target} refused by the login node" in caplog.text
+
+        await _wait_for(lambda: forward.refusals >= 2, timeout=5)  # asked again in the background
+        assert not forward.held
+        await squat.close()  # bob lets go
+    finally:
+        await squatter.close()
+    await _wait_for(lambda: forward.held, timeout=10)
+    await forward.ensure_held()
+    fetch = ["python3", "-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"]
+    url = f"http://127.0.0.1:{forward.port}/back"
+    assert (await pool.run(target, [*fetch, url], timeout=20)).stdout == "hello from /back\n"

@@ -183,6 +183,36 @@ class Hub:
         return requests.get(f"{self.url}{prefix}{path}", headers={"Authorization": f"token {self.admin_token}"}, timeout=30)
 
 
+TLS_CONFIG = """
+load_subconfig({example!r})
+import os
+c.JupyterHub.internal_ssl = True
+# Jobs call the hub at hub_ip: its certificate must name that address.
+c.JupyterHub.trusted_alt_names = ["IP:" + c.JupyterHub.hub_ip]
+c.ConfigurableHTTPProxy.should_start = True
+c.ConfigurableHTTPProxy.api_url = "https://127.0.0.1:" + os.environ["HPCHUB_TLS_PROXY_API_PORT"]
+"""
+"""jupyterhub_config.py of a hub with internal_ssl (format it with the example config's path)."""
+
+
+class HubWithItsOwnProxy(Hub):
+    """The hub starts the proxy itself, as it must for internal_ssl: it hands the proxy the
+    certificates it creates at start-up, and stops the proxy when it stops."""
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        del env["HPCHUB_PROXY_API"]
+        env["HPCHUB_TLS_PROXY_API_PORT"] = str(self.proxy_api_port)
+        return env
+
+    def start(self) -> None:
+        self.hub = subprocess.Popen(
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
+            cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
+        )
+        self._wait_until_up()
+
+
 def run_hub(state: Path, site_text: str, users: Sequence[str] = (), hub_class: type[Hub] = Hub,
             leftover_slurm_profiles: Sequence[str] = (), **options) -> Iterator[Hub]:
     """A started hub for a test module: writes the site config, yields the Hub, then stops the
