@@ -263,7 +263,8 @@ class HPCSpawner(Spawner):
         if self.job_id and not self.job_user:
             # State written before job_user existed (hpchub 0.1, batchspawner): those submitted as the hub name.
             self.job_user = self.user.name
-        self.job_ends = walltime.parse_end(state.get("job_ends")) or 0
+        # An end no job can have (a state from before ends were bounded) is dropped: it would fail every page.
+        self.job_ends = walltime.saved_end(state.get("job_ends")) or 0
         self.end_reason = str(state.get("end_reason") or "")
 
     def get_state(self) -> dict:
@@ -843,7 +844,7 @@ class HPCSpawner(Spawner):
         if not running:
             return info
         info["state"] = _state_words(self._cached_status())
-        if self.job_ends:
+        if self.job_ends and walltime.saved_end(self.job_ends, now):
             info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
                         time_left=walltime.duration_text(self.job_ends - now))
         return info
