@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,10 +43,11 @@ def jobfiles_that_also_prints(job_id: str) -> Path:
 
 
 async def test_a_submission_over_ssh_that_reports_bobs_job_is_refused_and_bobs_job_untouched(
-        scheduler, local_site, cleanup, login_node):
+        scheduler, local_site, cleanup, login_node, request):
     bob_job, bob_log = await submit(local_site, "held", "bob", "sleep 300")  # waits, held, never runs
     cleanup.append((bob_job, "bob", bob_log))
     jobfiles = jobfiles_that_also_prints(bob_job)
+    request.addfinalizer(lambda: shutil.rmtree(jobfiles.parent, ignore_errors=True))
     text = ssh_site_text(login_node, scheduler=scheduler).replace(f"jobfiles: {JOBFILES}", f"jobfiles: {jobfiles}")
     assert f"jobfiles: {jobfiles}" in text
     site_file = user_readable(f"owner-{scheduler}.yaml", text)
@@ -60,14 +62,16 @@ async def test_a_submission_over_ssh_that_reports_bobs_job_is_refused_and_bobs_j
             await asyncio.wait_for(alice.start(), 60)
         message = refused.value.message
         assert f"reported job {bob_job}, but the scheduler lists no job {bob_job} of alice's" in message, message
-        alices_job = re.search(r"cancelled job (\d+) it had submitted", message)
-        assert alices_job, message  # her real submission, found under its name and cancelled
+        # Her real submission, found under its name and cancelled (Slurm still lists earlier runs' ended jobs).
+        cancelled = re.search(r"cancelled job ([\d, ]+) it had submitted", message)
+        assert cancelled, message
+        alices_job = max(cancelled[1].split(", "), key=int)
         name = f"hpchub-alice-small.s-{SERVER}"
-        cleanup.append((alices_job[1], "alice", f"/home/alice/.hpchub/logs/{name}.{scheduler}.{alices_job[1]}.log"))
-        await wait_for(local, lambda jobs: alices_job[1] not in jobs or not jobs[alices_job[1]].state.is_active,
-                       timeout=30, what=f"alice's job {alices_job[1]} cancelled")
-        assert name not in {job_name for job_id, job_name in (await local.job_names("alice")).items()
-                            if job_id != alices_job[1]}
+        cleanup.append((alices_job, "alice", f"/home/alice/.hpchub/logs/{name}.{scheduler}.{alices_job}.log"))
+        named = {job_id for job_id, job_name in (await local.job_names("alice")).items() if job_name == name}
+        await wait_for(local, lambda jobs: not any(jobs[job_id].state.is_active for job_id in named | {alices_job}
+                                                   if job_id in jobs),
+                       timeout=30, what=f"alice's jobs named {name} cancelled")
         assert alice.job_id == "" and porthandler.waiting_for(alice.api_token) is None
         await alice.stop()  # what JupyterHub does after a failed spawn: bob's job stays untouched
         bobs = (await local.status(["bob"]))[bob_job]
