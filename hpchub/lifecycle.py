@@ -1,6 +1,10 @@
 """A job's life on the hub's side, written once for the spawner, the engine launcher and the CLI:
 submit (files and script in one call as the user) and watch, ask whether it ended, cancel it
-(only if it is still the job we started) and wait until it is gone, remove its files."""
+(only if it is still the job we started) and wait until it is gone, remove its files.
+
+A job is watched with its owner: the job id a submission prints is the user's text (their shell
+on the login node prints what it likes), so a job is adopted only once the scheduler lists it as
+that user's, under the name hpchub gave it, and no other server watches it."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import time
 from collections.abc import Mapping
 
 from .jobs import PreparedJob
-from .poller import JobView, Presence
+from .poller import JobView, JobWatchedElsewhere, Presence
 from .runner import CommandError, CommandTimeout
 from .runtime import ClusterRuntime
 from .schedulers import JobState, ParseError
@@ -35,23 +39,60 @@ class SubmitOutcomeUnknown(RuntimeError):
     """A submission that may or may not have created a job; any job it created was cancelled."""
 
 
+class SubmittedJobNotOurs(SubmitOutcomeUnknown):
+    """The job id a submission reported is not the job it submitted (another user's job, another
+    name, or a job another server watches): not adopted, never cancelled."""
+
+
 async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Mapping[str, str],
-                           keep_days: int | None = None) -> str:
+                           keep_days: int | None = None, watcher: str = "") -> str:
     """Write ``files`` to the job's directory and submit it, as the job's user in one call; the
-    cluster's shared poller watches the job from then on. Returns the job id.
+    cluster's shared poller watches the job for ``watcher`` (StatusPoller.watch) from then on.
+    Returns the job id.
 
     When the outcome is unknown (the command timed out, the SSH connection dropped, the output held
     no job id) the job may exist without the hub knowing its id: a server nobody can stop, holding
     the user's name and the queue's resources. Such jobs are found by name and cancelled before
-    the error is raised (SubmitOutcomeUnknown)."""
+    the error is raised (SubmitOutcomeUnknown). So they are when the reported job id is not the
+    job submitted (SubmittedJobNotOurs; the job with that id is left alone)."""
     try:
         job_id = await runtime.client.submit(job.user.name, job.key, job.script, files, keep_days=keep_days)
     except (CommandTimeout, ConnectionLost, ParseError) as error:
         cancelled = await _cancel_unseen(runtime, job)
         note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
         raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome ({error}){note}") from error
-    runtime.poller.watch(job_id, job.user.name)
+    await _adopt_submitted(runtime, job, job_id, watcher)
     return job_id
+
+
+async def _adopt_submitted(runtime: ClusterRuntime, job: PreparedJob, job_id: str, watcher: str) -> None:
+    """Watch the job a submission reported once the scheduler lists it as the job's user's, under
+    the job's name, and no other server watches it; else cancel what the submission may have
+    created (by name) and raise."""
+    user = job.user.name
+    try:
+        listed = (await runtime.client.job_names(user)).get(job_id)
+    except CommandError as error:
+        cancelled = await _cancel_unseen(runtime, job)
+        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        raise SubmitOutcomeUnknown(f"submitting {job.name} reported job {job_id}, but listing {user}'s jobs to "
+                                   f"confirm it failed ({error}){note}") from error
+    if listed is None:
+        problem = f"the scheduler lists no job {job_id} of {user}'s"
+    elif listed != job.name:
+        problem = f"{user}'s job {job_id} is named {listed!r}, not {job.name!r}"
+    else:
+        try:
+            runtime.poller.watch(job_id, user, watcher)
+            return
+        except JobWatchedElsewhere:
+            problem = f"job {job_id} is another server's"
+    log.warning("submitting %s for %s reported job %s, which is not the job submitted (%s): job %s is left alone",
+                job.name, user, job_id, problem, job_id)
+    cancelled = [found for found in await _cancel_unseen(runtime, job) if found != job_id]
+    note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+    raise SubmittedJobNotOurs(f"submitting {job.name} reported job {job_id}, but {problem}: that job is not "
+                              f"adopted{note}")
 
 
 async def _cancel_unseen(runtime: ClusterRuntime, job: PreparedJob) -> list[str]:
@@ -73,19 +114,20 @@ async def _cancel_unseen(runtime: ClusterRuntime, job: PreparedJob) -> list[str]
 
 
 async def is_our_job(runtime: ClusterRuntime, user: str, job_id: str, name: str | None) -> bool:
-    """Is ``job_id`` still the job we submitted: the same user and (where recorded) the same name?
-    A job id the scheduler reused for someone else's job must never be cancelled."""
+    """Is ``job_id`` still the job we submitted: listed as the user's and (where recorded) under the
+    same name? A job id the scheduler reused for someone else's job must never be cancelled; a job
+    it no longer lists needs no cancel."""
     view = runtime.poller.view(job_id)
+    if view.other_owner:
+        return False
     if view.presence is Presence.KNOWN and view.status is not None and view.status.user and view.status.user != user:
         return False
-    if not name:
-        return True
     try:
         names = await runtime.client.job_names(user)
     except CommandError as error:
-        log.warning("cannot check the name of job %s before cancelling it: %s", job_id, error)
-        return True  # the user matched; cancel runs as that user, who cannot cancel others' jobs
-    return job_id not in names or names[job_id] == name
+        log.warning("cannot check the owner and name of job %s before cancelling it: %s", job_id, error)
+        return True  # cancel runs as the user, who cannot cancel others' jobs
+    return job_id in names and (not name or names[job_id] == name)
 
 
 async def cancel(runtime: ClusterRuntime, user: str, job_ids: list[str]) -> None:
@@ -96,10 +138,14 @@ async def cancel(runtime: ClusterRuntime, user: str, job_ids: list[str]) -> None
 
 
 async def cancel_and_wait(runtime: ClusterRuntime, user: str, job_id: str, name: str | None,
-                          timeout: float, interval: float) -> bool:
-    """Cancel the job as ``user`` if it is still ours, and wait (up to ``timeout``) until the
-    scheduler no longer runs it. True when it is over."""
-    runtime.poller.watch(job_id, user)
+                          timeout: float, interval: float, watcher: str = "") -> bool:
+    """Cancel the job as ``user`` if it is still ours (``watcher``'s), and wait (up to ``timeout``)
+    until the scheduler no longer runs it. True when it is over (or not ours to wait for)."""
+    try:
+        runtime.poller.watch(job_id, user, watcher)
+    except JobWatchedElsewhere:
+        log.warning("job %s is another server's: %s's %s does not cancel it", job_id, user, name)
+        return True
     if not await is_our_job(runtime, user, job_id, name):
         log.warning("job %s is no longer %s's %s (job id reused?): not cancelling it", job_id, user, name)
         return True

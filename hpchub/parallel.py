@@ -182,7 +182,8 @@ class HPCEngineSetLauncher(EngineLauncher):
         runtime = self._runtime(site, self._profile(site).cluster)
         job = await self.prepare_asking(n, runtime.client)
         # The connection info (with its key) reaches the engines only through the job's user-only files.
-        job_id = await lifecycle.submit_and_watch(runtime, job, {"env": jobs.env_file(self.get_env())})
+        # Watched as this engine set's own (its key is unique): another launcher never takes its job.
+        job_id = await lifecycle.submit_and_watch(runtime, job, {"env": jobs.env_file(self.get_env())}, watcher=job.key)
         self.job_id, self.job_name, self.job_key = job_id, job.name, job.key
         self.log_file = job.log_path(job_id)
         self.notify_start({"job_id": job_id, "cluster": self.cluster_name})
@@ -208,7 +209,7 @@ class HPCEngineSetLauncher(EngineLauncher):
                 state = status.scheduler_state if status else "gone"
                 failed = status is not None and status.state in (JobState.FAILED, JobState.CANCELLED, JobState.ERROR)
                 self.log.info("engine job %s ended (%s)", self.job_id, state)
-                runtime.poller.unwatch(self.job_id)
+                runtime.poller.unwatch(self.job_id, _current_user(), self.job_key)
                 await lifecycle.remove_files(runtime, _current_user(), self.job_key)
                 self.notify_stop({"job_id": self.job_id, "state": state, "exit_code": 1 if failed else 0})
                 return
@@ -220,8 +221,9 @@ class HPCEngineSetLauncher(EngineLauncher):
             return
         runtime = self._runtime(self._site(), self.cluster_name)
         user = _current_user()
-        await lifecycle.cancel_and_wait(runtime, user, self.job_id, self.job_name, timeout=self.stop_timeout, interval=0.5)
-        runtime.poller.unwatch(self.job_id)
+        await lifecycle.cancel_and_wait(runtime, user, self.job_id, self.job_name, timeout=self.stop_timeout, interval=0.5,
+                                        watcher=self.job_key)
+        runtime.poller.unwatch(self.job_id, user, self.job_key)
         await lifecycle.remove_files(runtime, user, self.job_key)
         monitor = getattr(self, "_monitor", None)
         # ipyparallel's *_sync calls each run their own event loop: only cancel in our own.

@@ -38,6 +38,14 @@ class JobView:
     status: JobStatus | None = None
     as_of: float | None = None  # monotonic time of the query this comes from
     error: str | None = None  # the last query's error, while UNKNOWN
+    # GONE because the scheduler lists the job id as another user's job (a reused id, or one a
+    # submission's output claimed): never the watcher's job, never to be cancelled by it.
+    other_owner: str = ""
+
+
+class JobWatchedElsewhere(ValueError):
+    """The job id is already watched for another user or another of the user's servers: a job
+    belongs to one server, whatever a submission's output claims."""
 
 
 @dataclass
@@ -75,6 +83,7 @@ class StatusPoller:
         self._clock = clock
         self._snapshot = _Snapshot()
         self._watched: dict[str, str] = {}  # job id -> user
+        self._watchers: dict[str, str] = {}  # job id -> which of the user's servers (engine sets...) watches it
         self._watched_since: dict[str, float] = {}
         self._on_end: dict[str, Callable[[], Awaitable[object]]] = {}
         self._inflight: asyncio.Task[None] | None = None
@@ -86,20 +95,37 @@ class StatusPoller:
         self._report_backoff(interval)
 
     # -- which jobs -------------------------------------------------------------------------
-    def watch(self, job_id: str, user: str) -> None:
-        if job_id not in self._watched:
-            self._watched[job_id] = user
-            self._watched_since[job_id] = self._clock()
+    def watch(self, job_id: str, user: str, watcher: str = "") -> None:
+        """Watch ``job_id``, ``user``'s job, for ``watcher`` (which of the user's servers, engine
+        sets... it is). The job is that watcher's alone: JobWatchedElsewhere if another user or
+        watcher already watches it. A job the scheduler lists as another user's is GONE to it."""
+        if job_id in self._watched:
+            if not self.watches(job_id, user, watcher):
+                raise JobWatchedElsewhere(f"job {job_id} is already watched for another server")
+            return
+        self._watched[job_id] = user
+        self._watchers[job_id] = watcher
+        self._watched_since[job_id] = self._clock()
 
-    def unwatch(self, job_id: str) -> None:
-        self._watched.pop(job_id, None)
-        self._watched_since.pop(job_id, None)
-        self._on_end.pop(job_id, None)
+    def watches(self, job_id: str, user: str, watcher: str = "") -> bool:
+        """Is ``job_id`` watched for this user and watcher?"""
+        return self._watched.get(job_id) == user and self._watchers.get(job_id) == watcher
 
-    def on_end(self, job_id: str, callback: Callable[[], Awaitable[object]] | None) -> None:
+    def unwatch(self, job_id: str, user: str, watcher: str = "") -> None:
+        """Stop watching ``job_id`` (and its end callback), if this user and watcher watch it."""
+        if self.watches(job_id, user, watcher):
+            self._watched.pop(job_id, None)
+            self._watchers.pop(job_id, None)
+            self._watched_since.pop(job_id, None)
+            self._on_end.pop(job_id, None)
+
+    def on_end(self, job_id: str, callback: Callable[[], Awaitable[object]] | None, user: str,
+               watcher: str = "") -> None:
         """Call ``callback`` once, right after the query that first finds ``job_id`` gone or
         ended (so a stopped server is noticed within one interval, not one interval later).
-        ``None`` removes the callback."""
+        ``None`` removes the callback. Only the job's own watcher sets or removes it."""
+        if not self.watches(job_id, user, watcher):
+            return
         if callback is None:
             self._on_end.pop(job_id, None)
         else:
@@ -115,7 +141,8 @@ class StatusPoller:
 
     # -- answers ----------------------------------------------------------------------------
     def view(self, job_id: str) -> JobView:
-        """What the last successful query says about ``job_id`` (no scheduler call)."""
+        """What the last successful query says about ``job_id`` (no scheduler call). A watched job
+        the scheduler lists as another user's is GONE, with ``other_owner``."""
         snapshot = self._snapshot
         user = self._watched.get(job_id)
         covered = user is None or not snapshot.users or user in snapshot.users
@@ -123,7 +150,10 @@ class StatusPoller:
         if snapshot.taken < since or not covered:
             return JobView(Presence.UNKNOWN, error=self.last_error)
         if job_id in snapshot.jobs:
-            return JobView(Presence.KNOWN, snapshot.jobs[job_id], snapshot.taken)
+            status = snapshot.jobs[job_id]
+            if user is not None and status.user and status.user != user:
+                return JobView(Presence.GONE, as_of=snapshot.taken, other_owner=status.user)
+            return JobView(Presence.KNOWN, status, snapshot.taken)
         return JobView(Presence.GONE, as_of=snapshot.taken)
 
     async def get(self, job_id: str, max_age: float | None = None) -> JobView:

@@ -21,6 +21,8 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from . import walltime
+
 log = logging.getLogger("hpchub.porthandler")
 
 ROUTE = "/api/hpchub/port"  # below the hub prefix: /hub/api/hpchub/port
@@ -62,7 +64,8 @@ def forget(token: str) -> None:
 
 
 def read_report(body: bytes) -> PortReport:
-    """The report in a request body: ``{"port": N}`` or ``{"port": N, "ends": EPOCH}``, else HTTP 400."""
+    """The report in a request body: ``{"port": N}`` or ``{"port": N, "ends": EPOCH}``, else HTTP 400
+    (``ends`` only within walltime's bounds: the hub shows it on every load of the home page)."""
     try:
         data = json.loads(body or b"null")
     except ValueError:
@@ -74,6 +77,8 @@ def read_report(body: bytes) -> PortReport:
         raise web.HTTPError(400, "port must be an integer from 1 to 65535")
     if ends is not None and (isinstance(ends, bool) or not isinstance(ends, int) or ends <= 0):
         raise web.HTTPError(400, "ends must be a positive integer (epoch seconds)")
+    if ends is not None and not walltime.reported_end_is_plausible(ends):
+        raise web.HTTPError(400, "ends must be within a day before and a year after now (epoch seconds)")
     return PortReport(port, ends)
 
 

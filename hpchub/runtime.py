@@ -52,7 +52,9 @@ class ClusterRuntime:
         self._node_addresses: dict[str, tuple[str, float]] = {}
         self._allocations: dict[str, tuple[AllocationsAnswer, float]] = {}  # user -> (answer, when asked)
         self._allocations_inflight: dict[str, asyncio.Task] = {}
-        self._tunnels: dict[str, Any] = {}  # job id -> sshpool.LocalForward (to_servers: tunnel)
+        # (user, job id) -> sshpool.LocalForward (to_servers: tunnel): one user's server never
+        # shares, nor closes, another user's tunnel, whatever job id it was told.
+        self._tunnels: dict[tuple[str, str], Any] = {}
         # to_hub: reverse: login node port -> sshpool.RemoteForward, held or being asked for again;
         # the port new jobs are given; when each port was last claimed by a job (or given out).
         self._hub_forwards: dict[int, Any] = {}
@@ -142,18 +144,18 @@ class ClusterRuntime:
         """A port on the hub's loopback that reaches the job's server at ``address:port`` through
         the login node (``to_servers: tunnel``); ``local_port``: the one it had before a hub restart,
         so the proxy's route stays right. Returns the local port."""
-        forward = self._tunnels.get(job_id)
+        forward = self._tunnels.get((user, job_id))
         if forward is None:
             forward = await ssh_pool().open_local_forward(self.client.ssh_target(user), address, port,
                                                           local_port=local_port)
-            self._tunnels[job_id] = forward
+            self._tunnels[(user, job_id)] = forward
         return int(forward.port)
 
-    def has_tunnel(self, job_id: str) -> bool:
-        return job_id in self._tunnels
+    def has_tunnel(self, job_id: str, user: str) -> bool:
+        return (user, job_id) in self._tunnels
 
-    def close_tunnel(self, job_id: str) -> None:
-        forward = self._tunnels.pop(job_id, None)
+    def close_tunnel(self, job_id: str, user: str) -> None:
+        forward = self._tunnels.pop((user, job_id), None)
         if forward is not None:
             forward.close()
 

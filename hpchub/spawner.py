@@ -41,7 +41,7 @@ from .config import (
 )
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
-from .poller import JobView, Presence
+from .poller import JobView, JobWatchedElsewhere, Presence
 from .render import RenderError, UserAccount
 from .runner import CommandError
 from .runtime import AllocationsAnswer, ClusterRuntime
@@ -282,6 +282,7 @@ class HPCSpawner(Spawner):
         self._event_added = asyncio.Event()
         self._job_details: dict[str, Any] = {}
         self._ended_job: str | None = None
+        self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
@@ -302,7 +303,8 @@ class HPCSpawner(Spawner):
         if self.job_id and not self.job_user:
             # State written before job_user existed (hpchub 0.1, batchspawner): those submitted as the hub name.
             self.job_user = self.user.name
-        self.job_ends = walltime.parse_end(state.get("job_ends")) or 0
+        # An end no job can have (a state from before ends were bounded) is dropped: it would fail every page.
+        self.job_ends = walltime.saved_end(state.get("job_ends")) or 0
         self.end_reason = str(state.get("end_reason") or "")
 
     def get_state(self) -> dict:
@@ -563,7 +565,7 @@ class HPCSpawner(Spawner):
             raise
         self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
-        self._ended_job = None
+        self._ended_job = self._disowned_job = None
         self.job_ends, self.end_reason = 0, ""
         submitted, self._server_state = time.monotonic(), metrics.ServerState.WAITING
         self.log.info("%s: the submission took %.2f s", self._log_name, submitted - submitting)
@@ -586,7 +588,7 @@ class HPCSpawner(Spawner):
             raise
         finally:
             porthandler.forget(self.api_token)
-        runtime.poller.on_end(job_id, self._ended_callback(job_id))
+        runtime.poller.on_end(job_id, self._ended_callback(job_id), self.job_user, self._watcher)
         self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
         self._server_state = metrics.ServerState.RUNNING
         metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
@@ -633,7 +635,8 @@ class HPCSpawner(Spawner):
     async def _submit(self, runtime: ClusterRuntime, job: jobs.PreparedJob, files: dict[str, str]) -> str:
         """Submit ``job`` and start watching it; a failure says in plain words what happened."""
         try:
-            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days)
+            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days,
+                                                    watcher=self._watcher)
         except AccountRefused as error:
             raise SpawnFailed(f"hpchub refuses to start this server: {error}",
                               metrics.SpawnFailure.ACCOUNT_REFUSED) from None
@@ -643,6 +646,9 @@ class HPCSpawner(Spawner):
         except CommandError as error:
             raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
                               metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
+        except lifecycle.SubmittedJobNotOurs as error:
+            raise SpawnFailed(f"hpchub refused the job id the submission reported: {error}",
+                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
         except lifecycle.SubmitOutcomeUnknown as error:
             raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
                               metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
@@ -669,7 +675,7 @@ class HPCSpawner(Spawner):
         already names, and the reverse forward on the port its job calls the hub at. A login node
         that does not answer now is tried again at the next poll."""
         try:
-            if self.job_tunnel and not runtime.has_tunnel(self.job_id):
+            if self.job_tunnel and not runtime.has_tunnel(self.job_id, self.job_user):
                 address, port, local_port = self.job_tunnel.rsplit(":", 2)
                 await runtime.tunnel(self.job_id, self.job_user, address, int(port), local_port=int(local_port))
             if self.job_hub_port:  # its job calls the hub at this port: hold it (or keep asking for it)
@@ -773,10 +779,14 @@ class HPCSpawner(Spawner):
     async def _abandon(self, runtime: ClusterRuntime) -> None:
         """A spawn that failed or was given up: cancel its job and remove its files."""
         if self.job_id:
-            runtime.poller.on_end(self.job_id, None)
-            await lifecycle.cancel(runtime, self.job_user, [self.job_id])
-            runtime.poller.unwatch(self.job_id)
-            runtime.close_tunnel(self.job_id)
+            runtime.poller.on_end(self.job_id, None, self.job_user, self._watcher)
+            other_owner = runtime.poller.view(self.job_id).other_owner
+            if other_owner:  # the id now names another user's job: never cancelled by this server
+                self.log.warning("%s: job %s is listed as %s's: not cancelling it", self._log_name, self.job_id, other_owner)
+            else:
+                await lifecycle.cancel(runtime, self.job_user, [self.job_id])
+            runtime.poller.unwatch(self.job_id, self.job_user, self._watcher)
+            runtime.close_tunnel(self.job_id, self.job_user)
         if self.job_key:
             await lifecycle.remove_files(runtime, self.job_user, self.job_key)
 
@@ -832,9 +842,10 @@ class HPCSpawner(Spawner):
         runtime = self._saved_runtime()
         if runtime is None:
             return None  # unknown: never drop a job we cannot see
-        if self.job_id not in runtime.poller.watched:  # e.g. reattaching after a hub restart
-            runtime.poller.watch(self.job_id, self.job_user)
-            runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id))
+        if not runtime.poller.watches(self.job_id, self.job_user, self._watcher):  # reattaching after a hub restart
+            adopted = await self._adopt_saved_job(runtime)
+            if not adopted:
+                return None if adopted is None else 1
         # The shared poller refreshes every interval; JupyterHub's own per-server poll reads
         # that cache (with slack for jitter) instead of adding one query per server.
         view = await runtime.poller.get(self.job_id, max_age=1.5 * self.poll_interval)
@@ -846,18 +857,57 @@ class HPCSpawner(Spawner):
         await self._restore_forwards(runtime)
         return None  # running, or unknown: a scheduler hiccup never stops a server
 
+    async def _adopt_saved_job(self, runtime: ClusterRuntime) -> bool | None:
+        """After a hub restart: watch the saved job again only if the scheduler lists it as the user's
+        job under the name hpchub gave it (Grid Engine reuses job ids) and no other server watches it.
+        Else the server counts as stopped and nothing of the job is cancelled: its id names another
+        job now. None: the scheduler does not answer (asked again at the next poll)."""
+        try:
+            listed = (await runtime.client.job_names(self.job_user)).get(self.job_id)
+        except CommandError as error:
+            self.log.warning("%s: cannot check job %s from the saved state yet: %s", self._log_name, self.job_id, error)
+            return None
+        if listed is None:  # over while the hub was down (or never the user's)
+            self._job_ended(runtime, JobView(Presence.GONE))
+            return False
+        problem = ""
+        if self.job_name and listed != self.job_name:
+            problem = f"the scheduler lists it as {self.job_user}'s job {listed!r}, not {self.job_name!r} (job id reused)"
+        else:
+            try:
+                runtime.poller.watch(self.job_id, self.job_user, self._watcher)
+            except JobWatchedElsewhere:
+                problem = "another server watches it"
+        if problem:
+            self.log.warning("%s: job %s from the saved state is not this server's: %s; the server counts as stopped "
+                             "and nothing is cancelled", self._log_name, self.job_id, problem)
+            self._disowned_job = self.job_id
+            self._job_ended(runtime, JobView(Presence.GONE))
+            return False
+        runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id), self.job_user, self._watcher)
+        return True
+
+    @property
+    def _watcher(self) -> str:
+        """Which server watches a job (StatusPoller.watch): the hub user's, by server name."""
+        return f"{self.user.name}/{self.name}"
+
     def _job_ended(self, runtime: ClusterRuntime, view: JobView) -> None:
         """The job is over without stop() (JupyterHub does not call stop() for an ended server):
-        remember it and why, stop watching it, cancel the engine jobs it left and remove its files."""
+        remember it and why, stop watching it, cancel the engine jobs it left and remove its files
+        (a disowned job: its id names another job now, so only the files)."""
         job_id, user, key = self.job_id, self.job_user, self.job_key
+        disowned = job_id == self._disowned_job
         self._ended_job = job_id
         self.end_reason = walltime.end_reason(view, self.job_ends)
         self.log.info("%s: job %s is over: %s", self._log_name, job_id, self.end_reason)
-        runtime.poller.unwatch(job_id)
-        runtime.close_tunnel(job_id)
+        runtime.poller.unwatch(job_id, user, self._watcher)
+        if not disowned:
+            runtime.close_tunnel(job_id, user)
 
         async def clean_up() -> None:
-            await self._cancel_engine_jobs(runtime, user, job_id)
+            if not disowned:
+                await self._cancel_engine_jobs(runtime, user, job_id)
             if key:
                 await lifecycle.remove_files(runtime, user, key)
 
@@ -873,12 +923,13 @@ class HPCSpawner(Spawner):
         self._server_state = None
         if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
             self.end_reason = walltime.STOPPED
-        runtime.poller.on_end(job_id, None)  # a stop we asked for is no news
-        await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name,
-                                        timeout=0 if now else self.stop_wait_timeout, interval=self.startup_poll_interval)
-        await self._cancel_engine_jobs(runtime, user, job_id)
-        runtime.poller.unwatch(job_id)
-        runtime.close_tunnel(job_id)
+        if job_id != self._disowned_job:  # a disowned id names another job now: nothing of it is touched
+            runtime.poller.on_end(job_id, None, user, self._watcher)  # a stop we asked for is no news
+            await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name, timeout=0 if now else self.stop_wait_timeout,
+                                            interval=self.startup_poll_interval, watcher=self._watcher)
+            await self._cancel_engine_jobs(runtime, user, job_id)
+            runtime.poller.unwatch(job_id, user, self._watcher)
+            runtime.close_tunnel(job_id, user)
         if self.job_key:
             await lifecycle.remove_files(runtime, user, self.job_key)
 
@@ -901,7 +952,7 @@ class HPCSpawner(Spawner):
         if not running:
             return info
         info["state"] = _state_words(self._cached_status())
-        if self.job_ends:
+        if self.job_ends and walltime.saved_end(self.job_ends, now):
             info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
                         time_left=walltime.duration_text(self.job_ends - now))
         return info

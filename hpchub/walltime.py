@@ -18,6 +18,12 @@ DEFAULT_WARNING = 600
 # clock starts a moment after the scheduler's, and schedulers kill on their own check interval.
 END_SLACK_SECONDS = 60
 
+# The ends hpchub accepts from a job: no batch job runs for a year, and a job that reports its port
+# has just started, so its end is not days past. Anything else is a broken or hostile job's value,
+# never kept: an end like 10**20 is past what time.localtime can show (the home page would fail).
+MAX_END_AHEAD = 366 * 86400
+MAX_END_BEHIND = 86400
+
 WALLTIME_REACHED = "walltime reached"
 STOPPED = "stopped"
 # Schedulers' words for a job killed at its time limit (Slurm; Grid Engine's qstat forgets ended jobs).
@@ -74,3 +80,17 @@ def parse_end(value: object) -> int | None:
     if isinstance(value, int) and value > 0:
         return value
     return None
+
+
+def reported_end_is_plausible(ends: int, now: float | None = None) -> bool:
+    """Is ``ends`` (epoch seconds, as a starting job reports it) within a day before and a year after now?"""
+    now = time.time() if now is None else now
+    return now - MAX_END_BEHIND <= ends <= now + MAX_END_AHEAD
+
+
+def saved_end(value: object, now: float | None = None) -> int | None:
+    """A job end from a server's saved state: as ``parse_end``, and at most a year ahead (a saved end
+    may be long past: the job ran while the hub was down). Else None: the end is dropped, not shown."""
+    now = time.time() if now is None else now
+    ends = parse_end(value)
+    return ends if ends is not None and ends <= now + MAX_END_AHEAD else None

@@ -161,6 +161,7 @@ def test_port_endpoint_takes_only_a_port_and_only_from_the_servers_own_token(hub
     assert report(server_token, {"port": 1234, "exec_prefix": "rm -rf /"}) == 400
     assert report(server_token, {"port": "1234"}) == 400
     assert report(server_token, {"port": 70000}) == 400
+    assert report(server_token, {"port": 1234, "ends": 10**20}) == 400  # no job ends then (it broke the home page)
     assert report(server_token, {"port": 1234}) == 403  # running: no longer a starting server
     assert hub.get_user_url("alice", "api/status").status_code == 200
     stop(hub, "alice")

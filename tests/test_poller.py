@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hpchub.poller import Presence, StatusPoller
+from hpchub.poller import JobWatchedElsewhere, Presence, StatusPoller
 from hpchub.schedulers import JobState, JobStatus
 
 
@@ -150,6 +150,37 @@ async def test_failure_before_any_answer_is_unknown(setup):
     assert view.presence is Presence.UNKNOWN and "Unable to contact" in view.error
 
 
+async def test_a_job_is_watched_for_one_server_of_its_user_and_only_as_that_users(setup):
+    scheduler, clock, poller = setup
+    scheduler.add("1", "alice")
+    poller.watch("1", "alice", "alice/")
+    poller.watch("1", "alice", "alice/")  # the same server again (a poll after its start)
+    for user, watcher in (("bob", "bob/"), ("alice", "alice/gpu"), ("bob", "alice/")):
+        with pytest.raises(JobWatchedElsewhere):
+            poller.watch("1", user, watcher)
+    ended = []
+
+    async def record():
+        ended.append(1)
+
+    poller.on_end("1", record, "bob", "bob/")  # only the watcher sets its callback...
+    poller.unwatch("1", "bob", "bob/")  # ...or unwatches
+    assert poller.watches("1", "alice", "alice/") and poller.watched == {"1": "alice"}
+    clock.now += 1
+    assert (await poller.get("1")).presence is Presence.KNOWN
+    # Listed as another user's (a reused id; bob's jobs are asked for his own server): gone for alice, with the owner.
+    scheduler.add("1", "bob")
+    scheduler.add("2", "bob")
+    poller.watch("2", "bob", "bob/")
+    clock.now += 31
+    view = await poller.get("1")
+    await asyncio.sleep(0)
+    assert view.presence is Presence.GONE and view.status is None and view.other_owner == "bob"
+    assert ended == []
+    poller.unwatch("1", "alice", "alice/")
+    assert poller.watched == {"2": "bob"}
+
+
 async def test_end_listener_fires_once_right_after_the_query_that_sees_the_end(setup):
     scheduler, clock, poller = setup
     scheduler.add("1", "alice")
@@ -161,8 +192,8 @@ async def test_end_listener_fires_once_right_after_the_query_that_sees_the_end(s
     async def record(job_id=None):
         ended.append(job_id)
 
-    poller.on_end("1", lambda: record("1"))
-    poller.on_end("2", lambda: record("2"))
+    poller.on_end("1", lambda: record("1"), "alice")
+    poller.on_end("2", lambda: record("2"), "bob")
     clock.now += 1
     await poller.refresh()
     await asyncio.sleep(0)
@@ -187,7 +218,7 @@ async def test_no_listener_fires_while_the_scheduler_fails(setup):
     async def record():
         ended.append(1)
 
-    poller.on_end("1", record)
+    poller.on_end("1", record, "alice")
     scheduler.failing = True
     clock.now += 1
     await poller.refresh()

@@ -49,12 +49,40 @@ def test_the_script_exports_the_jobs_end_from_its_start_and_walltime(config, pro
 # -- the report and the state ------------------------------------------------------------------
 def test_the_port_report_may_carry_the_jobs_end_and_nothing_else():
     assert porthandler.read_report(b'{"port": 8888}') == (8888, None)
-    assert porthandler.read_report(b'{"port": 8888, "ends": 1700000000}') == (8888, 1700000000)
+    ends = int(time.time()) + 3600
+    assert porthandler.read_report(json.dumps({"port": 8888, "ends": ends}).encode()) == (8888, ends)
     for body in (b'{"ends": 1700000000}', b'{"port": 8888, "ends": -5}', b'{"port": 8888, "ends": true}',
                  b'{"port": 8888, "ends": "1700000000"}', b'{"port": 8888, "host": "evil"}', b'[8888]'):
         with pytest.raises(web.HTTPError) as error:
             porthandler.read_report(body)
         assert error.value.status_code == 400, body
+
+
+def test_a_reported_end_no_job_can_have_is_refused():
+    """A job's end shows on its owner's home page at every load: 10**20 is past what the clock
+    functions take (a 500 on every load, kept in the state across restarts)."""
+    now = int(time.time())
+    for ends in (10**20, now + 367 * 86400, now - 2 * 86400):
+        with pytest.raises(web.HTTPError) as error:
+            porthandler.read_report(json.dumps({"port": 8888, "ends": ends}).encode())
+        assert error.value.status_code == 400 and "ends" in error.value.log_message, ends
+    for ends in (now + 30 * 86400, now - 600):  # a month's walltime; a node's clock a little behind
+        assert porthandler.read_report(json.dumps({"port": 8888, "ends": ends}).encode()) == (8888, ends)
+
+
+async def test_an_impossible_end_in_a_saved_state_is_dropped_and_the_page_still_renders(fake):  # noqa: F811
+    """A state written before ends were bounded must not keep breaking the home page."""
+    spawner = make_spawner(options={"profile": "small"})
+    await start_running(spawner, fake)
+    state = dict(spawner.get_state(), job_ends=10**20)
+    restarted = make_spawner(options={"profile": "small"})
+    restarted.load_state(state)
+    info = restarted.page_info()
+    assert info["job_id"] == "100" and info["ends"] is None and info["time_left"] == ""
+    assert "job_ends" not in restarted.get_state()
+    ends = int(time.time()) + 3600  # a plausible end is kept
+    restarted.load_state(dict(state, job_ends=ends))
+    assert restarted.page_info()["ends"] == ends
 
 
 async def test_the_reported_end_is_kept_in_the_state_across_a_hub_restart(fake):  # noqa: F811
