@@ -8,6 +8,7 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
   key file authenticates: no agent, no ~/.ssh keys of the hub.
 - A dead connection is dropped and made again on the next call; failed logins back off
   exponentially, and calls during a backoff fail at once with LoginUnreachable.
+- What a command writes is kept up to a limit per call; beyond it the command is stopped.
 - paramiko blocks; all of its calls that wait on the network run in the pool's threads, never on
   the event loop. A forwarded TCP connection is pumped by a thread of its own.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import paramiko
 from paramiko.common import OPEN_FAILED_CONNECT_FAILED, cMSG_CHANNEL_REQUEST
 
-from .runner import CommandError, CommandResult, CommandTimeout
+from .runner import DEFAULT_MAX_OUTPUT, CommandError, CommandResult, CommandTimeout, OutputTooLarge
 
 log = logging.getLogger("hpchub.sshpool")
 
@@ -191,17 +192,21 @@ def _open_channel(transport: paramiko.Transport, kind: str, dest: tuple[str, int
 class _RemoteCommand:
     """One command on its own session channel (``run`` blocks; ``abort`` may come from another thread)."""
 
-    def __init__(self, transport: paramiko.Transport, command: str, input: str | None):
+    def __init__(self, transport: paramiko.Transport, command: str, input: str | None, max_output: int):
         self.transport = transport
         self.command = command
         self.input = input
+        self.max_output = max_output
         self.stdout = bytearray()
         self.stderr = bytearray()
+        self.overflow: str | None = None
+        """The stream ("stdout" or "stderr") that went over ``max_output``: the command was stopped."""
         self.channel: paramiko.Channel | None = None
         self._aborted = threading.Event()
 
     def run(self) -> int | None:
-        """The exit status; None when the channel closed without one (connection lost)."""
+        """The exit status; None when the channel closed without one (connection lost) or when an
+        output went over ``max_output`` (``overflow``; the command was stopped as on an abort)."""
         channel = self._started_session()
         if channel is None:
             return None
@@ -211,10 +216,13 @@ class _RemoteCommand:
             channel.shutdown_write()
             while True:
                 _wait_readable([channel])
+                # Checked per chunk: a fast writer keeps recv_ready true as long as it writes.
                 while channel.recv_ready():
-                    self.stdout += channel.recv(_CHUNK)
+                    if not self._keep("stdout", self.stdout, channel.recv(_CHUNK)):
+                        return None
                 while channel.recv_stderr_ready():
-                    self.stderr += channel.recv_stderr(_CHUNK)
+                    if not self._keep("stderr", self.stderr, channel.recv_stderr(_CHUNK)):
+                        return None
                 if (channel.eof_received or channel.closed) and not (channel.recv_ready()
                                                                      or channel.recv_stderr_ready()):
                     break
@@ -223,6 +231,18 @@ class _RemoteCommand:
             return None if channel.exit_status == -1 else channel.exit_status
         finally:
             channel.close()
+
+    def _keep(self, stream: str, kept: bytearray, data: bytes) -> bool:
+        """Add ``data`` to ``kept``; over ``max_output``: keep the limit's bytes, stop the command as
+        an abort does (TERM and close) and return False."""
+        kept += data[:self.max_output - len(kept) + 1]
+        if len(kept) <= self.max_output:
+            return True
+        del kept[self.max_output:]
+        self.overflow = stream
+        self._aborted.set()
+        self._signal_and_close()
+        return False
 
     def _started_session(self) -> paramiko.Channel | None:
         """A session channel running the command. A session the login node closes before the
@@ -482,13 +502,15 @@ class SSHPool:
         return state.logins if state is not None else 0
 
     async def run(self, target: SSHTarget, argv: Sequence[str], *, input: str | None = None,
-                  timeout: float) -> CommandResult:
+                  timeout: float, max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
         """Run ``argv`` on the login node as ``target.user``; raise CommandError unless it exits 0.
 
         ``timeout`` bounds the whole call (waiting for a session slot and a login included); on
         expiry the remote command's process group gets SIGTERM and the channel is closed, without
-        waiting for the remote process. Errors: LoginUnreachable / HostKeyRefused (nothing ran),
-        ConnectionLost (may have run), CommandTimeout, CommandError (non-zero exit)."""
+        waiting for the remote process. ``max_output`` bounds what is kept of stdout and of stderr
+        (bytes each; the remote account's shell startup files write there too): over it, the command
+        is stopped the same way. Errors: LoginUnreachable / HostKeyRefused (nothing ran),
+        ConnectionLost (may have run), CommandTimeout, OutputTooLarge, CommandError (non-zero exit)."""
         if isinstance(argv, (str, bytes)):
             raise TypeError(f"argv must be a list of arguments, not a command line: {argv!r}")
         argv = tuple(argv)
@@ -498,13 +520,16 @@ class SSHPool:
         started = time.monotonic()
         jobs: list[_RemoteCommand] = []
         try:
-            status, transport = await asyncio.wait_for(self._run_channel(target, argv, input, jobs), timeout)
+            status, transport = await asyncio.wait_for(
+                self._run_channel(target, argv, input, max_output, jobs), timeout)
         except asyncio.TimeoutError:
             stdout, stderr = (jobs[-1].text(jobs[-1].stdout), jobs[-1].text(jobs[-1].stderr)) if jobs else ("", "")
             where = "" if jobs else f" (waiting for a session or a login to {target})"
             raise CommandTimeout(argv, None, stdout, stderr, reason=f"timed out after {timeout:g} s{where}") from None
         job = jobs[-1]
         stdout, stderr = job.text(job.stdout), job.text(job.stderr)
+        if job.overflow is not None:
+            raise OutputTooLarge(argv, job.overflow, max_output, stdout, stderr)
         if status is None:
             if transport.is_active():
                 raise CommandError(argv, None, stdout, stderr,
@@ -516,7 +541,7 @@ class SSHPool:
             raise CommandError(argv, status, stdout, stderr)
         return CommandResult(argv, status, stdout, stderr, time.monotonic() - started)
 
-    async def _run_channel(self, target: SSHTarget, argv: tuple[str, ...], input: str | None,
+    async def _run_channel(self, target: SSHTarget, argv: tuple[str, ...], input: str | None, max_output: int,
                            jobs: list[_RemoteCommand]) -> tuple[int | None, paramiko.Transport]:
         """Run the command on a session channel (waiting for a free one); the exit status (None:
         the channel closed without one) and the connection used. Cancelled: the command is aborted."""
@@ -525,7 +550,7 @@ class SSHPool:
         async with state.sessions:
             for attempt in (1, 2):
                 transport = await self._transport(target, argv)
-                job = _RemoteCommand(transport, shlex.join(argv), input)
+                job = _RemoteCommand(transport, shlex.join(argv), input, max_output)
                 jobs.append(job)
                 running = loop.run_in_executor(self._executor, job.run)
                 running.add_done_callback(_retrieve)  # an aborted run may end in an error nobody awaits

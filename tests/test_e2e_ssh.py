@@ -4,9 +4,17 @@ own network namespace at 10.77.0.20) in front of the real multi-node Slurm."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import pwd
 import re
+import stat
 import subprocess
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,8 +22,10 @@ from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import local_site_text
 from helpers.support import run_as_user, run_hpchub, user_readable
 
-from hpchub.cluster import client_for
+from hpchub import cluster
+from hpchub.cluster import USER_MAX_OUTPUT, client_for, ssh_pool
 from hpchub.config import parse_site_config
+from hpchub.runner import OutputTooLarge
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.ssh]
 
@@ -253,3 +263,71 @@ def test_a_service_account_that_sudos_on_the_login_node(slurm_cluster, login_nod
         stop(hub, "alice")
         assert job_id not in jobs_of(client, "alice")
     assert login_node.accepted_logins(since, "alice") == 0  # alice's own key was never used
+
+
+@contextlib.contextmanager
+def bashrc_line(user: str, line: str) -> Iterator[None]:
+    """``line`` first in ``user``'s ~/.bashrc (before Debian's early return for a shell that is
+    not interactive) meanwhile; afterwards that line alone is taken out again, the file's owner,
+    mode and times kept."""
+    account = pwd.getpwnam(user)
+    path = Path(account.pw_dir) / ".bashrc"
+    info = path.stat()
+
+    def write(text: str) -> None:
+        scratch = path.with_name(f".bashrc.hpchub-test-{uuid.uuid4().hex[:8]}")
+        scratch.write_text(text)
+        os.chown(scratch, account.pw_uid, account.pw_gid)
+        scratch.chmod(stat.S_IMODE(info.st_mode))
+        os.utime(scratch, ns=(info.st_atime_ns, info.st_mtime_ns))
+        os.replace(scratch, path)
+
+    write(line + path.read_text())
+    try:
+        yield
+    finally:
+        write(path.read_text().replace(line, "", 1))
+
+
+def processes_with(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+async def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_bashrc_that_prints_forever_is_stopped_at_the_output_limit(slurm_cluster, login_node):
+    """bob's ~/.bashrc prints forever (only for this test's command: other tests use bob meanwhile).
+    The hub's call as bob fails within seconds with the output error, having kept no more than the
+    user-side limit; the remote shell is stopped; bob's pooled connection still works."""
+    marker = f"hpchub-flood-{uuid.uuid4().hex[:12]}"
+    flood = f'case "$BASH_EXECUTION_STRING" in *{marker}*) while :; do echo "{marker} from ~/.bashrc"; done;; esac\n'
+    client = client_for(parse_site_config(ssh_site_text(login_node)), "slurm")
+    client.timeout = 10
+    try:
+        with bashrc_line("bob", flood):
+            started = time.monotonic()
+            with pytest.raises(OutputTooLarge) as caught:
+                await client.read_log_tail("bob", f"{marker}.log", 10)
+            assert time.monotonic() - started < 5, "stopped by the timeout, not by the output limit"
+            error = caught.value
+            assert (error.stream, error.limit) == ("stdout", USER_MAX_OUTPUT)
+            assert "wrote more than 1 MiB to stdout" in str(error) and "hpchub-job tail" in str(error)
+            assert error.stdout.startswith(f"{marker} from ~/.bashrc\n") and len(error.stdout) <= 2000
+            await wait_until(lambda: not processes_with(marker), 10, "the flooding shell on the login node to end")
+        assert (await client.run(["id", "-un"], user="bob")).stdout == "bob\n"
+        assert ssh_pool().logins(client.ssh_target("bob")) == 1
+    finally:
+        await cluster._pools.pop(id(asyncio.get_running_loop())).close()
+

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hpchub.runner import CommandError, CommandTimeout
+from hpchub.runner import CommandError, CommandTimeout, OutputTooLarge
 from hpchub.sshpool import ConnectionLost, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
 
 SSHD = "/usr/sbin/sshd"
@@ -225,6 +225,32 @@ async def test_timeout_returns_in_time_and_stops_the_remote_command(login_node: 
     while remote_sleeps() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not remote_sleeps(), "the timed-out remote command got no SIGTERM"
+    assert (await pool.run(target, ["echo", "still fine"], timeout=10)).stdout == "still fine\n"
+    assert pool.logins(target) == 1
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_output_over_the_limit_stops_the_remote_command(login_node: LoginNode, pool: SSHPool, stream: str):
+    # Printing forever is stopped at the limit, long before the timeout, as a timeout stops it
+    # (TERM, channel closed); the error keeps only the head; the connection stays usable.
+    target = login_node.target()
+    marker = f"flood-{stream}-31.9"
+    started = time.monotonic()
+    with pytest.raises(OutputTooLarge) as caught:
+        await pool.run(target, ["sh", "-c", f"exec yes {marker} {'>&2' if stream == 'stderr' else ''}"],
+                       timeout=30, max_output=256 * 1024)
+    assert time.monotonic() - started < 3
+    error = caught.value
+    assert (error.stream, error.limit) == (stream, 256 * 1024) and f"more than 256 KiB to {stream}" in str(error)
+    assert getattr(error, stream).startswith(f"{marker}\n") and len(getattr(error, stream)) <= 2000
+
+    def remote_floods() -> list[int]:
+        return [pid for pid in login_node.connection_pids() if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+    deadline = time.monotonic() + 5
+    while remote_floods() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not remote_floods(), "the remote command was not stopped"
     assert (await pool.run(target, ["echo", "still fine"], timeout=10)).stdout == "still fine\n"
     assert pool.logins(target) == 1
 
