@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .runner import CommandError, CommandTimeout
+from .runner import CommandError, CommandTimeout, OutputTooLarge
 from .schedulers import ParseError
 
 # Batch jobs: a spawn takes seconds on an idle partition and hours in a full one.
@@ -83,7 +83,8 @@ COMMAND_DURATION = Histogram(
 COMMAND_FAILURES = Counter(
     "hpchub_cluster_command_failures",
     "Commands on a cluster that failed, by kind and error class (timeout, failed: non-zero exit or not run, "
-    "unreachable: the SSH login node, unparsable output, error: anything else).",
+    "too_much_output: stopped at its output limit, unreachable: the SSH login node, unparsable output, "
+    "error: anything else).",
     ["cluster", "kind", "error"])
 POLLER_FAILURES = Gauge(
     "hpchub_status_poller_consecutive_failures",
@@ -179,6 +180,8 @@ def command_error_class(error: BaseException) -> str | None:
         return "unreachable"
     if isinstance(error, CommandTimeout):
         return "timeout"
+    if isinstance(error, OutputTooLarge):
+        return "too_much_output"
     if isinstance(error, CommandError):
         return "failed"
     if isinstance(error, ParseError):
