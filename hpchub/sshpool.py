@@ -189,6 +189,20 @@ def _open_channel(transport: paramiko.Transport, kind: str, dest: tuple[str, int
         raise
 
 
+def _send_eof(channel: paramiko.Channel) -> None:
+    """Close the remote command's stdin (``shutdown_write``, but the EOF is sent under the channel's
+    lock). paramiko sends it after releasing the lock: a command that ends at once can have its
+    transport thread answer the login node's CLOSE in between, and OpenSSH drops the whole
+    connection for an EOF after CLOSE ("ieof packet referred to nonexistent channel")."""
+    with channel.lock:
+        if channel.closed:  # the command ended and paramiko sent EOF with its CLOSE
+            return
+        message = channel._send_eof()
+        if message is not None:
+            # Holding the lock while sending: paramiko's CLOSE for this channel waits until the EOF is out.
+            channel.transport._send_user_message(message)
+
+
 class _RemoteCommand:
     """One command on its own session channel (``run`` blocks; ``abort`` may come from another thread)."""
 
@@ -213,7 +227,7 @@ class _RemoteCommand:
         try:
             if self.input is not None:
                 channel.sendall(self.input.encode())
-            channel.shutdown_write()
+            _send_eof(channel)
             while True:
                 _wait_readable([channel])
                 # Checked per chunk: a fast writer keeps recv_ready true as long as it writes.

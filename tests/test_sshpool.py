@@ -270,6 +270,19 @@ async def test_many_commands_in_parallel_over_one_login(login_node: LoginNode, p
     assert login_node.accepted() == 1
 
 
+async def test_short_commands_never_make_the_login_node_drop_the_connection(login_node: LoginNode, pool: SSHPool):
+    """A command that ends at once: the hub's EOF (its stdin closed) must not follow its answer to
+    the login node's CLOSE, for which OpenSSH drops the whole connection, every command on it
+    with it (paramiko's shutdown_write left that window: about one connection per 100 commands)."""
+    target = login_node.target()
+    for _ in range(40):
+        results = await asyncio.gather(*(pool.run(target, ["true"], timeout=20) for _ in range(8)),
+                                       return_exceptions=True)
+        assert not [result for result in results if isinstance(result, Exception)]
+    assert pool.logins(target) == 1
+    assert "nonexistent channel" not in login_node.log.read_text()
+
+
 async def test_sessions_refused_by_max_sessions_are_waited_for(login_node: LoginNode):
     """A pool allowing more sessions than the login node (MaxSessions 10): the refused ones wait
     for a free session instead of failing."""
