@@ -88,6 +88,7 @@ class ClusterSpec:
     query_user: str | None = None
     to_servers: str = "direct"
     to_hub: str = "direct"
+    idle_timeout: float | None = None  # seconds; None: the SSH pool's default
     # The hub's own queries (run as the hub or query_user) use the binaries in commands_dir, with
     # these VAR=value settings (config.SGEOptions.commands_dir); None: the commands on the PATH.
     commands_dir: str | None = None
@@ -106,7 +107,7 @@ class ClusterSpec:
                 name=name, scheduler=cluster.scheduler, via="ssh", jobfiles=submit.jobfiles or JOBFILES_COMMAND,
                 uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
                 known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
-                to_servers=network.to_servers, to_hub=network.to_hub, **commands,
+                to_servers=network.to_servers, to_hub=network.to_hub, idle_timeout=submit.idle_timeout, **commands,
             )
         return cls(
             name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
@@ -183,7 +184,7 @@ class ClusterClient:
             raise AccountRefused(f"cluster {self.name!r}: no account for the hub's own queries (submit.query_user)")
         assert spec.host is not None and spec.key is not None and spec.known_hosts is not None
         return SSHTarget(host=spec.host, port=spec.port, user=account, key_file=spec.key.replace("{user}", account),
-                         known_hosts=spec.known_hosts)
+                         known_hosts=spec.known_hosts, idle_timeout=spec.idle_timeout)
 
     async def run(self, argv: Sequence[str], *, user: str | None = None, input: str | None = None) -> CommandResult:
         """``argv`` as ``user`` (None: as the hub), keeping at most USER_MAX_OUTPUT (as a user) or

@@ -111,6 +111,9 @@ class Submit(_Model):
                           "(default: `user` when it is one fixed account)")
     jobfiles: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
         None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
+    idle_timeout: PositiveInt | None = Field(
+        None, description="via: ssh: seconds after which a connection that ran no command is closed, unless "
+                          "a tunnel or reverse forward uses it (default 300)")
 
     @property
     def status_account(self) -> str | None:
@@ -691,7 +694,7 @@ def _check_allocations(profile: Profile, cluster: Cluster, at: tuple) -> list[_R
     return problems
 
 
-_SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles")
+_SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles", "idle_timeout")
 
 
 def _check_submit(name: str, cluster: Cluster) -> list[_RawProblem]:

@@ -9,7 +9,8 @@ Who records what:
 - the spawner: spawns, spawn duration and queue wait, spawn failures by reason, and its server's
   state (read at scrape time, see ``ServerStates``);
 - the cluster client: every command it runs on a cluster, by kind (``timed_command``);
-- the status poller: its consecutive failures and the interval it is backing off to.
+- the status poller: its consecutive failures and the interval it is backing off to;
+- the SSH pool: its open connections (read at scrape time, see ``SSHConnections``).
 Processes other than the hub (the CLI, a notebook's engine launcher) record too, in their own
 memory; nobody scrapes them.
 """
@@ -159,6 +160,43 @@ class ServerStates(Collector):
 
 SERVERS = ServerStates()
 REGISTRY.register(SERVERS)
+
+
+class SSHConnections(Collector):
+    """hpchub_ssh_connections{login_node}: the connections the hub's SSH pools hold open, counted
+    at scrape time (hpchub.sshpool keeps them; an idle one is closed after its idle timeout)."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._nodes: set[str] = set()  # login nodes seen: their series stay, at 0, when no connection is left
+
+    def track(self, pool: Any) -> None:
+        """``pool``: anything with ``connections() -> {login node: open connections}``."""
+        self._pools.add(pool)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pool in list(self._pools):
+            for node, count in pool.connections().items():
+                counts[node] = counts.get(node, 0) + count
+        self._nodes.update(counts)
+        return counts
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("hpchub_ssh_connections", "", labels=["login_node"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "hpchub_ssh_connections", "SSH connections the hub holds open to a login node (host:port), one per "
+            "remote account in use; each is an sshd there.", labels=["login_node"])
+        counts = self.counts()
+        for node in sorted(self._nodes):
+            family.add_metric([node], counts.get(node, 0))
+        yield family
+
+
+SSH_CONNECTIONS = SSHConnections()
+REGISTRY.register(SSH_CONNECTIONS)
 
 
 # -- the status poller ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
   key file authenticates: no agent, no ~/.ssh keys of the hub.
 - A dead connection is dropped and made again on the next call; failed logins back off
   exponentially, and calls during a backoff fail at once with LoginUnreachable.
+- A connection that ran no command for its idle timeout is closed (each is also an sshd on the
+  login node), unless a port forward uses it; the next call logs in again.
 - What a command writes is kept up to a limit per call; beyond it the command is stopped.
 - paramiko blocks; all of its calls that wait on the network run in the pool's threads, never on
   the event loop. A forwarded TCP connection is pumped by a thread of its own.
@@ -16,6 +18,7 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import select
@@ -23,7 +26,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,7 @@ from typing import Any
 import paramiko
 from paramiko.common import OPEN_FAILED_CONNECT_FAILED, cMSG_CHANNEL_REQUEST
 
+from . import metrics
 from .runner import DEFAULT_MAX_OUTPUT, CommandError, CommandResult, CommandTimeout, OutputTooLarge
 
 log = logging.getLogger("hpchub.sshpool")
@@ -47,18 +51,22 @@ MAX_SESSIONS = 8
 """Session channels open at once per connection. OpenSSH's default MaxSessions is 10, but sshd
 counts a closed session until its main loop collects it: the slack keeps refusals rare."""
 CHANNEL_OPEN_TIMEOUT = 15.0
+IDLE_TIMEOUT = 300.0
+"""Seconds after which a connection that ran no command (and carries no port forward) is closed."""
 _CHUNK = 65536
 
 
 @dataclass(frozen=True)
 class SSHTarget:
-    """A login node and the remote account to log in as, with the files that authenticate it."""
+    """A login node and the remote account to log in as, with the files that authenticate it, and
+    how long its connection may stay idle (None: the pool's default; not part of its identity)."""
 
     host: str
     port: int
     user: str
     key_file: str
     known_hosts: str
+    idle_timeout: float | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
@@ -347,6 +355,11 @@ class _TargetState:
     """Limits the session channels open at once (the login node's MaxSessions)."""
     forward_requests: asyncio.Lock = field(default_factory=asyncio.Lock)
     remote_forwards: dict[int, _RemoteForwardSpec] = field(default_factory=dict)
+    idle_timeout: float = IDLE_TIMEOUT
+    busy: int = 0
+    """Commands in progress on the connection (a forward's channels need no count: the forward keeps it)."""
+    last_used: float = 0.0
+    idle_check: asyncio.TimerHandle | None = None
 
     def live_transport(self) -> paramiko.Transport | None:
         transport = self.client.get_transport() if self.client is not None else None
@@ -501,19 +514,31 @@ class SSHPool:
     """Pooled SSH connections, one per target, used from one asyncio event loop."""
 
     def __init__(self, *, backoff_first: float = BACKOFF_FIRST, backoff_max: float = BACKOFF_MAX,
-                 max_sessions: int = MAX_SESSIONS, max_threads: int = 64):
+                 max_sessions: int = MAX_SESSIONS, max_threads: int = 64, idle_timeout: float = IDLE_TIMEOUT):
         self.backoff_first = backoff_first
         self.max_sessions = max_sessions
         self.backoff_max = backoff_max
+        self.idle_timeout = idle_timeout
+        """Seconds of no command after which a connection is closed (a target's own setting wins)."""
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="hpchub-ssh")
         self._targets: dict[SSHTarget, _TargetState] = {}
         self._local_forwards: set[LocalForward] = set()
         self._closed = False
+        metrics.SSH_CONNECTIONS.track(self)
 
     def logins(self, target: SSHTarget) -> int:
         """How many times the pool logged in to ``target`` (successful logins)."""
         state = self._targets.get(target)
         return state.logins if state is not None else 0
+
+    def connections(self) -> dict[str, int]:
+        """Open connections by login node ("host:port"), whatever their accounts."""
+        counts: dict[str, int] = {}
+        for target, state in list(self._targets.items()):
+            if state.client is not None:
+                node = f"{target.host}:{target.port}"
+                counts[node] = counts.get(node, 0) + 1
+        return counts
 
     async def run(self, target: SSHTarget, argv: Sequence[str], *, input: str | None = None,
                   timeout: float, max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
@@ -559,8 +584,13 @@ class SSHPool:
                            jobs: list[_RemoteCommand]) -> tuple[int | None, paramiko.Transport]:
         """Run the command on a session channel (waiting for a free one); the exit status (None:
         the channel closed without one) and the connection used. Cancelled: the command is aborted."""
-        loop = asyncio.get_running_loop()
         state = self._state(target)
+        with self._in_use(target, state):
+            return await self._run_on_session(target, state, argv, input, max_output, jobs)
+
+    async def _run_on_session(self, target: SSHTarget, state: _TargetState, argv: tuple[str, ...], input: str | None,
+                              max_output: int, jobs: list[_RemoteCommand]) -> tuple[int | None, paramiko.Transport]:
+        loop = asyncio.get_running_loop()
         async with state.sessions:
             for attempt in (1, 2):
                 transport = await self._transport(target, argv)
@@ -592,7 +622,47 @@ class SSHPool:
         state = self._targets.get(target)
         if state is None:
             state = self._targets[target] = _TargetState(sessions=asyncio.Semaphore(self.max_sessions))
+        state.idle_timeout = target.idle_timeout if target.idle_timeout is not None else self.idle_timeout
         return state
+
+    # -- idle connections ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _in_use(self, target: SSHTarget, state: _TargetState) -> Iterator[None]:
+        """The connection is busy meanwhile; its idle time starts when the last use ends."""
+        state.busy += 1
+        try:
+            yield
+        finally:
+            state.busy -= 1
+            self._used(target, state)
+
+    def _used(self, target: SSHTarget, state: _TargetState) -> None:
+        state.last_used = time.monotonic()
+        if state.idle_check is None and not self._closed:
+            self._check_idle_in(target, state, state.idle_timeout)
+
+    def _check_idle_in(self, target: SSHTarget, state: _TargetState, delay: float) -> None:
+        # A timer, not a task: nothing is left pending when the event loop closes.
+        state.idle_check = asyncio.get_running_loop().call_later(delay, self._close_if_idle, target, state)
+
+    def _close_if_idle(self, target: SSHTarget, state: _TargetState) -> None:
+        """Close the target's connection if it ran nothing for its idle timeout and no forward uses
+        it; else look again when that could have changed."""
+        state.idle_check = None
+        if self._closed or state.client is None:
+            return  # the next login starts the watch again
+        idle = time.monotonic() - state.last_used
+        if state.busy or state.forward_requests.locked() or self._forwards_use(target, state):
+            self._check_idle_in(target, state, state.idle_timeout)
+        elif idle < state.idle_timeout:
+            self._check_idle_in(target, state, state.idle_timeout - idle)
+        else:
+            log.info("closing the connection to %s: no command for %.0f s", target, idle)
+            self._drop(state, None)
+
+    def _forwards_use(self, target: SSHTarget, state: _TargetState) -> bool:
+        """A tunnel (local forward) or a reverse forward of the target needs its connection."""
+        return bool(state.remote_forwards) or any(forward.target == target for forward in self._local_forwards)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -645,6 +715,7 @@ class SSHPool:
         state.failures = 0
         state.last_failure = None
         state.logins += 1
+        self._used(target, state)
         log.info("logged in to %s (login %d)", target, state.logins)
         transport = client.get_transport()
         assert transport is not None
@@ -766,6 +837,9 @@ class SSHPool:
         for state in self._targets.values():
             state.client = None
             state.remote_forwards.clear()
+            if state.idle_check is not None:
+                state.idle_check.cancel()
+                state.idle_check = None
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, client.close) for client in clients))
         self._executor.shutdown(wait=False)

@@ -21,11 +21,13 @@ import requests
 from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import local_site_text
 from helpers.support import run_as_user, run_hpchub, user_readable
+from prometheus_client import REGISTRY
 
 from hpchub import cluster
 from hpchub.cluster import USER_MAX_OUTPUT, client_for, ssh_pool
 from hpchub.config import parse_site_config
 from hpchub.runner import OutputTooLarge
+from hpchub.sshpool import SSHPool, SSHTarget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.ssh]
 
@@ -331,3 +333,55 @@ async def test_a_bashrc_that_prints_forever_is_stopped_at_the_output_limit(slurm
     finally:
         await cluster._pools.pop(id(asyncio.get_running_loop())).close()
 
+
+def established(login_node, port: int) -> bool:
+    """The login node's side of the hub's connection from local port ``port`` is still open."""
+    found = subprocess.run(["nsenter", f"--net=/run/netns/{login_node.netns}", "ss", "-Htn", "state", "established",
+                            f"( dport = :{port} )"], capture_output=True, text=True, check=True)
+    return bool(found.stdout.strip())
+
+
+def connections_metric(node: str) -> float:
+    return REGISTRY.get_sample_value("hpchub_ssh_connections", {"login_node": node}) or 0.0
+
+
+async def test_an_idle_connection_is_closed_unless_a_forward_uses_it(slurm_cluster, login_node):
+    """submit.idle_timeout: 1. A connection that ran a command is closed a second later (on the
+    login node too) and the next command logs in again; one that carries a tunnel (bob's) or a
+    reverse forward (the service account's) stays, until the forward is closed."""
+    text = ssh_site_text(login_node).replace("jobfiles: ", "idle_timeout: 1, jobfiles: ")
+    client = client_for(parse_site_config(text), "slurm")
+    bob, service = client.ssh_target("bob"), client.ssh_target(None)
+    assert bob.idle_timeout == 1 and service.idle_timeout == 1
+    node = f"{login_node.host}:{login_node.port}"
+    pool = SSHPool()  # its own default (300 s) is overridden by the cluster's setting
+
+    def local_port(target: SSHTarget) -> int:
+        client = pool._targets[target].client
+        assert client is not None
+        return client.get_transport().sock.getsockname()[1]
+
+    others = connections_metric(node)  # other tests' pools in this process
+    try:
+        await pool.run(bob, ["true"], timeout=20)
+        first = local_port(bob)
+        assert established(login_node, first) and pool.connections() == {node: 1}
+        assert connections_metric(node) == others + 1
+        await wait_until(lambda: not pool.connections() and not established(login_node, first), 10,
+                         "the idle connection to close")
+        assert connections_metric(node) == others
+        await pool.run(bob, ["true"], timeout=20)
+        assert pool.logins(bob) == 2
+
+        tunnel = await pool.open_local_forward(bob, login_node.host, login_node.port)
+        reverse = await pool.open_remote_forward(service, "127.0.0.1", 0, "127.0.0.1", 9)
+        ports = (local_port(bob), local_port(service))
+        await asyncio.sleep(3)  # three idle timeouts: nothing may happen meanwhile
+        assert pool.connections() == {node: 2} and all(established(login_node, port) for port in ports)
+        assert (pool.logins(bob), pool.logins(service)) == (2, 1)
+        tunnel.close()
+        await reverse.close()
+        await wait_until(lambda: not pool.connections() and not any(established(login_node, port) for port in ports),
+                         10, "the connections to close once their forwards are gone")
+    finally:
+        await pool.close()

@@ -226,7 +226,7 @@ async def test_no_label_names_a_user_or_a_job(fake):  # noqa: F811
     failing.answers = [CommandError(["squeue", "--user=bob"], 1, stderr="squeue: error: bob 100")]
     with pytest.raises(CommandError):
         await failing.status(["bob"])
-    allowed_labels = {"cluster", "profile", "reason", "state", "kind", "error", "le"}
+    allowed_labels = {"cluster", "profile", "reason", "state", "kind", "error", "le", "login_node"}
     seen = 0
     for family in REGISTRY.collect():
         if not family.name.startswith("hpchub_"):

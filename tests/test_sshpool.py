@@ -277,6 +277,25 @@ async def test_many_commands_in_parallel_over_one_login(login_node: LoginNode, p
     assert login_node.accepted() == 1
 
 
+async def test_idle_timeout_spares_a_running_command_and_closes_the_idle_connection(login_node: LoginNode):
+    """The pool's own idle timeout (no target setting): a command longer than it keeps its
+    connection; once idle for it, the connection is closed (sshd's side too) and the next command
+    logs in again."""
+    pool = SSHPool(idle_timeout=0.5)
+    try:
+        target = login_node.target()
+        assert (await pool.run(target, ["sh", "-c", "sleep 1.5; echo done"], timeout=10)).stdout == "done\n"
+        assert pool.logins(target) == 1 and pool.connections() == {f"127.0.0.1:{login_node.port}": 1}
+        deadline = time.monotonic() + 5
+        while (pool.connections() or login_node.connection_pids()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not pool.connections() and not login_node.connection_pids()
+        assert (await pool.run(target, ["echo", "again"], timeout=10)).stdout == "again\n"
+        assert pool.logins(target) == 2 and login_node.accepted() == 2
+    finally:
+        await pool.close()
+
+
 async def test_short_commands_never_make_the_login_node_drop_the_connection(login_node: LoginNode, pool: SSHPool):
     """A command that ends at once: the hub's EOF (its stdin closed) must not follow its answer to
     the login node's CLOSE, for which OpenSSH drops the whole connection, every command on it
