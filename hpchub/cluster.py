@@ -27,7 +27,7 @@ from typing import Any
 from . import metrics
 from .accounts import unix_groups
 from .render import USERNAME_RE
-from .runner import DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
+from .runner import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
 from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
 from .schedulers.base import Allocations
 
@@ -36,6 +36,17 @@ from .schedulers.base import Allocations
 _SCHEDULER_ENV = ("SLURM_CONF", "SGE_ROOT", "SGE_CELL", "SGE_QMASTER_PORT", "SGE_EXECD_PORT", "SGE_ARCH", "HOME", "USER")
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JOBFILES_COMMAND = "hpchub-job"
+
+USER_MAX_OUTPUT = DEFAULT_MAX_OUTPUT
+"""Bytes of stdout (and of stderr) kept of a command run as a user (kinds submit, cancel,
+remove_files, log_tail: a few lines; a tail reads at most 64 KiB of the log). More is a user's
+shell startup file or command gone wild: it is stopped (OutputTooLarge), the hub's memory kept."""
+QUERY_MAX_OUTPUT = 64 << 20
+"""The same for the hub's own queries (kinds status, job_names, queue_info, queue_nodes,
+node_address, explain, allocations), which list the whole cluster. Sized from bench/parsing.py:
+a 10,000-job status answer is 0.9 MiB from squeue (hpchub's format) and 8.0 MiB from
+``qstat -xml -g t`` (22,325 entries: one per slot of a parallel job); 64 MiB is 8 times the larger,
+room for about 75,000 Grid Engine jobs of that mix, and still a bound on what a poll can cost."""
 
 
 def scheduler_env() -> dict[str, str]:
@@ -79,6 +90,7 @@ class ClusterSpec:
     to_hub: str = "direct"
     # Accounts never acted as for a hub user (config.Submit.refused_accounts).
     service_accounts: tuple[str, ...] = ()
+    idle_timeout: float | None = None  # seconds; None: the SSH pool's default
     # The hub's own queries (run as the hub or query_user) use the binaries in commands_dir, with
     # these VAR=value settings (config.SGEOptions.commands_dir); None: the commands on the PATH.
     commands_dir: str | None = None
@@ -98,7 +110,7 @@ class ClusterSpec:
                 uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
                 known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
                 to_servers=network.to_servers, to_hub=network.to_hub, service_accounts=submit.refused_accounts,
-                **commands,
+                idle_timeout=submit.idle_timeout, **commands,
             )
         return cls(
             name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
@@ -189,16 +201,20 @@ class ClusterClient:
             raise AccountRefused(f"cluster {self.name!r}: no account for the hub's own queries (submit.query_user)")
         assert spec.host is not None and spec.key is not None and spec.known_hosts is not None
         return SSHTarget(host=spec.host, port=spec.port, user=account, key_file=spec.key.replace("{user}", account),
-                         known_hosts=spec.known_hosts)
+                         known_hosts=spec.known_hosts, idle_timeout=spec.idle_timeout)
 
     async def run(self, argv: Sequence[str], *, user: str | None = None, input: str | None = None) -> CommandResult:
+        """``argv`` as ``user`` (None: as the hub), keeping at most USER_MAX_OUTPUT (as a user) or
+        QUERY_MAX_OUTPUT (the hub's queries) of its stdout and of its stderr."""
+        max_output = USER_MAX_OUTPUT if user is not None else QUERY_MAX_OUTPUT
         if user is not None:
             argv = self.as_user(user, argv)
         elif self.spec.commands_dir is not None and "/" not in argv[0]:
             argv = ["env", *self.spec.commands_env, posixpath.join(self.spec.commands_dir, argv[0]), *argv[1:]]
         if self.spec.via == "ssh":
-            return await ssh_pool().run(self.ssh_target(user), list(argv), input=input, timeout=self.timeout)
-        return await run_command(argv, input=input, timeout=self.timeout, env=scheduler_env())
+            return await ssh_pool().run(self.ssh_target(user), list(argv), input=input, timeout=self.timeout,
+                                        max_output=max_output)
+        return await run_command(argv, input=input, timeout=self.timeout, env=scheduler_env(), max_output=max_output)
 
     # -- the user's side: one call of hpchub-job each --------------------------------------------
     @metrics.timed_command("submit")

@@ -115,6 +115,9 @@ class Submit(_Model):
     service_accounts: list[Name] = Field(
         [], description="accounts hpchub never acts as for a hub user, whatever their uid (besides root, accounts "
                         "below uid_min and the hub's own); query_user and the user of a sudo: true login always are")
+    idle_timeout: PositiveInt | None = Field(
+        None, description="via: ssh: seconds after which a connection that ran no command is closed, unless "
+                          "a tunnel or reverse forward uses it (default 300)")
 
     @property
     def status_account(self) -> str | None:
@@ -733,7 +736,7 @@ def _check_allocations(profile: Profile, cluster: Cluster, at: tuple) -> list[_R
     return problems
 
 
-_SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles")
+_SSH_ONLY = ("host", "key", "known_hosts", "query_user", "jobfiles", "idle_timeout")
 
 
 def _check_submit(name: str, cluster: Cluster) -> list[_RawProblem]:

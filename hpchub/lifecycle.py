@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from .jobs import PreparedJob
 from .poller import JobView, JobWatchedElsewhere, Presence
-from .runner import CommandError, CommandTimeout
+from .runner import CommandError, CommandTimeout, OutputTooLarge
 from .runtime import ClusterRuntime
 from .schedulers import JobState, ParseError
 from .sshpool import ConnectionLost
@@ -50,14 +50,14 @@ async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Map
     cluster's shared poller watches the job for ``watcher`` (StatusPoller.watch) from then on.
     Returns the job id.
 
-    When the outcome is unknown (the command timed out, the SSH connection dropped, the output held
-    no job id) the job may exist without the hub knowing its id: a server nobody can stop, holding
-    the user's name and the queue's resources. Such jobs are found by name and cancelled before
-    the error is raised (SubmitOutcomeUnknown). So they are when the reported job id is not the
-    job submitted (SubmittedJobNotOurs; the job with that id is left alone)."""
+    When the outcome is unknown (the command timed out or was stopped for writing too much, the SSH
+    connection dropped, the output held no job id) the job may exist without the hub knowing its
+    id: a server nobody can stop, holding the user's name and the queue's resources. Such jobs are
+    found by name and cancelled before the error is raised (SubmitOutcomeUnknown). So they are when
+    the reported job id is not the job submitted (SubmittedJobNotOurs; the job with that id is left alone)."""
     try:
         job_id = await runtime.client.submit(job.user.name, job.key, job.script, files, keep_days=keep_days)
-    except (CommandTimeout, ConnectionLost, ParseError) as error:
+    except (CommandTimeout, OutputTooLarge, ConnectionLost, ParseError) as error:
         cancelled = await _cancel_unseen(runtime, job)
         note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
         raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome ({error}){note}") from error

@@ -11,6 +11,7 @@ Who records what:
 - the cluster client: every command it runs on a cluster, by kind (``timed_command``);
 - the status poller: its consecutive failures and the interval it is backing off to;
 - each cluster's runtime: its reverse forwards, held or dead, and the login node's refusals (read at scrape time).
+- the SSH pool: its open connections (read at scrape time, see ``SSHConnections``).
 Processes other than the hub (the CLI, a notebook's engine launcher) record too, in their own
 memory; nobody scrapes them.
 """
@@ -29,7 +30,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .runner import CommandError, CommandTimeout
+from .runner import CommandError, CommandTimeout, OutputTooLarge
 from .schedulers import ParseError
 
 # Batch jobs: a spawn takes seconds on an idle partition and hours in a full one.
@@ -84,7 +85,8 @@ COMMAND_DURATION = Histogram(
 COMMAND_FAILURES = Counter(
     "hpchub_cluster_command_failures",
     "Commands on a cluster that failed, by kind and error class (timeout, failed: non-zero exit or not run, "
-    "unreachable: the SSH login node, unparsable output, error: anything else).",
+    "too_much_output: stopped at its output limit, unreachable: the SSH login node, unparsable output, "
+    "error: anything else).",
     ["cluster", "kind", "error"])
 POLLER_FAILURES = Gauge(
     "hpchub_status_poller_consecutive_failures",
@@ -209,6 +211,43 @@ REVERSE_FORWARDS = ReverseForwards()
 REGISTRY.register(REVERSE_FORWARDS)
 
 
+class SSHConnections(Collector):
+    """hpchub_ssh_connections{login_node}: the connections the hub's SSH pools hold open, counted
+    at scrape time (hpchub.sshpool keeps them; an idle one is closed after its idle timeout)."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._nodes: set[str] = set()  # login nodes seen: their series stay, at 0, when no connection is left
+
+    def track(self, pool: Any) -> None:
+        """``pool``: anything with ``connections() -> {login node: open connections}``."""
+        self._pools.add(pool)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pool in list(self._pools):
+            for node, count in pool.connections().items():
+                counts[node] = counts.get(node, 0) + count
+        self._nodes.update(counts)
+        return counts
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("hpchub_ssh_connections", "", labels=["login_node"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "hpchub_ssh_connections", "SSH connections the hub holds open to a login node (host:port), one per "
+            "remote account in use; each is an sshd there.", labels=["login_node"])
+        counts = self.counts()
+        for node in sorted(self._nodes):
+            family.add_metric([node], counts.get(node, 0))
+        yield family
+
+
+SSH_CONNECTIONS = SSHConnections()
+REGISTRY.register(SSH_CONNECTIONS)
+
+
 # -- the status poller ----------------------------------------------------------------------------
 def poller_backoff(cluster: str, failures: int, interval: float) -> None:
     """The poller of ``cluster`` has failed ``failures`` times in a row and queries every ``interval`` s."""
@@ -228,6 +267,8 @@ def command_error_class(error: BaseException) -> str | None:
         return "unreachable"
     if isinstance(error, CommandTimeout):
         return "timeout"
+    if isinstance(error, OutputTooLarge):
+        return "too_much_output"
     if isinstance(error, CommandError):
         return "failed"
     if isinstance(error, ParseError):

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 DEFAULT_TIMEOUT = 30.0
 _TAIL = 2000  # characters of output kept in error messages
 
+DEFAULT_MAX_OUTPUT = 1 << 20
+"""Bytes of stdout (and, separately, of stderr) a command may write unless its caller allows more.
+Commands run for a user (submit, cancel, a log tail) answer in a few lines; a user's shell startup
+file that prints forever must not fill the hub's memory."""
+
 TERM_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL of a timed-out (or cancelled) command's process group.
 SIGTERM comes first because sudo relays it to the command it runs as another user, while a
@@ -72,6 +77,25 @@ class CommandTimeout(CommandError):
     the output read until then."""
 
 
+class OutputTooLarge(CommandError):
+    """The command wrote more than its limit to stdout or stderr and was stopped as on a timeout.
+    Carries only the beginning of its output (the rest was never kept)."""
+
+    def __init__(self, argv: Sequence[str], stream: str, limit: int, stdout: str, stderr: str, note: str = ""):
+        self.stream = stream
+        self.limit = limit
+        super().__init__(argv, None, stdout[:_TAIL], stderr[:_TAIL],
+                         reason=f"wrote more than {_size(limit)} to {stream} (its output limit); stopped{note}")
+
+
+def _size(count: int) -> str:
+    if count >= 1 << 20 and count % (1 << 20) == 0:
+        return f"{count >> 20} MiB"
+    if count >= 1 << 10 and count % (1 << 10) == 0:
+        return f"{count >> 10} KiB"
+    return f"{count} bytes"
+
+
 async def run_command(
     argv: Sequence[str],
     *,
@@ -80,8 +104,12 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     cwd: str | None = "/",
     check: bool = True,
+    max_output: int = DEFAULT_MAX_OUTPUT,
 ) -> CommandResult:
     """Run ``argv`` and return its output; raise CommandError unless it exits 0 (when ``check``).
+
+    ``max_output`` bounds what is kept of stdout and of stderr (bytes each): a command that writes
+    more is stopped as on a timeout and OutputTooLarge names the stream and the limit.
 
     The child gets its own session so that a timeout can stop everything it started. A timeout
     is a hard limit: CommandTimeout (with the output so far) comes within ``timeout`` plus
@@ -100,7 +128,7 @@ async def run_command(
         # arrives (a timeout still reports it) and the pipes can be closed on a process that
         # never ends.
         transport, collector = await loop.subprocess_exec(
-            lambda: _OutputCollector(loop),
+            lambda: _OutputCollector(loop, max_output),
             *argv,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -117,13 +145,16 @@ async def run_command(
         stdin.write(input.encode())
         stdin.close()  # after the write is flushed; a command that does not read it is no error
     try:
-        finished, _ = await asyncio.wait((collector.exited, collector.output_closed), timeout=timeout)
-        if len(finished) < 2:
+        finished, _ = await asyncio.wait((collector.settled,), timeout=timeout)
+        if not finished or collector.overflow is not None:
             ended = await _stop(transport, collector)
-            reason = f"timed out after {timeout:g} s"
-            if not ended:
-                reason += f" (its output was still open {TERM_GRACE + READ_GRACE:g} s after SIGTERM; abandoned)"
-            raise CommandTimeout(argv, None, collector.text(1), collector.text(2), reason=reason)
+            abandoned = "" if ended else (
+                f" (its output was still open {TERM_GRACE + READ_GRACE:g} s after SIGTERM; abandoned)")
+            if collector.overflow is not None:
+                raise OutputTooLarge(argv, collector.overflow, max_output, collector.text(1), collector.text(2),
+                                     note=abandoned)
+            raise CommandTimeout(argv, None, collector.text(1), collector.text(2),
+                                 reason=f"timed out after {timeout:g} s{abandoned}")
     except asyncio.CancelledError:
         _stop_in_background(transport)
         raise
@@ -136,21 +167,35 @@ async def run_command(
 
 
 class _OutputCollector(asyncio.SubprocessProtocol):
-    """A command's stdout and stderr as they arrive, and when it exited and closed them. The
+    """A command's stdout and stderr as they arrive (at most ``max_output`` bytes of each), and when
+    it exited and closed them. ``settled`` is done once both happened or an output overflowed. The
     transport is closed once both happened, also when nobody waits any more (a cancelled call)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_output: int) -> None:
         self.output = {1: bytearray(), 2: bytearray()}
+        self.max_output = max_output
+        self.overflow: str | None = None
+        """The stream ("stdout" or "stderr") that went over the limit first."""
         self.exited: asyncio.Future[None] = loop.create_future()
         self.output_closed: asyncio.Future[None] = loop.create_future()
+        self.settled: asyncio.Future[None] = loop.create_future()
         self._open_outputs = {1, 2}
+        self._overflowed: set[int] = set()
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self.output[fd].extend(data.encode() if isinstance(data, str) else data)
+        if fd in self._overflowed:  # what comes until the command is stopped is dropped
+            return
+        kept = self.output[fd]
+        kept.extend((data.encode() if isinstance(data, str) else data)[:self.max_output - len(kept) + 1])
+        if len(kept) > self.max_output:
+            del kept[self.max_output:]
+            self._overflowed.add(fd)
+            self.overflow = self.overflow or ("stdout" if fd == 1 else "stderr")
+            _set(self.settled)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._open_outputs.discard(fd)
@@ -161,13 +206,19 @@ class _OutputCollector(asyncio.SubprocessProtocol):
         self._finish(self.exited)
 
     def _finish(self, event: asyncio.Future[None]) -> None:
-        if not event.done():
-            event.set_result(None)
-        if self.exited.done() and self.output_closed.done() and self._transport is not None:
-            self._transport.close()
+        _set(event)
+        if self.exited.done() and self.output_closed.done():
+            _set(self.settled)
+            if self._transport is not None:
+                self._transport.close()
 
     def text(self, fd: int) -> str:
         return self.output[fd].decode(errors="replace")
+
+
+def _set(event: asyncio.Future[None]) -> None:
+    if not event.done():
+        event.set_result(None)
 
 
 async def _stop(transport: asyncio.SubprocessTransport, collector: _OutputCollector) -> bool:

@@ -8,6 +8,9 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
   key file authenticates: no agent, no ~/.ssh keys of the hub.
 - A dead connection is dropped and made again on the next call; failed logins back off
   exponentially, and calls during a backoff fail at once with LoginUnreachable.
+- A connection that ran no command for its idle timeout is closed (each is also an sshd on the
+  login node), unless a port forward uses it; the next call logs in again.
+- What a command writes is kept up to a limit per call; beyond it the command is stopped.
 - paramiko blocks; all of its calls that wait on the network run in the pool's threads, never on
   the event loop. Forwarded TCP connections are all pumped by one relay thread (a poll loop), not a
   thread each, and are capped per forward and over the pool: beyond a cap a connection is refused.
@@ -19,6 +22,7 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -28,7 +32,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +40,8 @@ from typing import Any
 import paramiko
 from paramiko.common import OPEN_FAILED_CONNECT_FAILED, cMSG_CHANNEL_REQUEST
 
-from .runner import CommandError, CommandResult, CommandTimeout
+from . import metrics
+from .runner import DEFAULT_MAX_OUTPUT, CommandError, CommandResult, CommandTimeout, OutputTooLarge
 
 log = logging.getLogger("hpchub.sshpool")
 
@@ -52,6 +57,8 @@ MAX_SESSIONS = 8
 """Session channels open at once per connection. OpenSSH's default MaxSessions is 10, but sshd
 counts a closed session until its main loop collects it: the slack keeps refusals rare."""
 CHANNEL_OPEN_TIMEOUT = 15.0
+IDLE_TIMEOUT = 300.0
+"""Seconds after which a connection that ran no command (and carries no port forward) is closed."""
 _CHUNK = 65536
 MAX_FORWARDED = 1024
 """Forwarded TCP connections open at once over the whole pool (all tunnels and reverse forwards);
@@ -86,13 +93,15 @@ def descriptor_limit_problem(max_forwarded: int = MAX_FORWARDED) -> str | None:
 
 @dataclass(frozen=True)
 class SSHTarget:
-    """A login node and the remote account to log in as, with the files that authenticate it."""
+    """A login node and the remote account to log in as, with the files that authenticate it, and
+    how long its connection may stay idle (None: the pool's default; not part of its identity)."""
 
     host: str
     port: int
     user: str
     key_file: str
     known_hosts: str
+    idle_timeout: float | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
@@ -227,33 +236,54 @@ def _open_channel(transport: paramiko.Transport, kind: str, dest: tuple[str, int
         raise
 
 
+def _send_eof(channel: paramiko.Channel) -> None:
+    """Close the remote command's stdin (``shutdown_write``, but the EOF is sent under the channel's
+    lock). paramiko sends it after releasing the lock: a command that ends at once can have its
+    transport thread answer the login node's CLOSE in between, and OpenSSH drops the whole
+    connection for an EOF after CLOSE ("ieof packet referred to nonexistent channel")."""
+    with channel.lock:
+        if channel.closed:  # the command ended and paramiko sent EOF with its CLOSE
+            return
+        message = channel._send_eof()
+        if message is not None:
+            # Holding the lock while sending: paramiko's CLOSE for this channel waits until the EOF is out.
+            channel.transport._send_user_message(message)
+
+
 class _RemoteCommand:
     """One command on its own session channel (``run`` blocks; ``abort`` may come from another thread)."""
 
-    def __init__(self, transport: paramiko.Transport, command: str, input: str | None):
+    def __init__(self, transport: paramiko.Transport, command: str, input: str | None, max_output: int):
         self.transport = transport
         self.command = command
         self.input = input
+        self.max_output = max_output
         self.stdout = bytearray()
         self.stderr = bytearray()
+        self.overflow: str | None = None
+        """The stream ("stdout" or "stderr") that went over ``max_output``: the command was stopped."""
         self.channel: paramiko.Channel | None = None
         self._aborted = threading.Event()
 
     def run(self) -> int | None:
-        """The exit status; None when the channel closed without one (connection lost)."""
+        """The exit status; None when the channel closed without one (connection lost) or when an
+        output went over ``max_output`` (``overflow``; the command was stopped as on an abort)."""
         channel = self._started_session()
         if channel is None:
             return None
         try:
             if self.input is not None:
                 channel.sendall(self.input.encode())
-            channel.shutdown_write()
+            _send_eof(channel)
             while True:
                 _wait_readable([channel])
+                # Checked per chunk: a fast writer keeps recv_ready true as long as it writes.
                 while channel.recv_ready():
-                    self.stdout += channel.recv(_CHUNK)
+                    if not self._keep("stdout", self.stdout, channel.recv(_CHUNK)):
+                        return None
                 while channel.recv_stderr_ready():
-                    self.stderr += channel.recv_stderr(_CHUNK)
+                    if not self._keep("stderr", self.stderr, channel.recv_stderr(_CHUNK)):
+                        return None
                 if (channel.eof_received or channel.closed) and not (channel.recv_ready()
                                                                      or channel.recv_stderr_ready()):
                     break
@@ -262,6 +292,18 @@ class _RemoteCommand:
             return None if channel.exit_status == -1 else channel.exit_status
         finally:
             channel.close()
+
+    def _keep(self, stream: str, kept: bytearray, data: bytes) -> bool:
+        """Add ``data`` to ``kept``; over ``max_output``: keep the limit's bytes, stop the command as
+        an abort does (TERM and close) and return False."""
+        kept += data[:self.max_output - len(kept) + 1]
+        if len(kept) <= self.max_output:
+            return True
+        del kept[self.max_output:]
+        self.overflow = stream
+        self._aborted.set()
+        self._signal_and_close()
+        return False
 
     def _started_session(self) -> paramiko.Channel | None:
         """A session channel running the command. A session the login node closes before the
@@ -404,6 +446,11 @@ class _TargetState:
     """Limits the session channels open at once (the login node's MaxSessions)."""
     forward_requests: asyncio.Lock = field(default_factory=asyncio.Lock)
     remote_forwards: dict[int, _RemoteForwardSpec] = field(default_factory=dict)
+    idle_timeout: float = IDLE_TIMEOUT
+    busy: int = 0
+    """Commands in progress on the connection (a forward's channels need no count: the forward keeps it)."""
+    last_used: float = 0.0
+    idle_check: asyncio.TimerHandle | None = None
 
     def live_transport(self) -> paramiko.Transport | None:
         transport = self.client.get_transport() if self.client is not None else None
@@ -738,12 +785,14 @@ class SSHPool:
     def __init__(self, *, backoff_first: float = BACKOFF_FIRST, backoff_max: float = BACKOFF_MAX,
                  max_sessions: int = MAX_SESSIONS, max_threads: int = 64, max_forwarded: int = MAX_FORWARDED,
                  max_per_local_forward: int = MAX_PER_LOCAL_FORWARD,
-                 max_per_remote_forward: int = MAX_PER_REMOTE_FORWARD):
+                 max_per_remote_forward: int = MAX_PER_REMOTE_FORWARD, idle_timeout: float = IDLE_TIMEOUT):
         self.backoff_first = backoff_first
         self.max_sessions = max_sessions
         self.backoff_max = backoff_max
         self.max_per_local_forward = max_per_local_forward
         self.max_per_remote_forward = max_per_remote_forward
+        self.idle_timeout = idle_timeout
+        """Seconds of no command after which a connection is closed (a target's own setting wins)."""
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="hpchub-ssh")
         self._targets: dict[SSHTarget, _TargetState] = {}
         self._local_forwards: set[LocalForward] = set()
@@ -753,6 +802,7 @@ class SSHPool:
         self._connecting: set[asyncio.Task[None]] = set()
         self._limit_checked = False
         self._closed = False
+        metrics.SSH_CONNECTIONS.track(self)
 
     def _check_descriptor_limit(self) -> None:
         """Once, at the first forward: say so in the log when the open-file limit is below what the caps need."""
@@ -773,14 +823,25 @@ class SSHPool:
         state = self._targets.get(target)
         return state.logins if state is not None else 0
 
+    def connections(self) -> dict[str, int]:
+        """Open connections by login node ("host:port"), whatever their accounts."""
+        counts: dict[str, int] = {}
+        for target, state in list(self._targets.items()):
+            if state.client is not None:
+                node = f"{target.host}:{target.port}"
+                counts[node] = counts.get(node, 0) + 1
+        return counts
+
     async def run(self, target: SSHTarget, argv: Sequence[str], *, input: str | None = None,
-                  timeout: float) -> CommandResult:
+                  timeout: float, max_output: int = DEFAULT_MAX_OUTPUT) -> CommandResult:
         """Run ``argv`` on the login node as ``target.user``; raise CommandError unless it exits 0.
 
         ``timeout`` bounds the whole call (waiting for a session slot and a login included); on
         expiry the remote command's process group gets SIGTERM and the channel is closed, without
-        waiting for the remote process. Errors: LoginUnreachable / HostKeyRefused (nothing ran),
-        ConnectionLost (may have run), CommandTimeout, CommandError (non-zero exit)."""
+        waiting for the remote process. ``max_output`` bounds what is kept of stdout and of stderr
+        (bytes each; the remote account's shell startup files write there too): over it, the command
+        is stopped the same way. Errors: LoginUnreachable / HostKeyRefused (nothing ran),
+        ConnectionLost (may have run), CommandTimeout, OutputTooLarge, CommandError (non-zero exit)."""
         if isinstance(argv, (str, bytes)):
             raise TypeError(f"argv must be a list of arguments, not a command line: {argv!r}")
         argv = tuple(argv)
@@ -790,13 +851,16 @@ class SSHPool:
         started = time.monotonic()
         jobs: list[_RemoteCommand] = []
         try:
-            status, transport = await asyncio.wait_for(self._run_channel(target, argv, input, jobs), timeout)
+            status, transport = await asyncio.wait_for(
+                self._run_channel(target, argv, input, max_output, jobs), timeout)
         except asyncio.TimeoutError:
             stdout, stderr = (jobs[-1].text(jobs[-1].stdout), jobs[-1].text(jobs[-1].stderr)) if jobs else ("", "")
             where = "" if jobs else f" (waiting for a session or a login to {target})"
             raise CommandTimeout(argv, None, stdout, stderr, reason=f"timed out after {timeout:g} s{where}") from None
         job = jobs[-1]
         stdout, stderr = job.text(job.stdout), job.text(job.stderr)
+        if job.overflow is not None:
+            raise OutputTooLarge(argv, job.overflow, max_output, stdout, stderr)
         if status is None:
             if transport.is_active():
                 raise CommandError(argv, None, stdout, stderr,
@@ -808,16 +872,21 @@ class SSHPool:
             raise CommandError(argv, status, stdout, stderr)
         return CommandResult(argv, status, stdout, stderr, time.monotonic() - started)
 
-    async def _run_channel(self, target: SSHTarget, argv: tuple[str, ...], input: str | None,
+    async def _run_channel(self, target: SSHTarget, argv: tuple[str, ...], input: str | None, max_output: int,
                            jobs: list[_RemoteCommand]) -> tuple[int | None, paramiko.Transport]:
         """Run the command on a session channel (waiting for a free one); the exit status (None:
         the channel closed without one) and the connection used. Cancelled: the command is aborted."""
-        loop = asyncio.get_running_loop()
         state = self._state(target)
+        with self._in_use(target, state):
+            return await self._run_on_session(target, state, argv, input, max_output, jobs)
+
+    async def _run_on_session(self, target: SSHTarget, state: _TargetState, argv: tuple[str, ...], input: str | None,
+                              max_output: int, jobs: list[_RemoteCommand]) -> tuple[int | None, paramiko.Transport]:
+        loop = asyncio.get_running_loop()
         async with state.sessions:
             for attempt in (1, 2):
                 transport = await self._transport(target, argv)
-                job = _RemoteCommand(transport, shlex.join(argv), input)
+                job = _RemoteCommand(transport, shlex.join(argv), input, max_output)
                 jobs.append(job)
                 running = loop.run_in_executor(self._executor, job.run)
                 running.add_done_callback(_retrieve)  # an aborted run may end in an error nobody awaits
@@ -845,7 +914,43 @@ class SSHPool:
         state = self._targets.get(target)
         if state is None:
             state = self._targets[target] = _TargetState(sessions=asyncio.Semaphore(self.max_sessions))
+        state.idle_timeout = target.idle_timeout if target.idle_timeout is not None else self.idle_timeout
         return state
+
+    # -- idle connections ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _in_use(self, target: SSHTarget, state: _TargetState) -> Iterator[None]:
+        """The connection is busy meanwhile; its idle time starts when the last use ends."""
+        state.busy += 1
+        try:
+            yield
+        finally:
+            state.busy -= 1
+            self._used(target, state)
+
+    def _used(self, target: SSHTarget, state: _TargetState) -> None:
+        state.last_used = time.monotonic()
+        if state.idle_check is None and not self._closed:
+            self._check_idle_in(target, state, state.idle_timeout)
+
+    def _check_idle_in(self, target: SSHTarget, state: _TargetState, delay: float) -> None:
+        # A timer, not a task: nothing is left pending when the event loop closes.
+        state.idle_check = asyncio.get_running_loop().call_later(delay, self._close_if_idle, target, state)
+
+    def _close_if_idle(self, target: SSHTarget, state: _TargetState) -> None:
+        """Close the target's connection if it ran nothing for its idle timeout and no forward uses
+        it; else look again when that could have changed."""
+        state.idle_check = None
+        if self._closed or state.client is None:
+            return  # the next login starts the watch again
+        idle = time.monotonic() - state.last_used
+        if state.busy or state.forward_requests.locked() or self.has_forwards(target):
+            self._check_idle_in(target, state, state.idle_timeout)
+        elif idle < state.idle_timeout:
+            self._check_idle_in(target, state, state.idle_timeout - idle)
+        else:
+            log.info("closing the connection to %s: no command for %.0f s", target, idle)
+            self._drop(state, None)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -898,6 +1003,7 @@ class SSHPool:
         state.failures = 0
         state.last_failure = None
         state.logins += 1
+        self._used(target, state)
         log.info("logged in to %s (login %d)", target, state.logins)
         transport = client.get_transport()
         assert transport is not None
@@ -1124,6 +1230,9 @@ class SSHPool:
                 if spec.retrying is not None:
                     spec.retrying.cancel()
             state.remote_forwards.clear()
+            if state.idle_check is not None:
+                state.idle_check.cancel()
+                state.idle_check = None
         for task in list(self._connecting):
             task.cancel()
         self._relay.close()

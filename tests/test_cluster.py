@@ -3,15 +3,16 @@ never runs users' jobs as root through `via: local`."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 
 import pytest
-from helpers.support import SITE_CONFIGS
+from helpers.support import REPO, SITE_CONFIGS
 
-from hpchub.cluster import AccountRefused, ClusterClient, ClusterSpec, client_for
+from hpchub.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
 from hpchub.config import load_site_config, parse_site_config
-from hpchub.runner import CommandError
+from hpchub.runner import CommandError, OutputTooLarge
 from hpchub.schedulers.base import Allocations
 
 SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
@@ -131,3 +132,24 @@ def test_a_job_saved_before_service_accounts_were_listed_still_refuses_the_query
     with pytest.raises(AccountRefused, match="'hpchub-q' is a service account"):
         client.as_user("hpchub-q", ["sbatch"])
     assert client.as_user("alice", ["sbatch"]) == ["sbatch"]
+
+
+async def test_output_limit_by_who_runs_the_command():
+    """A user-side command (submit, cancel, a log tail) keeps at most USER_MAX_OUTPUT; the hub's
+    own queries, which list the whole cluster, QUERY_MAX_OUTPUT."""
+    client = ClusterClient(spec(via="sudo"))
+    two_mib = ["head", "-c", str(2 << 20), "/dev/zero"]
+    assert len((await client.run(two_mib)).stdout) == 2 << 20
+    with pytest.raises(OutputTooLarge) as caught:
+        await client.run(two_mib, user="alice")
+    assert caught.value.limit == USER_MAX_OUTPUT and "wrote more than 1 MiB to stdout" in str(caught.value)
+
+
+def test_query_output_limit_holds_the_benchmarks_largest_status_answers():
+    """QUERY_MAX_OUTPUT is sized from bench/parsing.py's 10,000-job answers, with headroom."""
+    bench = importlib.util.spec_from_file_location("bench_parsing", REPO / "bench" / "parsing.py")
+    assert bench is not None and bench.loader is not None
+    parsing = importlib.util.module_from_spec(bench)
+    bench.loader.exec_module(parsing)
+    for answer in (parsing.slurm_answer(10_000), parsing.sge_answer(10_000)):
+        assert 4 * len(answer.encode()) <= QUERY_MAX_OUTPUT

@@ -442,6 +442,9 @@ def test_ssh_submission_keys_are_read():
     submit = site.clusters["main"].submit
     assert (submit.host, submit.port, submit.user, submit.sudo) == ("login.hpc.example.org", 22, "{user}", False)
     assert submit.status_account == "hpchub-query" and site.clusters["main"].network.to_servers == "tunnel"
+    assert submit.idle_timeout is None  # the SSH pool's default
+    idle = parse_site_config(VALID.replace("submit: {via: sudo}", SSH_SUBMIT[:-1] + ", idle_timeout: 120}"))
+    assert idle.clusters["main"].submit.idle_timeout == 120
     service = VALID.replace("submit: {via: sudo}", "submit: {via: ssh, host: login, user: hpchub-svc, sudo: true, "
                                                    "key: /etc/hpchub/svc.key, known_hosts: /etc/hpchub/known_hosts}")
     assert parse_site_config(service).clusters["main"].submit.status_account == "hpchub-svc"
@@ -470,6 +473,11 @@ def test_service_accounts_always_include_the_hubs_own_ssh_accounts():
          "clusters.main.submit.user:"),
         ("submit: {via: sudo, host: login}", "clusters.main.submit.host: only means something with via: ssh"),
         ("submit: {via: sudo, service_accounts: ['backup; id']}", "clusters.main.submit.service_accounts[0]:"),
+        ("submit: {via: sudo, idle_timeout: 60}", "clusters.main.submit.idle_timeout: only means something with via: ssh"),
+        ("submit: {via: ssh, host: login, key: /k, known_hosts: /kh, query_user: q, idle_timeout: 0}",
+         "clusters.main.submit.idle_timeout:"),
+        ("submit: {via: ssh, host: login, key: /k, known_hosts: /kh, query_user: q, idle_timeout: 5m}",
+         "clusters.main.submit.idle_timeout:"),
         ("submit: {via: sudo}\n    network: {to_servers: tunnel}", "clusters.main.network: tunnels and reverse forwards need via: ssh"),
     ],
 )

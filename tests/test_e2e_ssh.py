@@ -5,13 +5,19 @@ own network namespace at 10.77.0.20) in front of the real multi-node Slurm."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import os
+import pwd
 import re
 import shlex
+import stat
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -20,10 +26,12 @@ from helpers.profiles import local_site_text
 from helpers.support import REPO, run_as_user, run_hpchub, user_readable
 from prometheus_client import REGISTRY
 
+from hpchub import cluster
 from hpchub import cluster as cluster_module
-from hpchub.cluster import ClusterClient, ClusterSpec, client_for
+from hpchub.cluster import USER_MAX_OUTPUT, ClusterClient, ClusterSpec, client_for, ssh_pool
 from hpchub.config import parse_site_config
 from hpchub.poller import StatusPoller
+from hpchub.runner import OutputTooLarge
 from hpchub.runtime import ClusterRuntime
 from hpchub.sshpool import SSHPool, SSHTarget
 
@@ -336,6 +344,48 @@ async def _until(condition, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@contextlib.contextmanager
+def bashrc_line(user: str, line: str) -> Iterator[None]:
+    """``line`` first in ``user``'s ~/.bashrc (before Debian's early return for a shell that is
+    not interactive) meanwhile; afterwards that line alone is taken out again, the file's owner,
+    mode and times kept."""
+    account = pwd.getpwnam(user)
+    path = Path(account.pw_dir) / ".bashrc"
+    info = path.stat()
+
+    def write(text: str) -> None:
+        scratch = path.with_name(f".bashrc.hpchub-test-{uuid.uuid4().hex[:8]}")
+        scratch.write_text(text)
+        os.chown(scratch, account.pw_uid, account.pw_gid)
+        scratch.chmod(stat.S_IMODE(info.st_mode))
+        os.utime(scratch, ns=(info.st_atime_ns, info.st_mtime_ns))
+        os.replace(scratch, path)
+
+    write(line + path.read_text())
+    try:
+        yield
+    finally:
+        write(path.read_text().replace(line, "", 1))
+
+
+def processes_with(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+async def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
 def _break_this_process_ssh_connections(login_node) -> None:
     """Reset this process's TCP connections to the login node (as a network blip would): its sshd
     sessions end, and the ports they forwarded are free on the login node."""
@@ -412,3 +462,81 @@ async def test_after_a_hub_restart_a_taken_port_is_not_handed_out(login_node, re
     await _until(lambda: reverse_runtime.keep_hub_forward(hub_api, port), 15, "the hub to hold the port")
     url = f"http://{login_node.host}:{port}/hub/api/restored"
     assert await _from_the_login_node(login_node, url) == "the hub at /hub/api/restored"
+
+
+async def test_a_bashrc_that_prints_forever_is_stopped_at_the_output_limit(slurm_cluster, login_node):
+    """bob's ~/.bashrc prints forever (only for this test's command: other tests use bob meanwhile).
+    The hub's call as bob fails within seconds with the output error, having kept no more than the
+    user-side limit; the remote shell is stopped; bob's pooled connection still works."""
+    marker = f"hpchub-flood-{uuid.uuid4().hex[:12]}"
+    flood = f'case "$BASH_EXECUTION_STRING" in *{marker}*) while :; do echo "{marker} from ~/.bashrc"; done;; esac\n'
+    client = client_for(parse_site_config(ssh_site_text(login_node)), "slurm")
+    client.timeout = 10
+    try:
+        with bashrc_line("bob", flood):
+            started = time.monotonic()
+            with pytest.raises(OutputTooLarge) as caught:
+                await client.read_log_tail("bob", f"{marker}.log", 10)
+            assert time.monotonic() - started < 5, "stopped by the timeout, not by the output limit"
+            error = caught.value
+            assert (error.stream, error.limit) == ("stdout", USER_MAX_OUTPUT)
+            assert "wrote more than 1 MiB to stdout" in str(error) and "hpchub-job tail" in str(error)
+            assert error.stdout.startswith(f"{marker} from ~/.bashrc\n") and len(error.stdout) <= 2000
+            await wait_until(lambda: not processes_with(marker), 10, "the flooding shell on the login node to end")
+        assert (await client.run(["id", "-un"], user="bob")).stdout == "bob\n"
+        assert ssh_pool().logins(client.ssh_target("bob")) == 1
+    finally:
+        await cluster._pools.pop(id(asyncio.get_running_loop())).close()
+
+
+def established(login_node, port: int) -> bool:
+    """The login node's side of the hub's connection from local port ``port`` is still open."""
+    found = subprocess.run(["nsenter", f"--net=/run/netns/{login_node.netns}", "ss", "-Htn", "state", "established",
+                            f"( dport = :{port} )"], capture_output=True, text=True, check=True)
+    return bool(found.stdout.strip())
+
+
+def connections_metric(node: str) -> float:
+    return REGISTRY.get_sample_value("hpchub_ssh_connections", {"login_node": node}) or 0.0
+
+
+async def test_an_idle_connection_is_closed_unless_a_forward_uses_it(slurm_cluster, login_node):
+    """submit.idle_timeout: 1. A connection that ran a command is closed a second later (on the
+    login node too) and the next command logs in again; one that carries a tunnel (bob's) or a
+    reverse forward (the service account's) stays, until the forward is closed."""
+    text = ssh_site_text(login_node).replace("jobfiles: ", "idle_timeout: 1, jobfiles: ")
+    client = client_for(parse_site_config(text), "slurm")
+    bob, service = client.ssh_target("bob"), client.ssh_target(None)
+    assert bob.idle_timeout == 1 and service.idle_timeout == 1
+    node = f"{login_node.host}:{login_node.port}"
+    pool = SSHPool()  # its own default (300 s) is overridden by the cluster's setting
+
+    def local_port(target: SSHTarget) -> int:
+        client = pool._targets[target].client
+        assert client is not None
+        return client.get_transport().sock.getsockname()[1]
+
+    others = connections_metric(node)  # other tests' pools in this process
+    try:
+        await pool.run(bob, ["true"], timeout=20)
+        first = local_port(bob)
+        assert established(login_node, first) and pool.connections() == {node: 1}
+        assert connections_metric(node) == others + 1
+        await wait_until(lambda: not pool.connections() and not established(login_node, first), 10,
+                         "the idle connection to close")
+        assert connections_metric(node) == others
+        await pool.run(bob, ["true"], timeout=20)
+        assert pool.logins(bob) == 2
+
+        tunnel = await pool.open_local_forward(bob, login_node.host, login_node.port)
+        reverse = await pool.open_remote_forward(service, "127.0.0.1", 0, "127.0.0.1", 9)
+        ports = (local_port(bob), local_port(service))
+        await asyncio.sleep(3)  # three idle timeouts: nothing may happen meanwhile
+        assert pool.connections() == {node: 2} and all(established(login_node, port) for port in ports)
+        assert (pool.logins(bob), pool.logins(service)) == (2, 1)
+        tunnel.close()
+        await reverse.close()
+        await wait_until(lambda: not pool.connections() and not any(established(login_node, port) for port in ports),
+                         10, "the connections to close once their forwards are gone")
+    finally:
+        await pool.close()

@@ -226,7 +226,7 @@ async def test_no_label_names_a_user_or_a_job(fake):  # noqa: F811
     failing.answers = [CommandError(["squeue", "--user=bob"], 1, stderr="squeue: error: bob 100")]
     with pytest.raises(CommandError):
         await failing.status(["bob"])
-    allowed_labels = {"cluster", "profile", "reason", "state", "kind", "error", "le"}
+    allowed_labels = {"cluster", "profile", "reason", "state", "kind", "error", "le", "login_node"}
     seen = 0
     for family in REGISTRY.collect():
         if not family.name.startswith("hpchub_"):
@@ -242,3 +242,10 @@ async def test_no_label_names_a_user_or_a_job(fake):  # noqa: F811
     assert {"hpchub_spawns", "hpchub_spawn_duration_seconds", "hpchub_queue_wait_seconds", "hpchub_spawn_failures",
             "hpchub_servers", "hpchub_cluster_command_duration_seconds", "hpchub_cluster_command_failures",
             "hpchub_status_poller_consecutive_failures", "hpchub_status_poller_interval_seconds"} <= names
+
+
+def test_a_command_stopped_at_its_output_limit_has_its_own_error_class():
+    from hpchub.metrics import command_error_class
+    from hpchub.runner import OutputTooLarge
+
+    assert command_error_class(OutputTooLarge(["hpchub-job", "tail"], "stdout", 1 << 20, "flood", "")) == "too_much_output"

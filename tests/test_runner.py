@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hpchub import runner
-from hpchub.runner import CommandError, CommandTimeout, run_command
+from hpchub.runner import DEFAULT_MAX_OUTPUT, CommandError, CommandTimeout, OutputTooLarge, run_command
 
 # The longest a timed-out command may take beyond its timeout: SIGTERM grace, bounded read, slack.
 _STOP_BOUND = runner.TERM_GRACE + runner.READ_GRACE + 1
@@ -160,6 +160,38 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_output_over_the_limit_stops_the_command_and_says_so(tmp_path, stream):
+    # A command that prints forever (as a user's shell startup file can) is stopped at the limit,
+    # long before its timeout, with the whole process group; only the head of its output is kept.
+    pidfile = tmp_path / "child.pid"
+    redirect = ">&2" if stream == "stderr" else ""
+    started = time.monotonic()
+    with pytest.raises(OutputTooLarge) as caught:
+        await run_command(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; yes flood {redirect}"],
+                          max_output=64 * 1024, timeout=30)
+    assert time.monotonic() - started < _STOP_BOUND
+    error = caught.value
+    assert (error.stream, error.limit, error.returncode) == (stream, 64 * 1024, None)
+    assert f"wrote more than 64 KiB to {stream}" in str(error)
+    assert getattr(error, stream).startswith("flood\nflood\n") and len(getattr(error, stream)) <= 2000
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child), "the rest of the process group survived"
+
+
+async def test_output_limit_default_and_exact_size():
+    # Up to the limit is fine; one byte more is not. The default is the small, user-side one.
+    exact = await run_command(["head", "-c", str(DEFAULT_MAX_OUTPUT), "/dev/zero"])
+    assert len(exact.stdout) == DEFAULT_MAX_OUTPUT
+    with pytest.raises(OutputTooLarge):
+        await run_command(["head", "-c", str(DEFAULT_MAX_OUTPUT + 1), "/dev/zero"])
+    assert len((await run_command(["head", "-c", "3000000", "/dev/zero"], max_output=3_000_000)).stdout) == 3_000_000
 
 
 async def test_missing_program_is_a_command_error():

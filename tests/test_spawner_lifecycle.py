@@ -457,16 +457,17 @@ async def test_a_job_that_runs_then_lands_in_an_error_state_says_so(fake):
         await asyncio.wait_for(start, 5)
 
 
-@pytest.mark.parametrize("failure", ["timeout", "connection lost", "no job id"])
+@pytest.mark.parametrize("failure", ["timeout", "connection lost", "no job id", "output too large"])
 async def test_a_submission_with_an_unknown_outcome_leaves_no_job_running(fake, failure):
     # sbatch ran but the hub never learned the job id: that job would be a server nobody stops.
-    from hpchub.runner import CommandTimeout
+    from hpchub.runner import CommandTimeout, OutputTooLarge
     from hpchub.schedulers import ParseError
     from hpchub.sshpool import ConnectionLost
 
     errors = {"timeout": CommandTimeout(["sudo", "hpchub-job"], None, reason="timed out after 30 s"),
               "connection lost": ConnectionLost(["hpchub-job"], None, reason="the SSH connection was lost"),
-              "no job id": ParseError("sbatch printed no job id: 'Submitted'")}
+              "no job id": ParseError("sbatch printed no job id: 'Submitted'"),
+              "output too large": OutputTooLarge(["hpchub-job"], "stdout", 1 << 20, "", "")}
     submit = fake.submit
 
     async def submit_then_fail(user, key, script, files, keep_days=None):

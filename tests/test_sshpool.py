@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hpchub.runner import CommandError, CommandTimeout
+from hpchub.runner import CommandError, CommandTimeout, OutputTooLarge
 from hpchub.sshpool import ConnectionLost, ForwardRefused, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
 
 SSHD = "/usr/sbin/sshd"
@@ -148,6 +148,13 @@ def login_node(keys: Path, tmp_path: Path) -> Iterator[LoginNode]:
     node.stop()
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
 @pytest.fixture
 async def pool() -> Iterator[SSHPool]:
     pool = SSHPool()
@@ -219,12 +226,38 @@ async def test_timeout_returns_in_time_and_stops_the_remote_command(login_node: 
     assert caught.value.stdout == "started\n" and "timed out after 1 s" in str(caught.value)
 
     def remote_sleeps() -> list[int]:
-        return [pid for pid in login_node.connection_pids() if b"31.7" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return [pid for pid in login_node.connection_pids() if b"31.7" in _cmdline(pid)]
 
     deadline = time.monotonic() + 5
     while remote_sleeps() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert not remote_sleeps(), "the timed-out remote command got no SIGTERM"
+    assert (await pool.run(target, ["echo", "still fine"], timeout=10)).stdout == "still fine\n"
+    assert pool.logins(target) == 1
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_output_over_the_limit_stops_the_remote_command(login_node: LoginNode, pool: SSHPool, stream: str):
+    # Printing forever is stopped at the limit, long before the timeout, as a timeout stops it
+    # (TERM, channel closed); the error keeps only the head; the connection stays usable.
+    target = login_node.target()
+    marker = f"flood-{stream}-31.9"
+    started = time.monotonic()
+    with pytest.raises(OutputTooLarge) as caught:
+        await pool.run(target, ["sh", "-c", f"exec yes {marker} {'>&2' if stream == 'stderr' else ''}"],
+                       timeout=30, max_output=256 * 1024)
+    assert time.monotonic() - started < 3
+    error = caught.value
+    assert (error.stream, error.limit) == (stream, 256 * 1024) and f"more than 256 KiB to {stream}" in str(error)
+    assert getattr(error, stream).startswith(f"{marker}\n") and len(getattr(error, stream)) <= 2000
+
+    def remote_floods() -> list[int]:
+        return [pid for pid in login_node.connection_pids() if marker.encode() in _cmdline(pid)]
+
+    deadline = time.monotonic() + 5
+    while remote_floods() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not remote_floods(), "the remote command was not stopped"
     assert (await pool.run(target, ["echo", "still fine"], timeout=10)).stdout == "still fine\n"
     assert pool.logins(target) == 1
 
@@ -242,6 +275,38 @@ async def test_many_commands_in_parallel_over_one_login(login_node: LoginNode, p
     assert [result.stdout for result in results] == [f"{n}\n" for n in range(25)]
     assert pool.logins(target) == 1
     assert login_node.accepted() == 1
+
+
+async def test_idle_timeout_spares_a_running_command_and_closes_the_idle_connection(login_node: LoginNode):
+    """The pool's own idle timeout (no target setting): a command longer than it keeps its
+    connection; once idle for it, the connection is closed (sshd's side too) and the next command
+    logs in again."""
+    pool = SSHPool(idle_timeout=0.5)
+    try:
+        target = login_node.target()
+        assert (await pool.run(target, ["sh", "-c", "sleep 1.5; echo done"], timeout=10)).stdout == "done\n"
+        assert pool.logins(target) == 1 and pool.connections() == {f"127.0.0.1:{login_node.port}": 1}
+        deadline = time.monotonic() + 5
+        while (pool.connections() or login_node.connection_pids()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not pool.connections() and not login_node.connection_pids()
+        assert (await pool.run(target, ["echo", "again"], timeout=10)).stdout == "again\n"
+        assert pool.logins(target) == 2 and login_node.accepted() == 2
+    finally:
+        await pool.close()
+
+
+async def test_short_commands_never_make_the_login_node_drop_the_connection(login_node: LoginNode, pool: SSHPool):
+    """A command that ends at once: the hub's EOF (its stdin closed) must not follow its answer to
+    the login node's CLOSE, for which OpenSSH drops the whole connection, every command on it
+    with it (paramiko's shutdown_write left that window: about one connection per 100 commands)."""
+    target = login_node.target()
+    for _ in range(40):
+        results = await asyncio.gather(*(pool.run(target, ["true"], timeout=20) for _ in range(8)),
+                                       return_exceptions=True)
+        assert not [result for result in results if isinstance(result, Exception)]
+    assert pool.logins(target) == 1
+    assert "nonexistent channel" not in login_node.log.read_text()
 
 
 async def test_sessions_refused_by_max_sessions_are_waited_for(login_node: LoginNode):
