@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -406,6 +406,37 @@ async def _from_the_login_node(login_node, url: str) -> str:
     return fetched.stdout.strip() or fetched.stderr
 
 
+@contextlib.asynccontextmanager
+async def _bob_listens(login_node, port: int) -> AsyncIterator[int]:
+    """bob, a user of the login node, listens on its network address at ``port`` (0: any free port)
+    with a plain socket, as anyone there may (sshd's GatewayPorts does not come into it); yields the
+    port and lets go (his program ends when its input closes). SO_REUSEADDR, as a squatter would:
+    the jobs' last connections to the port may still be in TIME_WAIT."""
+    code = ("import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); "
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()")
+    argv = [arg for arg in login_node.ssh_argv("bob", "python3", "-c", shlex.quote(code), login_node.host, str(port))
+            if arg != "-n"]
+    squatter = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE)
+    try:
+        assert squatter.stdout is not None and squatter.stdin is not None
+        line = await asyncio.wait_for(squatter.stdout.readline(), 20)
+        assert line.strip().isdigit(), (line, await squatter.stderr.read() if squatter.stderr else b"")
+        bound = int(line)
+        assert port in (0, bound)
+        yield bound
+    finally:
+        if squatter.stdin is not None:
+            squatter.stdin.close()
+        try:
+            await asyncio.wait_for(squatter.wait(), 10)
+        except asyncio.TimeoutError:
+            squatter.kill()
+            await squatter.wait()
+    await _until(lambda: asyncio.sleep(0, not _login_node_listens(login_node, bound)), 10, "bob's port to be free")
+
+
 def _forward_metric(state: str) -> float | None:
     return REGISTRY.get_sample_value("hpchub_reverse_forwards", {"cluster": "slurm", "state": state})
 
@@ -422,12 +453,7 @@ async def test_a_reverse_forward_port_taken_during_a_reconnect_is_never_handed_o
 
     _break_this_process_ssh_connections(login_node)
     await _until(lambda: asyncio.sleep(0, not _login_node_listens(login_node, port)), 10, "the port to be free")
-    squatter = SSHPool()  # bob, with his own login on the login node
-    try:
-        bob = SSHTarget(login_node.host, login_node.port, "bob", str(login_node.keys["bob"]), str(login_node.known_hosts))
-        squat = await squatter.open_remote_forward(bob, login_node.host, port, "127.0.0.1", 9)
-        assert squat.port == port
-
+    async with _bob_listens(login_node, port):
         new_url, new_port = await runtime.hub_api_for_jobs(hub_api)  # logs in again: the old port is refused
         assert new_port != port, "a new job was told a port bob holds"
         assert await _from_the_login_node(login_node, f"{new_url}/new") == "the hub at /hub/api/new"
@@ -437,9 +463,6 @@ async def test_a_reverse_forward_port_taken_during_a_reconnect_is_never_handed_o
         assert REGISTRY.get_sample_value("hpchub_reverse_forward_refusals_total", {"cluster": "slurm"}) >= 1
         assert f"remote forward {login_node.host}:{port} on hpchub-svc@{login_node.host}:22 refused by the login " \
                "node" in caplog.text
-        await squat.close()  # bob lets go
-    finally:
-        await squatter.close()
     await _until(lambda: runtime.keep_hub_forward(hub_api, port), 15, "the hub to hold its port again")
     assert await _from_the_login_node(login_node, f"{url}/again") == "the hub at /hub/api/again"
     assert (_forward_metric("held"), _forward_metric("dead")) == (2, 0)
@@ -448,17 +471,10 @@ async def test_a_reverse_forward_port_taken_during_a_reconnect_is_never_handed_o
 async def test_after_a_hub_restart_a_taken_port_is_not_handed_out(login_node, reverse_runtime, hub_api):
     """A restarted hub asks for the port its running jobs call it at (the spawner's state): bob
     holds it. It is dead, not given to new jobs, and held again once bob lets go."""
-    squatter = SSHPool()
-    try:
-        bob = SSHTarget(login_node.host, login_node.port, "bob", str(login_node.keys["bob"]), str(login_node.known_hosts))
-        squat = await squatter.open_remote_forward(bob, login_node.host, 0, "127.0.0.1", 9)
-        port = squat.port
+    async with _bob_listens(login_node, 0) as port:
         assert not await reverse_runtime.keep_hub_forward(hub_api, port)
         _, new_port = await reverse_runtime.hub_api_for_jobs(hub_api)
         assert new_port != port
-        await squat.close()
-    finally:
-        await squatter.close()
     await _until(lambda: reverse_runtime.keep_hub_forward(hub_api, port), 15, "the hub to hold the port")
     url = f"http://{login_node.host}:{port}/hub/api/restored"
     assert await _from_the_login_node(login_node, url) == "the hub at /hub/api/restored"
