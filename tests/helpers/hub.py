@@ -85,8 +85,13 @@ class Hub:
                  "--api-port", str(self.proxy_api_port), "--error-target", f"http://127.0.0.1:{self.port}/hub/error"],
                 env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "proxy.log", "ab"),
             )
+        config_file = self.config_file
+        if self.user is not None:
+            # The hub's account must read its config; the checkout may be root's alone (a clone under
+            # /root, mode 700 on Debian). Where the example config is, it only names the default site.
+            config_file = user_readable(f"jupyterhub_config-{self.port}.py", self.config_file.read_text())
         self.hub = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(config_file)],
             cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
             **self._as_hub_account(),
         )
@@ -206,8 +211,13 @@ class HubWithItsOwnProxy(Hub):
         return env
 
     def start(self) -> None:
+        config_file = self.config_file
+        if self.user is not None:
+            # The hub's account must read its config; the checkout may be root's alone (a clone under
+            # /root, mode 700 on Debian). Where the example config is, it only names the default site.
+            config_file = user_readable(f"jupyterhub_config-{self.port}.py", self.config_file.read_text())
         self.hub = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(config_file)],
             cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
         )
         self._wait_until_up()
