@@ -6,7 +6,7 @@ Who runs what:
 - everything done for a user (submit, cancel, the user's files under ~/.hpchub) runs AS that user:
   ``sudo -n -u USER -- ...`` with ``via: sudo``, or directly where hpchub already runs as the
   user (a notebook's engine launcher). The user's files are handled only by ``hpchub-job``
-  (hpchub/jobfiles.py), a command with fixed subcommands, so the hub needs no right to run
+  (hpchub/job/jobfiles.py), a command with fixed subcommands, so the hub needs no right to run
   ``tee``, ``rm`` or ``tail`` as anyone.
 - ``via: local`` runs every user's job as the hub's own account; it is refused when that is root.
 """

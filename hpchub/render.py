@@ -150,7 +150,7 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     # Secrets (the hub API token) reach the job in this file, readable by the user only.
     secrets_file: str | None = None
-    # The server reports its port to the hub (hpchub.singleuser); the script names its node.
+    # The server reports its port to the hub (hpchub.job.extension); the script names its node.
     report_port: bool = False
 
 

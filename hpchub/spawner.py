@@ -40,6 +40,7 @@ from .config import (
     profile_allows,
 )
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
+from .job import walltime as job_walltime
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, JobWatchedElsewhere, Presence
 from .render import RenderError, UserAccount
@@ -192,7 +193,7 @@ class HPCSpawner(Spawner):
         help="The single-user server command run inside the job (after the site's environment block).",
     )
     walltime_warning = Integer(
-        walltime.DEFAULT_WARNING,
+        job_walltime.DEFAULT_WARNING,
         config=True,
         help="""Seconds before a server's walltime ends at which JupyterLab shows the user a warning
         and saves every open document (the job's end is computed in the job: its start plus its
@@ -626,7 +627,7 @@ class HPCSpawner(Spawner):
             files.update(tls.tls_files(self.cert_paths))
             env.update(tls.tls_env(job.job_dir))
         # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
-        env[walltime.ENV_WARNING] = str(self.walltime_warning)
+        env[job_walltime.ENV_WARNING] = str(self.walltime_warning)
         files["env"] = jobs.env_file(env)
         if runtime.client.spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (jobs.py)
             files[jobs.SITE_COPY] = Path(site.source).read_text()
