@@ -28,7 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 from .accounts import unix_groups
-from .cluster import (
+from .config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
+from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
+from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
+from .schedulers.base import Allocations, Reservation
+from .transports.cluster import (
     AccountRefused,
     AllocationsUnavailable,
     ClusterClient,
@@ -36,11 +40,7 @@ from .cluster import (
     default_jobfiles_command,
     user_allocations,
 )
-from .config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
-from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
-from .runner import CommandError
-from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
-from .schedulers.base import Allocations, Reservation
+from .transports.runner import CommandError
 
 Level = Literal["error", "warning", "info"]
 
@@ -293,7 +293,7 @@ def _network_findings(site: SiteConfig, internal_ssl: bool) -> list[Finding]:
             findings.append(Finding("error", f"{refusal} (the hub refuses to start servers there; give --internal-ssl "
                                              "if jupyterhub_config.py has it)", line))
     if forwards:
-        from .sshpool import descriptor_limit_problem  # paramiko: only for sites that forward over SSH
+        from .transports.sshpool import descriptor_limit_problem  # paramiko: only for sites that forward over SSH
 
         problem = descriptor_limit_problem()
         if problem is not None:

@@ -11,13 +11,13 @@ from urllib.parse import quote, urlencode
 
 from . import jobs
 from .checks import Finding, live_findings, site_findings
-from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .config import SiteConfig, SiteConfigError, load_site_config
 from .jobs import PreparedJob
 from .options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
 from .render import RenderError, UserAccount
-from .runner import CommandError
 from .schedulers import ParseError
+from .transports.cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
+from .transports.runner import CommandError
 
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:

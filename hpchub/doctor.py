@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs, lifecycle
-from .cluster import ClusterSpec, user_allocations
 from .config import SiteConfig
 from .job import probe
 from .job.probe import GREETING, REPORT_MARK
@@ -31,9 +30,10 @@ from .jobs import PreparedJob
 from .options import OptionsError, allocation_word, needs_allocations, resolve_request
 from .poller import Presence
 from .render import UserAccount
-from .runner import CommandError
 from .runtime import ClusterRuntime
 from .schedulers import JobState, backend_for
+from .transports.cluster import ClusterSpec, user_allocations
+from .transports.runner import CommandError
 
 EXIT_OK = 0
 EXIT_CANNOT_RUN = 1  # the doctor itself could not run: the site config, the profile, the account, a command

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 
 from .jobs import PreparedJob
 from .poller import JobView, JobWatchedElsewhere, Presence
-from .runner import CommandError, CommandTimeout, OutputTooLarge
 from .runtime import ClusterRuntime
 from .schedulers import JobState, ParseError
-from .sshpool import ConnectionLost
+from .transports.runner import CommandError, CommandTimeout, OutputTooLarge
+from .transports.sshpool import ConnectionLost
 
 log = logging.getLogger("hpchub.lifecycle")
 

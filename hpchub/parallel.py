@@ -28,7 +28,6 @@ from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Config
 
 from . import jobs, lifecycle
-from .cluster import ClusterClient, ClusterSpec, user_allocations
 from .config import Profile, SiteConfig, load_site_config
 from .jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONFIG, PreparedJob
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
@@ -36,6 +35,7 @@ from .render import UserAccount
 from .runtime import ClusterRuntime
 from .schedulers import JobState
 from .schedulers.base import Allocations
+from .transports.cluster import ClusterClient, ClusterSpec, user_allocations
 
 # Set by hpchub's server jobs (see hpchub.jobs), so that a notebook needs no configuration.
 # ENV_SITE_CONFIG also marks an hpchub job for the packaged etc/ipython/ipcluster_config.py.

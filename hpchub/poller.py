@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import metrics
-from .runner import DEFAULT_TIMEOUT
 from .schedulers import JobStatus
+from .transports.runner import DEFAULT_TIMEOUT
 
 log = logging.getLogger("hpchub.poller")
 

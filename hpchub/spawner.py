@@ -27,9 +27,8 @@ from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from . import jobs, lifecycle, metrics, porthandler, progress, tls, walltime
+from . import jobs, lifecycle, metrics, porthandler, progress, walltime
 from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
-from .cluster import AccountRefused, ClusterSpec
 from .config import (
     Identity,
     Profile,
@@ -44,10 +43,12 @@ from .job import walltime as job_walltime
 from .options import JobRequest, OptionsError, needs_allocations, resolve_request
 from .poller import JobView, JobWatchedElsewhere, Presence
 from .render import RenderError, UserAccount
-from .runner import CommandError
 from .runtime import AllocationsAnswer, ClusterRuntime
 from .schedulers import JobState, JobStatus, QueueInfo
-from .sshpool import LoginUnreachable
+from .transports import tls
+from .transports.cluster import AccountRefused, ClusterSpec
+from .transports.runner import CommandError
+from .transports.sshpool import LoginUnreachable
 
 porthandler.register_at_import()
 

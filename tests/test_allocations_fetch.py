@@ -12,7 +12,6 @@ import pytest
 from helpers.jobs import local_site_with_test_profiles, scheduler_output
 from helpers.profiles import local_site_text
 
-from hpchub.cluster import client_for
 from hpchub.config import parse_site_config
 from hpchub.jobs import command_job
 from hpchub.options import OptionsError, resolve_request
@@ -20,6 +19,7 @@ from hpchub.poller import StatusPoller
 from hpchub.render import UserAccount
 from hpchub.runtime import ClusterRuntime
 from hpchub.schedulers.base import Allocations
+from hpchub.transports.cluster import client_for
 
 ALICE = Allocations(accounts=("chem", "phys"), default_account="chem")
 

@@ -22,8 +22,8 @@ from hpchub.checks import (
     slurm_private_data_finding,
     slurm_private_data_jobs,
 )
-from hpchub.cluster import default_jobfiles_command
 from hpchub.config import load_site_config, parse_site_config
+from hpchub.transports.cluster import default_jobfiles_command
 
 SITE = textwrap.dedent(
     """\
@@ -530,7 +530,7 @@ def test_a_low_open_file_limit_is_a_warning_for_sites_that_forward(tmp_path):
     import subprocess
     import sys
 
-    from hpchub.sshpool import descriptors_needed
+    from hpchub.transports.sshpool import descriptors_needed
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
@@ -552,7 +552,7 @@ def test_a_low_open_file_limit_is_a_warning_for_sites_that_forward(tmp_path):
 
 
 def test_the_example_unit_raises_the_open_file_limit_enough():
-    from hpchub.sshpool import descriptors_needed
+    from hpchub.transports.sshpool import descriptors_needed
 
     unit = (REPO / "examples" / "hpchub-hub.service").read_text()
     (limit,) = [int(line.split("=", 1)[1]) for line in unit.splitlines() if line.startswith("LimitNOFILE=")]

@@ -10,10 +10,10 @@ import pwd
 import pytest
 from helpers.support import REPO, SITE_CONFIGS
 
-from hpchub.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
 from hpchub.config import load_site_config, parse_site_config
-from hpchub.runner import CommandError, OutputTooLarge
 from hpchub.schedulers.base import Allocations
+from hpchub.transports.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
+from hpchub.transports.runner import CommandError, OutputTooLarge
 
 SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
 

@@ -25,7 +25,6 @@ import pytest
 from helpers.profiles import DEFAULT_QUEUE, broken_profile, held_profile, local_site_text, profile
 from helpers.support import user_readable
 
-from hpchub.cluster import client_for
 from hpchub.config import load_site_config
 from hpchub.doctor import (
     EXIT_ENVIRONMENT,
@@ -39,6 +38,7 @@ from hpchub.doctor import (
     Problem,
     _judge_report,
 )
+from hpchub.transports.cluster import client_for
 
 USER = "carol"
 HOME = Path(f"~{USER}").expanduser()

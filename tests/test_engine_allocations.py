@@ -16,13 +16,13 @@ from helpers.profiles import local_site_text
 from helpers.render_cases import USER
 from helpers.support import run_as_user, user_readable
 
-from hpchub.cluster import AllocationsUnavailable
 from hpchub.config import parse_site_config
 from hpchub.jobs import ENV_PARENT_ALLOCATIONS, server_job
 from hpchub.options import resolve_request
 from hpchub.parallel import HPCEngineSetLauncher
-from hpchub.runner import CommandError
 from hpchub.schedulers.base import Allocations, Reservation
+from hpchub.transports.cluster import AllocationsUnavailable
+from hpchub.transports.runner import CommandError
 
 COURSE = Reservation("course", "course", None, None, True, ("alice", "carol"))
 ALICE = Allocations(accounts=("chem", "phys"), default_account="chem", qos=("high", "normal"),

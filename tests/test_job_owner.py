@@ -17,10 +17,10 @@ from test_spawner_lifecycle import fake, make_spawner, poll_until_ended, start_r
 from hpchub import porthandler
 from hpchub import runtime as runtime_module
 from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError
 from hpchub.runtime import ClusterRuntime
 from hpchub.schedulers import JobState, JobStatus
 from hpchub.spawner import SpawnFailed
+from hpchub.transports.runner import CommandError
 
 
 def runtime_of(fake) -> ClusterRuntime:  # noqa: F811

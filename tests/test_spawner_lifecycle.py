@@ -11,13 +11,13 @@ from helpers.support import SITE_CONFIGS
 from tornado import web
 
 from hpchub import porthandler
-from hpchub.cluster import ClusterClient, ClusterSpec
 from hpchub.config import load_site_config
 from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError
 from hpchub.runtime import ClusterRuntime
 from hpchub.schedulers import JobState, JobStatus, QueueInfo
 from hpchub.spawner import HPCSpawner, SpawnFailed, unix_groups
+from hpchub.transports.cluster import ClusterClient, ClusterSpec
+from hpchub.transports.runner import CommandError
 
 SITE = SITE_CONFIGS / "local-slurm.yaml"
 TOKEN = "f" * 32
@@ -460,9 +460,9 @@ async def test_a_job_that_runs_then_lands_in_an_error_state_says_so(fake):
 @pytest.mark.parametrize("failure", ["timeout", "connection lost", "no job id", "output too large"])
 async def test_a_submission_with_an_unknown_outcome_leaves_no_job_running(fake, failure):
     # sbatch ran but the hub never learned the job id: that job would be a server nobody stops.
-    from hpchub.runner import CommandTimeout, OutputTooLarge
     from hpchub.schedulers import ParseError
-    from hpchub.sshpool import ConnectionLost
+    from hpchub.transports.runner import CommandTimeout, OutputTooLarge
+    from hpchub.transports.sshpool import ConnectionLost
 
     errors = {"timeout": CommandTimeout(["sudo", "hpchub-job"], None, reason="timed out after 30 s"),
               "connection lost": ConnectionLost(["hpchub-job"], None, reason="the SSH connection was lost"),

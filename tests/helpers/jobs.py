@@ -8,13 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from hpchub.cluster import ClusterClient, client_for
 from hpchub.config import SiteConfig, parse_site_config
 from hpchub.jobs import command_job
 from hpchub.options import resolve_request
 from hpchub.render import UserAccount
-from hpchub.runner import CommandError
 from hpchub.schedulers import JobStatus
+from hpchub.transports.cluster import ClusterClient, client_for
+from hpchub.transports.runner import CommandError
 
 from .profiles import REAL_SCHEDULER_TEST_PROFILES, local_site_text
 from .support import SITE_CONFIGS

@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import metrics
-from .accounts import unix_groups
-from .render import USERNAME_RE
+from .. import metrics
+from ..accounts import unix_groups
+from ..render import USERNAME_RE
+from ..schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
+from ..schedulers.base import Allocations
 from .runner import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
-from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
-from .schedulers.base import Allocations
 
 # Scheduler clients need these from the hub's environment; nothing else is passed on, so a
 # token in the hub's environment never reaches a job through sbatch's default --export=ALL.
