@@ -52,7 +52,7 @@ from xml.sax.saxutils import escape
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hpchub.poller import StatusPoller  # noqa: E402
+from hpchub.core.poller import StatusPoller  # noqa: E402
 from hpchub.schedulers import JobStatus, sge, slurm  # noqa: E402
 from hpchub.schedulers.base import collector_paused  # noqa: E402
 from hpchub.transports.cluster import QUERY_MAX_OUTPUT  # noqa: E402

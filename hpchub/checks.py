@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .accounts import unix_groups
-from .config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
-from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
+from .core.accounts import unix_groups
+from .core.config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
+from .core.options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
 from .schedulers.base import Allocations, Reservation
 from .transports.cluster import (

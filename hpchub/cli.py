@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
-from . import jobs
 from .checks import Finding, live_findings, site_findings
-from .config import SiteConfig, SiteConfigError, load_site_config
-from .jobs import PreparedJob
-from .options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
-from .render import RenderError, UserAccount
+from .core import jobs
+from .core.config import SiteConfig, SiteConfigError, load_site_config
+from .core.jobs import PreparedJob
+from .core.options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
+from .core.render import RenderError, UserAccount
 from .schedulers import ParseError
 from .transports.cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
 from .transports.runner import CommandError

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import jobs, lifecycle
-from .config import SiteConfig
+from .core import jobs, lifecycle
+from .core.config import SiteConfig
+from .core.jobs import PreparedJob
+from .core.options import OptionsError, allocation_word, needs_allocations, resolve_request
+from .core.poller import Presence
+from .core.render import UserAccount
+from .core.runtime import ClusterRuntime
 from .job import probe
 from .job.probe import GREETING, REPORT_MARK
-from .jobs import PreparedJob
-from .options import OptionsError, allocation_word, needs_allocations, resolve_request
-from .poller import Presence
-from .render import UserAccount
-from .runtime import ClusterRuntime
 from .schedulers import JobState, backend_for
 from .transports.cluster import ClusterSpec, user_allocations
 from .transports.runner import CommandError

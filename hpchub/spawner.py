@@ -1,7 +1,7 @@
 """HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
 
-This module is the JupyterHub glue. The job is built by hpchub.jobs, submitted, watched and
-cancelled by hpchub.lifecycle through the cluster's shared poller, and described to the user by
+This module is the JupyterHub glue. The job is built by hpchub.core.jobs, submitted, watched and
+cancelled by hpchub.core.lifecycle through the cluster's shared poller, and described to the user by
 hpchub.progress. What it does differently from batchspawner (see README): user choices never
 override admin values and are validated per profile; a failed status query means "unknown", never
 "gone"; a job that dies, is held or errs while starting fails the spawn at once with the scheduler's
@@ -27,9 +27,10 @@ from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from . import jobs, lifecycle, metrics, porthandler, progress, walltime
-from .accounts import AccountMapError, check_template, unix_account_name, unix_groups
-from .config import (
+from . import porthandler, progress, walltime
+from .core import jobs, lifecycle, metrics
+from .core.accounts import AccountMapError, check_template, unix_account_name, unix_groups
+from .core.config import (
     Identity,
     Profile,
     SiteConfig,
@@ -38,12 +39,12 @@ from .config import (
     hub_identity_refusal,
     profile_allows,
 )
+from .core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from .core.poller import JobView, JobWatchedElsewhere, Presence
+from .core.render import RenderError, UserAccount
+from .core.runtime import AllocationsAnswer, ClusterRuntime
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
 from .job import walltime as job_walltime
-from .options import JobRequest, OptionsError, needs_allocations, resolve_request
-from .poller import JobView, JobWatchedElsewhere, Presence
-from .render import RenderError, UserAccount
-from .runtime import AllocationsAnswer, ClusterRuntime
 from .schedulers import JobState, JobStatus, QueueInfo
 from .transports import tls
 from .transports.cluster import AccountRefused, ClusterSpec

@@ -1,4 +1,4 @@
-"""The hub-user -> unix-account map (hpchub.accounts and HPCSpawner.unix_account*): the pure rules,
+"""The hub-user -> unix-account map (hpchub.core.accounts and HPCSpawner.unix_account*): the pure rules,
 and the spawner using the mapped account for the submission, the job's name and files, and the
 profiles' group check (fake scheduler; the real one in tests/test_ldap.py)."""
 
@@ -12,7 +12,7 @@ from tornado import web
 from traitlets import TraitError
 
 from hpchub import porthandler
-from hpchub.accounts import AccountMapError, unix_account_name
+from hpchub.core.accounts import AccountMapError, unix_account_name
 from hpchub.spawner import HPCSpawner, SpawnFailed
 
 

@@ -12,12 +12,12 @@ import pytest
 from helpers.jobs import local_site_with_test_profiles, scheduler_output
 from helpers.profiles import local_site_text
 
-from hpchub.config import parse_site_config
-from hpchub.jobs import command_job
-from hpchub.options import OptionsError, resolve_request
-from hpchub.poller import StatusPoller
-from hpchub.render import UserAccount
-from hpchub.runtime import ClusterRuntime
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import command_job
+from hpchub.core.options import OptionsError, resolve_request
+from hpchub.core.poller import StatusPoller
+from hpchub.core.render import UserAccount
+from hpchub.core.runtime import ClusterRuntime
 from hpchub.schedulers.base import Allocations
 from hpchub.transports.cluster import client_for
 

@@ -8,9 +8,9 @@ import inspect
 import pytest
 from helpers.render_cases import SITE_CONFIGS, USER
 
-from hpchub.config import load_site_config
-from hpchub.jobs import server_job
-from hpchub.options import resolve_request
+from hpchub.core.config import load_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
 from hpchub.schedulers import BACKENDS, SchedulerBackend
 
 

@@ -22,7 +22,7 @@ from hpchub.checks import (
     slurm_private_data_finding,
     slurm_private_data_jobs,
 )
-from hpchub.config import load_site_config, parse_site_config
+from hpchub.core.config import load_site_config, parse_site_config
 from hpchub.transports.cluster import default_jobfiles_command
 
 SITE = textwrap.dedent(

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from helpers.support import SITE_CONFIGS
 
-from hpchub.config import (
+from hpchub.core.config import (
     Identity,
     SiteConfigError,
     SiteConfigFile,

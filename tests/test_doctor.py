@@ -25,7 +25,7 @@ import pytest
 from helpers.profiles import DEFAULT_QUEUE, broken_profile, held_profile, local_site_text, profile
 from helpers.support import user_readable
 
-from hpchub.config import load_site_config
+from hpchub.core.config import load_site_config
 from hpchub.doctor import (
     EXIT_ENVIRONMENT,
     EXIT_HPCHUB_MISSING,

@@ -16,9 +16,9 @@ from helpers.profiles import local_site_text
 from helpers.render_cases import USER
 from helpers.support import run_as_user, user_readable
 
-from hpchub.config import parse_site_config
-from hpchub.jobs import ENV_PARENT_ALLOCATIONS, server_job
-from hpchub.options import resolve_request
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import ENV_PARENT_ALLOCATIONS, server_job
+from hpchub.core.options import resolve_request
 from hpchub.parallel import HPCEngineSetLauncher
 from hpchub.schedulers.base import Allocations, Reservation
 from hpchub.transports.cluster import AllocationsUnavailable

@@ -15,9 +15,9 @@ import pytest
 from test_spawner_lifecycle import fake, make_spawner, poll_until_ended, start_running  # noqa: F401 (fixture)
 
 from hpchub import porthandler
-from hpchub import runtime as runtime_module
-from hpchub.poller import StatusPoller
-from hpchub.runtime import ClusterRuntime
+from hpchub.core import runtime as runtime_module
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
 from hpchub.schedulers import JobState, JobStatus
 from hpchub.spawner import SpawnFailed
 from hpchub.transports.runner import CommandError

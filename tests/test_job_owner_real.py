@@ -22,7 +22,7 @@ from helpers.support import user_readable
 from test_e2e_ssh import ssh_site_text
 
 from hpchub import porthandler
-from hpchub.runtime import ClusterRuntime
+from hpchub.core.runtime import ClusterRuntime
 from hpchub.spawner import HPCSpawner, SpawnFailed
 from hpchub.transports import cluster
 from hpchub.transports.cluster import client_for

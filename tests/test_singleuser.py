@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hpchub.core.jobs import SERVER_ARGS
 from hpchub.job.extension import ALL_INTERFACES, bind_address, scheduler_node_address
-from hpchub.jobs import SERVER_ARGS
 
 TOKEN = "s3cret-server-token"
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")

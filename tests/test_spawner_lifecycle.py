@@ -11,9 +11,9 @@ from helpers.support import SITE_CONFIGS
 from tornado import web
 
 from hpchub import porthandler
-from hpchub.config import load_site_config
-from hpchub.poller import StatusPoller
-from hpchub.runtime import ClusterRuntime
+from hpchub.core.config import load_site_config
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
 from hpchub.schedulers import JobState, JobStatus, QueueInfo
 from hpchub.spawner import HPCSpawner, SpawnFailed, unix_groups
 from hpchub.transports.cluster import ClusterClient, ClusterSpec

@@ -18,12 +18,12 @@ from test_spawner_lifecycle import TOKEN, fake, make_spawner, poll_until_ended, 
 from tornado import web
 
 from hpchub import porthandler, walltime
-from hpchub.config import load_site_config
+from hpchub.core.config import load_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
+from hpchub.core.poller import JobView, Presence
 from hpchub.job.extension import walltime_info
 from hpchub.job.walltime import DEFAULT_WARNING
-from hpchub.jobs import server_job
-from hpchub.options import resolve_request
-from hpchub.poller import JobView, Presence
 from hpchub.schedulers import JobState, JobStatus
 
 EXTENSION = REPO / "labextensions" / "hpchub-walltime"

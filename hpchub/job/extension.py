@@ -1,7 +1,7 @@
 """The job side of a single-user server: a Jupyter server extension, loaded only inside the job.
 
 hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True
---ServerApp.port=0`` (see ``hpchub.jobs.SERVER_ARGS``). This extension then
+--ServerApp.port=0`` (see ``hpchub.core.jobs.SERVER_ARGS``). This extension then
 
 - makes the server listen on the address the hub connects to: the scheduler's node
   (``HPCHUB_SCHEDULER``, ``HPCHUB_NODE_NAME``, set by the job script) resolved the way the hub

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import metrics
-from ..accounts import unix_groups
-from ..render import USERNAME_RE
+from ..core import metrics
+from ..core.accounts import unix_groups
+from ..core.render import USERNAME_RE
 from ..schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
 from ..schedulers.base import Allocations
 from .runner import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, CommandError, CommandResult, run_command

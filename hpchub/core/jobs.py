@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..schedulers import backend_for
 from .config import SiteConfig
 from .options import JobRequest
 from .render import Launch, RenderError, UserAccount, engine_context, job_context, render_job_script, template_name
-from .schedulers import backend_for
 
 SERVER_COMMAND = ("jupyterhub-singleuser",)
 # Appended to the server command: hpchub.job.extension binds the address the hub connects to and

@@ -30,8 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .schedulers import ParseError
-from .transports.runner import CommandError, CommandTimeout, OutputTooLarge
+from ..schedulers import ParseError
+from ..transports.runner import CommandError, CommandTimeout, OutputTooLarge
 
 # Batch jobs: a spawn takes seconds on an idle partition and hours in a full one.
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400, float("inf"))

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
+from ..schedulers import backend_for
 from .config import Environment, SiteConfig
 from .options import JobRequest
-from .schedulers import backend_for
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
