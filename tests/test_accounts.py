@@ -11,9 +11,9 @@ from test_spawner_lifecycle import SITE, TOKEN, fake, make_spawner, start_runnin
 from tornado import web
 from traitlets import TraitError
 
-from hpchub import porthandler
 from hpchub.core.accounts import AccountMapError, unix_account_name
-from hpchub.spawner import HPCSpawner, SpawnFailed
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed
 
 
 async def test_exceptions_come_first_then_the_domain_is_stripped_then_the_template():

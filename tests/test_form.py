@@ -10,11 +10,11 @@ import pytest
 from helpers.support import SITE_CONFIGS, user_readable
 from tornado import web
 
-from hpchub import spawner as spawner_module
 from hpchub.core.config import load_site_config, parse_site_config
 from hpchub.core.options import OptionsError, resolve_request
 from hpchub.core.poller import CachedQuery
-from hpchub.form import (
+from hpchub.hub import spawner as spawner_module
+from hpchub.hub.form import (
     Preselection,
     charge_text,
     memory_from_gigabytes,
@@ -24,8 +24,8 @@ from hpchub.form import (
     render_spawn_form,
     walltime_from_parts,
 )
+from hpchub.hub.spawner import ChoicesRefused, HPCSpawner, LinkShown
 from hpchub.schedulers import QueueInfo
-from hpchub.spawner import ChoicesRefused, HPCSpawner, LinkShown
 
 TWO_CLUSTERS = """
 site: Two clusters

@@ -21,9 +21,9 @@ from helpers.jobs import submit, wait_for
 from helpers.support import user_readable
 from test_e2e_ssh import ssh_site_text
 
-from hpchub import porthandler
 from hpchub.core.runtime import ClusterRuntime
-from hpchub.spawner import HPCSpawner, SpawnFailed
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed
 from hpchub.transports import cluster
 from hpchub.transports.cluster import client_for
 

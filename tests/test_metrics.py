@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import REGISTRY
 from test_spawner_lifecycle import SITE, TOKEN, FakeCluster, fake, make_spawner, wait_until  # noqa: F401 (fixture)
 
-from hpchub import porthandler
 from hpchub.core import metrics
 from hpchub.core.config import load_site_config
 from hpchub.core.poller import StatusPoller
 from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import SpawnFailed
 from hpchub.schedulers import JobState
-from hpchub.spawner import SpawnFailed
 from hpchub.transports.cluster import ClusterClient, ClusterSpec
 from hpchub.transports.runner import CommandError, CommandResult, CommandTimeout
 

@@ -23,7 +23,7 @@ from hpchub.core.render import (
     template_environment,
     template_name,
 )
-from hpchub.form import form_environment
+from hpchub.hub.form import form_environment
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c.filename)

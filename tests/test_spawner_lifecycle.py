@@ -10,12 +10,12 @@ import pytest
 from helpers.support import SITE_CONFIGS
 from tornado import web
 
-from hpchub import porthandler
 from hpchub.core.config import load_site_config
 from hpchub.core.poller import StatusPoller
 from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed, unix_groups
 from hpchub.schedulers import JobState, JobStatus, QueueInfo
-from hpchub.spawner import HPCSpawner, SpawnFailed, unix_groups
 from hpchub.transports.cluster import ClusterClient, ClusterSpec
 from hpchub.transports.runner import CommandError
 
@@ -427,7 +427,7 @@ def test_the_port_endpoint_does_not_import_the_spawner():
     import subprocess
     import sys
 
-    code = "import sys, hpchub.porthandler; print('hpchub.spawner' in sys.modules)"
+    code = "import sys, hpchub.hub.porthandler; print('hpchub.hub.spawner' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

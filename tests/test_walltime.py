@@ -17,11 +17,11 @@ from helpers.support import REPO, SITE_CONFIGS
 from test_spawner_lifecycle import TOKEN, fake, make_spawner, poll_until_ended, start_running  # noqa: F401 (fixture)
 from tornado import web
 
-from hpchub import porthandler, walltime
 from hpchub.core.config import load_site_config
 from hpchub.core.jobs import server_job
 from hpchub.core.options import resolve_request
 from hpchub.core.poller import JobView, Presence
+from hpchub.hub import porthandler, walltime
 from hpchub.job.extension import walltime_info
 from hpchub.job.walltime import DEFAULT_WARNING
 from hpchub.schedulers import JobState, JobStatus

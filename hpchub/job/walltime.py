@@ -1,6 +1,6 @@
 """A job's end as the job side knows it: the environment variables the job script and the spawner
 set, and the one parser for an end in epoch seconds. Standard library only: the server extension
-serves it, the hub (hpchub/walltime.py) reads the same values back from the job's report.
+serves it, the hub (hpchub/hub/walltime.py) reads the same values back from the job's report.
 """
 
 from __future__ import annotations

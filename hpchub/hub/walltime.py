@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from .core.poller import JobView, Presence
-from .job.walltime import parse_end
+from ..core.poller import JobView, Presence
+from ..job.walltime import parse_end
 
 # A job that ends this close to (or after) its computed end ran out of walltime: the script's
 # clock starts a moment after the scheduler's, and schedulers kill on their own check interval.
