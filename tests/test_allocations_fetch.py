@@ -144,7 +144,7 @@ async def test_the_scheduler_takes_the_rendered_account_qos_and_reservation(sche
 def test_hpchub_render_asks_the_scheduler_for_the_users_allocations(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(local_site_text("slurm", REAL_PROFILES["slurm"]))
-    hpchub = [sys.executable, "-m", "hpchub.cli", "render", str(site), "--profile", "alloc-research"]
+    hpchub = [sys.executable, "-m", "hpchub.admin.cli", "render", str(site), "--profile", "alloc-research"]
     alice = subprocess.run([*hpchub, "--user", "alice", "--set", "qos=high"], capture_output=True, text=True, timeout=60)
     assert alice.returncode == 0, alice.stderr
     assert [line for line in alice.stdout.splitlines() if line.startswith(("#SBATCH --account", "#SBATCH --qos",

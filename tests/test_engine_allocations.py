@@ -286,7 +286,7 @@ def test_hpchub_render_engines_asks_the_users_allocations(tmp_path):
     site.write_text(local_site_text("slurm", REAL_PROFILES["slurm"]))
 
     def render(user: str, parent: dict[str, str], *sets: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "hpchub.cli", "render", str(site), "--profile", "engines-alloc", "--user", user,
+        argv = [sys.executable, "-m", "hpchub.admin.cli", "render", str(site), "--profile", "engines-alloc", "--user", user,
                 "--engines", "2", *(arg for choice in sets for arg in ("--set", choice))]
         env = {key: value for key, value in os.environ.items() if key not in ENV_PARENT_ALLOCATIONS.values()}
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env | parent)

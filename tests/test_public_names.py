@@ -42,7 +42,7 @@ def test_the_hub_templates_are_installed_where_hpchub_HUB_TEMPLATES_says():
 def test_the_console_scripts_name_their_modules():
     scripts = {script.name: script.value for script in entry_points(group="console_scripts")
                if script.name in ("hpchub", "hpchub-job")}
-    assert scripts == {"hpchub": "hpchub.cli:main", "hpchub-job": "hpchub.job.jobfiles:main"}
+    assert scripts == {"hpchub": "hpchub.admin.cli:main", "hpchub-job": "hpchub.job.jobfiles:main"}
 
 
 def test_importing_hpchub_loads_no_dependency():

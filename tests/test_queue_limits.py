@@ -9,7 +9,7 @@ import pytest
 from helpers.support import REPO, SITE_CONFIGS, user_readable
 from helpers.support import run_hpchub as hpchub
 
-from hpchub.checks import Finding, queue_limit_findings
+from hpchub.admin.checks import Finding, queue_limit_findings
 from hpchub.core.config import parse_site_config
 from hpchub.schedulers import ParseError, SchedulerQueueLimits, sge, slurm
 

@@ -433,7 +433,7 @@ def test_the_port_endpoint_does_not_import_the_spawner():
 
 
 async def test_hpchub_render_prints_exactly_what_the_spawner_submits(fake, capsys):
-    from hpchub.cli import main as hpchub_cli
+    from hpchub.admin.cli import main as hpchub_cli
 
     spawner = make_spawner(options={"profile": "small", "cores": "2", "memory": "2G"}, server="big")
     start = asyncio.create_task(spawner.start())

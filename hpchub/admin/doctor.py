@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core import jobs, lifecycle
-from .core.config import SiteConfig
-from .core.jobs import PreparedJob
-from .core.options import OptionsError, allocation_word, needs_allocations, resolve_request
-from .core.poller import Presence
-from .core.render import UserAccount
-from .core.runtime import ClusterRuntime
-from .job import probe
-from .job.probe import GREETING, REPORT_MARK
-from .schedulers import JobState, backend_for
-from .transports.cluster import ClusterSpec, user_allocations
-from .transports.runner import CommandError
+from ..core import jobs, lifecycle
+from ..core.config import SiteConfig
+from ..core.jobs import PreparedJob
+from ..core.options import OptionsError, allocation_word, needs_allocations, resolve_request
+from ..core.poller import Presence
+from ..core.render import UserAccount
+from ..core.runtime import ClusterRuntime
+from ..job import probe
+from ..job.probe import GREETING, REPORT_MARK
+from ..schedulers import JobState, backend_for
+from ..transports.cluster import ClusterSpec, user_allocations
+from ..transports.runner import CommandError
 
 EXIT_OK = 0
 EXIT_CANNOT_RUN = 1  # the doctor itself could not run: the site config, the profile, the account, a command
