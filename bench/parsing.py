@@ -52,10 +52,10 @@ from xml.sax.saxutils import escape
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hpchub.cluster import QUERY_MAX_OUTPUT  # noqa: E402
-from hpchub.poller import StatusPoller  # noqa: E402
+from hpchub.core.poller import StatusPoller  # noqa: E402
 from hpchub.schedulers import JobStatus, sge, slurm  # noqa: E402
 from hpchub.schedulers.base import collector_paused  # noqa: E402
+from hpchub.transports.cluster import QUERY_MAX_OUTPUT  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "parsing.json"
 PLOT = REPO / "bench" / "results" / "parsing.png"
@@ -291,7 +291,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             verdict = "meets" if row["parse_median_ms"] < TARGET_MS else "MISSES"
             print(f"{row['scheduler']}: {TARGET_JOBS:,} jobs parse in {row['parse_median_ms']:.1f} ms median, "
                   f"{verdict} the target ({row['parse_median_ms'] / TARGET_MS:.2f} of it)")
-            # hpchub.cluster.QUERY_MAX_OUTPUT, the most of a status answer the hub keeps, is sized from these.
+            # hpchub.transports.cluster.QUERY_MAX_OUTPUT, the most of a status answer the hub keeps, is sized from these.
             print(f"{row['scheduler']}: the {row['answer_bytes'] / 2**20:.1f} MiB answer is "
                   f"{row['answer_bytes'] / QUERY_MAX_OUTPUT:.0%} of the hub's output limit for its queries "
                   f"({QUERY_MAX_OUTPUT / 2**20:g} MiB)")

@@ -48,8 +48,8 @@ from helpers.hub import Hub, spawn, stop  # noqa: E402
 from helpers.profiles import local_site_text  # noqa: E402
 from helpers.support import user_readable  # noqa: E402
 
-from hpchub.cluster import client_for, scheduler_env, ssh_pool  # noqa: E402
-from hpchub.config import parse_site_config  # noqa: E402
+from hpchub.core.config import parse_site_config  # noqa: E402
+from hpchub.transports.cluster import client_for, scheduler_env, ssh_pool  # noqa: E402
 
 USERS = ("alice", "bob", "carol")
 RESULTS = REPO / "bench" / "results" / "ssh.json"

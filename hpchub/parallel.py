@@ -27,17 +27,17 @@ from ipyparallel.cluster.launcher import EngineLauncher, LocalControllerLauncher
 from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Config
 
-from . import jobs, lifecycle
-from .cluster import ClusterClient, ClusterSpec, user_allocations
-from .config import Profile, SiteConfig, load_site_config
-from .jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONFIG, PreparedJob
-from .options import JobRequest, OptionsError, needs_allocations, resolve_request
-from .render import UserAccount
-from .runtime import ClusterRuntime
+from .core import jobs, lifecycle
+from .core.config import Profile, SiteConfig, load_site_config
+from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONFIG, PreparedJob
+from .core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from .core.render import UserAccount
+from .core.runtime import ClusterRuntime
 from .schedulers import JobState
 from .schedulers.base import Allocations
+from .transports.cluster import ClusterClient, ClusterSpec, user_allocations
 
-# Set by hpchub's server jobs (see hpchub.jobs), so that a notebook needs no configuration.
+# Set by hpchub's server jobs (see hpchub.core.jobs), so that a notebook needs no configuration.
 # ENV_SITE_CONFIG also marks an hpchub job for the packaged etc/ipython/ipcluster_config.py.
 ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
 

@@ -20,8 +20,8 @@ import pytest
 from helpers.jobs import cancel_and_remove_logs, local_site_with_test_profiles
 from helpers.support import CLUSTER_SCRIPTS
 
-from hpchub.cluster import ClusterClient, client_for
-from hpchub.config import SiteConfig, load_site_config
+from hpchub.core.config import SiteConfig, load_site_config
+from hpchub.transports.cluster import ClusterClient, client_for
 
 # A command that answers only when the cluster is up.
 CLUSTER_PROBES = {"slurm": ["sinfo", "--noheader"], "sge": ["qstat", "-g", "c"]}

@@ -14,6 +14,9 @@ if [ ! -x "$venv/bin/python" ]; then
     mkdir -p "$(dirname "$venv")"
     /usr/bin/python3 -m venv "$venv"
 fi
+# setuptools copies modules into build/ and never removes one: after a module moved, an old build/
+# would install the old module too.
+rm -rf build
 log=$(mktemp /tmp/hpchub-pip.XXXXXX)
 trap 'rm -f "$log"' EXIT
 if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[hub,test,lint]" jupyterlab >"$log" 2>&1; then

@@ -1,4 +1,4 @@
-"""The hub-user -> unix-account map (hpchub.accounts and HPCSpawner.unix_account*): the pure rules,
+"""The hub-user -> unix-account map (hpchub.core.accounts and HPCSpawner.unix_account*): the pure rules,
 and the spawner using the mapped account for the submission, the job's name and files, and the
 profiles' group check (fake scheduler; the real one in tests/test_ldap.py)."""
 
@@ -11,9 +11,9 @@ from test_spawner_lifecycle import SITE, TOKEN, fake, make_spawner, start_runnin
 from tornado import web
 from traitlets import TraitError
 
-from hpchub import porthandler
-from hpchub.accounts import AccountMapError, unix_account_name
-from hpchub.spawner import HPCSpawner, SpawnFailed
+from hpchub.core.accounts import AccountMapError, unix_account_name
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed
 
 
 async def test_exceptions_come_first_then_the_domain_is_stripped_then_the_template():

@@ -12,14 +12,14 @@ import pytest
 from helpers.jobs import local_site_with_test_profiles, scheduler_output
 from helpers.profiles import local_site_text
 
-from hpchub.cluster import client_for
-from hpchub.config import parse_site_config
-from hpchub.jobs import command_job
-from hpchub.options import OptionsError, resolve_request
-from hpchub.poller import StatusPoller
-from hpchub.render import UserAccount
-from hpchub.runtime import ClusterRuntime
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import command_job
+from hpchub.core.options import OptionsError, resolve_request
+from hpchub.core.poller import StatusPoller
+from hpchub.core.render import UserAccount
+from hpchub.core.runtime import ClusterRuntime
 from hpchub.schedulers.base import Allocations
+from hpchub.transports.cluster import client_for
 
 ALICE = Allocations(accounts=("chem", "phys"), default_account="chem")
 
@@ -144,7 +144,7 @@ async def test_the_scheduler_takes_the_rendered_account_qos_and_reservation(sche
 def test_hpchub_render_asks_the_scheduler_for_the_users_allocations(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(local_site_text("slurm", REAL_PROFILES["slurm"]))
-    hpchub = [sys.executable, "-m", "hpchub.cli", "render", str(site), "--profile", "alloc-research"]
+    hpchub = [sys.executable, "-m", "hpchub.admin.cli", "render", str(site), "--profile", "alloc-research"]
     alice = subprocess.run([*hpchub, "--user", "alice", "--set", "qos=high"], capture_output=True, text=True, timeout=60)
     assert alice.returncode == 0, alice.stderr
     assert [line for line in alice.stdout.splitlines() if line.startswith(("#SBATCH --account", "#SBATCH --qos",

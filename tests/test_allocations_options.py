@@ -9,9 +9,9 @@ from datetime import datetime
 import pytest
 from helpers.render_cases import USER
 
-from hpchub.config import parse_site_config
-from hpchub.jobs import server_job
-from hpchub.options import OptionsError, needs_allocations, resolve_request
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import OptionsError, needs_allocations, resolve_request
 from hpchub.schedulers.base import Allocations, Reservation
 
 OPENS = datetime(2026, 12, 26, 10, 0)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import pytest
 from helpers.jobs import scheduler_output
 
-from hpchub.config import parse_site_config
-from hpchub.options import OptionsError, resolve_request
+from hpchub.core.config import parse_site_config
+from hpchub.core.options import OptionsError, resolve_request
 from hpchub.schedulers import sge, slurm
 
 

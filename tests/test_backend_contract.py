@@ -8,9 +8,10 @@ import inspect
 import pytest
 from helpers.render_cases import SITE_CONFIGS, USER
 
-from hpchub.config import load_site_config
-from hpchub.jobs import server_job
-from hpchub.options import resolve_request
+from hpchub.core.config import load_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
+from hpchub.job.scheduler_commands import SCHEDULERS, for_scheduler
 from hpchub.schedulers import BACKENDS, SchedulerBackend
 
 
@@ -60,3 +61,15 @@ def test_output_path_and_memory_come_from_the_backend(config, profile, token):
     assert job["output"].endswith(f".{token}.log")
     backend = BACKENDS[request.cluster.scheduler]
     assert job["sge_memory_mb"] == backend.memory_per_request_mb(4096, 4, request.cluster.sge.memory_per_slot)
+
+
+@pytest.mark.parametrize("scheduler", sorted(BACKENDS))
+def test_what_the_job_side_runs_is_the_backends_own(scheduler):
+    # hpchub-job submits and the server extension finds its node with the job side's table
+    # (standard library only); the hub's backend states the very same functions, so the two agree.
+    job_side = for_scheduler(scheduler)
+    backend = BACKENDS[scheduler]
+    for member in ("submit_argv", "submit_environment", "submit_script", "node_address_argv", "parse_node_address"):
+        assert getattr(backend, member) is getattr(job_side, member), member
+    assert job_side.name == backend.name
+    assert set(SCHEDULERS) == set(BACKENDS)

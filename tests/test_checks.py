@@ -14,7 +14,7 @@ from helpers.support import REPO, SITE_CONFIGS
 from helpers.support import run_hpchub as hpchub
 from test_allocations_real import qrsub
 
-from hpchub.checks import (
+from hpchub.admin.checks import (
     PRIVATE_DATA_JOBS,
     jobfiles_problems,
     live_findings,
@@ -22,8 +22,8 @@ from hpchub.checks import (
     slurm_private_data_finding,
     slurm_private_data_jobs,
 )
-from hpchub.cluster import default_jobfiles_command
-from hpchub.config import load_site_config, parse_site_config
+from hpchub.core.config import load_site_config, parse_site_config
+from hpchub.transports.cluster import default_jobfiles_command
 
 SITE = textwrap.dedent(
     """\
@@ -530,13 +530,13 @@ def test_a_low_open_file_limit_is_a_warning_for_sites_that_forward(tmp_path):
     import subprocess
     import sys
 
-    from hpchub.sshpool import descriptors_needed
+    from hpchub.transports.sshpool import descriptors_needed
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     path = _site_in(tmp_path, OFF_CLUSTER.replace("TO_HUB", "reverse"), templates=False)
-    argv = [sys.executable, "-m", "hpchub.cli", "check", "--internal-ssl", str(path)]
+    argv = [sys.executable, "-m", "hpchub.admin.cli", "check", "--internal-ssl", str(path)]
     low = subprocess.run(argv, capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
     assert low.returncode == 0, low.stderr
     assert (f"warning: {path}: tunnels and reverse forwards: the open-file limit is 1024 (soft), below the "
@@ -546,13 +546,13 @@ def test_a_low_open_file_limit_is_a_warning_for_sites_that_forward(tmp_path):
     assert high.returncode == 0 and "open-file limit" not in high.stderr, high.stderr
     # A site that forwards nothing is not warned.
     direct = _site_in(tmp_path, SITE, templates=False)
-    quiet = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(direct)], capture_output=True, text=True,
+    quiet = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(direct)], capture_output=True, text=True,
                            timeout=60, preexec_fn=low_limit)
     assert quiet.returncode == 0 and "open-file limit" not in quiet.stderr
 
 
 def test_the_example_unit_raises_the_open_file_limit_enough():
-    from hpchub.sshpool import descriptors_needed
+    from hpchub.transports.sshpool import descriptors_needed
 
     unit = (REPO / "examples" / "hpchub-hub.service").read_text()
     (limit,) = [int(line.split("=", 1)[1]) for line in unit.splitlines() if line.startswith("LimitNOFILE=")]

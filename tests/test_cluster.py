@@ -10,10 +10,10 @@ import pwd
 import pytest
 from helpers.support import REPO, SITE_CONFIGS
 
-from hpchub.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
-from hpchub.config import load_site_config, parse_site_config
-from hpchub.runner import CommandError, OutputTooLarge
+from hpchub.core.config import load_site_config, parse_site_config
 from hpchub.schedulers.base import Allocations
+from hpchub.transports.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
+from hpchub.transports.runner import CommandError, OutputTooLarge
 
 SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
 
@@ -87,7 +87,7 @@ def test_sge_commands_dir_needs_root(tmp_path):
     text = (SITE_CONFIGS / "local-sge.yaml").read_text().replace("      root: /var/lib/gridengine\n", "")
     path = tmp_path / "site.yaml"
     path.write_text(text)
-    from hpchub.config import SiteConfigError
+    from hpchub.core.config import SiteConfigError
     with pytest.raises(SiteConfigError, match=r"site.yaml:\d+: clusters.sge.sge.commands_dir: needs sge.root too"):
         load_site_config(path)
 

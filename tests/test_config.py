@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from helpers.support import SITE_CONFIGS
 
-from hpchub.config import (
+from hpchub.core.config import (
     Identity,
     SiteConfigError,
     SiteConfigFile,
@@ -212,13 +212,13 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_check_command_exit_codes(tmp_path):
-    good = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", *map(str, SITE_CONFIGS.glob("*.yaml"))],
+    good = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", *map(str, SITE_CONFIGS.glob("*.yaml"))],
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert good.stdout.count(": ok (") == len(list(SITE_CONFIGS.glob("*.yaml")))
     broken = tmp_path / "broken.yaml"
     broken.write_text(VALID.replace('walltime: "02:00:00", gpus: 0', 'walltime: "48:00:00", gpus: 0'))
-    bad = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(broken)], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(broken)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert f"{broken}:18: profiles[small].resources.walltime: 48:00:00 exceeds queue 'short' limit 04:00:00" in bad.stderr
 
@@ -229,7 +229,7 @@ def test_check_renders_templates_and_reports_template_errors(tmp_path):
         '{% extends "hpchub/slurm.sh.j2" %}{% block launch %}echo {{ no_such_thing }}{% endblock %}')
     site = tmp_path / "site.yaml"
     site.write_text(VALID + "templates_dir: templates\n")
-    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(site)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "profiles[small]: template 'slurm.sh.j2': 'no_such_thing' is undefined" in result.stderr
 
@@ -240,7 +240,7 @@ def test_check_renders_the_engine_templates_too(tmp_path):
         '{% extends "hpchub/slurm-engines.sh.j2" %}{% block launch %}srun {{ engines.typo }}{% endblock %}')
     site = tmp_path / "site.yaml"
     site.write_text(VALID + "templates_dir: templates\n")
-    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(site)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "profiles[small] (engines): template 'slurm-engines.sh.j2': 'dict object' has no attribute 'typo'" in result.stderr
 
@@ -541,10 +541,10 @@ def test_check_renders_profiles_whose_allocations_come_from_the_scheduler(tmp_pa
     site = tmp_path / "site.yaml"
     site.write_text(_with_allocations("account: {from_scheduler: true}\nqos: {from_scheduler: true}\n"
                                       "reservation: course\n"))
-    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(site)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(site)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     sge = tmp_path / "sge.yaml"
     sge.write_text(_with_allocations("account: {from_scheduler: true}\nreservation: course\n", "sge")
                    .replace("gpus: 0, nodes: 1}", "gpus: 0}").replace(", gpus: 1}", "}").replace("max_gpus: 4", "max_gpus: 0"))
-    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", str(sge)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", str(sge)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

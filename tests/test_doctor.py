@@ -25,9 +25,7 @@ import pytest
 from helpers.profiles import DEFAULT_QUEUE, broken_profile, held_profile, local_site_text, profile
 from helpers.support import user_readable
 
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
-from hpchub.doctor import (
+from hpchub.admin.doctor import (
     EXIT_ENVIRONMENT,
     EXIT_HPCHUB_MISSING,
     EXIT_HUB_UNREACHABLE,
@@ -39,6 +37,8 @@ from hpchub.doctor import (
     Problem,
     _judge_report,
 )
+from hpchub.core.config import load_site_config
+from hpchub.transports.cluster import client_for
 
 USER = "carol"
 HOME = Path(f"~{USER}").expanduser()
@@ -58,7 +58,7 @@ NODE1_NETNS = "/run/netns/hpchub-node1"
 
 
 def doctor(site: Path, profile: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpchub.cli", "doctor", str(site), "--profile", profile, "--user", USER,
+    return subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "doctor", str(site), "--profile", profile, "--user", USER,
                            *extra], capture_output=True, text=True, timeout=240)
 
 
@@ -317,7 +317,7 @@ def test_check_live_probes_each_environment_and_names_the_broken_ones_line(clean
     site = site_with("sge", "check", broken_profile("sge"))
     lines = site.read_text().splitlines()
     environment_line = lines.index("    environment:", lines.index("  - slug: broken")) + 1
-    result = subprocess.run([sys.executable, "-m", "hpchub.cli", "check", "--live", "--probe-user", USER, str(site)],
+    result = subprocess.run([sys.executable, "-m", "hpchub.admin.cli", "check", "--live", "--probe-user", USER, str(site)],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 1, result.stdout + result.stderr
     assert (f"{site}:{environment_line}: profiles[broken].environment: The job's environment did not load on vm: "

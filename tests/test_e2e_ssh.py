@@ -26,14 +26,14 @@ from helpers.profiles import local_site_text
 from helpers.support import REPO, run_as_user, run_hpchub, user_readable
 from prometheus_client import REGISTRY
 
-from hpchub import cluster
-from hpchub import cluster as cluster_module
-from hpchub.cluster import USER_MAX_OUTPUT, ClusterClient, ClusterSpec, client_for, ssh_pool
-from hpchub.config import parse_site_config
-from hpchub.poller import StatusPoller
-from hpchub.runner import OutputTooLarge
-from hpchub.runtime import ClusterRuntime
-from hpchub.sshpool import SSHPool, SSHTarget
+from hpchub.core.config import parse_site_config
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
+from hpchub.transports import cluster
+from hpchub.transports import cluster as cluster_module
+from hpchub.transports.cluster import USER_MAX_OUTPUT, ClusterClient, ClusterSpec, client_for, ssh_pool
+from hpchub.transports.runner import OutputTooLarge
+from hpchub.transports.sshpool import SSHPool, SSHTarget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.ssh]
 

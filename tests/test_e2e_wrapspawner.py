@@ -11,8 +11,8 @@ import pytest
 from helpers.hub import Hub, jobs_of, remove_job_logs, spawn, stop
 from helpers.support import REPO, SITE_CONFIGS
 
-from hpchub.cluster import client_for
-from hpchub.config import load_site_config
+from hpchub.core.config import load_site_config
+from hpchub.transports.cluster import client_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

@@ -16,13 +16,13 @@ from helpers.profiles import local_site_text
 from helpers.render_cases import USER
 from helpers.support import run_as_user, user_readable
 
-from hpchub.cluster import AllocationsUnavailable
-from hpchub.config import parse_site_config
-from hpchub.jobs import ENV_PARENT_ALLOCATIONS, server_job
-from hpchub.options import resolve_request
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import ENV_PARENT_ALLOCATIONS, server_job
+from hpchub.core.options import resolve_request
 from hpchub.parallel import HPCEngineSetLauncher
-from hpchub.runner import CommandError
 from hpchub.schedulers.base import Allocations, Reservation
+from hpchub.transports.cluster import AllocationsUnavailable
+from hpchub.transports.runner import CommandError
 
 COURSE = Reservation("course", "course", None, None, True, ("alice", "carol"))
 ALICE = Allocations(accounts=("chem", "phys"), default_account="chem", qos=("high", "normal"),
@@ -286,7 +286,7 @@ def test_hpchub_render_engines_asks_the_users_allocations(tmp_path):
     site.write_text(local_site_text("slurm", REAL_PROFILES["slurm"]))
 
     def render(user: str, parent: dict[str, str], *sets: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "hpchub.cli", "render", str(site), "--profile", "engines-alloc", "--user", user,
+        argv = [sys.executable, "-m", "hpchub.admin.cli", "render", str(site), "--profile", "engines-alloc", "--user", user,
                 "--engines", "2", *(arg for choice in sets for arg in ("--set", choice))]
         env = {key: value for key, value in os.environ.items() if key not in ENV_PARENT_ALLOCATIONS.values()}
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env | parent)

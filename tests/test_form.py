@@ -10,9 +10,11 @@ import pytest
 from helpers.support import SITE_CONFIGS, user_readable
 from tornado import web
 
-from hpchub import spawner as spawner_module
-from hpchub.config import load_site_config, parse_site_config
-from hpchub.form import (
+from hpchub.core.config import load_site_config, parse_site_config
+from hpchub.core.options import OptionsError, resolve_request
+from hpchub.core.poller import CachedQuery
+from hpchub.hub import spawner as spawner_module
+from hpchub.hub.form import (
     Preselection,
     charge_text,
     memory_from_gigabytes,
@@ -22,10 +24,8 @@ from hpchub.form import (
     render_spawn_form,
     walltime_from_parts,
 )
-from hpchub.options import OptionsError, resolve_request
-from hpchub.poller import CachedQuery
+from hpchub.hub.spawner import ChoicesRefused, HPCSpawner, LinkShown
 from hpchub.schedulers import QueueInfo
-from hpchub.spawner import ChoicesRefused, HPCSpawner, LinkShown
 
 TWO_CLUSTERS = """
 site: Two clusters
@@ -490,7 +490,7 @@ def test_unknown_allocations_are_said_on_the_form_and_refused_at_the_field():
 @pytest.fixture
 def allocated_spawner(monkeypatch):
     """An HPCSpawner of alice on ALLOCATED whose allocations come from a fake runtime (None: unknown)."""
-    from hpchub.runtime import AllocationsAnswer
+    from hpchub.core.runtime import AllocationsAnswer
 
     path = user_readable("form-allocations.yaml", ALLOCATED)
     answer = {"allocations": _alice_allocations()}

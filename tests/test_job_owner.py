@@ -14,13 +14,13 @@ from dataclasses import replace
 import pytest
 from test_spawner_lifecycle import fake, make_spawner, poll_until_ended, start_running  # noqa: F401 (fixture)
 
-from hpchub import porthandler
-from hpchub import runtime as runtime_module
-from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError
-from hpchub.runtime import ClusterRuntime
+from hpchub.core import runtime as runtime_module
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import SpawnFailed
 from hpchub.schedulers import JobState, JobStatus
-from hpchub.spawner import SpawnFailed
+from hpchub.transports.runner import CommandError
 
 
 def runtime_of(fake) -> ClusterRuntime:  # noqa: F811

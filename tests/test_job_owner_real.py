@@ -21,10 +21,11 @@ from helpers.jobs import submit, wait_for
 from helpers.support import user_readable
 from test_e2e_ssh import ssh_site_text
 
-from hpchub import cluster, porthandler
-from hpchub.cluster import client_for
-from hpchub.runtime import ClusterRuntime
-from hpchub.spawner import HPCSpawner, SpawnFailed
+from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed
+from hpchub.transports import cluster
+from hpchub.transports.cluster import client_for
 
 pytestmark = [pytest.mark.ssh]
 

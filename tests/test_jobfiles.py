@@ -41,7 +41,7 @@ def package_dir() -> Iterator[Path]:
 
 
 def job_command(package: Path, *args: str) -> list[str]:
-    return ["env", f"PYTHONPATH={package}", PYTHON, "-m", "hpchub.jobfiles", *args]
+    return ["env", f"PYTHONPATH={package}", PYTHON, "-m", "hpchub.job.jobfiles", *args]
 
 
 def run_as(user: str, package: Path, *args: str, input: str = "") -> subprocess.CompletedProcess:
@@ -164,7 +164,7 @@ def test_a_symlinked_directory_is_refused_and_nothing_is_written_through_it(caro
 
 SWAP_AFTER_CHECK = """
 import os, sys
-from hpchub import jobfiles
+from hpchub.job import jobfiles
 
 real_stat = os.stat
 

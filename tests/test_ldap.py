@@ -18,7 +18,7 @@ from helpers.hub import Hub, jobs_of, run_hub, spawn, stop
 from helpers.profiles import local_site_text
 from helpers.support import REPO
 
-from hpchub.accounts import unix_groups
+from hpchub.core.accounts import unix_groups
 
 pytestmark = [pytest.mark.ldap]
 

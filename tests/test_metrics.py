@@ -11,14 +11,15 @@ import pytest
 from prometheus_client import REGISTRY
 from test_spawner_lifecycle import SITE, TOKEN, FakeCluster, fake, make_spawner, wait_until  # noqa: F401 (fixture)
 
-from hpchub import metrics, porthandler
-from hpchub.cluster import ClusterClient, ClusterSpec
-from hpchub.config import load_site_config
-from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError, CommandResult, CommandTimeout
-from hpchub.runtime import ClusterRuntime
+from hpchub.core import metrics
+from hpchub.core.config import load_site_config
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import SpawnFailed
 from hpchub.schedulers import JobState
-from hpchub.spawner import SpawnFailed
+from hpchub.transports.cluster import ClusterClient, ClusterSpec
+from hpchub.transports.runner import CommandError, CommandResult, CommandTimeout
 
 SMALL = {"cluster": "slurm", "profile": "small"}
 
@@ -245,7 +246,7 @@ async def test_no_label_names_a_user_or_a_job(fake):  # noqa: F811
 
 
 def test_a_command_stopped_at_its_output_limit_has_its_own_error_class():
-    from hpchub.metrics import command_error_class
-    from hpchub.runner import OutputTooLarge
+    from hpchub.core.metrics import command_error_class
+    from hpchub.transports.runner import OutputTooLarge
 
     assert command_error_class(OutputTooLarge(["hpchub-job", "tail"], "stdout", 1 << 20, "flood", "")) == "too_much_output"

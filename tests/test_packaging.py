@@ -30,6 +30,10 @@ def test_wheel_contains_templates_and_metadata(wheel):
     extension = "hpchub-0.1.0.data/data/share/jupyter/labextensions/hpchub-walltime"
     assert f"{extension}/package.json" in names and f"{extension}/install.json" in names
     assert any(n.startswith(f"{extension}/static/remoteEntry.") and n.endswith(".js") for n in names)
+    # Exactly the checkout's modules: none left over from an earlier layout (setuptools' build/).
+    modules = {name for name in names if name.startswith("hpchub/") and name.endswith(".py")}
+    assert modules == {str(path.relative_to(REPO)) for path in (REPO / "hpchub").rglob("*.py")
+                       if "templates" not in path.relative_to(REPO).parts}
     metadata = next(n for n in names if n.endswith("METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
     for dependency in ("jupyterhub", "batchspawner", "wrapspawner", "ipyparallel", "jinja2", "pydantic", "PyYAML", "tornado"):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hpchub.poller import JobWatchedElsewhere, Presence, StatusPoller
+from hpchub.core.poller import JobWatchedElsewhere, Presence, StatusPoller
 from hpchub.schedulers import JobState, JobStatus
 
 

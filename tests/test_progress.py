@@ -1,11 +1,11 @@
-"""The waiting page's job details (hpchub.progress.details): pure, no hub, no scheduler."""
+"""The waiting page's job details (hpchub.hub.progress.details): pure, no hub, no scheduler."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
 
-from hpchub import progress
+from hpchub.hub import progress
 from hpchub.schedulers import JobState, JobStatus, QueueInfo, sge, slurm
 
 QUEUE = QueueInfo("debug", True, 8, 0, 1, 0, jobs_pending=3, pending_priorities=(9.0, 5.0, 7.0))

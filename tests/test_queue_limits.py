@@ -9,8 +9,8 @@ import pytest
 from helpers.support import REPO, SITE_CONFIGS, user_readable
 from helpers.support import run_hpchub as hpchub
 
-from hpchub.checks import Finding, queue_limit_findings
-from hpchub.config import parse_site_config
+from hpchub.admin.checks import Finding, queue_limit_findings
+from hpchub.core.config import parse_site_config
 from hpchub.schedulers import ParseError, SchedulerQueueLimits, sge, slurm
 
 DATA = REPO / "tests" / "data"

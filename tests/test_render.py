@@ -11,10 +11,9 @@ import jinja2
 import pytest
 from helpers.render_cases import GOLDEN_DIR, SITE_CONFIGS, USER, golden_cases, render_case
 
-from hpchub.config import load_site_config, parse_site_config
-from hpchub.form import form_environment
-from hpchub.options import ADJUSTABLE_FIELDS, OptionsError, resolve_request
-from hpchub.render import (
+from hpchub.core.config import load_site_config, parse_site_config
+from hpchub.core.options import ADJUSTABLE_FIELDS, OptionsError, resolve_request
+from hpchub.core.render import (
     Launch,
     RenderError,
     UserAccount,
@@ -24,6 +23,7 @@ from hpchub.render import (
     template_environment,
     template_name,
 )
+from hpchub.hub.form import form_environment
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c.filename)

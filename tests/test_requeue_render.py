@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from helpers.render_cases import SITE_CONFIGS, USER
 
-from hpchub.config import parse_site_config
-from hpchub.jobs import server_job
-from hpchub.options import resolve_request
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
 
 REQUEUE_PROFILE = """
   - slug: requeued

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from hpchub import runner
-from hpchub.runner import DEFAULT_MAX_OUTPUT, CommandError, CommandTimeout, OutputTooLarge, run_command
+from hpchub.transports import runner
+from hpchub.transports.runner import DEFAULT_MAX_OUTPUT, CommandError, CommandTimeout, OutputTooLarge, run_command
 
 # The longest a timed-out command may take beyond its timeout: SIGTERM grace, bounded read, slack.
 _STOP_BOUND = runner.TERM_GRACE + runner.READ_GRACE + 1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from helpers.jobs import scheduler_output, submit, wait_for, wait_for_file_text
 
-from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, queue_position, slurm
+from hpchub.transports.cluster import client_for
 
 
 @dataclass(frozen=True)

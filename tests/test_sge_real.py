@@ -10,8 +10,8 @@ import uuid
 import pytest
 from helpers.jobs import submit, wait_for
 
-from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, sge
+from hpchub.transports.cluster import client_for
 
 pytestmark = [pytest.mark.sge, pytest.mark.usefixtures("sge_cluster")]
 

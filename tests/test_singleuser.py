@@ -1,4 +1,4 @@
-"""hpchub.singleuser, the server extension in every server job: a real jupyterhub-singleuser
+"""hpchub.job.extension, the server extension in every server job: a real jupyterhub-singleuser
 against a small stand-in hub on 127.0.0.1, and the address choice on its own."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hpchub.jobs import SERVER_ARGS
-from hpchub.singleuser import ALL_INTERFACES, bind_address, scheduler_node_address
+from hpchub.core.jobs import SERVER_ARGS
+from hpchub.job.extension import ALL_INTERFACES, bind_address, scheduler_node_address
 
 TOKEN = "s3cret-server-token"
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")

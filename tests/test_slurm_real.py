@@ -11,8 +11,8 @@ import pytest
 from helpers.jobs import scheduler_output, submit, wait_for, wait_for_file_text
 from helpers.support import SITE_CONFIGS, run_hpchub
 
-from hpchub.cluster import client_for
 from hpchub.schedulers import JobState, slurm
+from hpchub.transports.cluster import client_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

@@ -10,14 +10,14 @@ import pytest
 from helpers.support import SITE_CONFIGS
 from tornado import web
 
-from hpchub import porthandler
-from hpchub.cluster import ClusterClient, ClusterSpec
-from hpchub.config import load_site_config
-from hpchub.poller import StatusPoller
-from hpchub.runner import CommandError
-from hpchub.runtime import ClusterRuntime
+from hpchub.core.config import load_site_config
+from hpchub.core.poller import StatusPoller
+from hpchub.core.runtime import ClusterRuntime
+from hpchub.hub import porthandler
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed, unix_groups
 from hpchub.schedulers import JobState, JobStatus, QueueInfo
-from hpchub.spawner import HPCSpawner, SpawnFailed, unix_groups
+from hpchub.transports.cluster import ClusterClient, ClusterSpec
+from hpchub.transports.runner import CommandError
 
 SITE = SITE_CONFIGS / "local-slurm.yaml"
 TOKEN = "f" * 32
@@ -427,13 +427,13 @@ def test_the_port_endpoint_does_not_import_the_spawner():
     import subprocess
     import sys
 
-    code = "import sys, hpchub.porthandler; print('hpchub.spawner' in sys.modules)"
+    code = "import sys, hpchub.hub.porthandler; print('hpchub.hub.spawner' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 
 async def test_hpchub_render_prints_exactly_what_the_spawner_submits(fake, capsys):
-    from hpchub.cli import main as hpchub_cli
+    from hpchub.admin.cli import main as hpchub_cli
 
     spawner = make_spawner(options={"profile": "small", "cores": "2", "memory": "2G"}, server="big")
     start = asyncio.create_task(spawner.start())
@@ -460,9 +460,9 @@ async def test_a_job_that_runs_then_lands_in_an_error_state_says_so(fake):
 @pytest.mark.parametrize("failure", ["timeout", "connection lost", "no job id", "output too large"])
 async def test_a_submission_with_an_unknown_outcome_leaves_no_job_running(fake, failure):
     # sbatch ran but the hub never learned the job id: that job would be a server nobody stops.
-    from hpchub.runner import CommandTimeout, OutputTooLarge
     from hpchub.schedulers import ParseError
-    from hpchub.sshpool import ConnectionLost
+    from hpchub.transports.runner import CommandTimeout, OutputTooLarge
+    from hpchub.transports.sshpool import ConnectionLost
 
     errors = {"timeout": CommandTimeout(["sudo", "hpchub-job"], None, reason="timed out after 30 s"),
               "connection lost": ConnectionLost(["hpchub-job"], None, reason="the SSH connection was lost"),

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers.profiles import local_site_text
 
-from hpchub.cluster import AccountRefused, client_for
-from hpchub.config import parse_site_config
+from hpchub.core.config import parse_site_config
+from hpchub.transports.cluster import AccountRefused, client_for
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
 

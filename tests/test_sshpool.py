@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from hpchub.runner import CommandError, CommandTimeout, OutputTooLarge
-from hpchub.sshpool import ConnectionLost, ForwardRefused, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
+from hpchub.transports.runner import CommandError, CommandTimeout, OutputTooLarge
+from hpchub.transports.sshpool import ConnectionLost, ForwardRefused, HostKeyRefused, LoginUnreachable, SSHPool, SSHTarget
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.ssh

@@ -1,10 +1,10 @@
-"""hpchub.tls: JupyterHub's per-server certificate files as texts for the job's user-only files."""
+"""hpchub.transports.tls: JupyterHub's per-server certificate files as texts for the job's user-only files."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpchub.tls import node_alt_names, tls_env, tls_files
+from hpchub.transports.tls import node_alt_names, tls_env, tls_files
 
 
 def test_tls_files_are_the_pem_texts_of_jupyterhubs_cert_paths(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from hpchub.units import Memory, Walltime
+from hpchub.core.units import Memory, Walltime
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import pytest
 from helpers.jobs import scheduler_output, submit
 from helpers.profiles import REAL_SCHEDULER_TEST_PROFILES, local_site_text
 
-from hpchub.config import SiteConfig, parse_site_config
+from hpchub.core.config import SiteConfig, parse_site_config
 
 USER = "carol"
 LOCAL_SUBMIT = "submit: {via: sudo}"

@@ -17,13 +17,14 @@ from helpers.support import REPO, SITE_CONFIGS
 from test_spawner_lifecycle import TOKEN, fake, make_spawner, poll_until_ended, start_running  # noqa: F401 (fixture)
 from tornado import web
 
-from hpchub import porthandler, walltime
-from hpchub.config import load_site_config
-from hpchub.jobs import server_job
-from hpchub.options import resolve_request
-from hpchub.poller import JobView, Presence
+from hpchub.core.config import load_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
+from hpchub.core.poller import JobView, Presence
+from hpchub.hub import porthandler, walltime
+from hpchub.job.extension import walltime_info
+from hpchub.job.walltime import DEFAULT_WARNING
 from hpchub.schedulers import JobState, JobStatus
-from hpchub.singleuser import walltime_info
 
 EXTENSION = REPO / "labextensions" / "hpchub-walltime"
 
@@ -163,7 +164,7 @@ def test_durations_and_clock_times_for_people():
 def test_the_servers_walltime_answer_comes_from_the_jobs_environment():
     environ = {"HPCHUB_JOB_END": "1700000000", "HPCHUB_WALLTIME_WARNING": "120"}
     assert walltime_info(environ, now=1699999000) == {"ends": 1700000000, "warning": 120, "now": 1699999000}
-    assert walltime_info({}, now=5) == {"ends": None, "warning": walltime.DEFAULT_WARNING, "now": 5}
+    assert walltime_info({}, now=5) == {"ends": None, "warning": DEFAULT_WARNING, "now": 5}
     assert walltime_info({"HPCHUB_WALLTIME_WARNING": "0"}, now=5)["warning"] == 0
 
 

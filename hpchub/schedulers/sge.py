@@ -12,11 +12,12 @@ import html
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
+from ..job.scheduler_commands import GridEngine
 from .base import (
     Allocations,
     JobState,
@@ -70,27 +71,11 @@ def state_from_letters(letters: str) -> JobState:
     return JobState.UNKNOWN
 
 
-def submit_argv() -> list[str]:
-    return ["qsub", "-terse"]
-
-
-def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return dict(environ)  # qsub takes no job options from the environment
-
-
-# qsub first applies the options of $SGE_ROOT/$SGE_CELL/common/sge_request, ~/.sge_request (~ from
-# the password database, not $HOME) and ./.sge_request, and the script's directives override only
-# the options they repeat: a user's -pe, -l h_vmem, -a, -hold_jid, -p or client -jsv would stay in a
-# hub job. -clear as the script's first directive drops all of them (the cluster's file too: a site
-# puts what every hub job needs in the profiles' directives), whatever the file's -C says.
-CLEAR_DEFAULTS = "#$ -clear"
-
-
-def submit_script(script: str) -> str:
-    first, _, rest = script.partition("\n")
-    if first.startswith("#!"):  # the interpreter line stays first
-        return f"{first}\n{CLEAR_DEFAULTS}\n{rest}"
-    return f"{CLEAR_DEFAULTS}\n{script}"
+# What hpchub-job runs to submit is the job side's (it imports nothing of the hub): the same functions.
+# Their -clear directive (a user's ~/.sge_request does not reach a hub job): see job/scheduler_commands.py.
+submit_argv = GridEngine.submit_argv
+submit_environment = GridEngine.submit_environment
+submit_script = GridEngine.submit_script
 
 
 def parse_submit(stdout: str) -> str:
@@ -331,13 +316,9 @@ def parse_queue_nodes(stdout: str) -> list[tuple[str, str | None]]:
     return [(host, None) for host in dict.fromkeys(hosts)]
 
 
-def node_address_argv(node: str) -> list[str] | None:
-    """None: Grid Engine itself resolves host names (DNS or its host_aliases), so do we."""
-    return None
-
-
-def parse_node_address(stdout: str) -> str | None:
-    return None
+# The server extension asks for its node's address itself: the same functions.
+node_address_argv = GridEngine.node_address_argv
+parse_node_address = GridEngine.parse_node_address
 
 
 def job_names_argv(user: str) -> list[str]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 
+from ..job.scheduler_commands import Slurm
 from .base import (
     Allocations,
     JobState,
@@ -94,20 +95,10 @@ REASON_TEXT: dict[str, str] = {
 }
 
 
-def submit_argv() -> list[str]:
-    return ["sbatch", "--parsable"]
-
-
-# sbatch reads SBATCH_* (and SLURM_CLUSTERS, SLURM_HINT, ...) as options that override the
-# script's #SBATCH lines: a user's shell that exports them for their own jobs must not move a hub
-# job to another partition or give it another time limit. SLURM_CONF only says where the cluster is.
-def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name, value in environ.items()
-            if not name.startswith(("SBATCH_", "SLURM_")) or name == "SLURM_CONF"}
-
-
-def submit_script(script: str) -> str:
-    return script  # sbatch reads no per-user default files
+# What hpchub-job runs to submit is the job side's (it imports nothing of the hub): the same functions.
+submit_argv = Slurm.submit_argv
+submit_environment = Slurm.submit_environment
+submit_script = Slurm.submit_script
 
 
 def parse_submit(stdout: str) -> str:
@@ -319,14 +310,9 @@ def parse_queue_nodes(stdout: str) -> list[tuple[str, str | None]]:
     return list(dict.fromkeys(nodes))  # sinfo --Node lists a node once per partition
 
 
-def node_address_argv(node: str) -> list[str] | None:
-    """The node's address as Slurm knows it (NodeAddr), for nodes whose names DNS does not know."""
-    return ["scontrol", "show", "node", node, "--oneliner"]
-
-
-def parse_node_address(stdout: str) -> str | None:
-    match = re.search(r"\bNodeAddr=(\S+)", stdout)
-    return match.group(1) if match else None
+# The server extension asks for its node's address itself: the same functions.
+node_address_argv = Slurm.node_address_argv
+parse_node_address = Slurm.parse_node_address
 
 
 def cancel_argv(job_ids: Sequence[str]) -> list[str]:

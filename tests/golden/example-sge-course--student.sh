@@ -26,4 +26,4 @@ export HPCHUB_ACCOUNT=datalit
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True --ServerApp.port=0
+exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0

@@ -41,4 +41,4 @@ export HPCHUB_ACCOUNT=default
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True --ServerApp.port=0
+exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0

@@ -25,4 +25,4 @@ export HPCHUB_ENGINE_PROFILE=small
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/local-slurm.yaml
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True --ServerApp.port=0
+exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0

@@ -8,13 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from hpchub.cluster import ClusterClient, client_for
-from hpchub.config import SiteConfig, parse_site_config
-from hpchub.jobs import command_job
-from hpchub.options import resolve_request
-from hpchub.render import UserAccount
-from hpchub.runner import CommandError
+from hpchub.core.config import SiteConfig, parse_site_config
+from hpchub.core.jobs import command_job
+from hpchub.core.options import resolve_request
+from hpchub.core.render import UserAccount
 from hpchub.schedulers import JobStatus
+from hpchub.transports.cluster import ClusterClient, client_for
+from hpchub.transports.runner import CommandError
 
 from .profiles import REAL_SCHEDULER_TEST_PROFILES, local_site_text
 from .support import SITE_CONFIGS
@@ -27,7 +27,7 @@ def local_site_with_test_profiles(scheduler: str) -> SiteConfig:
 
 
 async def submit(site: SiteConfig, profile: str, user: str, command: str, **options) -> tuple[str, str]:
-    """Build ``profile``'s job for ``user`` with ``command`` as the launch (hpchub.jobs, as
+    """Build ``profile``'s job for ``user`` with ``command`` as the launch (hpchub.core.jobs, as
     `hpchub submit --command` does) and submit it; return (job id, log path)."""
     request = resolve_request(site, site.profile(profile), options)
     job = command_job(site, request, UserAccount.lookup(user), shlex.split(command))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpchub.config import load_site_config
-from hpchub.jobs import server_job
-from hpchub.options import needs_allocations, resolve_request
-from hpchub.render import UserAccount
+from hpchub.core.config import load_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import needs_allocations, resolve_request
+from hpchub.core.render import UserAccount
 from hpchub.schedulers.base import Allocations
 
 from .support import REPO, SITE_CONFIGS

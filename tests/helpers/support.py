@@ -11,7 +11,7 @@ CLUSTER_SCRIPTS = REPO / "tests" / "clusters"
 
 def run_hpchub(*args: str) -> subprocess.CompletedProcess:
     """The hpchub command, as an admin runs it."""
-    return subprocess.run([sys.executable, "-m", "hpchub.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "hpchub.admin.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def run_as_user(user: str, code: str, timeout: float = 180) -> str:

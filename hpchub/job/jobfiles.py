@@ -4,7 +4,8 @@ The hub starts it with ``sudo -n -u USER -- hpchub-job ...`` (or over SSH on a l
 never writes into a user's home with its own rights and its sudoers rule names this command and the
 scheduler commands only, not ``tee``/``install``/``rm``/``tail`` with any arguments. It takes no paths
 and no command lines from its caller: fixed subcommands, names checked against narrow patterns, the home
-directory from the password database, the submit command from the scheduler backend. Everything it
+directory from the password database, the submit command from the scheduler's table
+(scheduler_commands.py). Standard library only, like all of hpchub/job/. Everything it
 touches is opened relative to directory descriptors without following symlinks and must be owned by
 the user, so a symlink planted in ``~/.hpchub`` (or swapped in between a check and a write) cannot
 redirect a write or a removal, and secrets are created mode 0600 so they are never readable by others.
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .logindefs import LOGIN_DEFS, login_defs_uid_min
+from .scheduler_commands import for_scheduler
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 LOG_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}\.log")
@@ -249,13 +251,11 @@ def submit(user: UserHome, key: str, scheduler: str, files: dict[str, str], scri
     """Prepare the job's files, then run the scheduler's own submit command with ``script`` on stdin.
     Its output and exit code are the caller's answer; after a failure no job directory is left.
     The user's own scheduler settings (SBATCH_* in their shell, ~/.sge_request) do not reach the
-    job: the backend takes them out of the environment and the script."""
+    job: the scheduler's table (scheduler_commands) takes them out of the environment and the script."""
     import subprocess  # only this subcommand runs anything: keep the start-up of the others small
 
-    from .schedulers import backend_for
-
     try:
-        backend = backend_for(scheduler)
+        backend = for_scheduler(scheduler)
     except ValueError as error:
         raise Refused(str(error)) from None
     argv = backend.submit_argv()

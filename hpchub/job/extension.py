@@ -1,7 +1,7 @@
 """The job side of a single-user server: a Jupyter server extension, loaded only inside the job.
 
-hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.singleuser=True
---ServerApp.port=0`` (see ``hpchub.jobs.SERVER_ARGS``). This extension then
+hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True
+--ServerApp.port=0`` (see ``hpchub.core.jobs.SERVER_ARGS``). This extension then
 
 - makes the server listen on the address the hub connects to: the scheduler's node
   (``HPCHUB_SCHEDULER``, ``HPCHUB_NODE_NAME``, set by the job script) resolved the way the hub
@@ -9,7 +9,7 @@ hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensi
   of this host's;
 - once the server listens, reports the port of its listening socket to the hub
   (``POST /hub/api/hpchub/port``, body ``{"port": N}``, with the server's own API token, over the
-  singleuser app's hub client and TLS settings). The port the hub gets is one this process
+  singleuser app's TLS settings). The port the hub gets is one this process
   already holds, so no other process can take it in between. If the report fails, the server
   exits with status 1, so the job ends and the spawn fails at once with the job's output. The
   report also carries the job's end (``"ends"``, from ``HPCHUB_JOB_END``, set by the job script),
@@ -18,7 +18,10 @@ hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensi
   ``{"ends": EPOCH or null, "warning": SECONDS, "now": EPOCH}``: what the JupyterLab extension hpchub-walltime
   (installed with the package) shows as the time left, warning and saving before the end.
 
-Nothing here runs in the hub.
+Nothing here runs in the hub. Like all of hpchub/job/, it imports only the standard library and,
+here, ``jupyter_server`` and the ``tornado`` that jupyter_server's handler API is made of (its
+handlers, ``web.authenticated``, its HTTP client on the server's own IO loop): not JupyterHub,
+not the rest of hpchub (tests/test_job_side.py).
 """
 
 from __future__ import annotations
@@ -29,33 +32,34 @@ import json
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .scheduler_commands import for_scheduler
 from .walltime import DEFAULT_WARNING, ENV_JOB_END, ENV_WARNING, parse_end
 
 ALL_INTERFACES = "0.0.0.0"
 REPORT_ATTEMPTS = 5
 REPORT_RETRY_SECONDS = 2.0
+REPORT_TIMEOUT = 60.0  # seconds for one attempt, connecting included
 SCHEDULER_QUERY_TIMEOUT = 15.0
 
 log = logging.getLogger("hpchub.singleuser")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "hpchub.singleuser"}]
+    return [{"module": "hpchub.job.extension"}]
 
 
 # -- the address --------------------------------------------------------------------------------
 def scheduler_node_address(scheduler: str, node_name: str, run: Callable[[list[str]], str] | None = None) -> str:
     """The address the hub connects to for ``node_name``, found as the hub finds it: the
     scheduler's own address for the node where the backend has one (Slurm: NodeAddr), else DNS."""
-    from .schedulers import backend_for
-
-    backend = backend_for(scheduler)
+    backend = for_scheduler(scheduler)
     address = node_name
     argv = backend.node_address_argv(node_name)
     if argv is not None:
@@ -116,8 +120,8 @@ class PortReportError(RuntimeError):
     pass
 
 
-def _hub_client(serverapp: Any) -> tuple[str, str, dict[str, Any]]:
-    """(hub API URL, this server's token, HTTP client options): from the running jupyterhub
+def _hub_client(serverapp: Any) -> tuple[str, str, ssl.SSLContext | None]:
+    """(hub API URL, this server's token, TLS context or None): from the running jupyterhub
     singleuser app (its TLS context carries internal_ssl's client certificate), else from the
     environment the hub gave the job."""
     for apps in serverapp.extension_manager.extension_apps.values():
@@ -125,40 +129,51 @@ def _hub_client(serverapp: Any) -> tuple[str, str, dict[str, Any]]:
             hub_auth = getattr(app, "hub_auth", None)
             app_options = getattr(app, "hub_http_client_opts", None)
             if hub_auth is not None and app_options is not None:
-                return hub_auth.api_url, hub_auth.api_token, dict(app_options)
-    from jupyterhub.utils import make_ssl_context
-
-    options: dict[str, Any] = {}
-    context = make_ssl_context(os.environ.get("JUPYTERHUB_SSL_KEYFILE"), os.environ.get("JUPYTERHUB_SSL_CERTFILE"),
-                               cafile=os.environ.get("JUPYTERHUB_SSL_CLIENT_CA"))
-    if context is not None:
-        options["ssl"] = context
-    return os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""), options
+                return hub_auth.api_url, hub_auth.api_token, app_options.get("ssl")
+    context = client_ssl_context(os.environ.get("JUPYTERHUB_SSL_KEYFILE"), os.environ.get("JUPYTERHUB_SSL_CERTFILE"),
+                                 os.environ.get("JUPYTERHUB_SSL_CLIENT_CA"))
+    return os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""), context
 
 
-async def report_port(url: str, token: str, port: int, client_options: dict[str, Any],
+def client_ssl_context(keyfile: str | None, certfile: str | None, cafile: str | None) -> ssl.SSLContext | None:
+    """internal_ssl's client context, made as jupyterhub-singleuser makes it (the hub's certificate
+    and name verified, this server's certificate presented); None without a key and certificate."""
+    if not keyfile or not certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.load_default_certs()
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+async def report_port(url: str, token: str, port: int, ssl_context: ssl.SSLContext | None,
                       attempts: int = REPORT_ATTEMPTS, retry_seconds: float = REPORT_RETRY_SECONDS,
                       ends: int | None = None) -> None:
     """POST ``{"port": port}`` (with ``"ends": ends`` if known) to ``url`` with ``token``; retry
     while the hub is unreachable or answers 5xx; raise PortReportError when it refuses (4xx) or
     never answers."""
-    from jupyterhub.httpclient import fetch
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
     body = json.dumps({"port": port, **({"ends": ends} if ends else {})})
     last_error = ""
     for attempt in range(1, attempts + 1):
         try:
-            response = await fetch(url, method="POST", data=body, headers=headers,
-                                   raise_for_status=False, **client_options)
-            if response.status < 300:
+            request = HTTPRequest(url, method="POST", body=body, headers=headers, ssl_options=ssl_context,
+                                  request_timeout=REPORT_TIMEOUT)
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+            if response.code == 599 and response.error is not None:  # no answer: connection or timeout
+                raise response.error
+            if response.code < 300:
                 return
-            last_error = f"{response.status} {(await response.text())[:300]!r}"
-            if response.status < 500:
+            last_error = f"{response.code} {(response.body or b'').decode('utf-8', 'replace')[:300]!r}"
+            if response.code < 500:
                 raise PortReportError(f"the hub refused port {port} at {url}: {last_error}")
         except PortReportError:
             raise
-        except Exception as error:  # aiohttp's and ssl's connection errors: try again
+        except Exception as error:  # tornado's and ssl's connection errors: try again
             last_error = f"{type(error).__name__}: {error}"
         log.warning("hpchub: reporting port %s to %s failed (attempt %s of %s): %s", port, url, attempt, attempts,
                     last_error)
@@ -212,8 +227,8 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
         if len(ports) != 1:
             raise PortReportError(f"the server should listen on one port, it listens on {sorted(ports) or 'none'}")
         (port,) = ports
-        url, token, options = _hub_client(serverapp)
-        await report_port(url.rstrip("/") + "/hpchub/port", token, port, options,
+        url, token, context = _hub_client(serverapp)
+        await report_port(url.rstrip("/") + "/hpchub/port", token, port, context,
                           ends=parse_end(os.environ.get(ENV_JOB_END, "")))
     except Exception as error:
         message = f"hpchub: {error}; stopping the server"

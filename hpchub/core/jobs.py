@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..schedulers import backend_for
 from .config import SiteConfig
 from .options import JobRequest
 from .render import Launch, RenderError, UserAccount, engine_context, job_context, render_job_script, template_name
-from .schedulers import backend_for
 
 SERVER_COMMAND = ("jupyterhub-singleuser",)
-# Appended to the server command: hpchub.singleuser binds the address the hub connects to and
+# Appended to the server command: hpchub.job.extension binds the address the hub connects to and
 # reports the port once the server listens on it; port 0 lets the OS choose a free one at bind time.
-SERVER_ARGS = ("--ServerApp.jpserver_extensions=hpchub.singleuser=True", "--ServerApp.port=0")
+SERVER_ARGS = ("--ServerApp.jpserver_extensions=hpchub.job.extension=True", "--ServerApp.port=0")
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENGINE_MARK = ".e-"
 
@@ -133,7 +133,7 @@ PROBE_SCRIPT = "probe.py"
 
 def probe_job(site: SiteConfig, request: JobRequest, user: UserAccount, probe_args: Sequence[str]) -> PreparedJob:
     """``hpchub doctor``'s probe: the profile's job (directives, environment block) running the probe
-    (its job file PROBE_SCRIPT, hpchub/probe.py) with the environment's ``python3`` instead of the
+    (its job file PROBE_SCRIPT, hpchub/job/probe.py) with the environment's ``python3`` instead of the
     server. Its own name and a fresh key: it never meets the user's server job or that job's files."""
     name = f"{server_job_name(user, request.profile.slug)}{PROBE_MARK}"
     key = f"{name}.{secrets.token_hex(3)}"

@@ -40,7 +40,7 @@ from typing import Any
 import paramiko
 from paramiko.common import OPEN_FAILED_CONNECT_FAILED, cMSG_CHANNEL_REQUEST
 
-from . import metrics
+from ..core import metrics
 from .runner import DEFAULT_MAX_OUTPUT, CommandError, CommandResult, CommandTimeout, OutputTooLarge
 
 log = logging.getLogger("hpchub.sshpool")

@@ -1,7 +1,7 @@
 """``hpchub doctor SITE.yaml --profile P --user U``: why would this user's server not start?
 
 It submits a probe job AS the user, built like the profile's server job (the same directives and
-environment block: modules, venv, prologue), that runs hpchub/probe.py with the environment's
+environment block: modules, venv, prologue), that runs hpchub/job/probe.py with the environment's
 ``python3`` instead of the server. The probe reports the node's Python, the ``jupyterhub`` and
 ``hpchub`` it can import, and whether it reaches the hub's API; then it listens on a free port and
 the doctor connects to it at the node's address as the hub resolves it. Each failure has its own
@@ -22,17 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import jobs, lifecycle
-from .cluster import ClusterSpec, user_allocations
-from .config import SiteConfig
-from .jobs import PreparedJob
-from .options import OptionsError, allocation_word, needs_allocations, resolve_request
-from .poller import Presence
-from .probe import GREETING, REPORT_MARK
-from .render import UserAccount
-from .runner import CommandError
-from .runtime import ClusterRuntime
-from .schedulers import JobState, backend_for
+from ..core import jobs, lifecycle
+from ..core.config import SiteConfig
+from ..core.jobs import PreparedJob
+from ..core.options import OptionsError, allocation_word, needs_allocations, resolve_request
+from ..core.poller import Presence
+from ..core.render import UserAccount
+from ..core.runtime import ClusterRuntime
+from ..job import probe
+from ..job.probe import GREETING, REPORT_MARK
+from ..schedulers import JobState, backend_for
+from ..transports.cluster import ClusterSpec, user_allocations
+from ..transports.runner import CommandError
 
 EXIT_OK = 0
 EXIT_CANNOT_RUN = 1  # the doctor itself could not run: the site config, the profile, the account, a command
@@ -52,7 +53,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_HUB_UNREACHABLE: "the node cannot reach the hub's API",
     EXIT_NODE_UNREACHABLE: "the hub cannot reach a port opened on the node",
     EXIT_NOT_STARTED: "the scheduler refused the job, or it did not start in time",
-    EXIT_HPCHUB_MISSING: "hpchub is not importable on the node (the server job needs hpchub.singleuser)",
+    EXIT_HPCHUB_MISSING: "hpchub is not importable on the node (the server job needs hpchub.job.extension)",
     EXIT_NO_REPORT: "the job started but the probe reported nothing",
 }
 # Several failures at once: the exit code is the one that comes first in a server's start.
@@ -117,7 +118,7 @@ def _major(version: str) -> str:
 
 
 def probe_source() -> str:
-    return (Path(__file__).parent / "probe.py").read_text()
+    return Path(probe.__file__).read_text()
 
 
 async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_url: str | None,
@@ -316,7 +317,7 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
         diagnosis.facts.append(f"hpchub: not importable ({hpchub.get('error')})")
         diagnosis.problems.append(Problem(EXIT_HPCHUB_MISSING, (
             f"hpchub is not importable by {python.get('executable')} on {node} ({hpchub.get('error')}): the server "
-            "job loads hpchub.singleuser to report its port. Fix: install hpchub (the hub's version) into the jobs' "
+            "job loads hpchub.job.extension to report its port. Fix: install hpchub (the hub's version) into the jobs' "
             "environment.")))
     api = report.get("hub_api", {})
     if not api.get("asked"):

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictInt, StrictStr
 
-from .logindefs import login_defs_uid_min
+from ..job.logindefs import login_defs_uid_min
 from .units import Memory, Walltime
 from .yamlfile import YAMLFileError, load_yaml
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..schedulers.base import Allocations, Reservation
 from .config import ALLOCATION_FIELDS, AllocationRule, Cluster, Profile, QueueLimits, SiteConfig
-from .schedulers.base import Allocations, Reservation
 from .units import Memory, Walltime
 
 RESOURCE_FIELDS = ("cores", "memory", "walltime", "gpus", "nodes")

@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..schedulers import JobStatus
+from ..transports.runner import DEFAULT_TIMEOUT
 from . import metrics
-from .runner import DEFAULT_TIMEOUT
-from .schedulers import JobStatus
 
 log = logging.getLogger("hpchub.poller")
 
@@ -73,7 +73,7 @@ class StatusPoller:
         """``query_timeout``: seconds after which a status query counts as failed (its callers
         get UNKNOWN, the poller backs off), whatever the query does; longer than the command
         runner's own bound, so it only catches a query that hangs outside a command.
-        ``cluster``: the name its backoff is reported under (hpchub.metrics); "": not reported."""
+        ``cluster``: the name its backoff is reported under (hpchub.core.metrics); "": not reported."""
         self._query = query
         self.interval = interval
         self.min_interval = min_interval

@@ -1,18 +1,17 @@
-"""A server's walltime as its user sees it: when the job ends, how long is left, and why it ended.
+"""A server's walltime as its user sees it on the hub's pages: when the job ends, how long is left,
+and why it ended.
 
 Pure functions of the job's end (epoch seconds, reported by the job: ``HPCHUB_JOB_END``, see the
-job script's header), the scheduler's view and a clock, so they are tested without a hub.
+job script's header and hpchub/job/walltime.py), the scheduler's view and a clock, so they are
+tested without a hub.
 """
 
 from __future__ import annotations
 
 import time
 
-from .poller import JobView, Presence
-
-ENV_JOB_END = "HPCHUB_JOB_END"  # set by the job script: its start plus its walltime, epoch seconds
-ENV_WARNING = "HPCHUB_WALLTIME_WARNING"  # set by the spawner (env file): seconds before the end to warn and save
-DEFAULT_WARNING = 600
+from ..core.poller import JobView, Presence
+from ..job.walltime import parse_end
 
 # A job that ends this close to (or after) its computed end ran out of walltime: the script's
 # clock starts a moment after the scheduler's, and schedulers kill on their own check interval.
@@ -66,20 +65,6 @@ def clock_text(epoch: float, now: float | None = None) -> str:
     if end[:3] == today[:3]:
         return time.strftime("%H:%M", end)
     return time.strftime("%Y-%m-%d %H:%M", end)
-
-
-def parse_end(value: object) -> int | None:
-    """A job end from the job (env or report): positive whole epoch seconds, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        value = value.strip()
-        if not value.isdigit():
-            return None
-        value = int(value)
-    if isinstance(value, int) and value > 0:
-        return value
-    return None
 
 
 def reported_end_is_plausible(ends: int, now: float | None = None) -> bool:

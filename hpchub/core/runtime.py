@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..schedulers.base import Allocations
+from ..transports.cluster import ClusterClient, ClusterSpec, ssh_pool
 from . import metrics
-from .cluster import ClusterClient, ClusterSpec, ssh_pool
 from .poller import CachedQuery, StatusPoller
-from .schedulers.base import Allocations
 
 log = logging.getLogger("hpchub.runtime")
 
@@ -172,7 +172,7 @@ class ClusterRuntime:
             return None
         if spec.to_hub != "reverse":
             return spec.to_hub.rstrip("/"), 0
-        from .sshpool import ForwardRefused  # paramiko: only for clusters reached over SSH
+        from ..transports.sshpool import ForwardRefused  # paramiko: only for clusters reached over SSH
 
         hub = urlsplit(hub_api_url)
         async with self._hub_forward_lock:  # concurrent spawns share one request

@@ -9,15 +9,15 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
-from . import jobs
+from ..core import jobs
+from ..core.config import SiteConfig, SiteConfigError, load_site_config
+from ..core.jobs import PreparedJob
+from ..core.options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
+from ..core.render import RenderError, UserAccount
+from ..schedulers import ParseError
+from ..transports.cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
+from ..transports.runner import CommandError
 from .checks import Finding, live_findings, site_findings
-from .cluster import AccountRefused, AllocationsUnavailable, ClusterClient, client_for, user_allocations
-from .config import SiteConfig, SiteConfigError, load_site_config
-from .jobs import PreparedJob
-from .options import OptionsError, needs_allocations, placeholder_allocations, resolve_request
-from .render import RenderError, UserAccount
-from .runner import CommandError
-from .schedulers import ParseError
 
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
@@ -41,7 +41,7 @@ def build_job(site: SiteConfig, args: argparse.Namespace) -> PreparedJob:
     # The user's accounts/QoS/reservations (when the profile needs them) are asked as the hub asks.
     client = client_for(site, profile.cluster)
     if getattr(args, "engines", None):
-        from .parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
+        from ..parallel import HPCEngineSetLauncher  # ipyparallel: only when asked for
 
         launcher = HPCEngineSetLauncher(site_config=args.site, profile=args.profile, options=_parse_sets(args.set))
         return asyncio.run(launcher.prepare_asking(args.engines, client, user=args.user))
@@ -97,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 problems.append(f"{path}: profiles[{profile.slug}]: {error}")
                 continue
             try:  # the ipyparallel engine job of the profile, too
-                from .parallel import HPCEngineSetLauncher
+                from ..parallel import HPCEngineSetLauncher
 
                 HPCEngineSetLauncher(site_config=str(path), profile=profile.slug).prepare(2, user=user.name,
                                                                                           allocations=allocations)

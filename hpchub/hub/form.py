@@ -21,12 +21,12 @@ from typing import Any
 
 import jinja2
 
-from .config import ALLOCATION_FIELDS, Profile, SiteConfig
-from .options import JobRequest, OptionsError, allocation_word, allowed_values, made_by_trusted
-from .render import SiteTemplateLoader
-from .schedulers import QueueInfo
-from .schedulers.base import Allocations, Reservation
-from .units import Memory, Walltime
+from ..core.config import ALLOCATION_FIELDS, Profile, SiteConfig
+from ..core.options import JobRequest, OptionsError, allocation_word, allowed_values, made_by_trusted
+from ..core.render import SiteTemplateLoader
+from ..core.units import Memory, Walltime
+from ..schedulers import QueueInfo
+from ..schedulers.base import Allocations, Reservation
 
 FORM_TEMPLATE = "spawn-form.html.j2"
 FIELD_SEPARATOR = "--"

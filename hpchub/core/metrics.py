@@ -30,8 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .runner import CommandError, CommandTimeout, OutputTooLarge
-from .schedulers import ParseError
+from ..schedulers import ParseError
+from ..transports.runner import CommandError, CommandTimeout, OutputTooLarge
 
 # Batch jobs: a spawn takes seconds on an idle partition and hours in a full one.
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400, float("inf"))
@@ -213,7 +213,7 @@ REGISTRY.register(REVERSE_FORWARDS)
 
 class SSHConnections(Collector):
     """hpchub_ssh_connections{login_node}: the connections the hub's SSH pools hold open, counted
-    at scrape time (hpchub.sshpool keeps them; an idle one is closed after its idle timeout)."""
+    at scrape time (hpchub.transports.sshpool keeps them; an idle one is closed after its idle timeout)."""
 
     def __init__(self) -> None:
         self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -261,8 +261,8 @@ def command_error_class(error: BaseException) -> str | None:
     was refused before anything ran, the caller was cancelled)."""
     if isinstance(error, (PermissionError, KeyboardInterrupt, SystemExit)) or not isinstance(error, Exception):
         return None  # AccountRefused is a PermissionError; CancelledError is a BaseException
-    # hpchub.sshpool (and paramiko) is loaded only for clusters reached over SSH: no SSH error otherwise.
-    sshpool = sys.modules.get("hpchub.sshpool")
+    # hpchub.transports.sshpool (and paramiko) is loaded only for clusters reached over SSH: no SSH error otherwise.
+    sshpool = sys.modules.get("hpchub.transports.sshpool")
     if sshpool is not None and isinstance(error, (sshpool.LoginUnreachable, sshpool.ConnectionLost)):
         return "unreachable"
     if isinstance(error, CommandTimeout):

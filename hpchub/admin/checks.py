@@ -6,7 +6,7 @@ jobs would run as the hub's own account (``submit.via: local``). With ``--live``
 cluster's scheduler answers, has every configured queue up with limits at most the scheduler's,
 lets the hub see every job and hides users' jobs from each other (Slurm PrivateData), whether the
 commands of the submit mode can be run (sudo, ssh; as a probe user), and (a probe job per profile
-environment, hpchub.doctor) whether the environment loads where the jobs run. Each finding names
+environment, hpchub.admin.doctor) whether the environment loads where the jobs run. Each finding names
 the line of the config key it is about. The accounts, QoS and reservations profiles name must exist
 and be open to the users the profiles are for.
 """
@@ -27,8 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .accounts import unix_groups
-from .cluster import (
+from ..core.accounts import unix_groups
+from ..core.config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
+from ..core.options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
+from ..schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
+from ..schedulers.base import Allocations, Reservation
+from ..transports.cluster import (
     AccountRefused,
     AllocationsUnavailable,
     ClusterClient,
@@ -36,11 +40,7 @@ from .cluster import (
     default_jobfiles_command,
     user_allocations,
 )
-from .config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
-from .options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
-from .runner import CommandError
-from .schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
-from .schedulers.base import Allocations, Reservation
+from ..transports.runner import CommandError
 
 Level = Literal["error", "warning", "info"]
 
@@ -293,7 +293,7 @@ def _network_findings(site: SiteConfig, internal_ssl: bool) -> list[Finding]:
             findings.append(Finding("error", f"{refusal} (the hub refuses to start servers there; give --internal-ssl "
                                              "if jupyterhub_config.py has it)", line))
     if forwards:
-        from .sshpool import descriptor_limit_problem  # paramiko: only for sites that forward over SSH
+        from ..transports.sshpool import descriptor_limit_problem  # paramiko: only for sites that forward over SSH
 
         problem = descriptor_limit_problem()
         if problem is not None:
@@ -643,7 +643,7 @@ async def _as_user_findings(site: SiteConfig, name: str, client: ClusterClient, 
 # --- the environments, where the jobs run ----------------------------------------------------
 
 async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
-    """One probe job (hpchub.doctor) as ``user`` per profile environment and queue (the first profile
+    """One probe job (hpchub.admin.doctor) as ``user`` per profile environment and queue (the first profile
     of each), all at once: does the environment load, is jupyterhub (the hub's major version) and
     hpchub importable, can the hub reach a port on the node."""
     from .doctor import (

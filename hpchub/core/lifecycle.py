@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 
+from ..schedulers import JobState, ParseError
+from ..transports.runner import CommandError, CommandTimeout, OutputTooLarge
+from ..transports.sshpool import ConnectionLost
 from .jobs import PreparedJob
 from .poller import JobView, JobWatchedElsewhere, Presence
-from .runner import CommandError, CommandTimeout, OutputTooLarge
 from .runtime import ClusterRuntime
-from .schedulers import JobState, ParseError
-from .sshpool import ConnectionLost
 
 log = logging.getLogger("hpchub.lifecycle")
 

@@ -6,7 +6,7 @@ Who runs what:
 - everything done for a user (submit, cancel, the user's files under ~/.hpchub) runs AS that user:
   ``sudo -n -u USER -- ...`` with ``via: sudo``, or directly where hpchub already runs as the
   user (a notebook's engine launcher). The user's files are handled only by ``hpchub-job``
-  (hpchub/jobfiles.py), a command with fixed subcommands, so the hub needs no right to run
+  (hpchub/job/jobfiles.py), a command with fixed subcommands, so the hub needs no right to run
   ``tee``, ``rm`` or ``tail`` as anyone.
 - ``via: local`` runs every user's job as the hub's own account; it is refused when that is root.
 """
@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import metrics
-from .accounts import unix_groups
-from .render import USERNAME_RE
+from ..core import metrics
+from ..core.accounts import unix_groups
+from ..core.render import USERNAME_RE
+from ..schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
+from ..schedulers.base import Allocations
 from .runner import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
-from .schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
-from .schedulers.base import Allocations
 
 # Scheduler clients need these from the hub's environment; nothing else is passed on, so a
 # token in the hub's environment never reaches a job through sbatch's default --export=ALL.

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
+from ..schedulers import backend_for
 from .config import Environment, SiteConfig
 from .options import JobRequest
-from .schedulers import backend_for
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
@@ -150,7 +150,7 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     # Secrets (the hub API token) reach the job in this file, readable by the user only.
     secrets_file: str | None = None
-    # The server reports its port to the hub (hpchub.singleuser); the script names its node.
+    # The server reports its port to the hub (hpchub.job.extension); the script names its node.
     report_port: bool = False
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .schedulers import JobState, JobStatus, QueueInfo, queue_position
+from ..schedulers import JobState, JobStatus, QueueInfo, queue_position
 
 
 def submitted(job_id: str, queue: str, cluster: str) -> str:

@@ -1,0 +1,1021 @@
+"""HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
+
+This module is the JupyterHub glue. The job is built by hpchub.core.jobs, submitted, watched and
+cancelled by hpchub.core.lifecycle through the cluster's shared poller, and described to the user by
+hpchub.hub.progress. What it does differently from batchspawner (see README): user choices never
+override admin values and are validated per profile; a failed status query means "unknown", never
+"gone"; a job that dies, is held or errs while starting fails the spawn at once with the scheduler's
+reason and the log's tail; the job reports only its port, with its own token; secrets reach the
+job in a user-only file written as the user; the state carries everything needed to find and cancel
+the job without the site config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import Spawner, SpawnException
+from tornado import web
+from traitlets import Callable as CallableTrait
+from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
+
+from ..core import jobs, lifecycle, metrics
+from ..core.accounts import AccountMapError, check_template, unix_account_name, unix_groups
+from ..core.config import (
+    Identity,
+    Profile,
+    SiteConfig,
+    SiteConfigError,
+    SiteConfigFile,
+    hub_identity_refusal,
+    profile_allows,
+)
+from ..core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from ..core.poller import JobView, JobWatchedElsewhere, Presence
+from ..core.render import RenderError, UserAccount
+from ..core.runtime import AllocationsAnswer, ClusterRuntime
+from ..job import walltime as job_walltime
+from ..schedulers import JobState, JobStatus, QueueInfo
+from ..transports import tls
+from ..transports.cluster import AccountRefused, ClusterSpec
+from ..transports.runner import CommandError
+from ..transports.sshpool import LoginUnreachable
+from . import porthandler, progress, walltime
+from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
+
+porthandler.register_at_import()
+
+# Environment variables from the hub that carry secrets or per-spawn settings: they go into the
+# user-only file, never into the script or the scheduler's environment.
+_SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
+
+
+class SpawnFailed(SpawnException):
+    """The job cannot become a server; the message (with the job's last output) is shown to the user,
+    ``failure`` is the reason class counted in hpchub_spawn_failures_total."""
+
+    def __init__(self, message: str, failure: metrics.SpawnFailure = metrics.SpawnFailure.ERROR):
+        super().__init__(message, reason="hpc-job", status_code=500,
+                         message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
+        self.failure = failure
+
+
+class ChoicesRefused(web.HTTPError):
+    """The spawn form's or a link's choices, refused before anything is submitted (HTTP 400)."""
+
+    # JupyterHub's banner over the form shows this; the messages are next to their fields.
+    jupyterhub_message = "Nothing was submitted: some choices were not accepted (see below)."
+
+    def __init__(self, error: OptionsError):
+        super().__init__(400, "Invalid options: %s", error)
+        self.problems = error.problems
+
+
+class LinkShown(web.HTTPError):
+    """A spawn link's choices, all accepted: raised from options_from_query so that JupyterHub shows
+    the form (HTTP 200) prefilled with them and what they will charge, instead of starting a server
+    for whoever followed the link. The form's Start button (a POST) starts it."""
+
+    jupyterhub_message = ""  # no error banner: the form's own summary says what happens
+
+    def __init__(self) -> None:
+        super().__init__(200, "a spawn link's choices are shown on the form for the user to start")
+
+
+class _LinkShownIsNoFailure(logging.Filter):
+    """JupyterHub logs any exception of options_from_query as a failed spawn with its traceback; a
+    LinkShown is how a valid link gets its form: one info line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LinkShown):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.msg, record.args = "spawn link: its choices are shown on the form; nothing starts before Start", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_site_files: dict[str, SiteConfigFile] = {}
+
+# Hub user name -> (the choice last refused at the spawn form or in a link, or a link's accepted
+# choice, when): shown, with its messages or charge, by the next form render. Kept here, not on the
+# spawner, because JupyterHub renders the form again after a refused POST with the user's default
+# spawner, even for a named server.
+_shown_choices: dict[str, tuple[Preselection, float]] = {}
+SHOWN_CHOICE_TTL = 60.0  # seconds: a choice nobody looked at is not shown on a later visit
+
+
+def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
+    """hpchub's module loggers (the status poller, lifecycle, SSH pool...) write to the hub's own
+    log handlers, in its format and at its level: without a handler Python prints only their
+    warnings, bare, and drops the rest ("status query answers again")."""
+    ours = logging.getLogger("hpchub")
+    handlers = hub_log.logger.handlers if isinstance(hub_log, logging.LoggerAdapter) else hub_log.handlers
+    if ours.handlers or not handlers:
+        return
+    for handler in handlers:
+        ours.addHandler(handler)
+    ours.setLevel(hub_log.getEffectiveLevel())
+    ours.propagate = False  # the hub's handlers have it; a root handler would print it twice
+
+
+def _quiet_link_forms(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
+    logger = hub_log.logger if isinstance(hub_log, logging.LoggerAdapter) else hub_log
+    if not any(isinstance(existing, _LinkShownIsNoFailure) for existing in logger.filters):
+        logger.addFilter(_LinkShownIsNoFailure())
+
+
+class HPCSpawner(Spawner):
+    """Start single-user servers as batch jobs on an HPC cluster described by a site config."""
+
+    site_config = Unicode(
+        "",
+        config=True,
+        help="""Path of the hpchub site config (YAML): clusters, queues, profiles. Required. Edits
+        are picked up for new spawns without a restart; an invalid edit is logged and the last good
+        config stays in use.""",
+    )
+    profile = Unicode(
+        "",
+        config=True,
+        help="""Use this profile (slug) and ignore the user's profile choice. Meant for
+        wrapspawner.ProfilesSpawner entries that each stand for one hpchub profile. The profile's
+        `hub_users`/`hub_groups`/`unix_users`/`unix_groups` still decide who may start it.""",
+    )
+    startup_poll_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between job status checks while a server starts (shared: however many
+        servers start, the cluster sees at most one status query per this interval). A spawn that
+        keeps waiting checks less often, see `startup_poll_backoff`.""",
+    )
+    startup_poll_backoff = Float(
+        0.1,
+        config=True,
+        help="""A waiting spawn checks its job every max(startup_poll_interval, this share of the time
+        it has waited so far) seconds, at most every `poll_interval`: after a minute in the queue
+        every 6 s, after five minutes as often as a running server. So spawns that wait long in a
+        full queue cost the scheduler no more than running servers. The server's port report ends
+        the wait at once whatever the interval; only noticing a job that ended early can take
+        longer (at most this share of the wait). 0: always every startup_poll_interval.""",
+    )
+    job_output_tail_lines = Integer(
+        20,
+        config=True,
+        help="Lines of the job's output shown to the user when a spawn fails.",
+    )
+    job_log_keep_days = Integer(
+        14,
+        config=True,
+        help="""Days a user's job output (~/.hpchub/logs) is kept; older logs and job files are
+        removed, as the user, at that user's next spawn.""",
+    )
+    stop_wait_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds stop() waits for the scheduler to report the job gone after cancelling it.",
+    )
+    queue_info_ttl = Float(
+        60.0,
+        config=True,
+        help="""Seconds the live queue numbers (spawn form, queue position while waiting) are
+        reused: one sinfo/qstat per cluster per this interval, however many users look.""",
+    )
+    server_command = List(
+        Unicode(),
+        default_value=list(jobs.SERVER_COMMAND),
+        config=True,
+        help="The single-user server command run inside the job (after the site's environment block).",
+    )
+    walltime_warning = Integer(
+        job_walltime.DEFAULT_WARNING,
+        config=True,
+        help="""Seconds before a server's walltime ends at which JupyterLab shows the user a warning
+        and saves every open document (the job's end is computed in the job: its start plus its
+        walltime). The time left is shown all along, in JupyterLab and on the hub's home page.
+        0: no warning and no automatic save.""",
+    )
+    unix_account = Union(
+        [Unicode(), CallableTrait()],
+        default_value="{username}",
+        config=True,
+        help="""The unix account a hub user's servers run as, for sites whose login names are not unix
+        names (e.g. OAuth e-mail addresses). A template with the field {username} (the hub name without
+        its e-mail domain, see `unix_account_domains`), or a callable that takes that name and returns the
+        account name (or an awaitable of it; it runs on the hub's event loop, so it must not block).
+        `unix_account_map` comes first. The account is what the cluster sees: the submission (sudo or
+        ssh as it), the job's files in its home, the job's name, the profiles' `unix_groups` (its groups)
+        and `unix_users` (its name), the scheduler queries about its jobs. A name that is no
+        valid unix name, root, or an account that does not exist where jobs are submitted fails the spawn
+        before anything is submitted. The hub's own name stays in the hub (URLs, the admin page).""",
+    )
+    unix_account_map = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Exceptions to `unix_account`: hub user name -> unix account, looked up first with the exact
+        hub name, e.g. {"jdoe@uni.example": "john"} for a user whose address does not match their account.""",
+    )
+    unix_account_domains = List(
+        Unicode(),
+        config=True,
+        help="""E-mail domains removed from hub user names before `unix_account` applies: with ["uni.example"],
+        hub user dora@uni.example runs as unix account dora. A hub name with '@' in any other domain (or any
+        '@' while this is empty) has no account and is refused, so that dora@elsewhere.example never gets
+        the site's dora. Names without '@' are used as they are.""",
+    )
+
+    @validate("unix_account")
+    def _check_unix_account(self, proposal):
+        value = proposal["value"]
+        return value if callable(value) else check_template(value)
+
+    # batchspawner compatibility: same name, same meaning.
+    @default("start_timeout")
+    def _start_timeout_default(self):
+        return 300  # queue waits are normal on a cluster
+
+    @default("http_timeout")
+    def _http_timeout_default(self):
+        return 120
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 30
+
+    @default("ssl_alt_names")
+    def _ssl_alt_names_default(self):
+        return self._queue_alt_names  # internal_ssl: JupyterHub calls it before start()
+
+    # -- state: enough to find, poll and cancel the job without the site config -----------------
+    job_id = Unicode("")
+    job_name = Unicode("")
+    job_key = Unicode("")
+    job_user = Unicode("")
+    job_log = Unicode("")
+    job_host = Unicode("")
+    job_profile = Unicode("")
+    job_cluster = Dict()  # ClusterSpec.to_state()
+    job_tunnel = Unicode("")  # to_servers: tunnel: "ADDRESS:PORT:LOCALPORT", re-created after a hub restart
+    job_hub_port = Unicode("")  # to_hub: reverse: the login node's port jobs reach the hub at
+    job_ends = Integer(0)  # epoch seconds the walltime ends, as the job reported it (0: not known)
+    # Why the last job ended ("walltime reached", "the job ended (STATE)", "stopped"); kept by
+    # clear_state, so the home page can say it after JupyterHub forgot the server.
+    end_reason = Unicode("")
+
+    PROGRESS_EVENTS_KEPT = 100
+
+    _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile", "job_tunnel",
+                   "job_hub_port")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._port: asyncio.Future[porthandler.PortReport] | None = None
+        # This spawn's progress events, replayed to every listener (a reloaded waiting page, a
+        # second tab, the API), not handed out once; the oldest go past PROGRESS_EVENTS_KEPT.
+        self._events: deque[dict[str, Any]] = deque(maxlen=self.PROGRESS_EVENTS_KEPT)
+        self._events_emitted = 0
+        self._event_added = asyncio.Event()
+        self._job_details: dict[str, Any] = {}
+        self._ended_job: str | None = None
+        self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
+        self._state_warning_logged = False
+        porthandler.ensure_registered_in_running_hub()
+        log_where_the_hub_logs(self.log)
+        _quiet_link_forms(self.log)
+        # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
+        self._metric_labels = ("", "")
+        self._server_state: metrics.ServerState | None = None
+        metrics.SERVERS.track(self)
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        for key in self._STATE_KEYS:
+            setattr(self, key, str(state.get(key) or ""))
+        cluster = state.get("job_cluster")
+        self.job_cluster = cluster if isinstance(cluster, dict) else {}
+        if isinstance(cluster, str) and cluster:  # hpchub 0.1 kept only the cluster's name
+            self.job_cluster = {"name": cluster}
+        if self.job_id and not self.job_user:
+            # State written before job_user existed (hpchub 0.1, batchspawner): those submitted as the hub name.
+            self.job_user = self.user.name
+        # An end no job can have (a state from before ends were bounded) is dropped: it would fail every page.
+        self.job_ends = walltime.saved_end(state.get("job_ends")) or 0
+        self.end_reason = str(state.get("end_reason") or "")
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.job_id:
+            state.update({key: getattr(self, key) for key in self._STATE_KEYS}, job_cluster=dict(self.job_cluster))
+            if self.job_ends:
+                state["job_ends"] = self.job_ends
+        if self.end_reason:
+            state["end_reason"] = self.end_reason
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        for key in self._STATE_KEYS:
+            setattr(self, key, "")
+        self.job_cluster = {}
+        self.job_ends = 0  # end_reason stays: JupyterHub clears the state of a server that just ended
+        self._server_state = None
+
+    # -- site config and profiles -----------------------------------------------------------
+    @property
+    def site(self) -> SiteConfig:
+        if not self.site_config:
+            raise web.HTTPError(500, "HPCSpawner.site_config is not set")
+        source = _site_files.get(self.site_config)
+        if source is None:
+            source = _site_files[self.site_config] = SiteConfigFile(self.site_config)
+        try:
+            return source.current()
+        except SiteConfigError as error:
+            self.log.error("hpchub site config is broken:\n%s", error.format())
+            raise web.HTTPError(500, "the site config is broken; the admins have the details in the hub log") from None
+
+    async def unix_user_name(self) -> str:
+        """The unix account this hub user's servers run as (``unix_account``); 403 if there is none."""
+        try:
+            return await unix_account_name(self.user.name, self.unix_account_map, self.unix_account_domains,
+                                           self.unix_account)
+        except AccountMapError as error:
+            raise web.HTTPError(403, str(error)) from None
+
+    async def visible_profiles(self) -> list[Profile]:
+        """The profiles this user may use (a fixed ``profile`` too): those that name nobody, or name
+        this hub user in ``hub_users``, one of its JupyterHub groups in ``hub_groups``, its unix
+        account in ``unix_users`` or one of that account's unix groups in ``unix_groups``."""
+        unix_name = await self.unix_user_name()
+        who = Identity(
+            hub_user=self.user.name,
+            hub_groups=frozenset(group.name for group in getattr(self.user, "groups", [])),
+            unix_user=unix_name,
+            unix_groups=frozenset(await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)),
+        )
+        site = self.site
+        if self.profile:
+            try:
+                candidates = [site.profile(self.profile)]
+            except KeyError:
+                raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
+        else:
+            candidates = list(site.profiles)
+        return [p for p in candidates if profile_allows(p, who)]
+
+    async def _profile_for(self, options: dict) -> Profile:
+        visible = await self.visible_profiles()
+        if not visible:
+            raise web.HTTPError(403, "no profile of this site is available to you")
+        if self.profile:
+            return visible[0]
+        slug = options.get("profile") or visible[0].slug
+        for profile in visible:
+            if profile.slug == slug:
+                return profile
+        raise web.HTTPError(400, f"profile {slug!r} is not available to you")
+
+    # -- form and user options --------------------------------------------------------------
+    @default("options_form")
+    def _options_form_default(self):
+        return self._render_form
+
+    async def _render_form(self, spawner=None) -> str:
+        profiles = await self.visible_profiles()
+        site = self.site
+        live: dict[tuple[str, str], QueueInfo] = {}
+        ages: dict[str, float] = {}
+        for cluster_name in dict.fromkeys(p.cluster for p in profiles):
+            queues, age = await self._queue_numbers_and_age(self._runtime(ClusterSpec.from_site(site, cluster_name)))
+            for queue in queues:
+                live[(cluster_name, queue.name)] = queue
+            if age is not None:
+                ages[cluster_name] = age
+        allocations, allocation_ages = {}, {}
+        for cluster_name in dict.fromkeys(p.cluster for p in profiles if needs_allocations(site, p)):
+            answer = await self._allocations_on(cluster_name)
+            allocations[cluster_name], allocation_ages[cluster_name] = answer.allocations, answer.age
+        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection(),
+                                 allocations, allocation_ages)
+
+    async def _allocations_on(self, cluster_name: str) -> AllocationsAnswer:
+        """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""
+        unix_name = await self.unix_user_name()
+        groups = await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
+        runtime = self._runtime(ClusterSpec.from_site(self.site, cluster_name))
+        return await runtime.allocations(unix_name, sorted(groups), self.queue_info_ttl)
+
+    async def _resolve(self, profile: Profile, options: dict) -> JobRequest:
+        """resolve_request with the scheduler's allocations when the profile needs them (unknown ones
+        refuse a field from the scheduler with a message, rather than guessing)."""
+        allocations = None
+        if needs_allocations(self.site, profile):
+            allocations = (await self._allocations_on(profile.cluster)).allocations
+        return resolve_request(self.site, profile, options, allocations)
+
+    def _preselection(self) -> Preselection:
+        """The choice just refused (with its messages) or a link's, else this server's last choice."""
+        shown = _shown_choices.pop(self.user.name, None)
+        if shown is not None and time.monotonic() - shown[1] < SHOWN_CHOICE_TTL:
+            return shown[0]
+        orm_spawner = getattr(self, "orm_spawner", None)
+        remembered = getattr(orm_spawner, "user_options", None) or self.user_options
+        return Preselection.from_options(remembered if isinstance(remembered, dict) else {})
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return self._options_from_submitted_form
+
+    async def _options_from_submitted_form(self, formdata: dict[str, list[str]], spawner=None) -> dict[str, str]:
+        """The form's choice as canonical user_options, checked now: a refused one is shown again
+        on the form with its messages, and nothing is submitted."""
+        submitted = read_form(formdata)
+        await self._checked(submitted.options, submitted.problems,
+                            lambda problems: Preselection.from_form(submitted, problems))
+        return submitted.options
+
+    async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, str]:
+        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``) never start a
+        server by themselves: whoever follows a link would be charged for it. They are checked like
+        the form's and shown on the form, prefilled, with what they will charge (LinkShown, HTTP 200)
+        or with the messages of what was refused (HTTP 400); the form's Start button starts it."""
+        try:
+            options = options_from_query(query_data)
+        except OptionsError as error:
+            options, problems = {name: values[0] for name, values in query_data.items() if values}, error.problems
+        else:
+            problems = {}
+        request = await self._checked(options, problems, lambda found: Preselection.from_options(options, found))
+        link = LinkSummary(request.profile.name, request.cluster_name, charge_text(request))
+        _shown_choices[self.user.name] = (Preselection.from_options(options, link=link), time.monotonic())
+        raise LinkShown()
+
+    async def _checked(self, options: dict[str, str], problems: dict[str, str],
+                       shown: Callable[[dict[str, str]], Preselection]) -> JobRequest:
+        """The job ``options`` make; ChoicesRefused (the form shows ``shown(problems)``) if any is refused."""
+        problems = dict(problems)
+        request: JobRequest | None = None
+        try:
+            profile: Profile | None = await self._profile_for(options)
+        except web.HTTPError as error:
+            if error.status_code != 400:
+                raise
+            profile, problems["profile"] = None, error.log_message or "not available"
+        if profile is not None:
+            try:
+                request = await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
+            except OptionsError as error:
+                problems.update(error.problems)
+        if not problems and request is not None:
+            return request
+        _shown_choices[self.user.name] = (shown(problems), time.monotonic())
+        raise ChoicesRefused(OptionsError(problems))
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return self._validate_user_options
+
+    async def _validate_user_options(self, spawner, user_options: dict) -> None:
+        # Refuse bad options before anything is submitted; start() checks again (wrapspawner
+        # children never see this hook).
+        await self._request_from(user_options)
+
+    async def _request_from(self, options: dict) -> JobRequest:
+        profile = await self._profile_for(options or {})
+        try:
+            return await self._resolve(profile, options or {})
+        except OptionsError as error:
+            raise web.HTTPError(400, f"Invalid options for profile {profile.slug!r}: {error}") from None
+
+    # -- the job ----------------------------------------------------------------------------
+    async def _queue_alt_names(self, spawner=None) -> list[str]:
+        """internal_ssl: the server's certificate is made before the job has a node, so it names
+        every node of the queue by the address the hub will connect to."""
+        request = await self._request_from(self.user_options)
+        runtime = self._runtime(ClusterSpec.from_site(self.site, request.cluster_name))
+        try:
+            addresses = await runtime.queue_addresses(request.queue)
+        except CommandError as error:
+            self.log.warning("no node list for queue %s (the server's certificate names none): %s", request.queue, error)
+            addresses = []
+        return list(self.trusted_alt_names) + tls.node_alt_names(addresses)
+
+    def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
+        return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
+
+    async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
+        return (await self._queue_numbers_and_age(runtime))[0]
+
+    async def _queue_numbers_and_age(self, runtime: ClusterRuntime) -> tuple[list[QueueInfo], float | None]:
+        """The cluster's live queue numbers (cached queue_info_ttl; none while the scheduler does not
+        answer) and their age in seconds."""
+        cache = runtime.queue_numbers(self.queue_info_ttl)
+        queues = await cache.get()
+        return (list(queues) if isinstance(queues, list) else []), cache.age()
+
+    def _emit(self, percent: int, message: str, job_details: dict[str, Any] | None = None) -> None:
+        """A progress event: the text, and the job's details (progress.details) for the waiting page."""
+        self.log.info("%s: %s", self._log_name, message)
+        event: dict[str, Any] = {"progress": percent, "message": message}
+        if job_details is not None:
+            event["hpchub"] = self._job_details = job_details
+        self._events.append(event)
+        self._events_emitted += 1
+        self._event_added.set()
+        self._event_added = asyncio.Event()
+
+    def _job_env(self) -> dict[str, str]:
+        env = self.get_env()
+        return {key: value for key, value in env.items() if key.startswith(_SECRET_ENV_PREFIXES) or key in self.environment}
+
+    async def start(self):
+        """Submit the server's job and wait for its server (see _start_job); a failure is counted by
+        its reason in hpchub's metrics."""
+        began = time.monotonic()
+        self._metric_labels = ("", "")
+        try:
+            return await self._start_job()
+        except BaseException as error:
+            self._server_state = None
+            reason = _spawn_failure(error, time.monotonic() - began, self.start_timeout)
+            metrics.spawn_failed(*self._metric_labels, reason)
+            raise
+
+    async def _start_job(self) -> tuple[str, int]:
+        self._events.clear()  # a new spawn: its listeners see none of the last one's events
+        request = await self._request_from(self.user_options)
+        self._metric_labels = (request.cluster_name, request.profile.slug)
+        metrics.spawn_started(*self._metric_labels)
+        site = self.site  # one reading of the config for the whole spawn (an edit may land meanwhile)
+        spec = ClusterSpec.from_site(site, request.cluster_name)
+        runtime = self._runtime(spec)
+        job, user = await self._server_job(site, runtime, request)
+        files = await self._job_files(site, runtime, job)
+        self._port = porthandler.expect_port(self.api_token)
+        submitting = time.monotonic()
+        try:
+            job_id = await self._submit(runtime, job, files)
+        except BaseException:
+            porthandler.forget(self.api_token)
+            raise
+        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
+        self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
+        self._ended_job = self._disowned_job = None
+        self.job_ends, self.end_reason = 0, ""
+        submitted, self._server_state = time.monotonic(), metrics.ServerState.WAITING
+        self.log.info("%s: the submission took %.2f s", self._log_name, submitted - submitting)
+        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
+                   progress.details(job_id, request.cluster_name, request.queue))
+        try:
+            host = await self._wait_until_running(runtime, request.queue)
+            self._server_state = metrics.ServerState.STARTING
+            metrics.queue_waited(*self._metric_labels,
+                                 _queue_wait(runtime.poller.view(job_id).status, time.monotonic() - submitted))
+            report = await self._wait_for_port(runtime)
+            port, self.job_ends = report.port, report.ends or 0
+            address, connect_port = await runtime.node_address(host), port
+            if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
+                local_port = await runtime.tunnel(job_id, self.job_user, address, port)
+                self.job_tunnel = f"{address}:{port}:{local_port}"
+                address, connect_port = "127.0.0.1", local_port
+        except BaseException:
+            await self._abandon(runtime)
+            raise
+        finally:
+            porthandler.forget(self.api_token)
+        runtime.poller.on_end(job_id, self._ended_callback(job_id), self.job_user, self._watcher)
+        self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
+        self._server_state = metrics.ServerState.RUNNING
+        metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
+        return address, connect_port
+
+    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime,
+                          request: JobRequest) -> tuple[jobs.PreparedJob, UserAccount]:
+        """The job ``request`` makes for this server, as the unix account the hub user runs as."""
+        unix_name = await self.unix_user_name()
+        try:
+            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
+        except AccountRefused as error:
+            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
+                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
+        try:
+            user = UserAccount.lookup(unix_name)
+            return jobs.server_job(site, request, user, self.name, self.server_command), user
+        except RenderError as error:
+            raise web.HTTPError(400, str(error)) from None
+
+    async def _job_files(self, site: SiteConfig, runtime: ClusterRuntime, job: jobs.PreparedJob) -> dict[str, str]:
+        """The job's user-only files: the hub's secrets (env), TLS files, the site config's copy."""
+        env = self._job_env()
+        try:
+            jobs_hub = await self._hub_api_for_jobs(runtime)
+        except LoginUnreachable as error:
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
+        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
+            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
+                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
+        files = {}
+        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
+            files.update(tls.tls_files(self.cert_paths))
+            env.update(tls.tls_env(job.job_dir))
+        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
+        env[job_walltime.ENV_WARNING] = str(self.walltime_warning)
+        files["env"] = jobs.env_file(env)
+        if runtime.client.spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (jobs.py)
+            files[jobs.SITE_COPY] = Path(site.source).read_text()
+        return files
+
+    async def _submit(self, runtime: ClusterRuntime, job: jobs.PreparedJob, files: dict[str, str]) -> str:
+        """Submit ``job`` and start watching it; a failure says in plain words what happened."""
+        try:
+            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days,
+                                                    watcher=self._watcher)
+        except AccountRefused as error:
+            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
+                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
+        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
+            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
+                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
+        except CommandError as error:
+            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
+                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
+        except lifecycle.SubmittedJobNotOurs as error:
+            raise SpawnFailed(f"hpchub refused the job id the submission reported: {error}",
+                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
+        except lifecycle.SubmitOutcomeUnknown as error:
+            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
+                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
+
+    async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
+        """The hub's API URL for a new job (None: the hub's own); refuses a ``to_hub`` whose port or
+        URL someone else could answer on unless the job verifies the hub (internal_ssl)."""
+        spec = runtime.client.spec
+        self.job_hub_port = ""
+        if spec.to_hub == "direct":
+            return None
+        refusal = hub_identity_refusal(spec.name, spec.to_hub, bool(self.internal_ssl))
+        if refusal is not None:
+            raise SpawnFailed(f"hpchub refuses to start this server: {refusal}")
+        found = await runtime.hub_api_for_jobs(self.hub.api_url)
+        if found is None:
+            return None
+        url, port = found
+        self.job_hub_port = str(port) if port else ""
+        return url
+
+    async def _restore_forwards(self, runtime: ClusterRuntime) -> None:
+        """After a hub restart: the tunnel of a running server on the local port the proxy's route
+        already names, and the reverse forward on the port its job calls the hub at. A login node
+        that does not answer now is tried again at the next poll."""
+        try:
+            if self.job_tunnel and not runtime.has_tunnel(self.job_id, self.job_user):
+                address, port, local_port = self.job_tunnel.rsplit(":", 2)
+                await runtime.tunnel(self.job_id, self.job_user, address, int(port), local_port=int(local_port))
+            if self.job_hub_port:  # its job calls the hub at this port: hold it (or keep asking for it)
+                await runtime.keep_hub_forward(self.hub.api_url, int(self.job_hub_port))
+        except (CommandError, OSError) as error:
+            self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
+
+    def _startup_check_interval(self, waited: float) -> float:
+        """Seconds between status checks of a spawn that has waited ``waited`` seconds."""
+        backoff = self.startup_poll_backoff * waited
+        return max(self.startup_poll_interval, min(backoff, float(self.poll_interval)))
+
+    async def _reported_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the job's port report; True once it is in."""
+        assert self._port is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._port), timeout=seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
+        last_event = None
+        cluster_name = runtime.client.spec.name
+        reasons = runtime.client.backend.REASON_TEXT
+        started = time.monotonic()
+        reported = False
+        while True:
+            # A reported port means the job runs: ask the scheduler now for its node.
+            interval = self._startup_check_interval(time.monotonic() - started)
+            view = await runtime.poller.get(self.job_id, max_age=0 if reported else interval)
+            status = view.status
+            if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
+                why = await self._explain(runtime) or status.scheduler_state
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
+                                  metrics.SpawnFailure.ERROR_STATE)
+            if lifecycle.has_ended(view):
+                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)),
+                                  metrics.SpawnFailure.JOB_ENDED)
+            if view.presence is Presence.KNOWN and status is not None:
+                if status.state is JobState.RUNNING and status.host:
+                    self.job_host = status.host
+                    self._emit(50, progress.running(self.job_id, status.host),
+                               progress.details(self.job_id, cluster_name, queue_name, status, reasons))
+                    return status.host
+                if status.state is JobState.HELD:
+                    raise SpawnFailed(progress.held(self.job_id, status), metrics.SpawnFailure.HELD)
+                if status.state is JobState.UNKNOWN:
+                    message = progress.unreadable(self.job_id, status)
+                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons)
+                else:
+                    # Pending Grid Engine jobs name no queue yet: the one the job asked for.
+                    wanted = status.queue or queue_name
+                    queue = next((q for q in await self._queue_numbers(runtime) if q.name == wanted), None)
+                    message = progress.waiting(self.job_id, status, reasons, queue)
+                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons, queue)
+            else:
+                message = progress.scheduler_silent(self.job_id, view.error)
+                job_details = dict(self._job_details, state=progress.SCHEDULER_SILENT)
+            if (message, job_details) != last_event:
+                self._emit(20, message, job_details)
+                last_event = (message, job_details)
+            if reported:  # our last answer predates the job's start: ask again as soon as the poller may
+                await asyncio.sleep(runtime.poller.min_interval)
+            else:
+                reported = await self._reported_within(interval)
+
+    async def _wait_for_port(self, runtime: ClusterRuntime) -> porthandler.PortReport:
+        assert self._port is not None
+        started = time.monotonic()
+        while True:
+            interval = self._startup_check_interval(time.monotonic() - started)
+            if await self._reported_within(interval):
+                return self._port.result()
+            # Keep watching the job: a server that dies at start ends the spawn.
+            view = await runtime.poller.get(self.job_id, max_age=interval)
+            if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
+                why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
+                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
+                                  metrics.SpawnFailure.ERROR_STATE)
+            if lifecycle.has_ended(view):
+                what = "the job ended before the server reported its port"
+                raise SpawnFailed(await self._failure_text(runtime, what), metrics.SpawnFailure.JOB_ENDED)
+
+    async def _explain(self, runtime: ClusterRuntime) -> str | None:
+        try:
+            return await runtime.client.explain(self.job_id)
+        except CommandError:
+            return None
+
+    async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
+        tail: str | None = None
+        if self.job_log:
+            try:
+                tail = await runtime.client.read_log_tail(self.job_user, os.path.basename(self.job_log),
+                                                          self.job_output_tail_lines)
+            except (CommandError, AccountRefused):
+                tail = None
+        return progress.failure(self.job_id, what, self.job_log, tail)
+
+    async def _abandon(self, runtime: ClusterRuntime) -> None:
+        """A spawn that failed or was given up: cancel its job and remove its files."""
+        if self.job_id:
+            runtime.poller.on_end(self.job_id, None, self.job_user, self._watcher)
+            other_owner = runtime.poller.view(self.job_id).other_owner
+            if other_owner:  # the id now names another user's job: never cancelled by this server
+                self.log.warning("%s: job %s is listed as %s's: not cancelling it", self._log_name, self.job_id, other_owner)
+            else:
+                await lifecycle.cancel(runtime, self.job_user, [self.job_id])
+            runtime.poller.unwatch(self.job_id, self.job_user, self._watcher)
+            runtime.close_tunnel(self.job_id, self.job_user)
+        if self.job_key:
+            await lifecycle.remove_files(runtime, self.job_user, self.job_key)
+
+    async def _cancel_engine_jobs(self, runtime: ClusterRuntime, user: str, server_job: str) -> None:
+        """Engine jobs never outlive their notebook: cancel the user's jobs that hpchub.parallel
+        started from this server job (named ...ENGINE_MARK<server job id>)."""
+        try:
+            names = await runtime.client.job_names(user)
+        except (CommandError, AccountRefused) as error:
+            self.log.warning("listing %s's jobs to find engine jobs of %s: %s", user, server_job, error)
+            return
+        snapshot = runtime.poller.snapshot()
+        orphans = [job_id for job_id, name in names.items() if jobs.is_engine_job_of(name, user, server_job)
+                   and (job_id not in snapshot or snapshot[job_id].state.is_active)]
+        if orphans:
+            self.log.info("cancelling engine jobs %s of %s's server job %s", orphans, user, server_job)
+            await lifecycle.cancel(runtime, user, orphans)
+
+    def _ended_callback(self, job_id: str):
+        async def job_ended():
+            # Only for the job this spawner still runs: not one it has since stopped or replaced.
+            if self.job_id == job_id and not self._spawn_pending and not self._stop_pending:
+                await self.poll_and_notify()
+
+        return job_ended
+
+    def _saved_runtime(self) -> ClusterRuntime | None:
+        """The runtime of the cluster the job was submitted to, from the saved state alone (the site
+        config may have changed or broken since). None if the state does not say enough."""
+        saved = dict(self.job_cluster)
+        if "scheduler" not in saved:
+            # hpchub 0.1 state names only the cluster: take the rest from the site config if it can.
+            try:
+                saved = ClusterSpec.from_site(self.site, saved.get("name", "")).to_state()
+            except Exception:
+                saved = {}
+        if "scheduler" not in saved:
+            if not self._state_warning_logged:
+                self.log.warning(
+                    "%s: saved state for job %s does not say which cluster it runs on (state from batchspawner "
+                    "or an older hpchub?); hpchub cannot watch or cancel it: check it with `hpchub status` and cancel "
+                    "it with `hpchub cancel` if it still runs", self._log_name, self.job_id)
+                self._state_warning_logged = True
+            return None
+        self.job_cluster = saved
+        return self._runtime(ClusterSpec.from_state(saved))
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        if self.job_id == self._ended_job:
+            return 1
+        runtime = self._saved_runtime()
+        if runtime is None:
+            return None  # unknown: never drop a job we cannot see
+        if not runtime.poller.watches(self.job_id, self.job_user, self._watcher):  # reattaching after a hub restart
+            adopted = await self._adopt_saved_job(runtime)
+            if not adopted:
+                return None if adopted is None else 1
+        # The shared poller refreshes every interval; JupyterHub's own per-server poll reads
+        # that cache (with slack for jitter) instead of adding one query per server.
+        view = await runtime.poller.get(self.job_id, max_age=1.5 * self.poll_interval)
+        if lifecycle.has_ended(view):
+            self._job_ended(runtime, view)
+            return 1
+        if self._server_state is None and not self._stop_pending:  # a server that runs since before a hub restart
+            self._server_state = metrics.ServerState.RUNNING
+        await self._restore_forwards(runtime)
+        return None  # running, or unknown: a scheduler hiccup never stops a server
+
+    async def _adopt_saved_job(self, runtime: ClusterRuntime) -> bool | None:
+        """After a hub restart: watch the saved job again only if the scheduler lists it as the user's
+        job under the name hpchub gave it (Grid Engine reuses job ids) and no other server watches it.
+        Else the server counts as stopped and nothing of the job is cancelled: its id names another
+        job now. None: the scheduler does not answer (asked again at the next poll)."""
+        try:
+            listed = (await runtime.client.job_names(self.job_user)).get(self.job_id)
+        except CommandError as error:
+            self.log.warning("%s: cannot check job %s from the saved state yet: %s", self._log_name, self.job_id, error)
+            return None
+        if listed is None:  # over while the hub was down (or never the user's)
+            self._job_ended(runtime, JobView(Presence.GONE))
+            return False
+        problem = ""
+        if self.job_name and listed != self.job_name:
+            problem = f"the scheduler lists it as {self.job_user}'s job {listed!r}, not {self.job_name!r} (job id reused)"
+        else:
+            try:
+                runtime.poller.watch(self.job_id, self.job_user, self._watcher)
+            except JobWatchedElsewhere:
+                problem = "another server watches it"
+        if problem:
+            self.log.warning("%s: job %s from the saved state is not this server's: %s; the server counts as stopped "
+                             "and nothing is cancelled", self._log_name, self.job_id, problem)
+            self._disowned_job = self.job_id
+            self._job_ended(runtime, JobView(Presence.GONE))
+            return False
+        runtime.poller.on_end(self.job_id, self._ended_callback(self.job_id), self.job_user, self._watcher)
+        return True
+
+    @property
+    def _watcher(self) -> str:
+        """Which server watches a job (StatusPoller.watch): the hub user's, by server name."""
+        return f"{self.user.name}/{self.name}"
+
+    def _job_ended(self, runtime: ClusterRuntime, view: JobView) -> None:
+        """The job is over without stop() (JupyterHub does not call stop() for an ended server):
+        remember it and why, stop watching it, cancel the engine jobs it left and remove its files
+        (a disowned job: its id names another job now, so only the files)."""
+        job_id, user, key = self.job_id, self.job_user, self.job_key
+        disowned = job_id == self._disowned_job
+        self._ended_job = job_id
+        self.end_reason = walltime.end_reason(view, self.job_ends)
+        self.log.info("%s: job %s is over: %s", self._log_name, job_id, self.end_reason)
+        runtime.poller.unwatch(job_id, user, self._watcher)
+        if not disowned:
+            runtime.close_tunnel(job_id, user)
+
+        async def clean_up() -> None:
+            if not disowned:
+                await self._cancel_engine_jobs(runtime, user, job_id)
+            if key:
+                await lifecycle.remove_files(runtime, user, key)
+
+        asyncio.get_running_loop().create_task(clean_up())
+
+    async def stop(self, now: bool = False):
+        if not self.job_id:
+            return
+        runtime = self._saved_runtime()
+        if runtime is None:
+            return
+        job_id, user = self.job_id, self.job_user
+        self._server_state = None
+        if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
+            self.end_reason = walltime.STOPPED
+        if job_id != self._disowned_job:  # a disowned id names another job now: nothing of it is touched
+            runtime.poller.on_end(job_id, None, user, self._watcher)  # a stop we asked for is no news
+            await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name, timeout=0 if now else self.stop_wait_timeout,
+                                            interval=self.startup_poll_interval, watcher=self._watcher)
+            await self._cancel_engine_jobs(runtime, user, job_id)
+            runtime.poller.unwatch(job_id, user, self._watcher)
+            runtime.close_tunnel(job_id, user)
+        if self.job_key:
+            await lifecycle.remove_files(runtime, user, self.job_key)
+
+    def metrics_state(self) -> tuple[str, metrics.ServerState] | None:
+        """(cluster, state) of this server's job for hpchub_servers; None while it has none."""
+        if self._server_state is None or not self.job_id or self.job_id == self._ended_job:
+            return None
+        return str(self.job_cluster.get("name", "")), self._server_state
+
+    # -- the hub's home page ----------------------------------------------------------------
+    def page_info(self, now: float | None = None) -> dict[str, object]:
+        """What the home page shows about this server, from cached data only (the shared poller's
+        last answer, the state): rendering a page never asks the scheduler. Keys: ``job_id``,
+        ``state`` (e.g. "running on node1"), ``ends`` (epoch or None), ``ends_at`` ("14:30"),
+        ``time_left`` ("1 h 12 min"), ``end_reason`` (why the last job ended, once none runs)."""
+        now = time.time() if now is None else now
+        running = bool(self.job_id) and self.job_id != self._ended_job
+        info: dict[str, object] = {"job_id": self.job_id if running else "", "state": "", "ends": None,
+                                   "ends_at": "", "time_left": "", "end_reason": "" if running else self.end_reason}
+        if not running:
+            return info
+        info["state"] = _state_words(self._cached_status())
+        if self.job_ends and walltime.saved_end(self.job_ends, now):
+            info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
+                        time_left=walltime.duration_text(self.job_ends - now))
+        return info
+
+    def _cached_status(self) -> JobStatus | None:
+        if "scheduler" not in self.job_cluster:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        runtime = ClusterRuntime.registry.get((ClusterSpec.from_state(self.job_cluster), id(loop)))
+        return runtime.poller.view(self.job_id).status if runtime is not None else None
+
+    async def progress(self):
+        """Every event of this spawn so far, then each new one (JupyterHub ends the stream when
+        the spawn does)."""
+        sent = 0  # events emitted before this one was sent (counted over the spawner's life)
+        while True:
+            while sent < self._events_emitted:
+                first_kept = self._events_emitted - len(self._events)
+                sent = max(sent, first_kept)
+                event = self._events[sent - first_kept]
+                sent += 1
+                yield event
+            await self._event_added.wait()
+
+
+def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
+    """The reason class of a failed start() that took ``seconds``."""
+    if isinstance(error, SpawnFailed):
+        return error.failure
+    if isinstance(error, asyncio.CancelledError):
+        # JupyterHub cancels start() both when start_timeout runs out and when the pending spawn is cancelled.
+        return metrics.SpawnFailure.TIMEOUT if seconds >= start_timeout - 1 else metrics.SpawnFailure.CANCELLED
+    if isinstance(error, web.HTTPError) and 400 <= error.status_code < 500:
+        return metrics.SpawnFailure.OPTIONS_REFUSED
+    return metrics.SpawnFailure.ERROR
+
+
+def _queue_wait(status: JobStatus | None, measured: float) -> float:
+    """Seconds the job waited: the scheduler's start minus submit time where it says both (no polling
+    delay in it), else ``measured`` (from the submission until hpchub saw the job running)."""
+    if status is not None and status.started is not None and status.submitted is not None:
+        waited = (status.started - status.submitted).total_seconds()
+        if waited >= 0:
+            return waited
+    return measured
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def _state_words(status: JobStatus | None) -> str:
+    """A job's state for the home page: "waiting in queue debug", "running on node1"."""
+    if status is None:
+        return "submitted"
+    if status.state is JobState.RUNNING:
+        return f"running on {status.host}" if status.host else "running"
+    if status.state.is_waiting:
+        return f"waiting in queue {status.queue}" if status.queue else "waiting in the queue"
+    return status.scheduler_state.lower() or status.state.value

@@ -1,0 +1,92 @@
+"""The scheduler commands the job side runs itself, one small table per scheduler: the submit
+command of ``hpchub-job submit`` (its argv, the environment it runs with, the script as it reads
+it) and a node's address as the scheduler has it (the server extension binds to it).
+
+Standard library only, like all of hpchub/job/. The hub's scheduler backends
+(hpchub/schedulers/slurm.py, sge.py) take these same functions as their members of the contract
+(base.SchedulerBackend), so what the hub says about submitting and what the job side does cannot
+differ; the hub imports this module, never the reverse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+
+class Slurm:
+    name = "slurm"
+
+    @staticmethod
+    def submit_argv() -> list[str]:
+        return ["sbatch", "--parsable"]
+
+    # sbatch reads SBATCH_* (and SLURM_CLUSTERS, SLURM_HINT, ...) as options that override the
+    # script's #SBATCH lines: a user's shell that exports them for their own jobs must not move a hub
+    # job to another partition or give it another time limit. SLURM_CONF only says where the cluster is.
+    @staticmethod
+    def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
+        return {name: value for name, value in environ.items()
+                if not name.startswith(("SBATCH_", "SLURM_")) or name == "SLURM_CONF"}
+
+    @staticmethod
+    def submit_script(script: str) -> str:
+        return script  # sbatch reads no per-user default files
+
+    @staticmethod
+    def node_address_argv(node: str) -> list[str] | None:
+        """The node's address as Slurm knows it (NodeAddr), for nodes whose names DNS does not know."""
+        return ["scontrol", "show", "node", node, "--oneliner"]
+
+    @staticmethod
+    def parse_node_address(stdout: str) -> str | None:
+        match = re.search(r"\bNodeAddr=(\S+)", stdout)
+        return match.group(1) if match else None
+
+
+# qsub first applies the options of $SGE_ROOT/$SGE_CELL/common/sge_request, ~/.sge_request (~ from
+# the password database, not $HOME) and ./.sge_request, and the script's directives override only
+# the options they repeat: a user's -pe, -l h_vmem, -a, -hold_jid, -p or client -jsv would stay in a
+# hub job. -clear as the script's first directive drops all of them (the cluster's file too: a site
+# puts what every hub job needs in the profiles' directives), whatever the file's -C says.
+SGE_CLEAR_DEFAULTS = "#$ -clear"
+
+
+class GridEngine:
+    name = "sge"
+
+    @staticmethod
+    def submit_argv() -> list[str]:
+        return ["qsub", "-terse"]
+
+    @staticmethod
+    def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
+        return dict(environ)  # qsub takes no job options from the environment
+
+    @staticmethod
+    def submit_script(script: str) -> str:
+        first, _, rest = script.partition("\n")
+        if first.startswith("#!"):  # the interpreter line stays first
+            return f"{first}\n{SGE_CLEAR_DEFAULTS}\n{rest}"
+        return f"{SGE_CLEAR_DEFAULTS}\n{script}"
+
+    @staticmethod
+    def node_address_argv(node: str) -> list[str] | None:
+        """None: Grid Engine itself resolves host names (DNS or its host_aliases), so do we."""
+        return None
+
+    @staticmethod
+    def parse_node_address(stdout: str) -> str | None:
+        return None
+
+
+JobSideScheduler = type[Slurm] | type[GridEngine]
+SCHEDULERS: dict[str, JobSideScheduler] = {"slurm": Slurm, "sge": GridEngine}
+
+
+def for_scheduler(scheduler: str) -> JobSideScheduler:
+    """The job side's commands for ``scheduler`` (ValueError naming the known ones)."""
+    try:
+        return SCHEDULERS[scheduler]
+    except KeyError:
+        raise ValueError(f"no scheduler backend {scheduler!r} (have: {', '.join(SCHEDULERS)})") from None

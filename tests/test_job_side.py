@@ -1,0 +1,111 @@
+"""The job side (hpchub/job/) imports nothing else of hpchub and nothing beyond the standard library
+and, in the server extension only, jupyter_server (with the tornado its handler API is made of): a
+job whose environment holds no hpchub hub side, no JupyterHub, no pydantic or paramiko still runs it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hpchub.job
+
+JOB_DIR = Path(hpchub.job.__file__).parent
+JOB_MODULES = sorted(path.stem for path in JOB_DIR.glob("*.py"))  # __init__: the package itself
+# The server extension runs inside jupyterhub-singleuser's jupyter_server: its handlers are
+# jupyter_server's, built on tornado (web.authenticated, the IO loop's HTTP client).
+EXTENSION_MODULES = {"extension": {"jupyter_server", "tornado"}}
+PYTHON = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, what) for every import of the file: absolute modules as written, relative ones as
+    ``.name`` with their level of dots."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, "." * node.level + (node.module or "")))
+    return found
+
+
+def foreign_imports(path: Path, allowed: set[str]) -> list[str]:
+    bad = []
+    for line, name in imports_of(path):
+        if name.startswith("."):
+            if name.startswith(".."):  # climbs out of hpchub.job
+                bad.append(f"{path.name}:{line}: {name}")
+            continue
+        top = name.split(".")[0]
+        if name == "hpchub.job" or name.startswith("hpchub.job."):
+            continue
+        if top in sys.stdlib_module_names or top == "__future__" or top in allowed:
+            continue
+        bad.append(f"{path.name}:{line}: {name}")
+    return bad
+
+
+def test_the_job_side_is_the_modules_that_run_as_the_user():
+    assert set(JOB_MODULES) >= {"extension", "jobfiles", "probe", "walltime", "scheduler_commands", "logindefs"}
+
+
+@pytest.mark.parametrize("module", JOB_MODULES)
+def test_a_job_side_module_imports_only_the_standard_library_and_the_job_side(module):
+    assert foreign_imports(JOB_DIR / f"{module}.py", EXTENSION_MODULES.get(module, set())) == []
+
+
+def test_the_check_finds_an_import_of_the_hub_side(tmp_path):
+    # What singleuser.py did before the job side had its own walltime and scheduler table.
+    module = tmp_path / "extension.py"
+    module.write_text("from ..walltime import parse_end\nimport hpchub.schedulers\nimport jupyterhub.utils\n"
+                      "def f():\n    from jupyterhub.httpclient import fetch\n    import tornado\n")
+    assert foreign_imports(module, EXTENSION_MODULES["extension"]) == [
+        "extension.py:1: ..walltime", "extension.py:2: hpchub.schedulers", "extension.py:3: jupyterhub.utils",
+        "extension.py:5: jupyterhub.httpclient"]
+    assert foreign_imports(module, set())[-1] == "extension.py:6: tornado"
+
+
+LOADED = """
+import json, sys
+before = set(sys.modules)
+import importlib
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def modules_loaded_by(module: str) -> list[str]:
+    """The modules a fresh Python of the jobs' environment loads to import ``module`` (hpchub's
+    package __init__ included: it is imported first)."""
+    result = subprocess.run([PYTHON, "-c", LOADED, module], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("module", JOB_MODULES)
+def test_importing_a_job_side_module_loads_nothing_of_the_hub(module):
+    loaded = modules_loaded_by("hpchub.job" if module == "__init__" else f"hpchub.job.{module}")
+    hub_side = [name for name in loaded if name.startswith("hpchub") and name != "hpchub"
+                and not name.startswith("hpchub.job")]
+    assert hub_side == []
+    # jupyter_server is imported by the extension's hooks only when the server loads it.
+    outside = sorted({name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"hpchub"})
+    assert outside == [], f"hpchub.job.{module} loads {outside}"
+
+
+def test_the_extension_builds_its_handler_with_jupyter_server_alone():
+    # jupyter_server brings its own dependencies (tornado, jinja2, prometheus_client ...); what must
+    # not come is JupyterHub, the hub side of hpchub, or what only the hub needs.
+    code = ("import sys, hpchub.job.extension as e; e.walltime_handler(); e.client_ssl_context(None, None, None);"
+            "print([m for m in sys.modules if m.split('.')[0] in ('jupyterhub', 'pydantic', 'paramiko')"
+            " or (m.startswith('hpchub.') and not m.startswith('hpchub.job'))])")
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
