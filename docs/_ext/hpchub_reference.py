@@ -99,7 +99,7 @@ def _type_text(annotation: Any) -> str:
         text = "list of " + _type_text(typing.get_args(base)[0])
     elif origin is dict:
         key, value = typing.get_args(base)
-        text = f"mapping {_type_text(key)} -> {_type_text(value)}"
+        text = f"mapping of {_type_text(key)} -> {_type_text(value)}"
     elif _is_model(base):
         text = f"[{base.__name__}](#{_anchor(base)})"
     elif base is bool:
@@ -108,6 +108,8 @@ def _type_text(annotation: Any) -> str:
         bounds = [f"{sign} {value}" for item in metadata for m in [item, *getattr(item, "metadata", [])]
                   for sign, attribute in ((">=", "ge"), ("<=", "le")) if (value := getattr(m, attribute, None)) is not None]
         text = "integer" + (f" ({', '.join(bounds)})" if bounds else "")
+    elif base is str and pattern is not None and pattern == _names_pattern():
+        text = "name (letters, digits, `_.+-`)"
     elif base is str:
         text = "text" + (f" matching {_code(pattern)}" if pattern else "")
     else:
@@ -120,6 +122,11 @@ def _field_type(field: Any) -> Any:
     if field.metadata:
         return typing.Annotated[(field.annotation, *field.metadata)]
     return field.annotation
+
+
+def _names_pattern() -> str | None:
+    """The schema's pattern for names (queues, accounts, clusters), written as words instead."""
+    return getattr(importlib.import_module(SITE_CONFIG_MODEL.partition(":")[0]), "NAME_PATTERN", None)
 
 
 def _anchor(model: type) -> str:
@@ -187,8 +194,9 @@ def site_config_page() -> str:
         if not doc or doc == inspect.getdoc(model.__mro__[1]):
             log.warning("site config model %s has no docstring (the reference needs one)", model.__name__)
             doc = ""
-        where = ", ".join(_code(path or "(the file)") for path in dict.fromkeys(paths))
-        lines += [f"({_anchor(model)})=", f"## {model.__name__}", "", f"At {where}.", "", doc, "",
+        where = ", ".join(_code(path) for path in dict.fromkeys(paths) if path)
+        lines += [f"({_anchor(model)})=", f"## {model.__name__}", "", f"At {where}." if where else "The top level.", "",
+                  doc, "",
                   "| key | type | default | what it is |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             if not field.description:
