@@ -1,4 +1,4 @@
-"""The docs: the generated reference (docs/_ext/hpchub_reference.py)
+"""The docs: README is the landing page, and the generated reference (docs/_ext/hpchub_reference.py)
 documents every site-config key and every setting, and says so when one lacks its words.
 (tests/run.sh builds the whole site with warnings as errors: bash docs/build.sh.)"""
 
@@ -24,6 +24,15 @@ def reference_generator() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def test_readme_is_a_landing_page_with_the_two_commands_and_the_docs():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) < 300
+    for command in ("bash examples/local.sh", "bash tests/run.sh", "bash docs/build.sh"):
+        assert command in readme
+    assert "State of the work" not in readme
+    assert "](docs/screenshots/" in readme
 
 
 def test_every_site_config_key_and_setting_of_this_code_is_documented(caplog):
