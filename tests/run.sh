@@ -5,8 +5,8 @@
 # local Slurm and Grid Engine clusters and the SSH login node in front of them
 # (tests/clusters/login.sh), runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
-# and stops the clusters it started. ruff and mypy (configured in pyproject.toml) run first; a
-# finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
+# and stops the clusters it started. ruff, mypy (configured in pyproject.toml) and the docs build
+# (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
 #
 # usage: bash tests/run.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -40,6 +40,8 @@ echo "---- ruff check hpchub tests bench ----"
 "$venv/bin/ruff" check hpchub tests bench || lint=$?
 echo "---- mypy hpchub ----"
 "$venv/bin/mypy" hpchub || lint=$?
+echo "---- bash docs/build.sh ----"
+HPCHUB_VENV=$venv bash docs/build.sh || lint=$?
 
 status=0
 # --durations: the slowest tests, for whoever keeps the suite within its time.
@@ -52,7 +54,7 @@ if [ "$status" -ne 0 ]; then
     qstat -f -u '*' 2>&1 | head -40 || true
 fi
 if [ "$lint" -ne 0 ]; then
-    echo "run.sh: ruff or mypy found problems (see above)" >&2
+    echo "run.sh: ruff, mypy or the docs build found problems (see above)" >&2
     [ "$status" -ne 0 ] || status=$lint
 fi
 exit "$status"

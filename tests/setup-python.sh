@@ -2,7 +2,7 @@
 # The Python environment for the tests and for jobs: a venv made from Debian's /usr/bin/python3
 # in a world-readable place (jobs run as ordinary users, who cannot enter /root's pyenv),
 # holding hpchub (installed from this checkout, not editable, so jobs never read the
-# checkout), JupyterLab and the test and lint tools.
+# checkout), JupyterLab and the test, lint and docs tools.
 #
 # usage: tests/setup-python.sh          (env HPCHUB_VENV overrides /opt/hpchub/venv)
 set -euo pipefail
@@ -19,7 +19,7 @@ fi
 rm -rf build
 log=$(mktemp /tmp/hpchub-pip.XXXXXX)
 trap 'rm -f "$log"' EXIT
-if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[hub,test,lint]" jupyterlab >"$log" 2>&1; then
+if ! "$venv/bin/pip" install --disable-pip-version-check -q ".[hub,test,lint,docs]" jupyterlab >"$log" 2>&1; then
     cat "$log" >&2
     echo "setup-python.sh: pip install failed" >&2
     exit 1

@@ -1,5 +1,5 @@
 """End to end with the hub as an unprivileged account on the real local Slurm: the sudoers rule
-in README.md ("Security: who runs what"), read from the README and installed as it is, is all the
+in the docs (docs/production.md, "Security: who runs what"), read from there and installed as it is, is all the
 hub needs to spawn, reach, fail and stop users' servers, and it lets the hub do nothing else."""
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ WRITTEN_LOGS: list[Path] = []
 
 
 def readme_sudoers_rule() -> str:
-    """The one sudoers line of README.md's section "Security: who runs what"."""
-    readme = (REPO / "README.md").read_text()
+    """The one sudoers line of the docs' section "Security: who runs what" (docs/production.md)."""
+    readme = (REPO / "docs" / "production.md").read_text()
     section = readme.split("\n## Security: who runs what\n", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"^```\n(.*?)\n```$", section, re.M | re.S)
-    assert block, "no code block in README's section 'Security: who runs what'"
+    assert block, "no code block in docs/production.md's section 'Security: who runs what'"
     rule = block.group(1).strip()
     assert "\n" not in rule and rule.startswith("jupyterhub "), f"not the one-line rule for jupyterhub: {rule!r}"
     return rule
@@ -64,7 +64,7 @@ def exists(database: str, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def hub_account(slurm_cluster) -> Iterator[str]:
-    """The hub's system account, the users' group and README's sudoers rule for them; whatever
+    """The hub's system account, the users' group and the documented sudoers rule for them; whatever
     was added here is removed at the end."""
     created_account = created_group = False
     added_members: list[str] = []
@@ -84,7 +84,7 @@ def hub_account(slurm_cluster) -> Iterator[str]:
         staged.write_text(rule + "\n")
         staged.chmod(0o440)
         checked = run(["visudo", "-cf", str(staged)])
-        assert checked.returncode == 0, f"visudo refused README's rule {rule!r}: {checked.stdout}{checked.stderr}"
+        assert checked.returncode == 0, f"visudo refused the documented rule {rule!r}: {checked.stdout}{checked.stderr}"
         os.replace(staged, SUDOERS_FILE)
         assert run(["visudo", "-c"]).returncode == 0
         yield HUB_ACCOUNT

@@ -57,22 +57,25 @@ class _Model(BaseModel):
 class QueueLimits(_Model):
     """What one Slurm partition or Grid Engine queue allows a single job (per node)."""
 
-    max_walltime: WalltimeValue | None = None
-    max_cores: PositiveInt | None = Field(None, description="cores per node")
-    max_memory: MemoryValue | None = Field(None, description="memory per node")
-    max_nodes: PositiveInt | None = None
-    max_gpus: NonNegativeInt | None = Field(None, description="GPUs per node")
-    description: SingleLine = ""
+    max_walltime: WalltimeValue | None = Field(default=None, description="the longest walltime (HH:MM:SS or D-HH:MM:SS)")
+    max_cores: PositiveInt | None = Field(default=None, description="cores per node")
+    max_memory: MemoryValue | None = Field(default=None, description="memory per node")
+    max_nodes: PositiveInt | None = Field(default=None, description="nodes one job may have")
+    max_gpus: NonNegativeInt | None = Field(default=None, description="GPUs per node")
+    description: SingleLine = Field(default="", description="shown to users")
 
 
 class Environment(_Model):
     """How a job gets its software before the server or engines start."""
 
-    modules: list[Annotated[StrictStr, Field(pattern=MODULE_PATTERN)]] = []
-    venv: SingleLine | None = None
-    conda_env: SingleLine | None = None
-    prologue: StrictStr | None = None
-    env: dict[Annotated[StrictStr, Field(pattern=ENV_NAME_PATTERN)], SingleLine] = {}
+    modules: list[Annotated[StrictStr, Field(pattern=MODULE_PATTERN)]] = Field(
+        default=[], description="`module load` lines, in order")
+    venv: SingleLine | None = Field(default=None, description="a virtual environment activated before the server starts")
+    conda_env: SingleLine | None = Field(
+        default=None, description="`conda activate NAME` (conda must already be set up in the shell)")
+    prologue: StrictStr | None = Field(default=None, description="admin shell lines, inserted as written")
+    env: dict[Annotated[StrictStr, Field(pattern=ENV_NAME_PATTERN)], SingleLine] = Field(
+        default={}, description="environment variables exported in the job, values shell-quoted")
 
     def extended_by(self, other: Environment | None) -> Environment:
         """This environment with a profile's additions: modules appended, env merged."""
@@ -98,25 +101,32 @@ class Submit(_Model):
     """How the hub runs scheduler commands. ``via`` has no default: ``local`` runs every user's
     job as the hub's own account, which must never happen because a key was left out."""
 
-    via: Literal["local", "sudo", "ssh"]
-    sudo_command: SingleLine = Field("sudo", description="via: sudo: the sudo program (path)")
+    via: Literal["local", "sudo", "ssh"] = Field(
+        description="sudo: `sudo -n -u USER` on this host (the job runs as the user); local: as the hub's own "
+        "account, so every user's job runs as that account (refused when the hub runs as root); ssh: over SSH "
+        "to a login node")
+    sudo_command: SingleLine = Field(default="sudo", description="via: sudo: the sudo program (path)")
     # via: ssh - the login node, the account, and how the hub proves who it is.
-    host: Annotated[StrictStr, Field(pattern=HOST_PATTERN)] | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 22
-    user: Annotated[StrictStr, Field(pattern=USER_TEMPLATE_PATTERN)] = "{user}"
-    key: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = None
-    known_hosts: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = None
-    sudo: bool = Field(False, description="via: ssh: log in as the service account `user`, then sudo -n -u USER")
+    host: Annotated[StrictStr, Field(pattern=HOST_PATTERN)] | None = Field(
+        default=None, description="via: ssh: the login node (required)")
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = Field(default=22, description="via: ssh: the login node's SSH port")
+    user: Annotated[StrictStr, Field(pattern=USER_TEMPLATE_PATTERN)] = Field(
+        default="{user}", description="via: ssh: the remote account: \"{user}\" is the hub user's own, or one fixed account")
+    key: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
+        default=None, description="via: ssh: the private key file (required, absolute); \"{user}\" becomes the remote account")
+    known_hosts: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
+        default=None, description="via: ssh: the login node's host key (required); unknown or changed keys are refused")
+    sudo: bool = Field(default=False, description="via: ssh: log in as the service account `user`, then sudo -n -u USER")
     query_user: Annotated[StrictStr, Field(pattern=NAME_PATTERN)] | None = Field(
-        None, description="via: ssh: the account the hub's own status and queue queries run as "
+        default=None, description="via: ssh: the account the hub's own status and queue queries run as "
                           "(default: `user` when it is one fixed account)")
     jobfiles: Annotated[StrictStr, Field(pattern=KEY_PATH_PATTERN)] | None = Field(
-        None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
+        default=None, description="via: ssh: hpchub-job on the login node (default: hpchub-job on its PATH)")
     service_accounts: list[Name] = Field(
-        [], description="accounts hpchub never acts as for a hub user, whatever their uid (besides root, accounts "
+        default=[], description="accounts hpchub never acts as for a hub user, whatever their uid (besides root, accounts "
                         "below uid_min and the hub's own); query_user and the user of a sudo: true login always are")
     idle_timeout: PositiveInt | None = Field(
-        None, description="via: ssh: seconds after which a connection that ran no command is closed, unless "
+        default=None, description="via: ssh: seconds after which a connection that ran no command is closed, unless "
                           "a tunnel or reverse forward uses it (default 300)")
 
     @property
@@ -138,9 +148,12 @@ class Network(_Model):
     """How the hub reaches servers and jobs reach the hub (matters when the hub is off the cluster)."""
 
     # direct: the hub connects to node:port; tunnel: through the login node's SSH connection.
-    to_servers: Literal["direct", "tunnel"] = "direct"
+    to_servers: Literal["direct", "tunnel"] = Field(
+        default="direct", description="direct: the hub connects to node:port; tunnel: through the login node (via: ssh)")
     # direct: jobs use the hub's API URL; reverse: a forward on the login node; or the API URL jobs use.
-    to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = "direct"
+    to_hub: Annotated[StrictStr, Field(pattern=r"^(direct|reverse|https?://[^\s]+)$")] = Field(
+        default="direct", description="direct: jobs use the hub's API URL; reverse: a forward on the login node (via: ssh); "
+        "or the URL jobs use to reach the hub's API (reverse and http:// need c.JupyterHub.internal_ssl)")
 
 
 def hub_identity_refusal(cluster: str, to_hub: str, internal_ssl: bool) -> str | None:
@@ -163,10 +176,11 @@ def hub_identity_refusal(cluster: str, to_hub: str, internal_ssl: bool) -> str |
 class SGEOptions(_Model):
     """Grid Engine details that differ between sites."""
 
-    parallel_environment: Name = "smp"
-    memory_resource: Name = "h_vmem"
-    memory_per_slot: bool = True
-    gpu_resource: Name = "gpu"
+    parallel_environment: Name = Field(default="smp", description="the parallel environment of jobs with cores > 1 (-pe NAME N)")
+    memory_resource: Name = Field(default="h_vmem", description="the memory request (-l NAME=...)")
+    memory_per_slot: bool = Field(
+        default=True, description="Grid Engine counts the memory resource per slot: a job's memory is divided by its cores")
+    gpu_resource: Name = Field(default="gpu", description="the GPU request (-l NAME=N)")
     # Debian's qstat, qsub, ... on the PATH are one wrapper script that works out the architecture
     # (twice, about 14 processes) at every call: 0.17 s and 80 ms of CPU where the binary takes 0.02 s.
     commands_dir: Annotated[StrictStr, Field(pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
@@ -181,44 +195,55 @@ class SGEOptions(_Model):
 
 
 class Cluster(_Model):
-    scheduler: Literal["slurm", "sge"]
-    submit: Submit
-    network: Network = Network()
-    environment: Environment = Environment()
-    queues: dict[Name, QueueLimits] = Field(min_length=1)
-    sge: SGEOptions = SGEOptions()
+    """One cluster: its scheduler, how the hub reaches it, and its queues."""
+
+    scheduler: Literal["slurm", "sge"] = Field(description="the scheduler backend")
+    submit: Submit = Field(description="how jobs are submitted (required, no default)")
+    network: Network = Field(default=Network(), description="how the hub and the jobs reach each other")
+    environment: Environment = Field(default=Environment(), description="how every job of this cluster gets its software")
+    queues: dict[Name, QueueLimits] = Field(
+        min_length=1, description="Slurm partitions or Grid Engine queues, by name, with what one job may have")
+    sge: SGEOptions = Field(default=SGEOptions(), description="Grid Engine only")
 
 
 class Resources(_Model):
     """What one job asks for; cores, memory and gpus are per node."""
 
-    cores: PositiveInt = 1
-    memory: MemoryValue | None = None
-    walltime: WalltimeValue
-    gpus: NonNegativeInt = 0
-    nodes: PositiveInt = 1
+    cores: PositiveInt = Field(default=1, description="cores per node")
+    memory: MemoryValue | None = Field(default=None, description="memory per node (512M, 4G, 1T); unset: the queue's default")
+    walltime: WalltimeValue = Field(description="HH:MM:SS (hours may exceed 24) or D-HH:MM:SS")
+    gpus: NonNegativeInt = Field(default=0, description="GPUs per node")
+    nodes: PositiveInt = Field(default=1, description="nodes (Grid Engine: 1)")
 
 
 class IntRange(_Model):
-    min: NonNegativeInt | None = None
-    max: NonNegativeInt | None = None
-    choices: list[NonNegativeInt] | None = Field(None, min_length=1)
+    """A number the user may change: within min/max, or one of the choices."""
+
+    min: NonNegativeInt | None = Field(default=None, description="the smallest value")
+    max: NonNegativeInt | None = Field(default=None, description="the largest value")
+    choices: list[NonNegativeInt] | None = Field(default=None, min_length=1, description="the values offered")
 
 
 class MemoryRange(_Model):
-    min: MemoryValue | None = None
-    max: MemoryValue | None = None
-    choices: list[MemoryValue] | None = Field(None, min_length=1)
+    """Memory the user may change: within min/max, or one of the choices."""
+
+    min: MemoryValue | None = Field(default=None, description="the least memory")
+    max: MemoryValue | None = Field(default=None, description="the most memory")
+    choices: list[MemoryValue] | None = Field(default=None, min_length=1, description="the sizes offered")
 
 
 class WalltimeRange(_Model):
-    min: WalltimeValue | None = None
-    max: WalltimeValue | None = None
-    choices: list[WalltimeValue] | None = Field(None, min_length=1)
+    """A walltime the user may change: within min/max, or one of the choices."""
+
+    min: WalltimeValue | None = Field(default=None, description="the shortest walltime")
+    max: WalltimeValue | None = Field(default=None, description="the longest walltime")
+    choices: list[WalltimeValue] | None = Field(default=None, min_length=1, description="the walltimes offered")
 
 
 class NameChoices(_Model):
-    choices: list[Name] = Field(min_length=1)
+    """Names the user may pick from (they must include the profile's own)."""
+
+    choices: list[Name] = Field(min_length=1, description="the names offered")
 
 
 @dataclass(frozen=True)
@@ -298,46 +323,54 @@ class AllocationRule:
 class UserAdjustable(_Model):
     """The fields a user may change in the spawn form or through ``user_options``."""
 
-    cores: IntRange | None = None
-    memory: MemoryRange | None = None
-    walltime: WalltimeRange | None = None
-    gpus: IntRange | None = None
-    nodes: IntRange | None = None
-    queue: NameChoices | None = None
-    account: NameChoices | None = None
+    cores: IntRange | None = Field(default=None, description="cores per node: min/max or choices")
+    memory: MemoryRange | None = Field(default=None, description="memory per node: min/max or choices")
+    walltime: WalltimeRange | None = Field(default=None, description="walltime: min/max or choices")
+    gpus: IntRange | None = Field(default=None, description="GPUs per node: min/max or choices")
+    nodes: IntRange | None = Field(default=None, description="nodes: min/max or choices")
+    queue: NameChoices | None = Field(default=None, description="queues to choose from")
+    account: NameChoices | None = Field(
+        default=None, description="accounts to choose from (the older form of a profile's `account` list)")
 
     def fields(self) -> dict[str, Any]:
         return {name: value for name, value in self if value is not None}
 
 
 class Profile(_Model):
-    slug: Annotated[StrictStr, Field(pattern=SLUG_PATTERN)]
-    name: SingleLine
-    description: StrictStr = ""
-    cluster: StrictStr
-    queue: Name
-    resources: Resources
-    user_adjustable: UserAdjustable = UserAdjustable()
+    """What a user picks in the spawn form: a job on one cluster's queue, its resources, and who may use it."""
+
+    slug: Annotated[StrictStr, Field(pattern=SLUG_PATTERN)] = Field(description="[a-z0-9-]+, unique; in links and job names")
+    name: SingleLine = Field(description="shown to users")
+    description: StrictStr = Field(default="", description="shown to users")
+    cluster: StrictStr = Field(description="a key of `clusters`")
+    queue: Name = Field(description="a queue of that cluster")
+    resources: Resources = Field(description="what one job asks for")
+    user_adjustable: UserAdjustable = Field(
+        default=UserAdjustable(), description="what a user may change (form, user_options, --set)")
     # Each: a fixed name, a list of choices or {from_scheduler: true} (see AllocationRule).
-    account: AllocationSetting | None = None
-    qos: AllocationSetting | None = Field(None, description="Slurm only")
+    account: AllocationSetting | None = Field(
+        default=None, description="Slurm account / Grid Engine project (-P): a name (fixed), a list (the user picks, the "
+        "first preselected) or {from_scheduler: true} (what the scheduler allows this user, their default preselected)")
+    qos: AllocationSetting | None = Field(default=None, description="Slurm only")
     reservation: AllocationSetting | None = Field(
-        None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N), "
+        default=None, description="a name pins the reservation (a course profile); on Grid Engine the AR's name (-N), "
         "used only if exactly one AR of a manager, operator or sge.reservation_owners account has it")
-    directives: list[SingleLine] = []
-    environment: Environment | None = None
+    directives: list[SingleLine] = Field(default=[], description="extra scheduler directives, admin-only, passed as given")
+    environment: Environment | None = Field(
+        default=None, description="added to the cluster's environment (modules appended, env merged)")
     # Who may use the profile (all four empty: everyone). Each list holds the names of one name space,
     # so that a hub user and a unix account (or a JupyterHub group and a unix group) that happen to
     # share a name never get each other's profiles.
-    hub_users: list[SingleLine] = Field([], description="JupyterHub user names")
-    hub_groups: list[SingleLine] = Field([], description="JupyterHub group names")
-    unix_users: list[SingleLine] = Field([], description="unix accounts (the account a hub user runs as, "
+    hub_users: list[SingleLine] = Field(default=[], description="JupyterHub user names")
+    hub_groups: list[SingleLine] = Field(default=[], description="JupyterHub group names")
+    unix_users: list[SingleLine] = Field(default=[], description="unix accounts (the account a hub user runs as, "
                                                          "HPCSpawner.unix_account)")
-    unix_groups: list[SingleLine] = Field([], description="unix/LDAP groups of that account, secondary ones "
+    unix_groups: list[SingleLine] = Field(default=[], description="unix/LDAP groups of that account, secondary ones "
                                                           "included")
-    template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = None
+    template: Annotated[StrictStr, Field(pattern=TEMPLATE_PATTERN)] | None = Field(
+        default=None, description="a template name to use instead of the scheduler's default")
     requeue: bool = Field(
-        False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
+        default=False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
         "that died stays ended instead of coming back as another job under the same id",
     )
 
@@ -358,12 +391,17 @@ class Profile(_Model):
 
 
 class SiteConfig(_Model):
-    site: SingleLine
-    clusters: dict[Name, Cluster] = Field(min_length=1)
-    profiles: list[Profile] = Field(min_length=1)
-    templates_dir: StrictStr | None = None
+    """The site config file: one YAML file per site."""
+
+    site: SingleLine = Field(description="the site's display name")
+    clusters: dict[Name, Cluster] = Field(min_length=1, description="the clusters, by key")
+    profiles: list[Profile] = Field(min_length=1, description="what users may start")
+    templates_dir: StrictStr | None = Field(
+        default=None, description="job templates searched before the packaged ones (relative to this file); "
+        "`hpchub/NAME` always names the packaged template NAME")
     # The smallest uid a job may run as; unset: UID_MIN from /etc/login.defs.
-    uid_min: NonNegativeInt | None = None
+    uid_min: NonNegativeInt | None = Field(
+        default=None, description="the smallest uid a job may run as (default: UID_MIN of /etc/login.defs, 1000 without it)")
 
     # Set by load_site_config: where the file was, to resolve relative paths.
     _source: Path | None = pydantic.PrivateAttr(None)

@@ -267,7 +267,7 @@ X11Forwarding no
 PrintMotd no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
-# As the README advises: only the hub's query account (to_hub: reverse) may open a
+# As the docs advise (docs/hub-off-cluster.md): only the hub's query account (to_hub: reverse) may open a
 # port on the login node's address; the users' own remote forwards stay on loopback.
 # A Match block lasts to the end of the file.
 Match User $SVC
