@@ -79,12 +79,7 @@ class Hub:
         return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
     def start(self) -> None:
-        if self.proxy is None:
-            self.proxy = subprocess.Popen(
-                [str(PROXY), "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
-                 "--api-port", str(self.proxy_api_port), "--error-target", f"http://127.0.0.1:{self.port}/hub/error"],
-                env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "proxy.log", "ab"),
-            )
+        self._start_proxy()
         config_file = self.config_file
         if self.user is not None:
             # The hub's account must read its config; the checkout may be root's alone (a clone under
@@ -96,6 +91,14 @@ class Hub:
             **self._as_hub_account(),
         )
         self._wait_until_up()
+
+    def _start_proxy(self) -> None:
+        if self.proxy is None:
+            self.proxy = subprocess.Popen(
+                [str(PROXY), "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
+                 "--api-port", str(self.proxy_api_port), "--error-target", f"http://127.0.0.1:{self.port}/hub/error"],
+                env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "proxy.log", "ab"),
+            )
 
     def _wait_until_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -210,17 +213,8 @@ class HubWithItsOwnProxy(Hub):
         env["HPCHUB_TLS_PROXY_API_PORT"] = str(self.proxy_api_port)
         return env
 
-    def start(self) -> None:
-        config_file = self.config_file
-        if self.user is not None:
-            # The hub's account must read its config; the checkout may be root's alone (a clone under
-            # /root, mode 700 on Debian). Where the example config is, it only names the default site.
-            config_file = user_readable(f"jupyterhub_config-{self.port}.py", self.config_file.read_text())
-        self.hub = subprocess.Popen(
-            [str(VENV / "bin" / "jupyterhub"), "-f", str(config_file)],
-            cwd=self.state_dir, env=self._env(), stdout=subprocess.DEVNULL, stderr=open(self.hub_log, "ab"),
-        )
-        self._wait_until_up()
+    def _start_proxy(self) -> None:
+        """Nothing: the hub starts its proxy."""
 
 
 def run_hub(state: Path, site_text: str, users: Sequence[str] = (), hub_class: type[Hub] = Hub,
