@@ -19,7 +19,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -27,7 +26,7 @@ from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from ..core import jobs, lifecycle, metrics
+from ..core import jobs, lifecycle, metrics, spawn
 from ..core.accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from ..core.config import (
     Identity,
@@ -35,19 +34,17 @@ from ..core.config import (
     SiteConfig,
     SiteConfigError,
     SiteConfigFile,
-    hub_identity_refusal,
     profile_allows,
 )
 from ..core.options import JobRequest, OptionsError, needs_allocations, resolve_request
 from ..core.poller import JobView, JobWatchedElsewhere, Presence
-from ..core.render import RenderError, UserAccount
+from ..core.render import RenderError
 from ..core.runtime import AllocationsAnswer, ClusterRuntime
 from ..job import walltime as job_walltime
 from ..schedulers import JobState, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from ..transports.sshpool import LoginUnreachable
 from . import porthandler, progress, walltime
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
 
@@ -557,16 +554,20 @@ class HPCSpawner(Spawner):
         site = self.site  # one reading of the config for the whole spawn (an edit may land meanwhile)
         spec = ClusterSpec.from_site(site, request.cluster_name)
         runtime = self._runtime(spec)
-        job, user = await self._server_job(site, runtime, request)
-        files = await self._job_files(site, runtime, job)
+        self.job_hub_port = ""
+        prepared = await self._server_job(site, runtime, request)
+        job = prepared.job
+        self.job_hub_port = prepared.hub_port
         self._port = porthandler.expect_port(self.api_token)
         submitting = time.monotonic()
         try:
-            job_id = await self._submit(runtime, job, files)
-        except BaseException:
+            job_id = await spawn.submit(runtime, prepared, self.job_log_keep_days, self._watcher)
+        except BaseException as error:
             porthandler.forget(self.api_token)
+            if isinstance(error, spawn.JobRefused):
+                raise SpawnFailed(str(error), error.failure) from None
             raise
-        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
+        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, job.user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = self._disowned_job = None
         self.job_ends, self.end_reason = 0, ""
@@ -597,81 +598,20 @@ class HPCSpawner(Spawner):
         metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
         return address, connect_port
 
-    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime,
-                          request: JobRequest) -> tuple[jobs.PreparedJob, UserAccount]:
-        """The job ``request`` makes for this server, as the unix account the hub user runs as."""
+    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime, request: JobRequest) -> spawn.ServerJob:
+        """The job ``request`` makes for this server, as the unix account the hub user runs as, and its files."""
         unix_name = await self.unix_user_name()
+        # The hub's API URL only matters to a cluster whose jobs call the hub elsewhere (to_hub).
+        hub = spawn.HubSide(env=self._job_env(), api_url=getattr(self.hub, "api_url", ""),
+                            internal_ssl=bool(self.internal_ssl), cert_paths=self.cert_paths or None,
+                            walltime_warning=self.walltime_warning)
         try:
-            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
-        except AccountRefused as error:
-            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
-                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        try:
-            user = UserAccount.lookup(unix_name)
-            return jobs.server_job(site, request, user, self.name, self.server_command), user
+            return await spawn.prepare_server_job(site, runtime, request, self.user.name, unix_name, self.name,
+                                                  self.server_command, hub)
+        except spawn.JobRefused as error:
+            raise SpawnFailed(str(error), error.failure) from None
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None
-
-    async def _job_files(self, site: SiteConfig, runtime: ClusterRuntime, job: jobs.PreparedJob) -> dict[str, str]:
-        """The job's user-only files: the hub's secrets (env), TLS files, the site config's copy."""
-        env = self._job_env()
-        try:
-            jobs_hub = await self._hub_api_for_jobs(runtime)
-        except LoginUnreachable as error:
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
-            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
-                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
-        files = {}
-        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
-            files.update(tls.tls_files(self.cert_paths))
-            env.update(tls.tls_env(job.job_dir))
-        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
-        env[job_walltime.ENV_WARNING] = str(self.walltime_warning)
-        files["env"] = jobs.env_file(env)
-        if runtime.client.spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (jobs.py)
-            files[jobs.SITE_COPY] = Path(site.source).read_text()
-        return files
-
-    async def _submit(self, runtime: ClusterRuntime, job: jobs.PreparedJob, files: dict[str, str]) -> str:
-        """Submit ``job`` and start watching it; a failure says in plain words what happened."""
-        try:
-            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days,
-                                                    watcher=self._watcher)
-        except AccountRefused as error:
-            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        except CommandError as error:
-            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
-                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
-        except lifecycle.SubmittedJobNotOurs as error:
-            raise SpawnFailed(f"hpchub refused the job id the submission reported: {error}",
-                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
-        except lifecycle.SubmitOutcomeUnknown as error:
-            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
-                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
-
-    async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
-        """The hub's API URL for a new job (None: the hub's own); refuses a ``to_hub`` whose port or
-        URL someone else could answer on unless the job verifies the hub (internal_ssl)."""
-        spec = runtime.client.spec
-        self.job_hub_port = ""
-        if spec.to_hub == "direct":
-            return None
-        refusal = hub_identity_refusal(spec.name, spec.to_hub, bool(self.internal_ssl))
-        if refusal is not None:
-            raise SpawnFailed(f"hpchub refuses to start this server: {refusal}")
-        found = await runtime.hub_api_for_jobs(self.hub.api_url)
-        if found is None:
-            return None
-        url, port = found
-        self.job_hub_port = str(port) if port else ""
-        return url
 
     async def _restore_forwards(self, runtime: ClusterRuntime) -> None:
         """After a hub restart: the tunnel of a running server on the local port the proxy's route
@@ -1004,10 +944,6 @@ def _queue_wait(status: JobStatus | None, measured: float) -> float:
         if waited >= 0:
             return waited
     return measured
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 def _state_words(status: JobStatus | None) -> str:
