@@ -1,8 +1,9 @@
 """HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
 
-This module is the JupyterHub glue. The job is built by hpchub.core.jobs, submitted, watched and
-cancelled by hpchub.core.lifecycle through the cluster's shared poller, and described to the user by
-hpchub.hub.progress. What it does differently from batchspawner (see README): user choices never
+This module is the JupyterHub glue: JupyterHub's hooks, delegating the rest. The job is built and
+submitted by hpchub.core.spawn (jobs, render, lifecycle), the start is waited for by
+hpchub.hub.waiting (its texts from hpchub.hub.progress), the form by hpchub.hub.form; the job is
+watched and cancelled by hpchub.core.lifecycle through the cluster's shared poller. What it does differently from batchspawner (see README): user choices never
 override admin values and are validated per profile; a failed status query means "unknown", never
 "gone"; a job that dies, is held or errs while starting fails the spawn at once with the scheduler's
 reason and the log's tail; the job reports only its port, with its own token; secrets reach the
@@ -13,15 +14,11 @@ the job without the site config.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import os
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from jupyterhub.spawner import Spawner, SpawnException
+from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
@@ -47,22 +44,13 @@ from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
 from . import porthandler, progress, walltime
 from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
+from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
 _SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
-
-
-class SpawnFailed(SpawnException):
-    """The job cannot become a server; the message (with the job's last output) is shown to the user,
-    ``failure`` is the reason class counted in hpchub_spawn_failures_total."""
-
-    def __init__(self, message: str, failure: metrics.SpawnFailure = metrics.SpawnFailure.ERROR):
-        super().__init__(message, reason="hpc-job", status_code=500,
-                         message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
-        self.failure = failure
 
 
 class ChoicesRefused(web.HTTPError):
@@ -275,12 +263,7 @@ class HPCSpawner(Spawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._port: asyncio.Future[porthandler.PortReport] | None = None
-        # This spawn's progress events, replayed to every listener (a reloaded waiting page, a
-        # second tab, the API), not handed out once; the oldest go past PROGRESS_EVENTS_KEPT.
-        self._events: deque[dict[str, Any]] = deque(maxlen=self.PROGRESS_EVENTS_KEPT)
-        self._events_emitted = 0
-        self._event_added = asyncio.Event()
-        self._job_details: dict[str, Any] = {}
+        self._progress = ProgressLog(self.log, self._log_name, self.PROGRESS_EVENTS_KEPT)  # this spawn's events
         self._ended_job: str | None = None
         self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
         self._state_warning_logged = False
@@ -508,26 +491,12 @@ class HPCSpawner(Spawner):
     def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
-    async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
-        return (await self._queue_numbers_and_age(runtime))[0]
-
     async def _queue_numbers_and_age(self, runtime: ClusterRuntime) -> tuple[list[QueueInfo], float | None]:
         """The cluster's live queue numbers (cached queue_info_ttl; none while the scheduler does not
         answer) and their age in seconds."""
         cache = runtime.queue_numbers(self.queue_info_ttl)
         queues = await cache.get()
         return (list(queues) if isinstance(queues, list) else []), cache.age()
-
-    def _emit(self, percent: int, message: str, job_details: dict[str, Any] | None = None) -> None:
-        """A progress event: the text, and the job's details (progress.details) for the waiting page."""
-        self.log.info("%s: %s", self._log_name, message)
-        event: dict[str, Any] = {"progress": percent, "message": message}
-        if job_details is not None:
-            event["hpchub"] = self._job_details = job_details
-        self._events.append(event)
-        self._events_emitted += 1
-        self._event_added.set()
-        self._event_added = asyncio.Event()
 
     def _job_env(self) -> dict[str, str]:
         env = self.get_env()
@@ -547,7 +516,7 @@ class HPCSpawner(Spawner):
             raise
 
     async def _start_job(self) -> tuple[str, int]:
-        self._events.clear()  # a new spawn: its listeners see none of the last one's events
+        self._progress.clear()
         request = await self._request_from(self.user_options)
         self._metric_labels = (request.cluster_name, request.profile.slug)
         metrics.spawn_started(*self._metric_labels)
@@ -573,14 +542,17 @@ class HPCSpawner(Spawner):
         self.job_ends, self.end_reason = 0, ""
         submitted, self._server_state = time.monotonic(), metrics.ServerState.WAITING
         self.log.info("%s: the submission took %.2f s", self._log_name, submitted - submitting)
-        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
+        self._progress.emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
                    progress.details(job_id, request.cluster_name, request.queue))
+        wait = StartWait(runtime, job_id, self.job_user, self.job_log, self._port, self._progress,
+                         StartupPolling(self.startup_poll_interval, self.startup_poll_backoff, float(self.poll_interval)),
+                         self.queue_info_ttl, self.job_output_tail_lines)
         try:
-            host = await self._wait_until_running(runtime, request.queue)
+            host = self.job_host = await wait.until_running(request.queue)
             self._server_state = metrics.ServerState.STARTING
             metrics.queue_waited(*self._metric_labels,
                                  _queue_wait(runtime.poller.view(job_id).status, time.monotonic() - submitted))
-            report = await self._wait_for_port(runtime)
+            report = await wait.for_port()
             port, self.job_ends = report.port, report.ends or 0
             address, connect_port = await runtime.node_address(host), port
             if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
@@ -593,7 +565,8 @@ class HPCSpawner(Spawner):
         finally:
             porthandler.forget(self.api_token)
         runtime.poller.on_end(job_id, self._ended_callback(job_id), self.job_user, self._watcher)
-        self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
+        self._progress.emit(90, progress.server_reported(host, port),
+                            dict(self._progress.details, state=progress.SERVER_STARTING))
         self._server_state = metrics.ServerState.RUNNING
         metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
         return address, connect_port
@@ -625,99 +598,6 @@ class HPCSpawner(Spawner):
                 await runtime.keep_hub_forward(self.hub.api_url, int(self.job_hub_port))
         except (CommandError, OSError) as error:
             self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
-
-    def _startup_check_interval(self, waited: float) -> float:
-        """Seconds between status checks of a spawn that has waited ``waited`` seconds."""
-        backoff = self.startup_poll_backoff * waited
-        return max(self.startup_poll_interval, min(backoff, float(self.poll_interval)))
-
-    async def _reported_within(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the job's port report; True once it is in."""
-        assert self._port is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(self._port), timeout=seconds)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
-        last_event = None
-        cluster_name = runtime.client.spec.name
-        reasons = runtime.client.backend.REASON_TEXT
-        started = time.monotonic()
-        reported = False
-        while True:
-            # A reported port means the job runs: ask the scheduler now for its node.
-            interval = self._startup_check_interval(time.monotonic() - started)
-            view = await runtime.poller.get(self.job_id, max_age=0 if reported else interval)
-            status = view.status
-            if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
-                why = await self._explain(runtime) or status.scheduler_state
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
-                                  metrics.SpawnFailure.ERROR_STATE)
-            if lifecycle.has_ended(view):
-                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)),
-                                  metrics.SpawnFailure.JOB_ENDED)
-            if view.presence is Presence.KNOWN and status is not None:
-                if status.state is JobState.RUNNING and status.host:
-                    self.job_host = status.host
-                    self._emit(50, progress.running(self.job_id, status.host),
-                               progress.details(self.job_id, cluster_name, queue_name, status, reasons))
-                    return status.host
-                if status.state is JobState.HELD:
-                    raise SpawnFailed(progress.held(self.job_id, status), metrics.SpawnFailure.HELD)
-                if status.state is JobState.UNKNOWN:
-                    message = progress.unreadable(self.job_id, status)
-                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons)
-                else:
-                    # Pending Grid Engine jobs name no queue yet: the one the job asked for.
-                    wanted = status.queue or queue_name
-                    queue = next((q for q in await self._queue_numbers(runtime) if q.name == wanted), None)
-                    message = progress.waiting(self.job_id, status, reasons, queue)
-                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons, queue)
-            else:
-                message = progress.scheduler_silent(self.job_id, view.error)
-                job_details = dict(self._job_details, state=progress.SCHEDULER_SILENT)
-            if (message, job_details) != last_event:
-                self._emit(20, message, job_details)
-                last_event = (message, job_details)
-            if reported:  # our last answer predates the job's start: ask again as soon as the poller may
-                await asyncio.sleep(runtime.poller.min_interval)
-            else:
-                reported = await self._reported_within(interval)
-
-    async def _wait_for_port(self, runtime: ClusterRuntime) -> porthandler.PortReport:
-        assert self._port is not None
-        started = time.monotonic()
-        while True:
-            interval = self._startup_check_interval(time.monotonic() - started)
-            if await self._reported_within(interval):
-                return self._port.result()
-            # Keep watching the job: a server that dies at start ends the spawn.
-            view = await runtime.poller.get(self.job_id, max_age=interval)
-            if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
-                why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
-                                  metrics.SpawnFailure.ERROR_STATE)
-            if lifecycle.has_ended(view):
-                what = "the job ended before the server reported its port"
-                raise SpawnFailed(await self._failure_text(runtime, what), metrics.SpawnFailure.JOB_ENDED)
-
-    async def _explain(self, runtime: ClusterRuntime) -> str | None:
-        try:
-            return await runtime.client.explain(self.job_id)
-        except CommandError:
-            return None
-
-    async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
-        tail: str | None = None
-        if self.job_log:
-            try:
-                tail = await runtime.client.read_log_tail(self.job_user, os.path.basename(self.job_log),
-                                                          self.job_output_tail_lines)
-            except (CommandError, AccountRefused):
-                tail = None
-        return progress.failure(self.job_id, what, self.job_log, tail)
 
     async def _abandon(self, runtime: ClusterRuntime) -> None:
         """A spawn that failed or was given up: cancel its job and remove its files."""
@@ -913,16 +793,8 @@ class HPCSpawner(Spawner):
     async def progress(self):
         """Every event of this spawn so far, then each new one (JupyterHub ends the stream when
         the spawn does)."""
-        sent = 0  # events emitted before this one was sent (counted over the spawner's life)
-        while True:
-            while sent < self._events_emitted:
-                first_kept = self._events_emitted - len(self._events)
-                sent = max(sent, first_kept)
-                event = self._events[sent - first_kept]
-                sent += 1
-                yield event
-            await self._event_added.wait()
-
+        async for event in self._progress.follow():
+            yield event
 
 def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
     """The reason class of a failed start() that took ``seconds``."""
