@@ -4,6 +4,9 @@ Loading is two passes. The structure (keys, types, patterns) is checked by pydan
 that refuse unknown keys; then the cross-references (profile -> cluster -> queue) and the queue
 limits are checked. Every problem is reported as ``FILE:LINE: path.to.key: what is wrong`` and
 all problems are reported at once.
+
+Over 500 lines because the schema is one document: the models, their cross-references and the
+FILE:LINE reporting are read together, and the docs' reference is generated from them.
 """
 
 from __future__ import annotations
