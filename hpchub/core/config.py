@@ -377,6 +377,10 @@ class Profile(_Model):
         "that died stays ended instead of coming back as another job under the same id",
     )
 
+    def allocation_rules(self) -> dict[str, AllocationRule]:
+        """Every field's rule (ALLOCATION_FIELDS), at once: what resolving a choice reads."""
+        return {field: self.allocation(field) for field in ALLOCATION_FIELDS}
+
     def allocation(self, field: str) -> AllocationRule:
         """The rule for ``field`` (one of ALLOCATION_FIELDS), from its setting."""
         setting = getattr(self, field)
