@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from jupyterhub.spawner import Spawner
 from tornado import web
@@ -46,8 +45,8 @@ from ..schedulers import JobState, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import porthandler, progress, walltime
-from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
+from . import choices, porthandler, progress, walltime
+from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
@@ -57,49 +56,7 @@ porthandler.register_at_import()
 _SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
 
 
-class ChoicesRefused(web.HTTPError):
-    """The spawn form's or a link's choices, refused before anything is submitted (HTTP 400)."""
-
-    # JupyterHub's banner over the form shows this; the messages are next to their fields.
-    jupyterhub_message = "Nothing was submitted: some choices were not accepted (see below)."
-
-    def __init__(self, error: OptionsError):
-        super().__init__(400, "Invalid options: %s", error)
-        self.problems = error.problems
-
-
-class LinkShown(web.HTTPError):
-    """A spawn link's choices, all accepted: raised from options_from_query so that JupyterHub shows
-    the form (HTTP 200) prefilled with them and what they will charge, instead of starting a server
-    for whoever followed the link. The form's Start button (a POST) starts it."""
-
-    jupyterhub_message = ""  # no error banner: the form's own summary says what happens
-
-    def __init__(self) -> None:
-        super().__init__(200, "a spawn link's choices are shown on the form for the user to start")
-
-
-class _LinkShownIsNoFailure(logging.Filter):
-    """JupyterHub logs any exception of options_from_query as a failed spawn with its traceback; a
-    LinkShown is how a valid link gets its form: one info line instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], LinkShown):
-            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-            record.msg, record.args = "spawn link: its choices are shown on the form; nothing starts before Start", ()
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
 _site_files: dict[str, SiteConfigFile] = {}
-
-# Hub user name -> (the choice last refused at the spawn form or in a link, or a link's accepted
-# choice, when): shown, with its messages or charge, by the next form render. Kept here, not on the
-# spawner, because JupyterHub renders the form again after a refused POST with the user's default
-# spawner, even for a named server.
-_shown_choices: dict[str, tuple[Preselection, float]] = {}
-SHOWN_CHOICE_TTL = 60.0  # seconds: a choice nobody looked at is not shown on a later visit
-
 
 def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
     """hpchub's module loggers (the status poller, lifecycle, SSH pool...) write to the hub's own
@@ -113,12 +70,6 @@ def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> N
         ours.addHandler(handler)
     ours.setLevel(hub_log.getEffectiveLevel())
     ours.propagate = False  # the hub's handlers have it; a root handler would print it twice
-
-
-def _quiet_link_forms(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
-    logger = hub_log.logger if isinstance(hub_log, logging.LoggerAdapter) else hub_log
-    if not any(isinstance(existing, _LinkShownIsNoFailure) for existing in logger.filters):
-        logger.addFilter(_LinkShownIsNoFailure())
 
 
 class HPCSpawner(Spawner):
@@ -273,7 +224,7 @@ class HPCSpawner(Spawner):
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
-        _quiet_link_forms(self.log)
+        choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
         self._metric_labels = ("", "")
         self._server_state: metrics.ServerState | None = None
@@ -407,61 +358,21 @@ class HPCSpawner(Spawner):
 
     def _preselection(self) -> Preselection:
         """The choice just refused (with its messages) or a link's, else this server's last choice."""
-        shown = _shown_choices.pop(self.user.name, None)
-        if shown is not None and time.monotonic() - shown[1] < SHOWN_CHOICE_TTL:
-            return shown[0]
         orm_spawner = getattr(self, "orm_spawner", None)
-        remembered = getattr(orm_spawner, "user_options", None) or self.user_options
-        return Preselection.from_options(remembered if isinstance(remembered, dict) else {})
+        return choices.preselection(self.user.name, getattr(orm_spawner, "user_options", None) or self.user_options)
 
     @default("options_from_form")
     def _options_from_form_default(self):
         return self._options_from_submitted_form
 
     async def _options_from_submitted_form(self, formdata: dict[str, list[str]], spawner=None) -> dict[str, str]:
-        """The form's choice as canonical user_options, checked now: a refused one is shown again
-        on the form with its messages, and nothing is submitted."""
-        submitted = read_form(formdata)
-        await self._checked(submitted.options, submitted.problems,
-                            lambda problems: Preselection.from_form(submitted, problems))
-        return submitted.options
+        """The form's choice as canonical user_options, checked now (hpchub.hub.choices.form_choice)."""
+        return await choices.form_choice(self.user.name, formdata, self._profile_for, self._resolve)
 
     async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, str]:
-        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``) never start a
-        server by themselves: whoever follows a link would be charged for it. They are checked like
-        the form's and shown on the form, prefilled, with what they will charge (LinkShown, HTTP 200)
-        or with the messages of what was refused (HTTP 400); the form's Start button starts it."""
-        try:
-            options = options_from_query(query_data)
-        except OptionsError as error:
-            options, problems = {name: values[0] for name, values in query_data.items() if values}, error.problems
-        else:
-            problems = {}
-        request = await self._checked(options, problems, lambda found: Preselection.from_options(options, found))
-        link = LinkSummary(request.profile.name, request.cluster_name, charge_text(request))
-        _shown_choices[self.user.name] = (Preselection.from_options(options, link=link), time.monotonic())
-        raise LinkShown()
-
-    async def _checked(self, options: dict[str, str], problems: dict[str, str],
-                       shown: Callable[[dict[str, str]], Preselection]) -> JobRequest:
-        """The job ``options`` make; ChoicesRefused (the form shows ``shown(problems)``) if any is refused."""
-        problems = dict(problems)
-        request: JobRequest | None = None
-        try:
-            profile: Profile | None = await self._profile_for(options)
-        except web.HTTPError as error:
-            if error.status_code != 400:
-                raise
-            profile, problems["profile"] = None, error.log_message or "not available"
-        if profile is not None:
-            try:
-                request = await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
-            except OptionsError as error:
-                problems.update(error.problems)
-        if not problems and request is not None:
-            return request
-        _shown_choices[self.user.name] = (shown(problems), time.monotonic())
-        raise ChoicesRefused(OptionsError(problems))
+        """A link's ``opt-`` arguments never start a server by themselves: they are shown on the form,
+        prefilled (hpchub.hub.choices.link_choice); the form's Start button starts it."""
+        await choices.link_choice(self.user.name, query_data, self._profile_for, self._resolve)
 
     @default("apply_user_options")
     def _apply_user_options_default(self):
