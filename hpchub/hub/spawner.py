@@ -41,11 +41,11 @@ from ..core.poller import JobView, JobWatchedElsewhere, Presence
 from ..core.render import RenderError
 from ..core.runtime import AllocationsAnswer, ClusterRuntime
 from ..job import walltime as job_walltime
-from ..schedulers import JobState, JobStatus, QueueInfo
+from ..schedulers import JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, porthandler, progress, walltime
+from . import choices, pages, porthandler, progress, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
@@ -679,31 +679,10 @@ class HPCSpawner(Spawner):
 
     # -- the hub's home page ----------------------------------------------------------------
     def page_info(self, now: float | None = None) -> dict[str, object]:
-        """What the home page shows about this server, from cached data only (the shared poller's
-        last answer, the state): rendering a page never asks the scheduler. Keys: ``job_id``,
-        ``state`` (e.g. "running on node1"), ``ends`` (epoch or None), ``ends_at`` ("14:30"),
-        ``time_left`` ("1 h 12 min"), ``end_reason`` (why the last job ended, once none runs)."""
-        now = time.time() if now is None else now
+        """What the home page shows about this server, from cached data only (hpchub.hub.pages)."""
         running = bool(self.job_id) and self.job_id != self._ended_job
-        info: dict[str, object] = {"job_id": self.job_id if running else "", "state": "", "ends": None,
-                                   "ends_at": "", "time_left": "", "end_reason": "" if running else self.end_reason}
-        if not running:
-            return info
-        info["state"] = _state_words(self._cached_status())
-        if self.job_ends and walltime.saved_end(self.job_ends, now):
-            info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
-                        time_left=walltime.duration_text(self.job_ends - now))
-        return info
-
-    def _cached_status(self) -> JobStatus | None:
-        if "scheduler" not in self.job_cluster:
-            return None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        runtime = ClusterRuntime.registry.get((ClusterSpec.from_state(self.job_cluster), id(loop)))
-        return runtime.poller.view(self.job_id).status if runtime is not None else None
+        status = pages.cached_status(self.job_cluster, self.job_id) if running else None
+        return pages.server_info(self.job_id if running else "", self.end_reason, self.job_ends, status, now)
 
     async def progress(self):
         """Every event of this spawn so far, then each new one (JupyterHub ends the stream when
@@ -732,13 +711,3 @@ def _queue_wait(status: JobStatus | None, measured: float) -> float:
             return waited
     return measured
 
-
-def _state_words(status: JobStatus | None) -> str:
-    """A job's state for the home page: "waiting in queue debug", "running on node1"."""
-    if status is None:
-        return "submitted"
-    if status.state is JobState.RUNNING:
-        return f"running on {status.host}" if status.host else "running"
-    if status.state.is_waiting:
-        return f"waiting in queue {status.queue}" if status.queue else "waiting in the queue"
-    return status.scheduler_state.lower() or status.state.value
