@@ -2,17 +2,19 @@
 
 This module is the JupyterHub glue: JupyterHub's hooks, delegating the rest. The job is built and
 submitted by hpchub.core.spawn (jobs, render, lifecycle), the start is waited for by
-hpchub.hub.waiting (its texts from hpchub.hub.progress), the form by hpchub.hub.form; the job is
-watched and cancelled by hpchub.core.lifecycle through the cluster's shared poller. What it does
-differently from batchspawner (see README): user choices never override admin values and are
-validated per profile; a failed status query means "unknown", never "gone"; a job that dies, is
-held or errs while starting fails the spawn at once with the scheduler's reason and the log's tail;
-the job reports only its port, with its own token; secrets reach the job in a user-only file
-written as the user; the state carries everything needed to find and cancel the job without the
-site config.
+hpchub.hub.waiting (its texts from hpchub.hub.progress), the form is hpchub.hub.form and the choices
+of the form and of links are checked by hpchub.hub.choices, the home page's info comes from
+hpchub.hub.pages; the job is watched and cancelled by hpchub.core.lifecycle through the cluster's
+shared poller. What it does differently from batchspawner (see README): user choices never override
+admin values and are validated per profile; a failed status query means "unknown", never "gone"; a
+job that dies, is held or errs while starting fails the spawn at once with the scheduler's reason
+and the log's tail; the job reports only its port, with its own token; secrets reach the job in a
+user-only file written as the user; the state carries everything needed to find and cancel the job
+without the site config.
 
-Over 500 lines because the spawner's state (saved job, poll, stop, reattaching after a hub
-restart) is one object JupyterHub drives; the form's links and the home page's info are still here.
+Over 500 lines because its traitlets (each with its help text) and the server's saved state
+(poll, stop, reattaching after a hub restart, forwards restored) belong to the one object
+JupyterHub drives.
 """
 
 from __future__ import annotations
