@@ -1,6 +1,6 @@
-"""One spawn's way through the modules (issue 18): the spawner hands the job's assembly and its
-submission to hpchub.core.spawn in one call each, and the wait to hpchub.hub.waiting; it never calls
-the template renderer, the job's lifecycle, a scheduler backend or a transport itself. Traced with
+"""One spawn's way through the modules (issue 18): the spawner hands the choice's resolution, the
+job's assembly and its submission to hpchub.core.spawn in one call each, and the wait to hpchub.hub.waiting; it never calls
+the options' resolution, the template renderer, the job's lifecycle, a scheduler backend or a transport itself. Traced with
 sys.setprofile over one _start_job against the fake cluster."""
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ async def test_the_spawner_builds_and_submits_its_job_through_core_spawn_only(fa
     spawner = make_spawner(options={"profile": "small", "cores": "2"})
     calls = await traced_start(spawner, fake)
     from_spawner = {(callee, function) for caller, callee, function in calls if caller == SPAWNER}
-    # Never the renderer, the lifecycle, a backend or a transport's command runner from the spawner itself.
+    # Never the options, the renderer, the lifecycle, a backend or a transport's command runner from the spawner itself.
     assert not {callee for callee, _ in from_spawner
-                if callee in ("hpchub.core.render", "hpchub.core.lifecycle", "hpchub.transports.runner",
+                if callee in ("hpchub.core.options", "hpchub.core.render", "hpchub.core.lifecycle", "hpchub.transports.runner",
                               "hpchub.transports.sshpool") or callee.startswith("hpchub.schedulers")}
-    # The job: one call to prepare it, one to submit it; of the job module only the prepared job's accessors.
+    # One call to resolve the choice, one to prepare the job, one to submit it; of jobs.py only PreparedJob's accessors.
+    assert calls[(SPAWNER, "hpchub.core.spawn", "resolve")] == 1
     assert calls[(SPAWNER, "hpchub.core.spawn", "prepare_server_job")] == 1
     assert calls[(SPAWNER, "hpchub.core.spawn", "submit")] == 1
     assert {function for callee, function in from_spawner if callee == "hpchub.core.jobs"} <= {

@@ -1,7 +1,8 @@
-"""A single-user server's job, from the user's resolved choice to its submission, in two calls:
-``prepare_server_job`` (the account check, the rendered job, its user-only files) and ``submit``
-(lifecycle.submit_and_watch). The spawner calls these and nothing else of the job's assembly, so one
-spawn goes spawner -> here -> jobs/render -> lifecycle -> cluster -> transport, and back once.
+"""A single-user server's job, from the user's choice to its submission, in three calls: ``resolve``
+(the choice checked against the profile and the user's allocations), ``prepare_server_job`` (the
+account check, the rendered job, its user-only files) and ``submit`` (lifecycle.submit_and_watch).
+The spawner calls these and nothing else of the job's assembly, so one spawn goes spawner -> here
+-> options/jobs/render -> lifecycle -> cluster -> transport, and back.
 
 A failure says in plain words what happened and carries its reason class for hpchub's metrics
 (``JobRefused``); the spawner turns it into JupyterHub's spawn failure.
@@ -9,19 +10,21 @@ A failure says in plain words what happened and carries its reason class for hpc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..job import walltime as job_walltime
+from ..schedulers.base import Allocations
 from ..transports import tls
 from ..transports.cluster import AccountRefused
 from ..transports.runner import CommandError
 from ..transports.sshpool import LoginUnreachable
 from . import jobs, lifecycle
-from .config import SiteConfig, hub_identity_refusal
+from .config import Profile, SiteConfig, hub_identity_refusal
 from .metrics import SpawnFailure
-from .options import JobRequest
+from .options import JobRequest, needs_allocations, resolve_request
 from .render import UserAccount
 from .runtime import ClusterRuntime
 
@@ -54,6 +57,14 @@ class ServerJob:
     job: jobs.PreparedJob
     files: dict[str, str]
     hub_port: str = ""
+
+
+async def resolve(site: SiteConfig, profile: Profile, options: Mapping[str, Any],
+                  allocations: Callable[[], Awaitable[Allocations | None]]) -> JobRequest:
+    """resolve_request with the user's ``allocations()`` (asked for only when the profile needs them;
+    unknown ones refuse a field from the scheduler with a message, rather than guessing)."""
+    known = await allocations() if needs_allocations(site, profile) else None
+    return resolve_request(site, profile, options, known)
 
 
 async def prepare_server_job(site: SiteConfig, runtime: ClusterRuntime, request: JobRequest, hub_user: str,

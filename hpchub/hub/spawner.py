@@ -38,12 +38,12 @@ from ..core.config import (
     SiteConfigFile,
     profile_allows,
 )
-from ..core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from ..core.options import JobRequest, OptionsError, needs_allocations
 from ..core.poller import JobView, JobWatchedElsewhere, Presence
 from ..core.render import RenderError
 from ..core.runtime import AllocationsAnswer, ClusterRuntime
 from ..job import walltime as job_walltime
-from ..schedulers import JobStatus, QueueInfo
+from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
@@ -351,12 +351,12 @@ class HPCSpawner(Spawner):
         return await runtime.allocations(unix_name, sorted(groups), self.queue_info_ttl)
 
     async def _resolve(self, profile: Profile, options: dict) -> JobRequest:
-        """resolve_request with the scheduler's allocations when the profile needs them (unknown ones
-        refuse a field from the scheduler with a message, rather than guessing)."""
-        allocations = None
-        if needs_allocations(self.site, profile):
-            allocations = (await self._allocations_on(profile.cluster)).allocations
-        return resolve_request(self.site, profile, options, allocations)
+        """The job request ``options`` make with ``profile`` (hpchub.core.spawn.resolve), with this
+        user's allocations on the profile's cluster if it needs them."""
+        async def allocations() -> Allocations | None:
+            return (await self._allocations_on(profile.cluster)).allocations
+
+        return await spawn.resolve(self.site, profile, options, allocations)
 
     def _preselection(self) -> Preselection:
         """The choice just refused (with its messages) or a link's, else this server's last choice."""
