@@ -13,7 +13,8 @@ from tornado import web
 from hpchub.core.config import load_site_config, parse_site_config
 from hpchub.core.options import OptionsError, resolve_request
 from hpchub.core.poller import CachedQuery
-from hpchub.hub import spawner as spawner_module
+from hpchub.hub import choices as choices_module
+from hpchub.hub.choices import ChoicesRefused, LinkShown
 from hpchub.hub.form import (
     Preselection,
     charge_text,
@@ -24,7 +25,7 @@ from hpchub.hub.form import (
     render_spawn_form,
     walltime_from_parts,
 )
-from hpchub.hub.spawner import ChoicesRefused, HPCSpawner, LinkShown
+from hpchub.hub.spawner import HPCSpawner
 from hpchub.schedulers import QueueInfo
 
 TWO_CLUSTERS = """
@@ -383,8 +384,8 @@ async def test_link_options_are_checked(spawner):
 async def test_stale_refusal_is_not_shown(spawner):
     with pytest.raises(ChoicesRefused):
         await spawner().options_from_query({"profile": ["small"], "cores": ["99"]})
-    shown, when = spawner_module._shown_choices["alice"]
-    spawner_module._shown_choices["alice"] = (shown, when - spawner_module.SHOWN_CHOICE_TTL - 1)
+    shown, when = choices_module._shown_choices["alice"]
+    choices_module._shown_choices["alice"] = (shown, when - choices_module.SHOWN_CHOICE_TTL - 1)
     assert 'aria-invalid="true"' not in await spawner()._render_form()
 
 

@@ -120,7 +120,7 @@ async def wait_until(predicate, timeout=5.0):
 
 def messages(spawner) -> list[str]:
     """The progress messages of the spawner's current spawn so far."""
-    return [event["message"] for event in spawner._events]
+    return [event["message"] for event in spawner._progress.events]
 
 
 def report_port(port: int, ends: int | None = None) -> bool:
@@ -170,7 +170,7 @@ async def test_start_waits_for_running_and_port_then_poll_and_stop(fake):
             "position 3 among all waiting jobs") in emitted
     assert "Job 100 running on vm; starting the server" in emitted
     # The waiting page's details travel with the events (JupyterHub passes extra keys through).
-    details = {event["progress"]: event["hpchub"] for event in spawner._events}
+    details = {event["progress"]: event["hpchub"] for event in spawner._progress.events}
     assert details[10]["state"] == "submitted, not listed by the scheduler yet" and details[10]["job_id"] == "100"
     assert details[20] == {
         "job_id": "100", "cluster": "slurm", "queue": "debug", "state": "waiting in the queue",

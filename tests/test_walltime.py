@@ -242,3 +242,14 @@ def test_the_extension_loads_as_jupyterlab_loads_it_shows_the_time_and_saves_at_
         assert seen["label"].startswith("Time left: 1 h 11 min, ends ") or seen["label"].startswith(
             "Time left: 1 h 12 min, ends ")
         assert seen.get("warning") is None and seen["executed"] == []
+
+
+def test_the_home_page_info_needs_no_spawner():
+    from hpchub.hub import pages
+    from hpchub.schedulers import JobState, JobStatus
+
+    assert pages.server_info("", "walltime reached", 0, None)["end_reason"] == "walltime reached"
+    running = JobStatus("7", JobState.RUNNING, "RUNNING", nodes=("node1",))
+    info = pages.server_info("7", "", 1_000 + 4320, running, now=1_000)
+    assert info["state"] == "running on node1" and info["time_left"] == "1 h 12 min" and info["end_reason"] == ""
+    assert pages.cached_status({}, "7") is None  # the state names no cluster: nothing to ask

@@ -9,6 +9,9 @@ commands of the submit mode can be run (sudo, ssh; as a probe user), and (a prob
 environment, hpchub.admin.doctor) whether the environment loads where the jobs run. Each finding names
 the line of the config key it is about. The accounts, QoS and reservations profiles name must exist
 and be open to the users the profiles are for.
+
+Over 500 lines because it is a list of independent findings, each a short function; one file is
+the list an admin reads to know what ``hpchub check`` covers.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Loading is two passes. The structure (keys, types, patterns) is checked by pydan
 that refuse unknown keys; then the cross-references (profile -> cluster -> queue) and the queue
 limits are checked. Every problem is reported as ``FILE:LINE: path.to.key: what is wrong`` and
 all problems are reported at once.
+
+Over 500 lines because the schema is one document: the models, their cross-references and the
+FILE:LINE reporting are read together, and the docs' reference is generated from them.
 """
 
 from __future__ import annotations
@@ -373,6 +376,10 @@ class Profile(_Model):
         default=False, description="let the scheduler requeue the job (node failure, preemption); off: a server job "
         "that died stays ended instead of coming back as another job under the same id",
     )
+
+    def allocation_rules(self) -> dict[str, AllocationRule]:
+        """Every field's rule (ALLOCATION_FIELDS), at once: what resolving a choice reads."""
+        return {field: self.allocation(field) for field in ALLOCATION_FIELDS}
 
     def allocation(self, field: str) -> AllocationRule:
         """The rule for ``field`` (one of ALLOCATION_FIELDS), from its setting."""

@@ -83,7 +83,7 @@ def needs_allocations(site: SiteConfig, profile: Profile) -> bool:
     """Whether the caller should fetch the user's Allocations before ``resolve_request``: a field comes
     from the scheduler, or the profile names a reservation (Grid Engine: its number; the card: when it opens)."""
     return profile.reservation is not None or any(
-        profile.allocation(field).from_scheduler for field in ALLOCATION_FIELDS)
+        rule.from_scheduler for rule in profile.allocation_rules().values())
 
 
 def placeholder_allocations(site: SiteConfig, profile: Profile) -> Allocations:
@@ -258,16 +258,15 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         value = resources[field]
         if field not in problems and limit is not None and value is not None and value > limit:
             problems[field] = f"{value} exceeds queue {queue!r} limit {limit}"
-    account = _resolve_allocation(profile, profile.allocation("account"), values.get("account"), allocations, None,
+    rules = profile.allocation_rules()  # read once, not per field
+    account = _resolve_allocation(profile, rules["account"], values.get("account"), allocations, None,
                                   problems, scheduler)
-    qos = _resolve_allocation(profile, profile.allocation("qos"), values.get("qos"), allocations, account, problems,
-                              scheduler)
-    reservation_name = _resolve_allocation(profile, profile.allocation("reservation"), values.get("reservation"),
+    qos = _resolve_allocation(profile, rules["qos"], values.get("qos"), allocations, account, problems, scheduler)
+    reservation_name = _resolve_allocation(profile, rules["reservation"], values.get("reservation"),
                                            allocations, account, problems, scheduler)
     reservation = None
     if reservation_name is not None and "reservation" not in problems:
-        reservation = _reservation(profile.allocation("reservation"), reservation_name, cluster, allocations,
-                                   problems)
+        reservation = _reservation(rules["reservation"], reservation_name, cluster, allocations, problems)
     if problems:
         raise OptionsError(problems)
     return JobRequest(

@@ -1,33 +1,34 @@
 """HPCSpawner: single-user servers as Slurm or Grid Engine batch jobs, from a site config.
 
-This module is the JupyterHub glue. The job is built by hpchub.core.jobs, submitted, watched and
-cancelled by hpchub.core.lifecycle through the cluster's shared poller, and described to the user by
-hpchub.hub.progress. What it does differently from batchspawner (see README): user choices never
-override admin values and are validated per profile; a failed status query means "unknown", never
-"gone"; a job that dies, is held or errs while starting fails the spawn at once with the scheduler's
-reason and the log's tail; the job reports only its port, with its own token; secrets reach the
-job in a user-only file written as the user; the state carries everything needed to find and cancel
-the job without the site config.
+This module is the JupyterHub glue: JupyterHub's hooks, delegating the rest. The job is built and
+submitted by hpchub.core.spawn (jobs, render, lifecycle), the start is waited for by
+hpchub.hub.waiting (its texts from hpchub.hub.progress), the form is hpchub.hub.form and the choices
+of the form and of links are checked by hpchub.hub.choices, the home page's info comes from
+hpchub.hub.pages; the job is watched and cancelled by hpchub.core.lifecycle through the cluster's
+shared poller. What it does differently from batchspawner (see README): user choices never override
+admin values and are validated per profile; a failed status query means "unknown", never "gone"; a
+job that dies, is held or errs while starting fails the spawn at once with the scheduler's reason
+and the log's tail; the job reports only its port, with its own token; secrets reach the job in a
+user-only file written as the user; the state carries everything needed to find and cancel the job
+without the site config.
+
+Over 500 lines because its traitlets (each with its help text) and the server's saved state
+(poll, stop, reattaching after a hub restart, forwards restored) belong to the one object
+JupyterHub drives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import os
 import time
-from collections import deque
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from jupyterhub.spawner import Spawner, SpawnException
+from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from ..core import jobs, lifecycle, metrics
+from ..core import jobs, lifecycle, metrics, spawn
 from ..core.accounts import AccountMapError, check_template, unix_account_name, unix_groups
 from ..core.config import (
     Identity,
@@ -35,21 +36,20 @@ from ..core.config import (
     SiteConfig,
     SiteConfigError,
     SiteConfigFile,
-    hub_identity_refusal,
     profile_allows,
 )
-from ..core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from ..core.options import JobRequest, OptionsError, needs_allocations
 from ..core.poller import JobView, JobWatchedElsewhere, Presence
-from ..core.render import RenderError, UserAccount
+from ..core.render import RenderError
 from ..core.runtime import AllocationsAnswer, ClusterRuntime
 from ..job import walltime as job_walltime
-from ..schedulers import JobState, JobStatus, QueueInfo
+from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from ..transports.sshpool import LoginUnreachable
-from . import porthandler, progress, walltime
-from .form import LinkSummary, Preselection, charge_text, options_from_query, read_form, render_spawn_form
+from . import choices, pages, porthandler, progress, walltime
+from .form import Preselection, render_spawn_form
+from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
 
@@ -58,59 +58,7 @@ porthandler.register_at_import()
 _SECRET_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
 
 
-class SpawnFailed(SpawnException):
-    """The job cannot become a server; the message (with the job's last output) is shown to the user,
-    ``failure`` is the reason class counted in hpchub_spawn_failures_total."""
-
-    def __init__(self, message: str, failure: metrics.SpawnFailure = metrics.SpawnFailure.ERROR):
-        super().__init__(message, reason="hpc-job", status_code=500,
-                         message_html=f"<pre style='white-space: pre-wrap'>{html.escape(message)}</pre>")
-        self.failure = failure
-
-
-class ChoicesRefused(web.HTTPError):
-    """The spawn form's or a link's choices, refused before anything is submitted (HTTP 400)."""
-
-    # JupyterHub's banner over the form shows this; the messages are next to their fields.
-    jupyterhub_message = "Nothing was submitted: some choices were not accepted (see below)."
-
-    def __init__(self, error: OptionsError):
-        super().__init__(400, "Invalid options: %s", error)
-        self.problems = error.problems
-
-
-class LinkShown(web.HTTPError):
-    """A spawn link's choices, all accepted: raised from options_from_query so that JupyterHub shows
-    the form (HTTP 200) prefilled with them and what they will charge, instead of starting a server
-    for whoever followed the link. The form's Start button (a POST) starts it."""
-
-    jupyterhub_message = ""  # no error banner: the form's own summary says what happens
-
-    def __init__(self) -> None:
-        super().__init__(200, "a spawn link's choices are shown on the form for the user to start")
-
-
-class _LinkShownIsNoFailure(logging.Filter):
-    """JupyterHub logs any exception of options_from_query as a failed spawn with its traceback; a
-    LinkShown is how a valid link gets its form: one info line instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], LinkShown):
-            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-            record.msg, record.args = "spawn link: its choices are shown on the form; nothing starts before Start", ()
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
 _site_files: dict[str, SiteConfigFile] = {}
-
-# Hub user name -> (the choice last refused at the spawn form or in a link, or a link's accepted
-# choice, when): shown, with its messages or charge, by the next form render. Kept here, not on the
-# spawner, because JupyterHub renders the form again after a refused POST with the user's default
-# spawner, even for a named server.
-_shown_choices: dict[str, tuple[Preselection, float]] = {}
-SHOWN_CHOICE_TTL = 60.0  # seconds: a choice nobody looked at is not shown on a later visit
-
 
 def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
     """hpchub's module loggers (the status poller, lifecycle, SSH pool...) write to the hub's own
@@ -124,12 +72,6 @@ def log_where_the_hub_logs(hub_log: logging.Logger | logging.LoggerAdapter) -> N
         ours.addHandler(handler)
     ours.setLevel(hub_log.getEffectiveLevel())
     ours.propagate = False  # the hub's handlers have it; a root handler would print it twice
-
-
-def _quiet_link_forms(hub_log: logging.Logger | logging.LoggerAdapter) -> None:
-    logger = hub_log.logger if isinstance(hub_log, logging.LoggerAdapter) else hub_log
-    if not any(isinstance(existing, _LinkShownIsNoFailure) for existing in logger.filters):
-        logger.addFilter(_LinkShownIsNoFailure())
 
 
 class HPCSpawner(Spawner):
@@ -278,18 +220,13 @@ class HPCSpawner(Spawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._port: asyncio.Future[porthandler.PortReport] | None = None
-        # This spawn's progress events, replayed to every listener (a reloaded waiting page, a
-        # second tab, the API), not handed out once; the oldest go past PROGRESS_EVENTS_KEPT.
-        self._events: deque[dict[str, Any]] = deque(maxlen=self.PROGRESS_EVENTS_KEPT)
-        self._events_emitted = 0
-        self._event_added = asyncio.Event()
-        self._job_details: dict[str, Any] = {}
+        self._progress = ProgressLog(self.log, self._log_name, self.PROGRESS_EVENTS_KEPT)  # this spawn's events
         self._ended_job: str | None = None
         self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
-        _quiet_link_forms(self.log)
+        choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
         self._metric_labels = ("", "")
         self._server_state: metrics.ServerState | None = None
@@ -414,70 +351,30 @@ class HPCSpawner(Spawner):
         return await runtime.allocations(unix_name, sorted(groups), self.queue_info_ttl)
 
     async def _resolve(self, profile: Profile, options: dict) -> JobRequest:
-        """resolve_request with the scheduler's allocations when the profile needs them (unknown ones
-        refuse a field from the scheduler with a message, rather than guessing)."""
-        allocations = None
-        if needs_allocations(self.site, profile):
-            allocations = (await self._allocations_on(profile.cluster)).allocations
-        return resolve_request(self.site, profile, options, allocations)
+        """The job request ``options`` make with ``profile`` (hpchub.core.spawn.resolve), with this
+        user's allocations on the profile's cluster if it needs them."""
+        async def allocations() -> Allocations | None:
+            return (await self._allocations_on(profile.cluster)).allocations
+
+        return await spawn.resolve(self.site, profile, options, allocations)
 
     def _preselection(self) -> Preselection:
         """The choice just refused (with its messages) or a link's, else this server's last choice."""
-        shown = _shown_choices.pop(self.user.name, None)
-        if shown is not None and time.monotonic() - shown[1] < SHOWN_CHOICE_TTL:
-            return shown[0]
         orm_spawner = getattr(self, "orm_spawner", None)
-        remembered = getattr(orm_spawner, "user_options", None) or self.user_options
-        return Preselection.from_options(remembered if isinstance(remembered, dict) else {})
+        return choices.preselection(self.user.name, getattr(orm_spawner, "user_options", None) or self.user_options)
 
     @default("options_from_form")
     def _options_from_form_default(self):
         return self._options_from_submitted_form
 
     async def _options_from_submitted_form(self, formdata: dict[str, list[str]], spawner=None) -> dict[str, str]:
-        """The form's choice as canonical user_options, checked now: a refused one is shown again
-        on the form with its messages, and nothing is submitted."""
-        submitted = read_form(formdata)
-        await self._checked(submitted.options, submitted.problems,
-                            lambda problems: Preselection.from_form(submitted, problems))
-        return submitted.options
+        """The form's choice as canonical user_options, checked now (hpchub.hub.choices.form_choice)."""
+        return await choices.form_choice(self.user.name, formdata, self._profile_for, self._resolve)
 
     async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, str]:
-        """A link's ``opt-`` arguments (``/hub/spawn?opt-profile=small&opt-cores=2``) never start a
-        server by themselves: whoever follows a link would be charged for it. They are checked like
-        the form's and shown on the form, prefilled, with what they will charge (LinkShown, HTTP 200)
-        or with the messages of what was refused (HTTP 400); the form's Start button starts it."""
-        try:
-            options = options_from_query(query_data)
-        except OptionsError as error:
-            options, problems = {name: values[0] for name, values in query_data.items() if values}, error.problems
-        else:
-            problems = {}
-        request = await self._checked(options, problems, lambda found: Preselection.from_options(options, found))
-        link = LinkSummary(request.profile.name, request.cluster_name, charge_text(request))
-        _shown_choices[self.user.name] = (Preselection.from_options(options, link=link), time.monotonic())
-        raise LinkShown()
-
-    async def _checked(self, options: dict[str, str], problems: dict[str, str],
-                       shown: Callable[[dict[str, str]], Preselection]) -> JobRequest:
-        """The job ``options`` make; ChoicesRefused (the form shows ``shown(problems)``) if any is refused."""
-        problems = dict(problems)
-        request: JobRequest | None = None
-        try:
-            profile: Profile | None = await self._profile_for(options)
-        except web.HTTPError as error:
-            if error.status_code != 400:
-                raise
-            profile, problems["profile"] = None, error.log_message or "not available"
-        if profile is not None:
-            try:
-                request = await self._resolve(profile, {k: v for k, v in options.items() if k not in problems})
-            except OptionsError as error:
-                problems.update(error.problems)
-        if not problems and request is not None:
-            return request
-        _shown_choices[self.user.name] = (shown(problems), time.monotonic())
-        raise ChoicesRefused(OptionsError(problems))
+        """A link's ``opt-`` arguments never start a server by themselves: they are shown on the form,
+        prefilled (hpchub.hub.choices.link_choice); the form's Start button starts it."""
+        await choices.link_choice(self.user.name, query_data, self._profile_for, self._resolve)
 
     @default("apply_user_options")
     def _apply_user_options_default(self):
@@ -511,26 +408,12 @@ class HPCSpawner(Spawner):
     def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
-    async def _queue_numbers(self, runtime: ClusterRuntime) -> list[QueueInfo]:
-        return (await self._queue_numbers_and_age(runtime))[0]
-
     async def _queue_numbers_and_age(self, runtime: ClusterRuntime) -> tuple[list[QueueInfo], float | None]:
         """The cluster's live queue numbers (cached queue_info_ttl; none while the scheduler does not
         answer) and their age in seconds."""
         cache = runtime.queue_numbers(self.queue_info_ttl)
         queues = await cache.get()
         return (list(queues) if isinstance(queues, list) else []), cache.age()
-
-    def _emit(self, percent: int, message: str, job_details: dict[str, Any] | None = None) -> None:
-        """A progress event: the text, and the job's details (progress.details) for the waiting page."""
-        self.log.info("%s: %s", self._log_name, message)
-        event: dict[str, Any] = {"progress": percent, "message": message}
-        if job_details is not None:
-            event["hpchub"] = self._job_details = job_details
-        self._events.append(event)
-        self._events_emitted += 1
-        self._event_added.set()
-        self._event_added = asyncio.Event()
 
     def _job_env(self) -> dict[str, str]:
         env = self.get_env()
@@ -550,36 +433,43 @@ class HPCSpawner(Spawner):
             raise
 
     async def _start_job(self) -> tuple[str, int]:
-        self._events.clear()  # a new spawn: its listeners see none of the last one's events
+        self._progress.clear()
         request = await self._request_from(self.user_options)
         self._metric_labels = (request.cluster_name, request.profile.slug)
         metrics.spawn_started(*self._metric_labels)
         site = self.site  # one reading of the config for the whole spawn (an edit may land meanwhile)
         spec = ClusterSpec.from_site(site, request.cluster_name)
         runtime = self._runtime(spec)
-        job, user = await self._server_job(site, runtime, request)
-        files = await self._job_files(site, runtime, job)
+        self.job_hub_port = ""
+        prepared = await self._server_job(site, runtime, request)
+        job = prepared.job
+        self.job_hub_port = prepared.hub_port
         self._port = porthandler.expect_port(self.api_token)
         submitting = time.monotonic()
         try:
-            job_id = await self._submit(runtime, job, files)
-        except BaseException:
+            job_id = await spawn.submit(runtime, prepared, self.job_log_keep_days, self._watcher)
+        except BaseException as error:
             porthandler.forget(self.api_token)
+            if isinstance(error, spawn.JobRefused):
+                raise SpawnFailed(str(error), error.failure) from None
             raise
-        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, user.name
+        self.job_id, self.job_name, self.job_key, self.job_user = job_id, job.name, job.key, job.user.name
         self.job_log, self.job_profile, self.job_cluster = job.log_path(job_id), request.profile.slug, spec.to_state()
         self._ended_job = self._disowned_job = None
         self.job_ends, self.end_reason = 0, ""
         submitted, self._server_state = time.monotonic(), metrics.ServerState.WAITING
         self.log.info("%s: the submission took %.2f s", self._log_name, submitted - submitting)
-        self._emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
+        self._progress.emit(10, progress.submitted(job_id, request.queue, request.cluster_name),
                    progress.details(job_id, request.cluster_name, request.queue))
+        wait = StartWait(runtime, job_id, self.job_user, self.job_log, self._port, self._progress,
+                         StartupPolling(self.startup_poll_interval, self.startup_poll_backoff, float(self.poll_interval)),
+                         self.queue_info_ttl, self.job_output_tail_lines)
         try:
-            host = await self._wait_until_running(runtime, request.queue)
+            host = self.job_host = await wait.until_running(request.queue)
             self._server_state = metrics.ServerState.STARTING
             metrics.queue_waited(*self._metric_labels,
                                  _queue_wait(runtime.poller.view(job_id).status, time.monotonic() - submitted))
-            report = await self._wait_for_port(runtime)
+            report = await wait.for_port()
             port, self.job_ends = report.port, report.ends or 0
             address, connect_port = await runtime.node_address(host), port
             if spec.to_servers == "tunnel":  # the hub cannot route to the node: through the login node
@@ -592,86 +482,26 @@ class HPCSpawner(Spawner):
         finally:
             porthandler.forget(self.api_token)
         runtime.poller.on_end(job_id, self._ended_callback(job_id), self.job_user, self._watcher)
-        self._emit(90, progress.server_reported(host, port), dict(self._job_details, state=progress.SERVER_STARTING))
+        self._progress.emit(90, progress.server_reported(host, port),
+                            dict(self._progress.details, state=progress.SERVER_STARTING))
         self._server_state = metrics.ServerState.RUNNING
         metrics.spawn_succeeded(*self._metric_labels, time.monotonic() - submitted)
         return address, connect_port
 
-    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime,
-                          request: JobRequest) -> tuple[jobs.PreparedJob, UserAccount]:
-        """The job ``request`` makes for this server, as the unix account the hub user runs as."""
+    async def _server_job(self, site: SiteConfig, runtime: ClusterRuntime, request: JobRequest) -> spawn.ServerJob:
+        """The job ``request`` makes for this server, as the unix account the hub user runs as, and its files."""
         unix_name = await self.unix_user_name()
+        # The hub's API URL only matters to a cluster whose jobs call the hub elsewhere (to_hub).
+        hub = spawn.HubSide(env=self._job_env(), api_url=getattr(self.hub, "api_url", ""),
+                            internal_ssl=bool(self.internal_ssl), cert_paths=self.cert_paths or None,
+                            walltime_warning=self.walltime_warning)
         try:
-            runtime.client.check_account(unix_name)  # before rendering: the home comes from this account
-        except AccountRefused as error:
-            raise SpawnFailed(f"hpchub refuses to start this server: hub user {self.user.name!r} runs as unix "
-                              f"account {unix_name!r} (HPCSpawner.unix_account): {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        try:
-            user = UserAccount.lookup(unix_name)
-            return jobs.server_job(site, request, user, self.name, self.server_command), user
+            return await spawn.prepare_server_job(site, runtime, request, self.user.name, unix_name, self.name,
+                                                  self.server_command, hub)
+        except spawn.JobRefused as error:
+            raise SpawnFailed(str(error), error.failure) from None
         except RenderError as error:
             raise web.HTTPError(400, str(error)) from None
-
-    async def _job_files(self, site: SiteConfig, runtime: ClusterRuntime, job: jobs.PreparedJob) -> dict[str, str]:
-        """The job's user-only files: the hub's secrets (env), TLS files, the site config's copy."""
-        env = self._job_env()
-        try:
-            jobs_hub = await self._hub_api_for_jobs(runtime)
-        except LoginUnreachable as error:
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        if jobs_hub is not None:  # the hub as the job reaches it (off-cluster hubs: a URL or a reverse forward)
-            env = {key: jobs_hub + value[len(self.hub.api_url.rstrip("/")):]
-                   if value.startswith(self.hub.api_url.rstrip("/")) else value for key, value in env.items()}
-        files = {}
-        if self.cert_paths:  # internal_ssl: the server's key and certificate, user-only like the token
-            files.update(tls.tls_files(self.cert_paths))
-            env.update(tls.tls_env(job.job_dir))
-        # Per-spawn, like the hub's secrets: the script (and so `hpchub render`) does not depend on it.
-        env[job_walltime.ENV_WARNING] = str(self.walltime_warning)
-        files["env"] = jobs.env_file(env)
-        if runtime.client.spec.via == "ssh" and site.source is not None:  # for hpchub.parallel in the job (jobs.py)
-            files[jobs.SITE_COPY] = Path(site.source).read_text()
-        return files
-
-    async def _submit(self, runtime: ClusterRuntime, job: jobs.PreparedJob, files: dict[str, str]) -> str:
-        """Submit ``job`` and start watching it; a failure says in plain words what happened."""
-        try:
-            return await lifecycle.submit_and_watch(runtime, job, files, keep_days=self.job_log_keep_days,
-                                                    watcher=self._watcher)
-        except AccountRefused as error:
-            raise SpawnFailed(f"hpchub refuses to start this server: {error}",
-                              metrics.SpawnFailure.ACCOUNT_REFUSED) from None
-        except LoginUnreachable as error:  # nothing was submitted (a wrong host key, the login node down)
-            raise SpawnFailed(f"hpchub cannot reach the cluster's login node; nothing was submitted. {error}",
-                              metrics.SpawnFailure.LOGIN_UNREACHABLE) from None
-        except CommandError as error:
-            raise SpawnFailed(f"The scheduler refused the job: {_first_line(error.stderr) or error}",
-                              metrics.SpawnFailure.REFUSED_BY_SCHEDULER) from None
-        except lifecycle.SubmittedJobNotOurs as error:
-            raise SpawnFailed(f"hpchub refused the job id the submission reported: {error}",
-                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
-        except lifecycle.SubmitOutcomeUnknown as error:
-            raise SpawnFailed(f"hpchub could not tell whether the job was submitted; please try again. {error}",
-                              metrics.SpawnFailure.SUBMIT_UNKNOWN) from None
-
-    async def _hub_api_for_jobs(self, runtime: ClusterRuntime) -> str | None:
-        """The hub's API URL for a new job (None: the hub's own); refuses a ``to_hub`` whose port or
-        URL someone else could answer on unless the job verifies the hub (internal_ssl)."""
-        spec = runtime.client.spec
-        self.job_hub_port = ""
-        if spec.to_hub == "direct":
-            return None
-        refusal = hub_identity_refusal(spec.name, spec.to_hub, bool(self.internal_ssl))
-        if refusal is not None:
-            raise SpawnFailed(f"hpchub refuses to start this server: {refusal}")
-        found = await runtime.hub_api_for_jobs(self.hub.api_url)
-        if found is None:
-            return None
-        url, port = found
-        self.job_hub_port = str(port) if port else ""
-        return url
 
     async def _restore_forwards(self, runtime: ClusterRuntime) -> None:
         """After a hub restart: the tunnel of a running server on the local port the proxy's route
@@ -685,99 +515,6 @@ class HPCSpawner(Spawner):
                 await runtime.keep_hub_forward(self.hub.api_url, int(self.job_hub_port))
         except (CommandError, OSError) as error:
             self.log.warning("%s: forwards through the login node not restored yet: %s", self._log_name, error)
-
-    def _startup_check_interval(self, waited: float) -> float:
-        """Seconds between status checks of a spawn that has waited ``waited`` seconds."""
-        backoff = self.startup_poll_backoff * waited
-        return max(self.startup_poll_interval, min(backoff, float(self.poll_interval)))
-
-    async def _reported_within(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the job's port report; True once it is in."""
-        assert self._port is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(self._port), timeout=seconds)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    async def _wait_until_running(self, runtime: ClusterRuntime, queue_name: str) -> str:
-        last_event = None
-        cluster_name = runtime.client.spec.name
-        reasons = runtime.client.backend.REASON_TEXT
-        started = time.monotonic()
-        reported = False
-        while True:
-            # A reported port means the job runs: ask the scheduler now for its node.
-            interval = self._startup_check_interval(time.monotonic() - started)
-            view = await runtime.poller.get(self.job_id, max_age=0 if reported else interval)
-            status = view.status
-            if view.presence is Presence.KNOWN and status is not None and status.state is JobState.ERROR:
-                why = await self._explain(runtime) or status.scheduler_state
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
-                                  metrics.SpawnFailure.ERROR_STATE)
-            if lifecycle.has_ended(view):
-                raise SpawnFailed(await self._failure_text(runtime, progress.ended(view.status)),
-                                  metrics.SpawnFailure.JOB_ENDED)
-            if view.presence is Presence.KNOWN and status is not None:
-                if status.state is JobState.RUNNING and status.host:
-                    self.job_host = status.host
-                    self._emit(50, progress.running(self.job_id, status.host),
-                               progress.details(self.job_id, cluster_name, queue_name, status, reasons))
-                    return status.host
-                if status.state is JobState.HELD:
-                    raise SpawnFailed(progress.held(self.job_id, status), metrics.SpawnFailure.HELD)
-                if status.state is JobState.UNKNOWN:
-                    message = progress.unreadable(self.job_id, status)
-                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons)
-                else:
-                    # Pending Grid Engine jobs name no queue yet: the one the job asked for.
-                    wanted = status.queue or queue_name
-                    queue = next((q for q in await self._queue_numbers(runtime) if q.name == wanted), None)
-                    message = progress.waiting(self.job_id, status, reasons, queue)
-                    job_details = progress.details(self.job_id, cluster_name, queue_name, status, reasons, queue)
-            else:
-                message = progress.scheduler_silent(self.job_id, view.error)
-                job_details = dict(self._job_details, state=progress.SCHEDULER_SILENT)
-            if (message, job_details) != last_event:
-                self._emit(20, message, job_details)
-                last_event = (message, job_details)
-            if reported:  # our last answer predates the job's start: ask again as soon as the poller may
-                await asyncio.sleep(runtime.poller.min_interval)
-            else:
-                reported = await self._reported_within(interval)
-
-    async def _wait_for_port(self, runtime: ClusterRuntime) -> porthandler.PortReport:
-        assert self._port is not None
-        started = time.monotonic()
-        while True:
-            interval = self._startup_check_interval(time.monotonic() - started)
-            if await self._reported_within(interval):
-                return self._port.result()
-            # Keep watching the job: a server that dies at start ends the spawn.
-            view = await runtime.poller.get(self.job_id, max_age=interval)
-            if lifecycle.is_stuck(view):  # before "ended": a job in error (SGE Eqw) is not active either
-                why = await self._explain(runtime) or (view.status.scheduler_state if view.status else "")
-                raise SpawnFailed(await self._failure_text(runtime, f"the job is in an error state ({why})"),
-                                  metrics.SpawnFailure.ERROR_STATE)
-            if lifecycle.has_ended(view):
-                what = "the job ended before the server reported its port"
-                raise SpawnFailed(await self._failure_text(runtime, what), metrics.SpawnFailure.JOB_ENDED)
-
-    async def _explain(self, runtime: ClusterRuntime) -> str | None:
-        try:
-            return await runtime.client.explain(self.job_id)
-        except CommandError:
-            return None
-
-    async def _failure_text(self, runtime: ClusterRuntime, what: str) -> str:
-        tail: str | None = None
-        if self.job_log:
-            try:
-                tail = await runtime.client.read_log_tail(self.job_user, os.path.basename(self.job_log),
-                                                          self.job_output_tail_lines)
-            except (CommandError, AccountRefused):
-                tail = None
-        return progress.failure(self.job_id, what, self.job_log, tail)
 
     async def _abandon(self, runtime: ClusterRuntime) -> None:
         """A spawn that failed or was given up: cancel its job and remove its files."""
@@ -944,45 +681,16 @@ class HPCSpawner(Spawner):
 
     # -- the hub's home page ----------------------------------------------------------------
     def page_info(self, now: float | None = None) -> dict[str, object]:
-        """What the home page shows about this server, from cached data only (the shared poller's
-        last answer, the state): rendering a page never asks the scheduler. Keys: ``job_id``,
-        ``state`` (e.g. "running on node1"), ``ends`` (epoch or None), ``ends_at`` ("14:30"),
-        ``time_left`` ("1 h 12 min"), ``end_reason`` (why the last job ended, once none runs)."""
-        now = time.time() if now is None else now
+        """What the home page shows about this server, from cached data only (hpchub.hub.pages)."""
         running = bool(self.job_id) and self.job_id != self._ended_job
-        info: dict[str, object] = {"job_id": self.job_id if running else "", "state": "", "ends": None,
-                                   "ends_at": "", "time_left": "", "end_reason": "" if running else self.end_reason}
-        if not running:
-            return info
-        info["state"] = _state_words(self._cached_status())
-        if self.job_ends and walltime.saved_end(self.job_ends, now):
-            info.update(ends=self.job_ends, ends_at=walltime.clock_text(self.job_ends, now),
-                        time_left=walltime.duration_text(self.job_ends - now))
-        return info
-
-    def _cached_status(self) -> JobStatus | None:
-        if "scheduler" not in self.job_cluster:
-            return None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        runtime = ClusterRuntime.registry.get((ClusterSpec.from_state(self.job_cluster), id(loop)))
-        return runtime.poller.view(self.job_id).status if runtime is not None else None
+        status = pages.cached_status(self.job_cluster, self.job_id) if running else None
+        return pages.server_info(self.job_id if running else "", self.end_reason, self.job_ends, status, now)
 
     async def progress(self):
         """Every event of this spawn so far, then each new one (JupyterHub ends the stream when
         the spawn does)."""
-        sent = 0  # events emitted before this one was sent (counted over the spawner's life)
-        while True:
-            while sent < self._events_emitted:
-                first_kept = self._events_emitted - len(self._events)
-                sent = max(sent, first_kept)
-                event = self._events[sent - first_kept]
-                sent += 1
-                yield event
-            await self._event_added.wait()
-
+        async for event in self._progress.follow():
+            yield event
 
 def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
     """The reason class of a failed start() that took ``seconds``."""
@@ -1005,17 +713,3 @@ def _queue_wait(status: JobStatus | None, measured: float) -> float:
             return waited
     return measured
 
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text and text.strip() else ""
-
-
-def _state_words(status: JobStatus | None) -> str:
-    """A job's state for the home page: "waiting in queue debug", "running on node1"."""
-    if status is None:
-        return "submitted"
-    if status.state is JobState.RUNNING:
-        return f"running on {status.host}" if status.host else "running"
-    if status.state.is_waiting:
-        return f"waiting in queue {status.queue}" if status.queue else "waiting in the queue"
-    return status.scheduler_state.lower() or status.state.value

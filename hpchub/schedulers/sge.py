@@ -4,6 +4,9 @@ Job names are user text. SGE 8.1.9 refuses names with control characters, newlin
 spaces, ``/ : @ *`` and non-ASCII, and escapes the rest in its XML, except that it writes
 ``<`` as ``%lt;``. Characters XML 1.0 forbids are replaced anyway (other Grid Engines may let
 them through), and a job entry that cannot be read costs that job only.
+
+Over 500 lines because a backend is one scheduler's whole contract (hpchub.schedulers.base) in one
+file: what hpchub asks Grid Engine and how it reads the answers.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ every job of a large centre. It prints only what Slurm and the admin control (no
 user can put a separator or a newline into ``sbatch --job-name``), and it is read line by line,
 so a line that still does not parse costs that one job. Names are asked for one user at a time,
 for the few questions that need one (see ``parse_job_names``).
+
+Over 500 lines because a backend is one scheduler's whole contract (hpchub.schedulers.base) in one
+file: what hpchub asks Slurm and how it reads the answers.
 """
 
 from __future__ import annotations

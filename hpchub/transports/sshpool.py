@@ -17,6 +17,11 @@ carrying every command as its own channel, plus the port forwards of the tunnel 
 - A remote forward is *held* only while the login node has granted it on the live connection. A
   re-request the login node refuses (after a reconnect, someone else took the port) leaves it dead:
   it is asked for again with backoff, and ``RemoteForward.ensure_held`` refuses to hand it out.
+
+The relay that copies the forwarded connections' bytes, and the caps on them, are in
+hpchub.transports.forwards. Over 500 lines because the rest is one connection's life: logging in,
+commands as channels, the forwards that ride on it (held across reconnects, kept open past the idle
+timeout) and closing it; splitting it would spread one state machine over several files.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import resource
 import select
 import shlex
@@ -41,6 +45,7 @@ import paramiko
 from paramiko.common import OPEN_FAILED_CONNECT_FAILED, cMSG_CHANNEL_REQUEST
 
 from ..core import metrics
+from .forwards import CHUNK, Cap, Link, Relay
 from .runner import DEFAULT_MAX_OUTPUT, CommandError, CommandResult, CommandTimeout, OutputTooLarge
 
 log = logging.getLogger("hpchub.sshpool")
@@ -59,7 +64,6 @@ counts a closed session until its main loop collects it: the slack keeps refusal
 CHANNEL_OPEN_TIMEOUT = 15.0
 IDLE_TIMEOUT = 300.0
 """Seconds after which a connection that ran no command (and carries no port forward) is closed."""
-_CHUNK = 65536
 MAX_FORWARDED = 1024
 """Forwarded TCP connections open at once over the whole pool (all tunnels and reverse forwards);
 beyond it a new one is refused. Each costs FDS_PER_FORWARDED descriptors."""
@@ -69,8 +73,6 @@ MAX_PER_REMOTE_FORWARD = 512
 """Connections at once through one remote forward (a cluster's reverse forward: every job's calls to the hub)."""
 FDS_PER_FORWARDED = 3
 """Descriptors one forwarded connection holds: its socket and the pipe paramiko polls a channel by."""
-REFUSAL_LOG_INTERVAL = 10.0
-"""Seconds between two log lines about refused connections of one forward (the rest are counted)."""
 
 
 def descriptors_needed(max_forwarded: int = MAX_FORWARDED) -> int:
@@ -279,10 +281,10 @@ class _RemoteCommand:
                 _wait_readable([channel])
                 # Checked per chunk: a fast writer keeps recv_ready true as long as it writes.
                 while channel.recv_ready():
-                    if not self._keep("stdout", self.stdout, channel.recv(_CHUNK)):
+                    if not self._keep("stdout", self.stdout, channel.recv(CHUNK)):
                         return None
                 while channel.recv_stderr_ready():
-                    if not self._keep("stderr", self.stderr, channel.recv_stderr(_CHUNK)):
+                    if not self._keep("stderr", self.stderr, channel.recv_stderr(CHUNK)):
                         return None
                 if (channel.eof_received or channel.closed) and not (channel.recv_ready()
                                                                      or channel.recv_stderr_ready()):
@@ -373,47 +375,6 @@ class _RemoteCommand:
         return bytes(output).decode(errors="replace")
 
 
-class _Cap:
-    """Connections forwarded at once through one forward, within the pool's overall count; refusals
-    are logged at most once per REFUSAL_LOG_INTERVAL per forward (a flood must not flood the log)."""
-
-    _lock = threading.Lock()
-
-    def __init__(self, limit: int, total: _Cap | None = None):
-        self.limit = limit
-        self.total = total
-        self.used = 0
-        self.refused = 0
-        self._unlogged = 0
-        self._logged_at = -math.inf
-
-    def acquire(self, what: object) -> bool:
-        """Take a slot for one connection; False (and logged): over this cap or the pool's."""
-        with self._lock:
-            full = self if self.used >= self.limit else self.total if (
-                self.total is not None and self.total.used >= self.total.limit) else None
-            if full is None:
-                self.used += 1
-                if self.total is not None:
-                    self.total.used += 1
-                return True
-            self.refused += 1
-            self._unlogged += 1
-            now = time.monotonic()
-            if now - self._logged_at < REFUSAL_LOG_INTERVAL:
-                return False
-            count, self._unlogged, self._logged_at = self._unlogged, 0, now
-        which = "this forward's" if full is self else "the hub's overall"
-        log.warning("%s: refused %d forwarded connection(s): %s cap of %d connections at once is reached",
-                    what, count, which, full.limit)
-        return False
-
-    def release(self) -> None:
-        with self._lock:
-            self.used -= 1
-            if self.total is not None:
-                self.total.used -= 1
-
 
 @dataclass(eq=False)
 class _RemoteForwardSpec:
@@ -421,7 +382,7 @@ class _RemoteForwardSpec:
     port: int
     local_host: str
     local_port: int
-    cap: _Cap
+    cap: Cap
     active: bool = True
     transport: paramiko.Transport | None = None
     """The connection on which the login node granted the forward: held while it is the live one."""
@@ -457,193 +418,6 @@ class _TargetState:
         return transport if transport is not None and transport.is_active() else None
 
 
-class _Link:
-    """One forwarded connection: a TCP socket, its channel, and the bytes read but not yet written."""
-
-    def __init__(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[], None]):
-        sock.setblocking(False)
-        self.sock = sock
-        self.channel = channel
-        self.on_end = on_end
-        self.sock_fd = sock.fileno()
-        self.channel_fd = channel.fileno()
-        self.to_channel = bytearray()
-        self.to_sock = bytearray()
-        self.sock_eof = False  # the socket's peer sent FIN: shut the channel's write side once flushed
-        self.channel_eof = False
-        self.channel_shut = False
-        self.sock_shut = False
-        self.sock_hung_up = False  # both directions of the socket are gone (a reset, or both FINs)
-        self.stopping = False
-
-    def events(self) -> tuple[int | None, int]:
-        """What to poll the socket (None: not at all) and the channel for."""
-        sock_events = None if self.sock_hung_up else (
-            select.POLLIN if not self.sock_eof and not self.to_channel else 0) | (select.POLLOUT if self.to_sock else 0)
-        return sock_events, select.POLLIN if not self.channel_eof and not self.to_sock else 0
-
-    def step(self, sock_revents: int) -> bool:
-        """Move what can be moved without blocking; True: the connection is over."""
-        sock, channel = self.sock, self.channel
-        if self.stopping or sock_revents & (select.POLLERR | select.POLLNVAL):
-            return True
-        if sock_revents & select.POLLHUP:
-            # Nothing more can be written to the socket; what it sent may still be on its way.
-            self.sock_hung_up = self.sock_eof = True
-            self.to_sock.clear()
-            if not self.to_channel:
-                return True
-        if not self.sock_eof and not self.to_channel:
-            try:
-                data = sock.recv(_CHUNK)
-            except BlockingIOError:
-                pass
-            else:
-                if data:
-                    self.to_channel += data
-                else:
-                    self.sock_eof = True
-        while self.to_channel and channel.send_ready():
-            sent = channel.send(bytes(self.to_channel[:_CHUNK]))
-            if sent <= 0:
-                return True  # the channel is closed or sent EOF: nothing more can go that way
-            del self.to_channel[:sent]
-        if self.sock_eof and not self.to_channel and not self.channel_shut:
-            channel.shutdown_write()
-            self.channel_shut = True
-        if not self.channel_eof and not self.to_sock:
-            if channel.recv_ready():
-                self.to_sock += channel.recv(_CHUNK)
-            elif channel.eof_received or channel.closed:
-                self.channel_eof = True
-        if self.to_sock and not self.sock_hung_up:
-            try:
-                del self.to_sock[:sock.send(self.to_sock)]
-            except BlockingIOError:
-                pass
-        if self.channel_eof and not self.to_sock and not self.sock_shut:
-            if not self.sock_hung_up:
-                sock.shutdown(socket.SHUT_WR)
-            self.sock_shut = True
-        # Done when both sides are shut, or the channel is gone (the connection or the far end):
-        # nothing more can be relayed either way.
-        return (self.channel_shut and self.sock_shut) or (channel.closed and self.channel_eof and not self.to_sock)
-
-    def end(self) -> None:
-        try:
-            self.channel.close()
-        except Exception:  # a connection already gone
-            pass
-        self.sock.close()
-        self.on_end()
-
-
-class _Relay:
-    """Copies bytes both ways between every forwarded TCP socket and its channel in ONE thread (a
-    poll loop), honouring half-closes: forwarded connections cost no thread each. The thread starts
-    with the first connection; ``stop`` and ``close`` may come from any thread."""
-
-    WINDOW_WAIT_MS = 20  # a channel with no send window gives no event: look again this soon
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._links: set[_Link] = set()
-        self._added: list[_Link] = []
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-    def add(self, sock: socket.socket, channel: paramiko.Channel, on_end: Callable[[], None]) -> _Link:
-        link = _Link(sock, channel, on_end)
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._added.append(link)
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="hpchub-ssh-relay", daemon=True)
-                    self._thread.start()
-        if closed:  # the pool is closed: nobody relays any more
-            link.end()
-        else:
-            self._wake()
-        return link
-
-    def stop(self, links: Sequence[_Link]) -> None:
-        for link in links:
-            link.stopping = True
-        self._wake()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            started = self._thread is not None
-        if started:
-            self._wake()
-        else:
-            self._close_wake_pipe()
-
-    def _wake(self) -> None:
-        with self._lock:  # never a write to a closed (and maybe reused) descriptor
-            if self._wake_write >= 0:
-                try:
-                    os.write(self._wake_write, b"x")
-                except BlockingIOError:  # already woken: the pipe is full
-                    pass
-
-    def _close_wake_pipe(self) -> None:
-        with self._lock:
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-            self._wake_read = self._wake_write = -1
-
-    def _run(self) -> None:
-        links = self._links
-        while True:
-            with self._lock:
-                links.update(self._added)
-                self._added.clear()
-                closed = self._closed
-            if closed:
-                break
-            poller = select.poll()
-            poller.register(self._wake_read, select.POLLIN)
-            by_fd: dict[int, _Link] = {}
-            waiting_for_window = False
-            for link in links:
-                sock_events, channel_events = link.events()
-                if sock_events is not None:
-                    poller.register(link.sock_fd, sock_events)  # 0: still told of a hang-up or an error
-                    by_fd[link.sock_fd] = link
-                if channel_events:
-                    poller.register(link.channel_fd, channel_events)
-                    by_fd[link.channel_fd] = link
-                waiting_for_window = waiting_for_window or bool(link.to_channel) or link.stopping
-            ready = poller.poll(self.WINDOW_WAIT_MS if waiting_for_window else None)
-            due = {by_fd[fd] for fd, _ in ready if fd in by_fd}
-            due.update(link for link in links if link.to_channel or link.stopping)
-            sock_revents = {fd: revents for fd, revents in ready}
-            if self._wake_read in sock_revents:
-                try:
-                    while os.read(self._wake_read, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
-            for link in due:
-                try:
-                    over = link.step(sock_revents.get(link.sock_fd, 0))
-                except (OSError, EOFError, paramiko.SSHException):
-                    over = True
-                if over:
-                    links.discard(link)
-                    link.end()
-        with self._lock:
-            links.update(self._added)
-            self._added.clear()
-        for link in links:
-            link.end()
-        links.clear()
-        self._close_wake_pipe()
-
 
 class LocalForward:
     """A listening port on 127.0.0.1 of the hub; each connection to it goes through the pooled
@@ -657,9 +431,9 @@ class LocalForward:
         self.remote_host = remote_host
         self.remote_port = remote_port
         self.port: int = listener.getsockname()[1]
-        self.cap = _Cap(pool.max_per_local_forward, pool._forwarded)
+        self.cap = Cap(pool.max_per_local_forward, pool._forwarded)
         self._listener = listener
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
         self._links_lock = threading.Lock()
         self._closed = False
         self._accepting = asyncio.ensure_future(self._accept())
@@ -697,7 +471,7 @@ class LocalForward:
             self.pool._close_in_background(channel)
             self.cap.release()
             return
-        links: list[_Link] = []
+        links: list[Link] = []
 
         def ended() -> None:
             self.cap.release()
@@ -751,7 +525,7 @@ class RemoteForward:
         return self._spec.refusals
 
     @property
-    def cap(self) -> _Cap:
+    def cap(self) -> Cap:
         return self._spec.cap
 
     def __repr__(self) -> str:
@@ -796,8 +570,8 @@ class SSHPool:
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="hpchub-ssh")
         self._targets: dict[SSHTarget, _TargetState] = {}
         self._local_forwards: set[LocalForward] = set()
-        self._forwarded = _Cap(max_forwarded)
-        self._relay = _Relay()
+        self._forwarded = Cap(max_forwarded)
+        self._relay = Relay()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop remote forwards' connections are made on
         self._connecting: set[asyncio.Task[None]] = set()
         self._limit_checked = False
@@ -1131,7 +905,7 @@ class SSHPool:
         async with state.forward_requests:
             transport = await self._transport(target, (), operation)
             spec = _RemoteForwardSpec(remote_bind, remote_port, local_host, local_port,
-                                      _Cap(self.max_per_remote_forward, self._forwarded))
+                                      Cap(self.max_per_remote_forward, self._forwarded))
             try:
                 port = await loop.run_in_executor(self._executor, transport.request_port_forward, remote_bind,
                                                   remote_port, self._remote_forward_handler(state))
