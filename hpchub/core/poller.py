@@ -82,8 +82,8 @@ class StatusPoller:
         self.query_timeout = query_timeout
         self._clock = clock
         self._snapshot = _Snapshot()
-        self._watched: dict[str, str] = {}  # job id -> user
-        self._watchers: dict[str, str] = {}  # job id -> which of the user's servers (engine sets...) watches it
+        # job id -> (its user, which of the user's servers or engine sets watches it)
+        self._watched: dict[str, tuple[str, str]] = {}
         self._watched_since: dict[str, float] = {}
         self._on_end: dict[str, Callable[[], Awaitable[object]]] = {}
         self._inflight: asyncio.Task[None] | None = None
@@ -103,19 +103,17 @@ class StatusPoller:
             if not self.watches(job_id, user, watcher):
                 raise JobWatchedElsewhere(f"job {job_id} is already watched for another server")
             return
-        self._watched[job_id] = user
-        self._watchers[job_id] = watcher
+        self._watched[job_id] = (user, watcher)
         self._watched_since[job_id] = self._clock()
 
     def watches(self, job_id: str, user: str, watcher: str = "") -> bool:
         """Is ``job_id`` watched for this user and watcher?"""
-        return self._watched.get(job_id) == user and self._watchers.get(job_id) == watcher
+        return self._watched.get(job_id) == (user, watcher)
 
     def unwatch(self, job_id: str, user: str, watcher: str = "") -> None:
         """Stop watching ``job_id`` (and its end callback), if this user and watcher watch it."""
         if self.watches(job_id, user, watcher):
             self._watched.pop(job_id, None)
-            self._watchers.pop(job_id, None)
             self._watched_since.pop(job_id, None)
             self._on_end.pop(job_id, None)
 
@@ -137,14 +135,15 @@ class StatusPoller:
 
     @property
     def watched(self) -> dict[str, str]:
-        return dict(self._watched)
+        return {job_id: user for job_id, (user, _) in self._watched.items()}
 
     # -- answers ----------------------------------------------------------------------------
     def view(self, job_id: str) -> JobView:
         """What the last successful query says about ``job_id`` (no scheduler call). A watched job
         the scheduler lists as another user's is GONE, with ``other_owner``."""
         snapshot = self._snapshot
-        user = self._watched.get(job_id)
+        watched = self._watched.get(job_id)
+        user = watched[0] if watched is not None else None
         covered = user is None or not snapshot.users or user in snapshot.users
         since = self._watched_since.get(job_id, float("-inf"))
         if snapshot.taken < since or not covered:
@@ -187,7 +186,7 @@ class StatusPoller:
             self._inflight = None
 
     async def _query_and_record(self) -> None:
-        users = frozenset(self._watched.values())
+        users = frozenset(user for user, _ in self._watched.values())
         started = self._clock()
         query = asyncio.ensure_future(self._query(sorted(users) if users else None))
         # asyncio.wait, not wait_for: wait_for waits for the cancelled query to end, which a query
