@@ -11,7 +11,9 @@ from test_spawner_lifecycle import SITE, TOKEN, fake, make_spawner, start_runnin
 from tornado import web
 from traitlets import TraitError
 
+from hpchub.core import accounts
 from hpchub.core.accounts import AccountMapError, unix_account_name
+from hpchub.core.config import load_site_config
 from hpchub.hub import porthandler
 from hpchub.hub.spawner import HPCSpawner, SpawnFailed
 
@@ -161,3 +163,20 @@ async def test_same_named_hub_and_unix_identities_do_not_get_each_others_profile
     assert await visible("c.smith", "carol") == ["unix-carol"]
     # Hub user bob in the JupyterHub group alice: not a member of the unix group alice.
     assert await visible("bob", "bob", hub_groups=["alice"]) == ["hub-alice"]
+
+
+def test_visible_profiles_is_core_code_the_hub_and_check_can_share(tmp_path):
+    # The rule without a spawner: the unix account alice (own unix group alice) on GROUP_SITE.
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(GROUP_SITE)
+    site = load_site_config(site_file)
+    alice = accounts.identity("someone", frozenset(), "alice")
+    assert "alice" in alice.unix_groups
+    assert [p.slug for p in accounts.visible_profiles(site, alice)] == ["open", "alices", "named"]
+    nobody = accounts.identity("someone", frozenset(), "no-such-account")
+    assert [p.slug for p in accounts.visible_profiles(site, nobody)] == ["open"]
+    # A pinned profile: only that one, and only if the asker may use it.
+    assert [p.slug for p in accounts.visible_profiles(site, alice, "named")] == ["named"]
+    assert accounts.visible_profiles(site, nobody, "named") == []
+    with pytest.raises(KeyError):
+        accounts.visible_profiles(site, alice, "no-such-profile")

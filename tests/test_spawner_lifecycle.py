@@ -10,11 +10,12 @@ import pytest
 from helpers.support import SITE_CONFIGS
 from tornado import web
 
+from hpchub.core.accounts import unix_groups
 from hpchub.core.config import load_site_config
 from hpchub.core.poller import StatusPoller
 from hpchub.core.runtime import ClusterRuntime
 from hpchub.hub import porthandler
-from hpchub.hub.spawner import HPCSpawner, SpawnFailed, unix_groups
+from hpchub.hub.spawner import HPCSpawner, SpawnFailed
 from hpchub.schedulers import JobState, JobStatus, QueueInfo
 from hpchub.transports.cluster import ClusterClient, ClusterSpec
 from hpchub.transports.runner import CommandError

@@ -19,6 +19,7 @@ import pwd
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from .config import Identity, Profile, SiteConfig, profile_allows
 from .render import USERNAME_RE
 
 # A site's own rule: the hub name (its domain already stripped, see unix_account_domains) -> the
@@ -106,3 +107,17 @@ def unix_groups(user_name: str) -> set[str]:
         except KeyError:
             pass
     return names
+
+
+def identity(hub_user: str, hub_groups: frozenset[str], unix_user: str) -> Identity:
+    """Who asks, in both name spaces: the hub user and its JupyterHub groups, and the unix account
+    with its groups as NSS answers now. Blocking (NSS): call it off the event loop."""
+    return Identity(hub_user=hub_user, hub_groups=hub_groups, unix_user=unix_user,
+                    unix_groups=frozenset(unix_groups(unix_user)))
+
+
+def visible_profiles(site: SiteConfig, who: Identity, fixed_slug: str | None = None) -> list[Profile]:
+    """The profiles of ``site`` that ``who`` may use (:func:`profile_allows`): all of them, or only the
+    one a hub pins with ``HPCSpawner.profile`` (KeyError when the site has no such profile)."""
+    candidates = [site.profile(fixed_slug)] if fixed_slug else list(site.profiles)
+    return [profile for profile in candidates if profile_allows(profile, who)]

@@ -28,15 +28,13 @@ from tornado import web
 from traitlets import Callable as CallableTrait
 from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
-from ..core import jobs, lifecycle, metrics, spawn
-from ..core.accounts import AccountMapError, check_template, unix_account_name, unix_groups
+from ..core import accounts, jobs, lifecycle, metrics, spawn
+from ..core.accounts import AccountMapError, check_template, unix_account_name
 from ..core.config import (
-    Identity,
     Profile,
     SiteConfig,
     SiteConfigError,
     SiteConfigFile,
-    profile_allows,
 )
 from ..core.options import JobRequest, OptionsError, needs_allocations
 from ..core.poller import JobView, JobWatchedElsewhere, Presence
@@ -292,21 +290,13 @@ class HPCSpawner(Spawner):
         this hub user in ``hub_users``, one of its JupyterHub groups in ``hub_groups``, its unix
         account in ``unix_users`` or one of that account's unix groups in ``unix_groups``."""
         unix_name = await self.unix_user_name()
-        who = Identity(
-            hub_user=self.user.name,
-            hub_groups=frozenset(group.name for group in getattr(self.user, "groups", [])),
-            unix_user=unix_name,
-            unix_groups=frozenset(await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)),
-        )
-        site = self.site
-        if self.profile:
-            try:
-                candidates = [site.profile(self.profile)]
-            except KeyError:
-                raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
-        else:
-            candidates = list(site.profiles)
-        return [p for p in candidates if profile_allows(p, who)]
+        hub_groups = frozenset(group.name for group in getattr(self.user, "groups", []))
+        who = await asyncio.get_running_loop().run_in_executor(None, accounts.identity, self.user.name,
+                                                               hub_groups, unix_name)
+        try:
+            return accounts.visible_profiles(self.site, who, self.profile or None)
+        except KeyError:
+            raise web.HTTPError(500, f"profile {self.profile!r} is not in the site config") from None
 
     async def _profile_for(self, options: dict) -> Profile:
         visible = await self.visible_profiles()
@@ -346,7 +336,7 @@ class HPCSpawner(Spawner):
     async def _allocations_on(self, cluster_name: str) -> AllocationsAnswer:
         """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""
         unix_name = await self.unix_user_name()
-        groups = await asyncio.get_running_loop().run_in_executor(None, unix_groups, unix_name)
+        groups = await asyncio.get_running_loop().run_in_executor(None, accounts.unix_groups, unix_name)
         runtime = self._runtime(ClusterSpec.from_site(self.site, cluster_name))
         return await runtime.allocations(unix_name, sorted(groups), self.queue_info_ttl)
 
