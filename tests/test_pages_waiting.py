@@ -54,7 +54,7 @@ def hub(scheduler, tmp_path_factory):
     # The culler is JupyterHub's, the same whatever the scheduler: it runs on Slurm's hub only (half
     # a minute of waiting saved); on Grid Engine the servers are stopped through the API instead.
     hubs = run_hub(tmp_path_factory.mktemp(f"hub-pages-waiting-{scheduler}"), site_text, (USER,),
-                   hub_class=CullingHub if scheduler == CULLED_ON else Hub, poll_interval=5)
+                   hub_class=CullingHub if scheduler == CULLED_ON else Hub, poll_interval=2)
     started = next(hubs)
     try:
         yield started
