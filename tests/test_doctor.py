@@ -283,9 +283,9 @@ def test_a_node_that_cannot_reach_the_hub_api_is_exit_5(hub_api, clean_probes):
     site = site_with("slurm", "node1", NODE1_PROFILE)
     port = hub_api.split(":")[2].split("/")[0]
     with node1_rule("OUTPUT", "-p", "tcp", "-d", HUB_ADDRESS, "--dport", port, "-j", "DROP"):
-        result = doctor(site, "node1", "--hub-api", hub_api)
+        result = doctor(site, "node1", "--hub-api", hub_api, "--connect-timeout", "3")
     assert result.returncode == EXIT_HUB_UNREACHABLE, result.stdout + result.stderr
-    assert f"PROBLEM (5): The node node1 cannot reach the hub's API at {hub_api} (no answer within 10 s" in result.stdout
+    assert f"PROBLEM (5): The node node1 cannot reach the hub's API at {hub_api} (no answer within 3 s" in result.stdout
     assert f"Fix: let the compute nodes connect to {HUB_ADDRESS}:{port} (firewall)" in result.stdout
     assert "node port: the hub reached the probe at 10.77.0.11:" in result.stdout  # the other way works
     assert _probe_jobs(site) == []
@@ -301,10 +301,10 @@ def test_a_node_port_the_hub_cannot_reach_is_exit_6(hub_api, clean_probes):
     low, high = subprocess.run(["nsenter", f"--net={NODE1_NETNS}", "cat", "/proc/sys/net/ipv4/ip_local_port_range"],
                                capture_output=True, text=True, check=True, timeout=30).stdout.split()
     with node1_rule("INPUT", "-p", "tcp", "--syn", "--dport", f"{low}:{high}", "-j", "DROP"):
-        result = doctor(site, "node1", "--hub-api", hub_api)
+        result = doctor(site, "node1", "--hub-api", hub_api, "--connect-timeout", "3")
     assert result.returncode == EXIT_NODE_UNREACHABLE, result.stdout + result.stderr
     assert "PROBLEM (6): The hub cannot connect to port " in result.stdout
-    assert " on node1 (10.77.0.11): no answer within 10 s." in result.stdout
+    assert " on node1 (10.77.0.11): no answer within 3 s." in result.stdout
     assert f"hub API: {hub_api} reached from node1" in result.stdout  # the other way works
     assert _probe_jobs(site) == []
 

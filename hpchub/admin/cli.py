@@ -131,7 +131,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"hub API URL checked: {hub_api}" + ("" if args.hub_api else " (the default; give --hub-api URL)"))
     diagnosis = asyncio.run(diagnose(site, args.profile, args.user, hub_api, _parse_sets(args.set),
                                      start_timeout=args.start_timeout, report_timeout=args.report_timeout,
-                                     say=print))
+                                     say=print, connect_timeout=args.connect_timeout))
     print(format_diagnosis(diagnosis))
     return diagnosis.exit_code
 
@@ -317,6 +317,9 @@ def parser() -> argparse.ArgumentParser:
                         help="how long the probe job may wait in the queue (default 120)")
     doctor.add_argument("--report-timeout", type=float, default=90.0, metavar="SECONDS",
                         help="how long a started probe may take to report (default 90)")
+    doctor.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="how long a connection between the hub and the node, either way, may go unanswered "
+                             "before it counts as blocked (default 10)")
     doctor.set_defaults(func=cmd_doctor)
 
     queues = commands.add_parser("queues", help="live queues: free cores and nodes, running and pending jobs, limits")

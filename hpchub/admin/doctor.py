@@ -123,9 +123,11 @@ def probe_source() -> str:
 
 async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_url: str | None,
                    options: Mapping[str, str] | None = None, start_timeout: float = 120.0,
-                   report_timeout: float = 90.0, say: Callable[[str], None] | None = None) -> Diagnosis:
+                   report_timeout: float = 90.0, say: Callable[[str], None] | None = None,
+                   connect_timeout: float = CONNECT_TIMEOUT) -> Diagnosis:
     """Submit the probe job for ``profile_slug`` as ``user_name`` and diagnose what it reports.
-    ``hub_api_url`` None or "": the node's way to the hub is not checked. ``say``: progress lines."""
+    ``hub_api_url`` None or "": the node's way to the hub is not checked. ``say``: progress lines.
+    ``connect_timeout``: how long a connection either way (hub to node, node to hub) may go unanswered."""
     try:
         profile = site.profile(profile_slug)
     except KeyError:
@@ -145,7 +147,7 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
         if found is not None:
             jobs_hub = found[0]
     probe_args = ["--hub-api", jobs_hub, "--node-variable", backend_for(spec.scheduler).NODE_NAME_VARIABLE,
-                  "--wait", f"{PROBE_WAIT:.0f}"]
+                  "--wait", f"{PROBE_WAIT:.0f}", "--connect-timeout", f"{connect_timeout:g}"]
     job = jobs.probe_job(site, request, user, probe_args)
     charged = [f"{allocation_word(field, spec.scheduler)} {value}" for field, value in
                (("account", request.account), ("qos", request.qos), ("reservation", request.reservation_name)) if value]
@@ -169,7 +171,7 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
     diagnosis.job_id = job_id
     if say:
         say(f"probe job {job_id} submitted as {user.name} ({where})")
-    ended, linger = False, 0.0
+    ended, reached = False, True
     try:
         host, ended = await _wait_until_started(runtime, job, job_id, start_timeout, diagnosis)
         if host is None and not ended:
@@ -185,10 +187,10 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
         _judge_report(diagnosis, report, request.cluster_name, jobs_hub)
         if not ended:
             address = await runtime.node_address(host or str(report.get("node", "")))
-            if not await _connect_to_probe(diagnosis, address, int(report["port"]), host or str(report.get("node", ""))):
-                linger = PROBE_WAIT  # unreached, the probe ends when its wait is over (and removes its log)
+            reached = await _connect_to_probe(diagnosis, address, int(report["port"]),
+                                              host or str(report.get("node", "")), connect_timeout)
     finally:
-        await _clean_up(runtime, job, job_id, ended, linger)
+        await _clean_up(runtime, job, job_id, ended, wait_for_its_end=reached)
     return diagnosis
 
 
@@ -338,12 +340,12 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
         "elsewhere, give the doctor its API URL with --hub-api.")))
 
 
-async def _connect_to_probe(diagnosis: Diagnosis, address: str, port: int, node: str) -> bool:
+async def _connect_to_probe(diagnosis: Diagnosis, address: str, port: int, node: str, timeout: float) -> bool:
     """Connect to the probe's port as the hub would connect to a server there; whether it connected."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), CONNECT_TIMEOUT)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
     except (OSError, asyncio.TimeoutError) as error:
-        why = f"no answer within {CONNECT_TIMEOUT:.0f} s" if isinstance(error, asyncio.TimeoutError) else str(error)
+        why = f"no answer within {timeout:g} s" if isinstance(error, asyncio.TimeoutError) else str(error)
         diagnosis.facts.append(f"node port: {address}:{port} NOT reached from the hub: {why}")
         diagnosis.problems.append(Problem(EXIT_NODE_UNREACHABLE, (
             f"The hub cannot connect to port {port} on {node} ({address}): {why}. Servers listen on a free port "
@@ -352,7 +354,7 @@ async def _connect_to_probe(diagnosis: Diagnosis, address: str, port: int, node:
             "or use network.to_servers: tunnel (with submit via: ssh).")))
         return False
     try:
-        greeting = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT)
+        greeting = await asyncio.wait_for(reader.readline(), timeout)
         writer.write(b"done\n")
         await writer.drain()
     except (OSError, asyncio.TimeoutError):
@@ -369,12 +371,13 @@ async def _connect_to_probe(diagnosis: Diagnosis, address: str, port: int, node:
     return True
 
 
-async def _clean_up(runtime: ClusterRuntime, job: PreparedJob, job_id: str, ended: bool, linger: float) -> None:
-    """The probe ends on its own once the doctor is done with it (or ``linger`` seconds later, when the
-    doctor could not reach it) and removes its log then; cancel it if it still runs after that. Remove
-    its job files."""
+async def _clean_up(runtime: ClusterRuntime, job: PreparedJob, job_id: str, ended: bool,
+                   wait_for_its_end: bool) -> None:
+    """A probe the doctor reached ends on its own once the doctor is done with it (``wait_for_its_end``),
+    and removes its log then; one it could not reach, or that still runs 10 s later, is cancelled (it
+    removes its log on the scheduler's SIGTERM too). Remove its job files."""
     user = job.user.name
-    deadline = time.monotonic() + 10 + linger
+    deadline = time.monotonic() + (10 if wait_for_its_end else 0)
     while not ended and time.monotonic() < deadline:
         ended = lifecycle.has_ended(await runtime.poller.get(job_id, max_age=1.0))
         if not ended:

@@ -9,7 +9,7 @@ name, and the port it listens on. Then it waits for ``hpchub doctor`` to connect
 greets it, and removes its own output file (the job's log) before it ends, also when it is
 cancelled, so a probe leaves nothing in the user's home.
 
-    python3 probe.py --hub-api URL --node-variable SLURMD_NODENAME --wait SECONDS
+    python3 probe.py --hub-api URL --node-variable SLURMD_NODENAME --wait SECONDS [--connect-timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _module_version(name: str) -> dict[str, Any]:
             "path": str(getattr(module, "__file__", ""))}
 
 
-def _hub_api(url: str) -> dict[str, Any]:
+def _hub_api(url: str, timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
     """Can this node open a TCP connection to the hub API's host and port, and what does GET answer?"""
     if not url:
         return {"asked": False}
@@ -51,10 +51,10 @@ def _hub_api(url: str) -> dict[str, Any]:
     result: dict[str, Any] = {"asked": True, "url": url, "host": host, "port": port}
     started = time.monotonic()
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except socket.timeout:  # noqa: UP041  (not TimeoutError before Python 3.10: the node may be older)
-        result["tcp"] = f"no answer within {CONNECT_TIMEOUT:.0f} s (a firewall dropping the connection?)"
+        result["tcp"] = f"no answer within {timeout:g} s (a firewall dropping the connection?)"
         return result
     except OSError as error:
         result["tcp"] = f"{type(error).__name__}: {error.strerror or error}"
@@ -63,7 +63,7 @@ def _hub_api(url: str) -> dict[str, Any]:
     result["tcp_seconds"] = round(time.monotonic() - started, 3)
     try:  # JupyterHub answers GET /hub/api with its version, no token needed
         context = ssl.create_default_context()
-        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=CONNECT_TIMEOUT, context=context) as answer:
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout, context=context) as answer:
             result["http"] = answer.status
             body = answer.read(4096)
         result["hub_version"] = str(json.loads(body.decode()).get("version", ""))
@@ -98,14 +98,15 @@ def _on_signal(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
-def report(hub_api: str, node_variable: str, listener: socket.socket) -> dict[str, Any]:
+def report(hub_api: str, node_variable: str, listener: socket.socket,
+           connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
     return {
         "python": {"executable": sys.executable, "version": ".".join(str(part) for part in sys.version_info[:3]),
                    "python3_on_path": shutil.which("python3") or ""},
         "jupyterhub": _module_version("jupyterhub"),
         "singleuser_command": shutil.which("jupyterhub-singleuser") or "",
         "hpchub": _module_version("hpchub"),
-        "hub_api": _hub_api(hub_api),
+        "hub_api": _hub_api(hub_api, connect_timeout),
         "node": os.environ.get(node_variable, "") or socket.gethostname(),
         "hostname": socket.gethostname(),
         "port": listener.getsockname()[1],
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-api", default="")
     parser.add_argument("--node-variable", default="HOSTNAME")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for hpchub doctor to connect")
+    parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT,
+                        help="seconds a connection to the hub may take to be answered")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         listener.bind(("0.0.0.0", 0))  # a free port, as the server's port 0
         listener.listen(1)
-        print(REPORT_MARK + json.dumps(report(args.hub_api, args.node_variable, listener)), flush=True)
+        print(REPORT_MARK + json.dumps(report(args.hub_api, args.node_variable, listener, args.connect_timeout)), flush=True)
         listener.settimeout(args.wait)
         try:
             connection, peer = listener.accept()
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hpchub doctor did not connect within {args.wait:.0f} s", flush=True)
             return 0
         with connection:
-            connection.settimeout(CONNECT_TIMEOUT)
+            connection.settimeout(args.connect_timeout)
             connection.sendall(GREETING)
             try:
                 connection.recv(64)  # "done", or the doctor closing the connection
