@@ -294,3 +294,17 @@ def test_render_cli_shows_the_container(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "docker-archive:/srv/images/lab-r.tar" in result.stdout
+
+
+def test_engines_run_in_the_image_the_notebooks_user_picked(monkeypatch):
+    from hpchub.core.jobs import ENV_PARENT_IMAGE
+    from hpchub.parallel import HPCEngineSetLauncher
+
+    site = load_site_config(EXAMPLE)
+    server = server_job(site, resolve_request(site, site.profile("podman"), {"image": "R and Python"}), USER)
+    assert "export HPCHUB_IMAGE='R and Python'\n" in server.script
+    monkeypatch.setenv(ENV_PARENT_IMAGE, "R and Python")
+    launcher = HPCEngineSetLauncher(site_config=str(EXAMPLE), profile="podman", options={})
+    assert "docker-archive:/srv/images/lab-r.tar" in launcher.prepare(2, "alice").script
+    monkeypatch.setenv(ENV_PARENT_IMAGE, "an image this profile does not offer")
+    assert "oci-archive:/srv/images/lab4.tar" in launcher.prepare(2, "alice").script
