@@ -308,3 +308,43 @@ def test_engines_run_in_the_image_the_notebooks_user_picked(monkeypatch):
     assert "docker-archive:/srv/images/lab-r.tar" in launcher.prepare(2, "alice").script
     monkeypatch.setenv(ENV_PARENT_IMAGE, "an image this profile does not offer")
     assert "oci-archive:/srv/images/lab4.tar" in launcher.prepare(2, "alice").script
+
+
+def test_doctor_says_the_container_did_not_start_and_where_it_is_configured():
+    from hpchub.admin.doctor import EXIT_ENVIRONMENT, _no_report_problem
+    from hpchub.core.jobs import probe_job
+
+    site = load_site_config(EXAMPLE)
+    request = resolve_request(site, site.profile("student"), {})
+    job = probe_job(site, request, USER, [])
+    log = ("hpchub: job 7 for alice started on node2 at 2026-12-07T15:00:00\n"
+           "hpchub: container image /srv/images/course.tar is not readable on node2\n")
+    problem = _no_report_problem(site, request, job, "7", log, None, True)
+    assert problem.code == EXIT_ENVIRONMENT
+    assert problem.message.startswith("The job's container did not start on node2: hpchub: container image "
+                                      "/srv/images/course.tar is not readable on node2. Fix: the container of "
+                                      f"{EXAMPLE}:23 (clusters.course.environment) needs its runtime")
+    assert "[ -r /srv/images/course.tar ]" in job.script  # the probe runs in the image too
+
+
+def test_check_warns_about_an_image_others_can_change_and_notes_one_it_cannot_see(tmp_path):
+    from hpchub.admin.checks import container_findings
+
+    images = tmp_path / "images"
+    images.mkdir()
+    images.chmod(0o755)
+    loose = images / "lab.tar"
+    loose.write_text("")
+    loose.chmod(0o666)
+    text = with_profile_container(f"images: [{{label: A, image: {loose}}}, {{label: B, image: /nowhere/b.tar}}]\n")
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    findings = [(finding.level, finding.line, finding.message) for finding in container_findings(load_site_config(path))]
+    assert findings[0][:2] == ("warning", 20)
+    assert findings[0][2].startswith(f"profiles[small].environment.container.images[0].image: container image {loose} "
+                                     "is writable by its group and everyone (mode 0666)")
+    assert findings[1] == ("info", 20, "profiles[small].environment.container.images[1].image: /nowhere/b.tar is not "
+                                       "on this host: every node must have it (hpchub doctor --profile small runs a "
+                                       "probe job in it)")
+    loose.chmod(0o644)
+    assert [finding.level for finding in container_findings(load_site_config(path))] == ["info"]
