@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import textwrap
+import time
 
 import pytest
 from helpers.support import SITE_CONFIGS
@@ -149,8 +150,9 @@ def test_podman_line_has_the_node_network_the_home_and_no_secret():
     site = load_site_config(EXAMPLE)
     request = resolve_request(site, site.profile("student"), {})
     script = server_job(site, request, USER).script
-    run = script[script.index("exec podman run"):]
-    for part in ("--rm --userns keep-id --network host", "--volume /home/alice:/home/alice --workdir /home/alice",
+    run = script[script.index("podman run"):]
+    for part in ("--rm --userns keep-id --network host --name \"$hpchub_container\"",
+                 "--volume /home/alice:/home/alice --workdir /home/alice",
                  "--env 'HPCHUB_*'", "--env JOB_ID", "oci-archive:/srv/images/course.tar",
                  "/bin/sh -c 'set -a && . \"$1\" && set +a && shift && exec \"$@\"' hpchub-secrets "
                  "/home/alice/.hpchub/jobs/hpchub-alice-student/env jupyterhub-singleuser"):
@@ -175,7 +177,7 @@ def test_multi_node_engines_check_and_start_the_image_on_every_node():
     request = resolve_request(site, site.profile("podman"), {"nodes": "2"})
     script = engine_job(site, request, USER, 4, "123", ["ipengine"], key="k").script
     task = script[script.index("srun --kill-on-bad-exit=0 /bin/bash -c "):]
-    assert "[ -r /srv/images/lab4.tar ]" in task and "XDG_RUNTIME_DIR" in task and "exec podman run" in task
+    assert "[ -r /srv/images/lab4.tar ]" in task and "XDG_RUNTIME_DIR" in task and "podman run --rm" in task
 
 
 # --- on a node: a missing image is a job failure naming image and node ---------------------------
@@ -190,15 +192,20 @@ def node_with(tmp_path, tools: dict[str, str]) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
 
 
-def run_server_script(tmp_path, site_text: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def script_of(tmp_path, site_text: str) -> str:
+    """Profile small's server job for a user whose home is ``tmp_path``, with its secrets file there."""
     site = parse_site_config(site_text)
     user = UserAccount("alice", str(tmp_path))
     job = server_job(site, resolve_request(site, site.profile("small"), {}), user)
     secrets = tmp_path / ".hpchub" / "jobs" / job.key / "env"
     secrets.parent.mkdir(parents=True)
     secrets.write_text("JUPYTERHUB_API_TOKEN=secret-token\n")
-    return subprocess.run(["bash", "-c", job.script], capture_output=True, text=True, env=env, timeout=30,
-                          cwd=tmp_path)
+    return job.script
+
+
+def run_server_script(tmp_path, site_text: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script_of(tmp_path, site_text)], capture_output=True, text=True, env=env,
+                          timeout=30, cwd=tmp_path)
 
 
 def test_missing_image_file_fails_the_job_with_image_and_node(tmp_path):
@@ -225,6 +232,44 @@ def test_runtime_missing_on_the_node_fails_the_job(tmp_path):
                                .replace("/srv/images/lab.tar", "/srv/images/lab.sif"), node_with(tmp_path, {}))
     assert result.returncode == 1
     assert f"apptainer is not on the PATH on {socket.gethostname()}" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["terminated", "killed", "ended"])
+def test_the_container_is_stopped_when_the_job_ends_however_it_ends(tmp_path, how):
+    """podman's conmon leaves the job's process tree, so the scheduler cannot end the container: the
+    job stops it on TERM (USR2 on Grid Engine), and a watcher outside the job once the job is gone,
+    even after a SIGKILL. The stand-in podman's `stop` ends its `run`, as the real one does."""
+    image = tmp_path / "lab.tar"
+    image.write_text("")
+    calls = tmp_path / "podman-calls"
+    env = node_with(tmp_path, {"podman": textwrap.dedent(f"""\
+        echo "$*" >> {calls}
+        [ "$1" = run ] && {{ echo $$ > {tmp_path}/container-pid; exec sleep {0.2 if how == "ended" else 30}; }}
+        [ "$1" = stop ] && kill "$(cat {tmp_path}/container-pid)" 2>/dev/null
+        exit 0""")})
+    job = subprocess.Popen(["bash", "-c", script_of(tmp_path, SITE_HEAD.replace("/srv/images/lab.tar", str(image)))],
+                           env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: calls.exists() and calls.read_text().startswith("run "))
+        if how == "terminated":
+            job.terminate()
+        elif how == "killed":
+            job.kill()
+        assert job.wait(timeout=10) == {"terminated": 143, "killed": -9, "ended": 0}[how]
+        wait_for(lambda: len(calls.read_text().splitlines()) >= 2)
+    finally:
+        job.kill()
+    run, *stops = calls.read_text().splitlines()
+    name = run.split(" --name ")[1].split()[0]
+    assert name.startswith("hpchub-0-") and stops[0] == f"stop --time 10 --ignore {name}"
+    assert set(stops) == {stops[0]}
+
+
+def wait_for(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_server_starts_in_the_container_with_the_secrets_read_inside(tmp_path):

@@ -32,3 +32,4 @@ command -v apptainer >/dev/null || hpchub_fail "apptainer is not on the PATH on 
 exec apptainer exec --nv --bind /scratch,/data/shared:/data:ro \
     /srv/images/jupyterlab.sif \
     /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+

@@ -25,3 +25,4 @@ command -v singularity >/dev/null || hpchub_fail "singularity is not on the PATH
 exec singularity exec \
     docker://registry.example.org/course/lab:2026 \
     /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student-sif/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+

@@ -8,6 +8,7 @@
 #$ -o /home/alice/.hpchub/logs/hpchub-alice-student.course.$JOB_ID.log
 #$ -j y
 #$ -wd /home/alice
+#$ -notify
 
 hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
 echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
@@ -32,8 +33,20 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ] || [ ! -O "$XDG_
     export XDG_RUNTIME_DIR
 fi
 
-exec podman run --rm --userns keep-id --network host \
+hpchub_container="hpchub-${SLURM_JOB_ID:-${JOB_ID:-0}}-$(hostname -s)-$$"
+# The container runs under podman's conmon, which leaves the job's process tree: the scheduler
+# cannot end it. So the job stops it when told to end (Slurm: TERM; Grid Engine: USR2, see
+# -notify), and a watcher outside the job stops it once the job is gone, however it ended.
+( setsid /bin/sh -c 'trap "" TERM INT HUP USR2; while kill -0 "$1" 2>/dev/null; do sleep 2; done
+    podman stop --time 10 --ignore "$2"' hpchub-container-watch $$ "$hpchub_container" </dev/null >/dev/null 2>&1 & )
+podman run --rm --userns keep-id --network host --name "$hpchub_container" \
     --volume /home/alice:/home/alice --workdir /home/alice \
     --env 'HPCHUB_*' --env LANG --env TZ --env JOB_ID --env JOB_NAME --env NSLOTS --env PE_HOSTFILE --env 'SGE_*' \
     oci-archive:/srv/images/course.tar \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0 &
+hpchub_podman=$!
+trap 'podman stop --time 10 --ignore "$hpchub_container" >/dev/null' TERM INT HUP USR2
+# A trapped signal ends the wait early: wait until podman is done.
+while wait "$hpchub_podman"; hpchub_status=$?; kill -0 "$hpchub_podman" 2>/dev/null; do :; done
+exit "$hpchub_status"
+
