@@ -195,8 +195,9 @@ class Container(_Model):
         "--nv; podman: --device nvidia.com/gpu=all, which needs the NVIDIA Container Toolkit's CDI spec on the "
         "nodes); off: never")
     options: list[SingleLine] = Field(
-        default=[], description="more runtime flags, admin-only, passed as written (e.g. --runtime runc, or "
-        "--cleanenv for apptainer)")
+        default=[], description="more runtime flags, admin-only, inserted as written before the image (e.g. "
+        "--pull=never for podman, --writable-tmpfs for apptainer); not --cleanenv: the job's variables must reach "
+        "the server")
 
     def extended_by(self, other: Container | None) -> Container:
         """This container with a profile's: keys it sets win, binds and options appended."""
