@@ -29,8 +29,8 @@ from traitlets.config import Config
 
 from .core import jobs, lifecycle
 from .core.config import Profile, SiteConfig, load_site_config
-from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONFIG, PreparedJob
-from .core.options import JobRequest, OptionsError, needs_allocations, resolve_request
+from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_SITE_CONFIG, PreparedJob
+from .core.options import JobRequest, OptionsError, image_choices, needs_allocations, resolve_request
 from .core.render import UserAccount
 from .core.runtime import ClusterRuntime
 from .schedulers import JobState
@@ -156,14 +156,18 @@ class HPCEngineSetLauncher(EngineLauncher):
         return self.prepare(n, user, allocations)
 
     def _resolve(self, site: SiteConfig, profile: Profile, allocations: Allocations | None) -> JobRequest:
-        """The user's options checked like the form's; where they leave the account, QoS or reservation
-        out and the profile lets users choose it, the notebook's own job's value (its environment,
-        jobs.ENV_PARENT_ALLOCATIONS). A parent's value the profile or the scheduler refuses gives way
-        to the profile's default: the engines still start, charged as the profile says."""
+        """The user's options checked like the form's; where they leave the account, QoS, reservation or
+        container image out and the profile lets users choose it, the notebook's own job's value (its
+        environment, jobs.ENV_PARENT_ALLOCATIONS and ENV_PARENT_IMAGE). A parent's value the profile or the
+        scheduler refuses gives way to the profile's default: the engines still start, as the profile says."""
         given = {field for field, value in self.options.items() if value is not None and str(value).strip()}
         inherited = {field: value for field, variable in ENV_PARENT_ALLOCATIONS.items()
                      if field not in given and (value := os.environ.get(variable, "").strip())
                      and profile.allocation(field).adjustable}
+        # The container image the notebook's user picked: the engines run in the same one.
+        parent_image = os.environ.get(ENV_PARENT_IMAGE, "")
+        if "image" not in given and parent_image and image_choices(profile, site.clusters[profile.cluster]):
+            inherited["image"] = parent_image
         while True:
             try:
                 return resolve_request(site, profile, {**self.options, **inherited}, allocations)

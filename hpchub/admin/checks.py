@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..core.accounts import unix_groups
-from ..core.config import Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
+from ..core.config import PODMAN_ARCHIVE_PREFIXES, Identity, Profile, SiteConfig, hub_identity_refusal, profile_allows
 from ..core.options import ALLOCATION_FIELDS, allocation_word, made_by_trusted
 from ..schedulers import ParseError, SchedulerQueueLimits, backend_for, slurm
 from ..schedulers.base import Allocations, Reservation
@@ -68,7 +68,7 @@ def site_findings(site: SiteConfig, internal_ssl: bool = False) -> list[Finding]
     """Everything ``hpchub check`` reports about a valid site config without asking a scheduler;
     ``internal_ssl``: the hub runs with ``c.JupyterHub.internal_ssl = True`` (``--internal-ssl``)."""
     return (_file_findings(site) + _trust_file_findings(site) + _submission_findings(site)
-            + _network_findings(site, internal_ssl))
+            + _network_findings(site, internal_ssl) + container_findings(site))
 
 
 def _account_name(uid: int) -> str:
@@ -255,6 +255,49 @@ def jobfiles_problems(jobfiles: str) -> list[str]:
         problems.append(f"the environment {venv} of hpchub-job has what others can change: "
                         f"{'; '.join(loose[:MAX_NAMED])}{more}: {_JOBFILES_WHY}; chmod -R go-w {venv}")
     return problems
+
+
+# --- container images -------------------------------------------------------------------------
+
+_IMAGE_WHY = "whoever can change it decides what runs in every job that uses it, as that job's user"
+
+
+def container_findings(site: SiteConfig) -> list[Finding]:
+    """Each container image file of a profile (a podman archive, a .sif): where this host sees it, it
+    and the directories above it must be changeable only by root or the account running the check
+    (warnings); where it does not, an info that the nodes must have it (`hpchub doctor` tries)."""
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for index, profile in enumerate(site.profiles):
+        cluster = site.clusters[profile.cluster]
+        container = cluster.environment.extended_by(profile.environment).container
+        if container is None:
+            continue
+        own = profile.environment.container if profile.environment is not None else None
+        at: tuple[str | int, ...] = (("profiles", index, "environment", "container")
+                                     if own is not None and {"image", "images"} & own.model_fields_set
+                                     else ("clusters", profile.cluster, "environment", "container"))
+        images = [(at + ("image",), container.image)] if container.image is not None else []
+        images += [(at + ("images", number, "image"), offered.image) for number, offered in enumerate(container.images)]
+        for loc, image in images:
+            path = image_file(container.runtime, image)
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            if not os.path.exists(path):
+                findings.append(_at(site, "info", loc, f"{path} is not on this host: every node must have it "
+                                                       f"(hpchub doctor --profile {profile.slug} runs a probe job in it)"))
+                continue
+            findings += [_at(site, "warning", loc, problem)
+                         for problem in _path_problems(Path(path), "container image", _IMAGE_WHY)]
+    return findings
+
+
+def image_file(runtime: str | None, image: str) -> str | None:
+    """The file behind a container image reference (None: a name or a remote reference)."""
+    if runtime == "podman" and image.startswith(PODMAN_ARCHIVE_PREFIXES):
+        return image.split(":", 1)[1]
+    return image if image.startswith("/") else None
 
 
 # --- as whom jobs run ------------------------------------------------------------------------

@@ -69,6 +69,9 @@ DEFAULT_HUB_PORT = 8081  # JupyterHub's hub_port
 # What the job script prints when its environment block fails (hpchub/templates/partials/environment.sh.j2)
 _ENVIRONMENT_FAILURES = ("hpchub: module load", "hpchub: the 'module' command", "hpchub: cannot activate",
                          "python3: command not found", "python3: not found", "exec: python3")
+# What it prints when the profile's container cannot start (hpchub/templates/partials/container-*.sh.j2)
+_CONTAINER_FAILURES = ("hpchub: container image", "hpchub: podman is not on the PATH", "hpchub: apptainer is not on",
+                       "hpchub: singularity is not on", "hpchub: no runtime directory for podman")
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,13 @@ def _no_report_problem(site: SiteConfig, request: Any, job: PreparedJob, job_id:
         started = re.search(r"^hpchub: job \S+ for \S+ started on (\S+) at ", log, re.MULTILINE)
         host = started.group(1) if started else None
     on = f" on {host}" if host else ""
+    failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _CONTAINER_FAILURES)]
+    if failed:
+        return Problem(EXIT_ENVIRONMENT, (
+            f"The job's container did not start{on}: {failed[0]}. Fix: the container of "
+            f"{_environment_where(site, request)} needs its runtime on the nodes' PATH (a module in "
+            f"environment.modules) and its image readable by {job.user.name} on every node (an image name: stored "
+            f"in {job.user.name}'s podman storage there, or pullable). The job's log {job.log_path(job_id)} is kept."))
     failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _ENVIRONMENT_FAILURES)]
     if failed:
         return Problem(EXIT_ENVIRONMENT, (

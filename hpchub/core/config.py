@@ -68,6 +68,162 @@ class QueueLimits(_Model):
     description: SingleLine = Field(default="", description="shown to users")
 
 
+# Container images: what each runtime can take. Paths and references are written unquoted into
+# scripts only after these checks; they are still shell-quoted like every value.
+IMAGE_FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".sif", ".simg", ".img", ".squashfs")
+PODMAN_ARCHIVE_PREFIXES = ("oci-archive:", "docker-archive:")
+APPTAINER_REMOTE_PREFIXES = ("docker://", "oras://")
+# A registry reference podman can pull or has stored: [registry[:port]/]path[:tag][@digest].
+PODMAN_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+                            r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+SAFE_IMAGE_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@/-]*$")
+BIND_MODES = ("ro", "rw")
+CONTAINER_RUNTIMES = ("podman", "apptainer", "singularity")
+
+
+def _image_text(value: str) -> str:
+    """What every image reference is, whatever the runtime: one line, no flag, no blanks."""
+    _no_newlines(value)
+    if not value:
+        raise ValueError("must not be empty")
+    if value.startswith("-"):
+        raise ValueError(f"{value!r} starts with '-': it would be read as a flag")
+    if any(char.isspace() for char in value):
+        raise ValueError(f"{value!r} has blanks")
+    return value
+
+
+def _is_path_like(image: str) -> bool:
+    return image.startswith(("/", ".", "~")) or image.endswith(IMAGE_FILE_SUFFIXES)
+
+
+def image_problem(runtime: str, image: str) -> str | None:
+    """Why ``runtime`` cannot take ``image``; None: it can."""
+    if runtime == "podman":
+        if image.startswith(PODMAN_ARCHIVE_PREFIXES):
+            path = image.split(":", 1)[1]
+            if not path.startswith("/"):
+                return f"{image!r}: the archive's path must be absolute"
+            if not SAFE_IMAGE_PATH_RE.match(path):
+                return f"{image!r}: the archive's path has characters that are not allowed"
+            return None
+        if image.startswith(APPTAINER_REMOTE_PREFIXES[1]) or image.endswith((".sif", ".simg")):
+            return f"{image!r} is an Apptainer/Singularity image: podman cannot run it"
+        if _is_path_like(image):
+            if not image.startswith("/"):
+                return f"{image!r} is a relative path: give the absolute path the nodes see"
+            if not image.endswith(".tar"):
+                return (f"{image!r}: podman runs an archive file written by `podman save` (a .tar: "
+                        "oci-archive, or docker-archive:PATH) or an image name")
+            if not SAFE_IMAGE_PATH_RE.match(image):
+                return f"{image!r}: the path has characters that are not allowed"
+            return None
+        if not PODMAN_NAME_RE.match(image):
+            return (f"{image!r} is neither an absolute path to an archive nor an image name podman takes "
+                    "(registry/name:tag, lower case)")
+        return None
+    # apptainer, singularity
+    if image.startswith(APPTAINER_REMOTE_PREFIXES):
+        reference = image.split("://", 1)[1]
+        if not PODMAN_NAME_RE.match(reference):
+            return f"{image!r}: not an image reference (registry/name:tag, lower case)"
+        return None
+    if image.startswith(PODMAN_ARCHIVE_PREFIXES):
+        return f"{image!r}: give {runtime} a .sif file (apptainer build lab.sif {image}) or a docker:// reference"
+    if not image.startswith("/"):
+        if _is_path_like(image):
+            return f"{image!r} is a relative path: give the absolute path the nodes see"
+        return f"{image!r}: {runtime} takes an absolute path (a .sif file) or a docker:// or oras:// reference"
+    if not SAFE_IMAGE_PATH_RE.match(image):
+        return f"{image!r}: the path has characters that are not allowed"
+    return None
+
+
+def _bind(value: Any) -> str:
+    """``/path`` or ``/host:/container[:ro|rw]``, both paths absolute, nothing a runtime reads as a flag."""
+    if not isinstance(value, str):
+        raise ValueError(f"a bind is a string like /scratch or /data:/data:ro, got {value!r}")
+    _no_newlines(value)
+    if value.startswith("-"):
+        raise ValueError(f"{value!r} starts with '-': it would be read as a flag")
+    parts = value.split(":")
+    if len(parts) > 3:
+        raise ValueError(f"{value!r}: give /path, /host:/container or /host:/container:ro")
+    for path in parts[:2]:
+        if not path.startswith("/"):
+            raise ValueError(f"{value!r}: {path!r} is not an absolute path")
+        if not SAFE_IMAGE_PATH_RE.match(path) or "," in path:
+            raise ValueError(f"{value!r}: {path!r} has characters that are not allowed in a bind")
+    if len(parts) == 3 and parts[2] not in BIND_MODES:
+        raise ValueError(f"{value!r}: the mode {parts[2]!r} is neither ro nor rw")
+    return value
+
+
+ImageReference = Annotated[StrictStr, pydantic.AfterValidator(_image_text)]
+Bind = Annotated[str, PlainValidator(_bind)]
+
+
+class ContainerImage(_Model):
+    """An image a profile offers its users: they pick it by its label, never by its path."""
+
+    label: Annotated[SingleLine, Field(min_length=1)] = Field(description="what users see and pick")
+    image: ImageReference = Field(description="the image (as for container.image)")
+
+
+class Container(_Model):
+    """The server (and the engines) run in a container image; the job script wraps the launch in the
+    runtime (templates/partials/container-podman.sh.j2, container-apptainer.sh.j2). Modules and the
+    prologue still run on the node first (e.g. `module load apptainer`). A profile's container is
+    merged into its cluster's: keys it sets win, binds and options are appended."""
+
+    runtime: Literal["podman", "apptainer", "singularity"] | None = Field(
+        default=None, description="podman (rootless, as the user), apptainer or singularity (required, here or in "
+        "the cluster's container)")
+    image: ImageReference | None = Field(
+        default=None, description="podman: an image name the nodes have (or can pull), or the absolute path of an "
+        "archive written by `podman save` (PATH.tar: an OCI archive; docker-archive:PATH for a Docker one); "
+        "apptainer/singularity: the absolute path of a .sif file (or a sandbox directory), or a docker:// or oras:// "
+        "reference. The default of `images`, if both are given")
+    images: list[ContainerImage] = Field(
+        default=[], description="images the user may pick from on the form (by label); the first is preselected "
+        "unless `image` names one of them")
+    binds: list[Bind] = Field(
+        default=[], description="more directories in the container (the home always is): /path or "
+        "/host:/container[:ro|rw], absolute paths")
+    gpus: Literal["auto", "off"] = Field(
+        default="auto", description="auto: the job's GPUs in the container when it has any (apptainer/singularity: "
+        "--nv; podman: --device nvidia.com/gpu=all, which needs the NVIDIA Container Toolkit's CDI spec on the "
+        "nodes); off: never")
+    options: list[SingleLine] = Field(
+        default=[], description="more runtime flags, admin-only, inserted as written before the image (e.g. "
+        "--pull=never for podman, --writable-tmpfs for apptainer); not --cleanenv: the job's variables must reach "
+        "the server")
+
+    def extended_by(self, other: Container | None) -> Container:
+        """This container with a profile's: keys it sets win, binds and options appended."""
+        if other is None:
+            return self
+        set_by_other = other.model_fields_set
+        # The image and the list to pick from are one choice: a profile that sets either sets both.
+        own_images = bool({"image", "images"} & set_by_other)
+        return Container(
+            runtime=other.runtime or self.runtime,
+            image=other.image if own_images else self.image,
+            images=other.images if own_images else self.images,
+            binds=[*self.binds, *(b for b in other.binds if b not in self.binds)],
+            gpus=other.gpus if "gpus" in set_by_other else self.gpus,
+            options=[*self.options, *other.options],
+        )
+
+    def default_image(self) -> ContainerImage | None:
+        """The image a job gets when the user picks none: ``image`` (one of ``images`` if those are
+        given), else the first of ``images``."""
+        for offered in self.images:
+            if self.image is None or offered.image == self.image:
+                return offered
+        return ContainerImage(label=self.image, image=self.image) if self.image is not None else None
+
+
 class Environment(_Model):
     """How a job gets its software before the server or engines start."""
 
@@ -79,9 +235,13 @@ class Environment(_Model):
     prologue: StrictStr | None = Field(default=None, description="admin shell lines, inserted as written")
     env: dict[Annotated[StrictStr, Field(pattern=ENV_NAME_PATTERN)], SingleLine] = Field(
         default={}, description="environment variables exported in the job, values shell-quoted")
+    container: Container | None = Field(
+        default=None, description="run the server and the engines in this container image (modules and the "
+        "prologue run on the node before it starts)")
 
     def extended_by(self, other: Environment | None) -> Environment:
-        """This environment with a profile's additions: modules appended, env merged."""
+        """This environment with a profile's additions: modules appended, env merged, container merged
+        (see Container.extended_by)."""
         if other is None:
             return self
         return Environment(
@@ -90,6 +250,7 @@ class Environment(_Model):
             conda_env=other.conda_env or self.conda_env,
             prologue="\n".join(p for p in (self.prologue, other.prologue) if p) or None,
             env={**self.env, **other.env},
+            container=self.container.extended_by(other.container) if self.container is not None else other.container,
         )
 
 
@@ -768,7 +929,56 @@ def check_references_and_limits(site: SiteConfig) -> list[_RawProblem]:
             )
         problems += _check_bounds_consistent(profile, at)
         problems += _check_allocations(profile, cluster, at)
+        problems += _check_container(profile, cluster, at)
     return _unique(problems)
+
+
+def _check_container(profile: Profile, cluster: Cluster, at: tuple) -> list[_RawProblem]:
+    """The profile's container (its own merged into its cluster's): a runtime, an image, images the
+    runtime can take, labels users can tell apart; no venv or conda env of the node around it."""
+    environment = cluster.environment.extended_by(profile.environment)
+    container = environment.container
+    if container is None:
+        return []
+    own = profile.environment.container if profile.environment is not None else None
+    profile_at, cluster_at = at + ("environment", "container"), ("clusters", profile.cluster, "environment", "container")
+
+    def where(*keys: str) -> tuple:
+        """The container key the value of ``keys[0]`` comes from: the profile's if it sets it, else the cluster's."""
+        sets_it = own is not None and bool(set(keys) & own.model_fields_set)
+        return profile_at if sets_it or cluster.environment.container is None else cluster_at
+
+    problems = []
+    if container.runtime is None:
+        problems.append(_RawProblem(where("runtime"), "runtime is required: podman, apptainer or singularity"))
+    if container.image is None and not container.images:
+        problems.append(_RawProblem(where("image", "images"), "give an image (or images to pick from)"))
+    images_at = where("image", "images")
+    if container.runtime is not None:
+        if container.image is not None:
+            problem = image_problem(container.runtime, container.image)
+            if problem is not None:
+                problems.append(_RawProblem(images_at + ("image",), problem))
+        for index, offered in enumerate(container.images):
+            problem = image_problem(container.runtime, offered.image)
+            if problem is not None:
+                problems.append(_RawProblem(images_at + ("images", index, "image"), problem))
+    labels = [offered.label for offered in container.images]
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            problems.append(_RawProblem(images_at + ("images", index, "label"), f"label {label!r} is used by an "
+                                        "earlier image: users pick images by their label"))
+    if container.image is not None and container.images and container.image not in (i.image for i in container.images):
+        problems.append(_RawProblem(images_at + ("image",), "with images, image names the one preselected: it must "
+                                    "be one of them (or leave it out: the first is preselected)"))
+    for key in ("venv", "conda_env"):
+        if getattr(environment, key) is not None:
+            env_at = at if profile.environment is not None and getattr(profile.environment, key) is not None \
+                else ("clusters", profile.cluster)
+            problems.append(_RawProblem(env_at + ("environment", key), f"a {key} of the node means nothing inside the "
+                                        "container image: the image brings its own Python (modules and the prologue "
+                                        "still run on the node, e.g. to load the container runtime)"))
+    return problems
 
 
 def _check_allocations(profile: Profile, cluster: Cluster, at: tuple) -> list[_RawProblem]:

@@ -39,6 +39,8 @@ ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
 # The account, QoS and reservation (its name) a server job charges: engines its notebook starts charge
 # the same unless told otherwise (hpchub.parallel). Grid Engine has no variables of its own for them.
 ENV_PARENT_ALLOCATIONS = {"account": "HPCHUB_ACCOUNT", "qos": "HPCHUB_QOS", "reservation": "HPCHUB_RESERVATION"}
+# The label of the container image the user picked for a server job: its engines run in the same one.
+ENV_PARENT_IMAGE = "HPCHUB_IMAGE"
 # A server job submitted over SSH gets the site config as this file of its job directory.
 SITE_COPY = "site.yaml"
 
@@ -109,6 +111,8 @@ def server_job(
     env = {ENV_ENGINE_PROFILE: request.profile.slug}
     chosen = {"account": request.account, "qos": request.qos, "reservation": request.reservation_name}
     env.update({ENV_PARENT_ALLOCATIONS[field]: value for field, value in chosen.items() if value})
+    if request.image is not None:
+        env[ENV_PARENT_IMAGE] = request.image.label
     if request.cluster.submit.via == "ssh":
         # The hub's file is not on the cluster: a copy travels with the job's files (SITE_COPY).
         env[ENV_SITE_CONFIG] = f"{job_dir(user, name)}/{SITE_COPY}"

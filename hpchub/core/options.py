@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from ..schedulers.base import Allocations, Reservation
-from .config import ALLOCATION_FIELDS, AllocationRule, Cluster, Profile, QueueLimits, SiteConfig
+from .config import ALLOCATION_FIELDS, AllocationRule, Cluster, ContainerImage, Profile, QueueLimits, SiteConfig
 from .units import Memory, Walltime
 
 RESOURCE_FIELDS = ("cores", "memory", "walltime", "gpus", "nodes")
-ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS)
+ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS, "image")
 # Keys a caller may include that are not resource choices (the spawner reads them itself).
 PASSTHROUGH_KEYS = frozenset({"profile"})
 
@@ -51,6 +51,7 @@ class JobRequest:
     reservation: str | None = None
     reservation_name: str | None = None
     reservation_opens: datetime | None = None  # the reservation is not open yet (scheduler's local time)
+    image: ContainerImage | None = None  # the container image picked from the profile's list (None: its default)
 
     @property
     def queue_limits(self) -> QueueLimits:
@@ -204,6 +205,35 @@ def _reservation(rule: AllocationRule, name: str, cluster: Cluster, allocations:
     return None
 
 
+def image_choices(profile: Profile, cluster: Cluster) -> tuple[ContainerImage, ...]:
+    """The container images a user of ``profile`` may pick from (by label); empty: nothing to pick."""
+    container = cluster.environment.extended_by(profile.environment).container
+    return tuple(container.images) if container is not None and len(container.images) > 1 else ()
+
+
+def _resolve_image(profile: Profile, cluster: Cluster, raw: Any, problems: dict[str, str]) -> ContainerImage | None:
+    """The image the user picked, by its label: one of the admin's list, nothing else (None: the
+    profile's default). The label never reaches the script; the admin's image does."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    container = cluster.environment.extended_by(profile.environment).container
+    default = container.default_image() if container is not None else None
+    if not isinstance(raw, str):
+        problems["image"] = f"{raw!r} is not an image's label"
+        return None
+    choices = image_choices(profile, cluster)
+    if not choices:
+        if default is not None and raw == default.label:
+            return None  # the one image there is
+        problems["image"] = f"profile {profile.slug!r} does not let users choose the container image"
+        return None
+    for offered in choices:
+        if offered.label == raw:
+            return offered
+    problems["image"] = f"{raw!r} is not one of {', '.join(offered.label for offered in choices)}"
+    return None
+
+
 def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None = None,
                     allocations: Allocations | None = None) -> JobRequest:
     """The job a user gets from ``profile`` with their ``values``; raise OptionsError if any is refused.
@@ -223,8 +253,8 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         if field not in ADJUSTABLE_FIELDS:
             problems[field] = f"unknown option (options: {', '.join(ADJUSTABLE_FIELDS)})"
             continue
-        if field in ALLOCATION_FIELDS:
-            continue  # below: their allowed values may come from the scheduler
+        if field in (*ALLOCATION_FIELDS, "image"):
+            continue  # below: their allowed values may come from the scheduler, or are labels
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue  # left empty: the profile's value stands
         if field not in adjustable:
@@ -264,6 +294,7 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
     qos = _resolve_allocation(profile, rules["qos"], values.get("qos"), allocations, account, problems, scheduler)
     reservation_name = _resolve_allocation(profile, rules["reservation"], values.get("reservation"),
                                            allocations, account, problems, scheduler)
+    image = _resolve_image(profile, cluster, values.get("image"), problems)
     reservation = None
     if reservation_name is not None and "reservation" not in problems:
         reservation = _reservation(rules["reservation"], reservation_name, cluster, allocations, problems)
@@ -279,5 +310,6 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         reservation=reservation.reservation_id if reservation is not None else reservation_name,
         reservation_name=reservation_name,
         reservation_opens=reservation.start if reservation is not None and not reservation.active else None,
+        image=image,
         **resources,
     )

@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from ..schedulers import backend_for
-from .config import Environment, SiteConfig
+from .config import PODMAN_ARCHIVE_PREFIXES, Container, ContainerImage, Environment, SiteConfig
 from .options import JobRequest
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -59,6 +59,19 @@ def shell_value(value: Any) -> str:
 def shell_join(args: Sequence[Any]) -> Raw:
     """A command line from a list of arguments, each quoted."""
     return Raw(" ".join(shell_value(arg) for arg in args))
+
+
+def shell_script(text: str) -> Raw:
+    """A (multi-line) script as one quoted word, for ``bash -c``: unlike a value it may span lines,
+    which inside single quotes are only text; the script itself is template output."""
+    if "\0" in text:
+        raise RenderError("refusing to put a NUL character into a job script")
+    return Raw(shlex.quote(str(text)))
+
+
+def prefixed(values: Sequence[Any], flag: str) -> list[Any]:
+    """``[flag, value]`` for each value: ``names | prefixed("--env") | shell_join``."""
+    return [item for value in values for item in (flag, value)]
 
 
 def packaged_templates_dir() -> Path:
@@ -120,6 +133,8 @@ def template_environment(site_templates: Path | None = None) -> jinja2.Environme
     # already quoted where needed: mark it Raw so printing it does not quote it twice.
     environment.concat = _concat_raw  # type: ignore[method-assign]
     environment.filters["shell_join"] = shell_join
+    environment.filters["shell_script"] = shell_script
+    environment.filters["prefixed"] = prefixed
     return environment
 
 
@@ -177,6 +192,12 @@ def job_context(
         )
     if launch.secrets_file is not None:
         checked(launch.secrets_file, SAFE_PATH_RE, "secrets file")
+    container = None
+    if environment.container is not None:
+        image = request.image or environment.container.default_image()
+        assert image is not None, "checked when the site config was loaded"
+        container = container_context(environment.container, image, cluster.scheduler, request.gpus, launch,
+                                      environment.env)
     return {
         "site": site.site,
         "cluster": {"name": request.cluster_name, "scheduler": cluster.scheduler},
@@ -213,6 +234,59 @@ def job_context(
             "env": environment.env,
         },
         "launch": launch,
+        "container": container,
+    }
+
+
+# The scheduler's variables a job's processes read (job id, node name, task, slots): podman passes in
+# only what it is told (``--env NAME``, ``NAME*`` for a prefix); apptainer passes the environment on.
+SCHEDULER_VARIABLES = {"slurm": ("SLURM*",), "sge": ("JOB_ID", "JOB_NAME", "NSLOTS", "PE_HOSTFILE", "SGE_*")}
+# What the job script itself exports for the job side (HPCHUB_JOB_END, HPCHUB_NODE_NAME, ...).
+JOB_VARIABLES = ("HPCHUB_*", "LANG", "TZ")
+
+
+# Run inside the container: the job's secrets file is read there, so its values never pass a
+# command line (``ps`` shows those to every user on the node).
+SOURCE_SECRETS = 'set -a && . "$1" && set +a && shift && exec "$@"'
+
+
+def container_context(container: Container, image: ContainerImage, scheduler: str, gpus: int, launch: Launch,
+                      admin_env: Mapping[str, str]) -> dict[str, Any]:
+    """What the container partials see (``container`` in a template): the runtime and its partial,
+    the image as the runtime takes it and the file to check on the node (None for a name or a
+    remote reference), the binds, whether to pass the GPUs, the admin's flags, the environment
+    variables to pass in by name (podman; never their values, which ``ps`` would show) and the
+    command run inside (the launch command, after sourcing the secrets file if it has one)."""
+    assert container.runtime is not None, "checked when the site config was loaded"
+    reference = image.image
+    image_file: str | None = None
+    if container.runtime == "podman":
+        if reference.startswith(PODMAN_ARCHIVE_PREFIXES):
+            image_file = reference.split(":", 1)[1]
+        elif reference.startswith("/"):
+            # `podman save --format oci-archive` writes these; docker-archive:PATH says otherwise.
+            image_file, reference = reference, f"oci-archive:{reference}"
+    elif reference.startswith("/"):
+        image_file = reference
+    patterns = [*JOB_VARIABLES, *SCHEDULER_VARIABLES.get(scheduler, ())]
+    prefixes = tuple(pattern[:-1] for pattern in patterns if pattern.endswith("*"))
+    variables = [*patterns, *(name for name in (*admin_env, *launch.env) if not name.startswith(prefixes))]
+    if gpus:
+        variables.append("CUDA_VISIBLE_DEVICES")
+    return {
+        "runtime": container.runtime,
+        # apptainer and singularity take the same command line: one partial for both.
+        "partial": "partials/container-podman.sh.j2" if container.runtime == "podman"
+        else "partials/container-apptainer.sh.j2",
+        "image": checked(reference, re.compile(r"^[A-Za-z0-9_.+@/:-]+$"), "container image"),
+        "image_file": checked(image_file, SAFE_PATH_RE, "container image") if image_file is not None else None,
+        "label": image.label,
+        "binds": [checked(bind, re.compile(r"^/[A-Za-z0-9_.+@/:-]*$"), "container bind") for bind in container.binds],
+        "gpus": container.gpus == "auto" and gpus > 0,
+        "options": [Raw(option) for option in container.options],
+        "env_names": list(dict.fromkeys(variables)),
+        "command": (("/bin/sh", "-c", SOURCE_SECRETS, "hpchub-secrets", launch.secrets_file, *launch.command)
+                    if launch.secrets_file else tuple(launch.command)),
     }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from ..core.config import ALLOCATION_FIELDS, Profile, SiteConfig
-from ..core.options import JobRequest, OptionsError, allocation_word, allowed_values, made_by_trusted
+from ..core.options import JobRequest, OptionsError, allocation_word, allowed_values, image_choices, made_by_trusted
 from ..core.render import SiteTemplateLoader
 from ..core.units import Memory, Walltime
 from ..schedulers import QueueInfo
@@ -35,7 +35,7 @@ MIB = 1024**2
 # Where a problem that belongs to no input of the chosen profile is shown (unknown or fixed fields).
 GENERAL = "_general"
 LABELS = {"cores": "Cores", "memory": "Memory (GB)", "walltime": "Walltime", "gpus": "GPUs", "nodes": "Nodes",
-          "queue": "Queue", "account": "Account", "qos": "QoS", "reservation": "Reservation"}
+          "queue": "Queue", "account": "Account", "qos": "QoS", "reservation": "Reservation", "image": "Image"}
 _NUMBER_RE = re.compile(r"^\s*[0-9]{1,6}(\.[0-9]{1,6})?\s*$")
 _WHOLE_RE = re.compile(r"^\s*[0-9]{1,6}\s*$")
 
@@ -373,6 +373,31 @@ def _allocation_view(profile: Profile, name: str, allocations: Allocations | Non
     return view
 
 
+def _image_view(site: SiteConfig, profile: Profile, values: Mapping[str, str],
+                problem: str | None) -> dict[str, Any] | None:
+    """A select of the container images the profile offers, by label (the default preselected);
+    None when there is nothing to pick."""
+    cluster = site.clusters[profile.cluster]
+    choices = image_choices(profile, cluster)
+    if not choices:
+        return None
+    base = f"{profile.slug}{FIELD_SEPARATOR}image"
+    labels = [offered.label for offered in choices]
+    default = container_image_label(site, profile)
+    chosen = values.get("image")
+    return {"name": "image", "label": LABELS["image"], "id": base, "hint_id": f"{base}-hint",
+            "error_id": f"{base}-error", "error": problem, "kind": "select", "inputs": [{"id": base, "name": base}],
+            "options": [(label, label) for label in labels],
+            "selected": chosen if chosen in labels else default, "hint": f"{len(labels)} container images"}
+
+
+def container_image_label(site: SiteConfig, profile: Profile) -> str | None:
+    """The label of the container image a job of ``profile`` runs in by default (None: no container)."""
+    container = site.clusters[profile.cluster].environment.extended_by(profile.environment).container
+    image = container.default_image() if container is not None else None
+    return image.label if image is not None else None
+
+
 def pinned_reservation_text(site: SiteConfig, profile: Profile, allocations: Allocations | None) -> str | None:
     """The card's line for a reservation the profile pins: ``reservation course-later opens 2026-12-26 10:00``
     (the opening of the one hpchub would use, not of a user's namesake)."""
@@ -449,6 +474,11 @@ def render_spawn_form(
                 if is_chosen:
                     general.pop(name, None)
                 fields.append(view)
+        image_view = _image_view(site, p, values, general.get("image") if is_chosen else None)
+        if image_view is not None:
+            if is_chosen:
+                general.pop("image", None)
+            fields.append(image_view)
         groups.setdefault(p.cluster, []).append({
             "profile": p,
             "chosen": is_chosen,
@@ -458,6 +488,7 @@ def render_spawn_form(
             "live": live_queues.get((p.cluster, p.queue)),
             "live_age": age_text(queue_ages.get(p.cluster)),
             "reservation": pinned_reservation_text(site, p, allocations.get(p.cluster)),
+            "image": container_image_label(site, p),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None

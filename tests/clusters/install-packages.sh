@@ -19,7 +19,8 @@ usage() {
 [ $# -le 1 ] || usage
 what=${1:-all}
 
-common=(sudo iproute2 iptables procps psmisc python3-venv util-linux)
+# shellcheck: tests/test_containers.py checks every rendered job script with it.
+common=(sudo iproute2 iptables procps psmisc python3-venv util-linux shellcheck)
 slurm=(slurm-wlm slurmctld slurmd slurm-client munge)
 # Slurm accounting (slurm.sh starts MariaDB and slurmdbd itself, never the packages' services).
 slurm_accounting=(slurmdbd mariadb-server)
