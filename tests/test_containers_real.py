@@ -47,6 +47,8 @@ image=$1 archive=$2 name=$3 mode=${4:-}
 # A batch job has no login session: podman uses its own per-user directory under /tmp.
 unset XDG_RUNTIME_DIR
 echo "node: $(hostname) mnt=$(readlink /proc/self/ns/mnt) net=$(readlink /proc/self/ns/net)"
+info='runtime={{.Host.OCIRuntime.Name}} cgroups={{.Host.CgroupManager}} graphroot={{.Store.GraphRoot}}'
+echo "podman: $(podman info --format "$info")"
 podman image exists "$image" || podman load -q -i "$archive" >/dev/null || { echo "load failed"; exit 1; }
 inside='echo "image: $(cat /etc/hpchub-test-image)"
 echo "container: uid=$(id -u) mnt=$(readlink /proc/self/ns/mnt) net=$(readlink /proc/self/ns/net)"
@@ -59,7 +61,12 @@ if [ "$mode" = serve ]; then
 exec timeout 300 python3 -u -m http.server --bind 0.0.0.0 --directory /etc 0"
 fi
 podman run --rm --name "$name" --userns keep-id --network host -v "$HOME:$HOME" -w "$HOME" "$image" \
-    sh -c "$inside"
+    sh -c "$inside" &
+podman_pid=$!
+# scancel sends SIGTERM to the job's processes: `podman run` dies of it without stopping the
+# container, whose conmon runs outside the job's process tree; so the job stops it by name.
+trap 'podman stop --time 2 "$name" >/dev/null 2>&1; exit 143' TERM INT HUP
+wait "$podman_pid"
 echo "podman exit: $?"
 """
 
@@ -132,9 +139,12 @@ def fields(text: str, key: str) -> dict[str, str]:
 
 
 def check_log(text: str, image: LabImage, node: str) -> None:
-    """The job ran on ``node``, and its container in the image, in a mount namespace of its own,
-    in the node's network namespace, as the user."""
-    on_node, inside = fields(text, "node"), fields(text, "container")
+    """The job ran on ``node`` with podman as the admin configured it, and its container in the
+    image, in a mount namespace of its own, in the node's network namespace, as the user."""
+    on_node, inside, podman = fields(text, "node"), fields(text, "container"), fields(text, "podman")
+    # The admin's /etc/containers (tests/clusters/containers.sh), not flags, chose these.
+    assert podman["runtime"] == "runc" and podman["cgroups"] == "cgroupfs", text
+    assert podman["graphroot"] == f"/var/tmp/containers-{uid(USER)}/storage", text
     assert re.search(rf"^node: {node} ", text, re.MULTILINE), text
     assert f"image: {image.mark}" in text, text
     assert inside["mnt"] != on_node["mnt"], text
@@ -209,7 +219,7 @@ async def test_podman_in_slurm_jobs_on_two_nodes_at_once_serves_on_the_nodes_add
         port = re.search(r"Serving HTTP on \S+ port (\d+)", text)
         assert port, text
         assert fetch(f"http://10.77.0.{10 + index}:{port.group(1)}/hpchub-test-image").strip() == test_image.mark
-    # Cancelling the job ends its container too (podman run passes the signal on; --rm removes it).
+    # Cancelling the job ends its container too (the job's trap stops it; --rm removes it).
     await client.cancel(USER, [job_id for job_id, _, _ in jobs.values()])
     deadline = time.monotonic() + 30
     names = [name for _, _, name in jobs.values()]
