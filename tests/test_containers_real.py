@@ -10,6 +10,7 @@ storage the first time (per node and user), then runs the container as a job wou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
@@ -49,7 +50,7 @@ unset XDG_RUNTIME_DIR
 echo "node: $(hostname) mnt=$(readlink /proc/self/ns/mnt) net=$(readlink /proc/self/ns/net)"
 info='runtime={{.Host.OCIRuntime.Name}} cgroups={{.Host.CgroupManager}} graphroot={{.Store.GraphRoot}}'
 echo "podman: $(podman info --format "$info")"
-podman image exists "$image" || podman load -q -i "$archive" >/dev/null || { echo "load failed"; exit 1; }
+podman image exists "$image" || podman load -q -i "$archive" >/dev/null || { echo "podman exit: load failed"; exit 1; }
 inside='echo "image: $(cat /etc/hpchub-test-image)"
 echo "container: uid=$(id -u) mnt=$(readlink /proc/self/ns/mnt) net=$(readlink /proc/self/ns/net)"
 echo "jupyterhub: $(python3 -c "import jupyterhub; print(jupyterhub.__version__)")"
@@ -168,6 +169,17 @@ def container_exists(name: str) -> bool:
     return result.returncode == 0
 
 
+async def wait_for_server_or_exit(log: Path) -> str:
+    """The log once the container's server listens, or once podman is done (then it fails at once)."""
+    text = await wait_for_file_text(log, "\n", timeout=JOB_TIMEOUT)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while "Serving HTTP on" not in text:
+        assert "podman exit:" not in text and time.monotonic() < deadline, f"no server in the container: {text}"
+        await asyncio.sleep(0.3)
+        text = log.read_text()
+    return text
+
+
 def fetch(url: str, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -213,7 +225,7 @@ async def test_podman_in_slurm_jobs_on_two_nodes_at_once_serves_on_the_nodes_add
     jobs = {node: await run_probe(site, f"container-{node}", probe, test_image, submitted, "serve")
             for node in ("node1", "node2")}
     for index, (node, (_, log, _)) in enumerate(jobs.items(), start=1):
-        text = await wait_for_file_text(log, "Serving HTTP on", timeout=JOB_TIMEOUT)
+        text = await wait_for_server_or_exit(log)
         check_log(text, test_image, node)
         assert fields(text, "container")["net"] == netns_inode(f"hpchub-{node}"), text
         port = re.search(r"Serving HTTP on \S+ port (\d+)", text)
