@@ -61,14 +61,24 @@ if [ "$mode" = serve ]; then
     inside="$inside
 exec timeout 300 python3 -u -m http.server --bind 0.0.0.0 --directory /etc 0"
 fi
+# scancel sends SIGTERM to the job's processes: `podman run` dies of it without stopping the
+# container, whose conmon runs outside the job's process tree; so the job stops it by name. Also
+# when `podman run` got the signal first and this script sees only its end (then it may exit 0).
+stop_container() {
+    echo "job: $1, stopping the container"
+    podman stop --ignore --time 2 "$name" >/dev/null
+    echo "job: podman stop exit $?"
+    exit 143
+}
+trap 'stop_container TERM' TERM
+trap 'stop_container INT' INT
+trap 'stop_container HUP' HUP
 podman run --rm --name "$name" --userns keep-id --network host -v "$HOME:$HOME" -w "$HOME" "$image" \
     sh -c "$inside" &
-podman_pid=$!
-# scancel sends SIGTERM to the job's processes: `podman run` dies of it without stopping the
-# container, whose conmon runs outside the job's process tree; so the job stops it by name.
-trap 'podman stop --time 2 "$name" >/dev/null 2>&1; exit 143' TERM INT HUP
-wait "$podman_pid"
-echo "podman exit: $?"
+wait "$!"
+status=$?
+echo "podman exit: $status"
+! podman container exists "$name" || stop_container "podman run ended, its container did not"
 """
 
 # The multi partition's nodes by name (tests/clusters/slurm.sh: node addresses 10.77.0.1N).
@@ -236,7 +246,9 @@ async def test_podman_in_slurm_jobs_on_two_nodes_at_once_serves_on_the_nodes_add
     deadline = time.monotonic() + 30
     names = [name for _, _, name in jobs.values()]
     while any(container_exists(name) for name in names):
-        assert time.monotonic() < deadline, f"containers {names} outlive their cancelled jobs"
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"{node}: {log.read_text()}" for node, (_, log, _) in jobs.items())
+            raise AssertionError(f"containers {names} outlive their cancelled jobs:\n{logs}")
         time.sleep(0.5)
 
 
