@@ -3,7 +3,8 @@
 # the Python venv, test users), starts the test LDAP directory (tests/clusters/ldap.sh: its users
 # resolve through NSS, so it comes up before the schedulers' daemons and goes down after them), the
 # local Slurm and Grid Engine clusters and the SSH login node in front of them
-# (tests/clusters/login.sh), runs pytest
+# (tests/clusters/login.sh), rootless podman for the jobs and the test container image (built once,
+# cached in /var/lib/hpchub-test/images: tests/clusters/containers.sh, image.sh), runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff, mypy (configured in pyproject.toml) and the docs build
 # (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
@@ -17,6 +18,10 @@ bash tests/clusters/install-packages.sh
 bash tests/setup-python.sh
 bash tests/setup-proxy.sh >/dev/null
 bash tests/clusters/users.sh
+bash tests/clusters/containers.sh up
+# The container image of tests/test_containers_real.py: about 85 s when it must be built, a
+# stamp check otherwise.
+bash tests/clusters/image.sh build >/dev/null
 
 started=()
 stop_started() {

@@ -3,15 +3,17 @@
 # Grid Engine + the login node's OpenSSH + helpers). Idempotent: returns at once
 # when all are installed.
 #
-# usage: install-packages.sh [all|slurm|sge|login|ldap]     (default: all)
+# usage: install-packages.sh [all|slurm|sge|login|ldap|containers]     (default: all)
 #   login: a Slurm client with sshd (the login node container of docker-compose.test.yml)
 #   ldap: OpenLDAP's slapd and nslcd (tests/clusters/ldap.sh), preseeded to leave the host alone
+#   containers: rootless podman for the jobs and mmdebstrap for the test image
+#               (tests/clusters/containers.sh, tests/clusters/image.sh)
 set -euo pipefail
 
 PROG=install-packages.sh
 
 usage() {
-    echo "usage: $PROG [all|slurm|sge|login|ldap]" >&2
+    echo "usage: $PROG [all|slurm|sge|login|ldap|containers]" >&2
     echo "  Installs (apt) the packages for the hpchub test clusters; no-op when present." >&2
     exit 2
 }
@@ -32,15 +34,22 @@ sge=(gridengine-master gridengine-exec gridengine-client)
 ssh=(openssh-server openssh-client)
 # Users and groups from LDAP (tests/clusters/ldap.sh runs slapd and nslcd with its own configs).
 ldap=(slapd ldap-utils nslcd libnss-ldapd)
+# Rootless podman as the users' jobs run it (tests/clusters/containers.sh configures it): uidmap
+# gives newuidmap/newgidmap for the user namespace, slirp4netns podman's rootless networking (our
+# jobs use --network host, but podman 4.3 wants it installed), runc the OCI runtime (Debian's
+# default crun refuses the hybrid cgroup hierarchy of our machines). mmdebstrap builds the test
+# image's Debian root from the apt registry (tests/clusters/image.sh).
+containers=(podman uidmap slirp4netns runc mmdebstrap)
 # The page tests' headless browser (tests/helpers/browser.py drives it with Playwright).
 browser=(chromium)
 
 case "$what" in
-    all) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${sge[@]}" "${ssh[@]}" "${ldap[@]}" "${browser[@]}" "${common[@]}") ;;
+    all) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${sge[@]}" "${ssh[@]}" "${ldap[@]}" "${browser[@]}" "${containers[@]}" "${common[@]}") ;;
     slurm) pkgs=("${slurm[@]}" "${slurm_accounting[@]}" "${common[@]}") ;;
     sge) pkgs=("${sge[@]}" "${common[@]}") ;;
     login) pkgs=(slurm-client munge "${ssh[@]}" "${common[@]}") ;;
     ldap) pkgs=("${ldap[@]}" "${common[@]}") ;;
+    containers) pkgs=("${containers[@]}" "${common[@]}") ;;
     -h | --help) usage ;;
     *) usage ;;
 esac

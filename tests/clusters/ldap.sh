@@ -5,7 +5,8 @@
 #
 #   base dn   dc=hpchub,dc=test  (ou=people, ou=groups), ldap://127.0.0.1:3389/
 #   users     dora (uid 20001), emil (uid 20002): posixAccount + shadowAccount, a password for the
-#             hub login (LDAP simple bind), a user-private primary group, a home under /home
+#             hub login (LDAP simple bind), a user-private primary group, a home under /home,
+#             subordinate uids and gids (/etc/subuid, /etc/subgid) for rootless podman
 #   groups    course2026 (dora) and ldapusers (dora, emil): secondary groups (posixGroup memberUid)
 #
 # The host's files: `up` adds `ldap` after `files` for passwd and group in /etc/nsswitch.conf and
@@ -359,6 +360,9 @@ healthy() {
 summary() { echo "ldap: up ($URI, base $BASE; users dora, emil through nslcd)"; }
 
 cmd_up() {
+    local entry
+    # Their jobs run rootless podman too (tests/clusters/containers.sh); useradd never saw them.
+    for entry in "${USERS[@]}"; do ensure_subids "${entry%% *}"; done
     if healthy; then
         summary
         return 0

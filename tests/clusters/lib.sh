@@ -115,3 +115,19 @@ take_lock() {
     exec 9>"$HPCHUB_CLUSTERS_STATE/$1.lock"
     flock -w 300 9 || die "could not get lock $HPCHUB_CLUSTERS_STATE/$1.lock"
 }
+
+# ensure_subids NAME...: give each user a range of 65536 subordinate uids and gids in /etc/subuid
+# and /etc/subgid (rootless podman maps the container's users onto them), after the highest range
+# in use. useradd does it by itself once uidmap is installed, but not for users made before that
+# nor for users from LDAP; the files name users, so a range may be given before NSS knows them.
+ensure_subids() {
+    local u f start
+    for f in /etc/subuid /etc/subgid; do
+        [ -e "$f" ] || install -m 0644 /dev/null "$f"
+        for u in "$@"; do
+            grep -q "^$u:" "$f" && continue
+            start=$(awk -F: 'BEGIN {m = 100000} $2 + $3 > m {m = $2 + $3} END {print m}' "$f")
+            echo "$u:$start:65536" >>"$f"
+        done
+    done
+}

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Create the test users alice, bob and carol (uid >= 1000, home under /home,
-# no password but not locked, so key login works) and check that root can
-# run commands as them with sudo. Idempotent.
+# no password but not locked, so key login works, subordinate uids and gids for
+# rootless podman in their jobs) and check that root can run commands as them
+# with sudo. Idempotent.
 #
 # usage: users.sh
 set -euo pipefail
@@ -34,6 +35,7 @@ for u in alice bob carol; do
     if [ "$(getent shadow "$u" | cut -d: -f2)" != '*' ]; then
         usermod -p '*' "$u"
     fi
+    ensure_subids "$u"
     out=$(sudo -n -u "$u" id -un 2>&1) && [ "$out" = "$u" ] ||
         die "root cannot run commands as $u with sudo: $out"
 done
