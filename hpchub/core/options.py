@@ -7,7 +7,7 @@ only within the admin's bounds and the queue's limits, and they never override a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -281,3 +281,29 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         reservation_opens=reservation.start if reservation is not None and not reservation.active else None,
         **resources,
     )
+
+
+def resolve_inheriting(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None,
+                       inherited: Mapping[str, str], allocations: Allocations | None = None,
+                       refused: Callable[[str, str, str], None] | None = None) -> JobRequest:
+    """resolve_request for an engine job: ``values`` are the user's choices; ``inherited`` the account,
+    QoS or reservation of the notebook's own server job, taken for the fields ``values`` leave out
+    where the profile lets users choose them. An inherited value the profile or the scheduler refuses
+    gives way to the profile's default (``refused(field, value, why)`` hears of it): the engines still
+    start, charged as the profile says. The user's own values are never dropped."""
+    values = dict(values or {})
+    given = {field for field, value in values.items() if value is not None and str(value).strip()}
+    taken = {field: value.strip() for field, value in inherited.items()
+             if field in ALLOCATION_FIELDS and field not in given and isinstance(value, str) and value.strip()
+             and profile.allocation(field).adjustable}
+    while True:
+        try:
+            return resolve_request(site, profile, {**values, **taken}, allocations)
+        except OptionsError as error:
+            dropped = taken.keys() & error.problems.keys()
+            if not dropped:
+                raise
+            for field in sorted(dropped):
+                value = taken.pop(field)
+                if refused is not None:
+                    refused(field, value, error.problems[field])
