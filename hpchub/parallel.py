@@ -33,7 +33,8 @@ from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_SITE_CONF
 from .core.options import JobRequest, needs_allocations, resolve_inheriting
 from .core.render import UserAccount
 from .core.runtime import ClusterRuntime
-from .job.engines import EngineSetLauncher, HPCControllerLauncher, in_server_job, listens_on_localhost_only, reachable_address
+from .job import engines as job_engines
+from .job.engines import HPCControllerLauncher, in_server_job, listens_on_localhost_only, reachable_address
 from .schedulers import JobState
 from .schedulers.base import Allocations
 from .transports.cluster import ClusterClient, ClusterSpec, user_allocations
@@ -45,9 +46,9 @@ __all__ = ["Cluster", "HPCControllerLauncher", "HPCEngineSetLauncher", "reachabl
 ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
 
 
-class HPCEngineSetLauncher(EngineSetLauncher):
+class HPCEngineSetLauncher(job_engines.HPCEngineSetLauncher):
     """n ipengines as one batch job (Slurm: srun tasks; Grid Engine: an array job): inside a server
-    job hpchub started, the hub submits it (EngineSetLauncher); elsewhere this process does, as its
+    job hpchub started, the hub submits it (hpchub.job.engines); elsewhere this process does, as its
     user, from ``site_config``."""
 
     site_config = Unicode(config=True, help=f"""The hpchub site config, outside hpchub's server jobs (default:

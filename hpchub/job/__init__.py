@@ -22,6 +22,6 @@ dependencies (tests/test_job_side.py keeps it so).
 # installed too, ipyparallel takes the entry point it lists last (the installed package's
 # hpchub.parallel launchers, subclasses of these): inside a server job both ask the hub.
 IPYPARALLEL_ENTRY_POINTS = {
-    "ipyparallel.engine_launchers": {"hpchub": "engines:EngineSetLauncher"},
+    "ipyparallel.engine_launchers": {"hpchub": "engines:HPCEngineSetLauncher"},
     "ipyparallel.controller_launchers": {"hpchub": "engines:HPCControllerLauncher"},
 }

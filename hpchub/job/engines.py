@@ -3,7 +3,7 @@ controller listens where they reach it. Runs in the user's kernel, as the user, 
 
 ``ipyparallel.Cluster(engines="hpchub", n=8)`` in a kernel whose server hpchub started needs nothing
 of hpchub installed in the kernel's environment (nor sbatch, qsub, munge or the site config: it may
-run in a container image). ``EngineSetLauncher`` does not render or submit anything: it posts
+run in a container image). ``HPCEngineSetLauncher`` does not render or submit anything: it posts
 "n engines of this profile, with these options, this command and this connection info" to the hub
 (``POST {JUPYTERHUB_API_URL}/hpchub/engines``) with the server's own API token
 (``JUPYTERHUB_API_TOKEN``, which the hub gave this server's job). The hub checks the request like
@@ -25,6 +25,7 @@ until a server loads it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -146,10 +147,12 @@ def ask_hub(method: str, path: str = "", body: Mapping[str, Any] | None = None, 
     return json.loads(text) if text else {}
 
 
-class EngineSetLauncher(EngineLauncher):
+class HPCEngineSetLauncher(EngineLauncher):
     """n ipengines as one batch job that the hub submits as this server's user (Slurm: srun tasks;
     Grid Engine: an array job)."""
 
+    # The same class name as the installed package's subclass (hpchub.parallel), so that
+    # ``c.HPCEngineSetLauncher.options = ...`` configures whichever ipyparallel found.
     entrypoint_name = "hpchub"
 
     profile = Unicode(config=True, help="Profile slug for the engine job (default: the server's own profile).")
@@ -194,7 +197,12 @@ class EngineSetLauncher(EngineLauncher):
             return
         self.log.info("the controller listens on localhost only, which engines on other nodes cannot reach: "
                       "restarting it as hpchub's (controller='hpchub' avoids this)")
+        stale = list((getattr(controller, "connection_files", None) or {}).values())
         await cluster.stop_controller()
+        # The new controller writes its files where the old one did: read no stale ports or key.
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
         cluster.controller_launcher_class = HPCControllerLauncher
         await cluster.start_controller()
         info = cluster.controller.get_connection_info()
