@@ -149,7 +149,7 @@ async def test_the_hub_submits_the_engines_as_the_servers_user_named_after_its_j
     # Watched by the shared poller; the server's stop cancels it (by name) and forgets the set.
     assert fake.jobs["101"].state is JobState.PENDING
     await spawner.stop()
-    assert set(fake.cancelled) == {"100", "101"}
+    assert set(fake.cancelled) == {"100", "101"} and engine_set.key in fake.removed
     with pytest.raises(web.HTTPError):
         engines.running_server(TOKEN, "alice")
 

@@ -657,14 +657,14 @@ class HPCSpawner(Spawner):
         self.end_reason = walltime.end_reason(view, self.job_ends)
         self.log.info("%s: job %s is over: %s", self._log_name, job_id, self.end_reason)
         runtime.poller.unwatch(job_id, user, self._watcher)
-        if self.job_token:
-            engines.forget(self.job_token)
+        engine_sets = engines.forget(self.job_token) if self.job_token else []
         if not disowned:
             runtime.close_tunnel(job_id, user)
 
         async def clean_up() -> None:
             if not disowned:
                 await self._cancel_engine_jobs(runtime, user, job_id)
+                await _remove_engine_files(engine_sets)
             if key:
                 await lifecycle.remove_files(runtime, user, key)
 
@@ -678,8 +678,8 @@ class HPCSpawner(Spawner):
             return
         job_id, user = self.job_id, self.job_user
         self._server_state = None
-        if self.job_token:  # its kernels ask for no more engines; those it has are cancelled below
-            engines.forget(self.job_token)
+        # Its kernels ask for no more engines; those it has are cancelled below.
+        engine_sets = engines.forget(self.job_token) if self.job_token else []
         if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
             self.end_reason = walltime.STOPPED
         if job_id != self._disowned_job:  # a disowned id names another job now: nothing of it is touched
@@ -687,6 +687,7 @@ class HPCSpawner(Spawner):
             await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name, timeout=0 if now else self.stop_wait_timeout,
                                             interval=self.startup_poll_interval, watcher=self._watcher)
             await self._cancel_engine_jobs(runtime, user, job_id)
+            await _remove_engine_files(engine_sets)
             runtime.poller.unwatch(job_id, user, self._watcher)
             runtime.close_tunnel(job_id, user)
         if self.job_key:
@@ -710,6 +711,13 @@ class HPCSpawner(Spawner):
         the spawn does)."""
         async for event in self._progress.follow():
             yield event
+
+async def _remove_engine_files(engine_sets: list[engines.EngineSet]) -> None:
+    """The files (connection info) of the engine jobs the hub submitted for a server that ended."""
+    for engine_set in engine_sets:
+        if engine_set.key:
+            await lifecycle.remove_files(engine_set.runtime, engine_set.user, engine_set.key)
+
 
 def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
     """The reason class of a failed start() that took ``seconds``."""

@@ -7,6 +7,7 @@ The environment is the test venv's site-packages without hpchub, as symlinks, ru
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sysconfig
@@ -56,3 +57,42 @@ def kernel_environment(with_hpchub: bool = False) -> tuple[list[str], dict[str, 
         for name in files:
             os.chmod(os.path.join(directory, name), 0o644)
     return argv, {"PYTHONPATH": ":".join(path)}, top
+
+
+ENGINES_KERNEL = """
+import asyncio, importlib.util, json, socket, sys
+assert importlib.util.find_spec("hpchub") is None, "hpchub is importable in this kernel"
+import ipyparallel as ipp
+from traitlets.config import Config
+
+config = Config()
+config.HPCEngineSetLauncher.options = json.loads(sys.argv[2])
+
+
+async def main():
+    cluster = ipp.Cluster(engines="hpchub", n=int(sys.argv[1]), config=config)
+    rc = await cluster.start_and_connect()
+    hosts = rc[:].apply_sync(socket.gethostname)
+    found = {"hosts": sorted(set(hosts)), "engines": len(hosts), "job_id": cluster.engine_set.job_id,
+             "launcher": type(cluster.engine_set).__module__, "controller": type(cluster.controller).__name__,
+             "kernel": socket.gethostname()}
+    await cluster.stop_cluster()
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+"""What a notebook does (argv: n and the options as JSON): engines from hpchub, where they run, stopped."""
+
+
+def kernel_in_server_job(user: str, env_file: str, argv: list[str], env: dict[str, str], scratch: Path,
+                         n: int, options: dict, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The command that runs ENGINES_KERNEL as ``user`` with the server job's environment (its
+    user-only env file, as the job sources it: the hub's URL and the server's token), ``prefix``
+    first (e.g. an ``srun`` into the server's job)."""
+    script = scratch / "kernel.py"
+    script.write_text(ENGINES_KERNEL)
+    script.chmod(0o644)
+    exports = " ".join(f"{name}={value}" for name, value in {**env, "IPYTHONDIR": str(scratch / "ipython")}.items())
+    shell = (f"set -a; . {env_file}; set +a; cd {scratch} && exec env {exports} "
+             f"{' '.join(argv)} {script} {n} '{json.dumps(options)}'")
+    return ["sudo", "-n", "-u", user, *prefix, "bash", "-c", shell]
