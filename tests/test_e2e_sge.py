@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from helpers.kernel_env import kernel_environment, kernel_in_server_job
+from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
 from helpers.profiles import broken_profile, kernel_engines_profile, local_site_text, unwritable_output_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sge]
@@ -85,7 +85,7 @@ def test_a_kernel_without_hpchub_gets_engines_as_an_array_job_from_the_hub(hub, 
     finally:
         shutil.rmtree(top, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + engine_logs("alice", server_job)
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["launcher"] == "hpchub_job.engines" and found["controller"] == "HPCControllerLauncher"
     assert found["engines"] == 2 and found["hosts"] == ["vm"]

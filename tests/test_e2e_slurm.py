@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers.hub import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from helpers.kernel_env import kernel_environment, kernel_in_server_job
+from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
 from helpers.profiles import begins_in_an_hour_profile, broken_profile, kernel_engines_profile, local_site_text
 from helpers.support import CLUSTER_SCRIPTS, REPO, run_as_user, run_hpchub, user_readable
 
@@ -327,7 +327,7 @@ def test_a_kernel_without_hpchub_gets_engines_on_two_nodes_from_the_hub(hub, cli
     finally:
         shutil.rmtree(top, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + engine_logs("carol", server_job)
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["kernel"] == "node1" and found["launcher"] == "hpchub_job.engines"
     assert found["controller"] == "HPCControllerLauncher" and found["engines"] == 4

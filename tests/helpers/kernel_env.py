@@ -96,3 +96,9 @@ def kernel_in_server_job(user: str, env_file: str, argv: list[str], env: dict[st
     shell = (f"set -a; . {env_file}; set +a; cd {scratch} && exec env {exports} "
              f"{' '.join(argv)} {script} {n} '{json.dumps(options)}'")
     return ["sudo", "-n", "-u", user, *prefix, "bash", "-c", shell]
+
+
+def engine_logs(user: str, server_job: str) -> str:
+    """The output of the user's engine jobs of ``server_job`` (for a failing test's message)."""
+    logs = sorted(Path(f"/home/{user}/.hpchub/logs").glob(f"hpchub-{user}-*.e-{server_job}*"))
+    return "".join(f"\n== {log}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
