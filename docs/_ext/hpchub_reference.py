@@ -229,7 +229,7 @@ def traitlets_page(title: str, intro: str, specs: list[str]) -> str:
         cls = _load(spec)
         # hpchub's own settings, also those of its hpchub base classes (the launcher's job-side half),
         # in the order the classes define them; none of ipyparallel's or JupyterHub's.
-        ours = [klass for klass in reversed(cls.__mro__) if klass.__module__.startswith("hpchub")]
+        ours = [klass for klass in reversed(cls.__mro__) if klass is cls or klass.__module__.startswith("hpchub")]
         own = {name: trait for klass in ours for name, trait in klass.class_own_traits(config=True).items()}
         order = list(dict.fromkeys(name for klass in ours for name in vars(klass) if name in own))
         lines += [f"## {cls.__name__}", "", f"`{cls.__module__}.{cls.__name__}`: {inspect.getdoc(cls) or ''}", ""]
