@@ -161,9 +161,10 @@ class HPCEngineSetLauncher(EngineLauncher):
         help="User choices for the engine job (cores per engine, nodes, walltime, queue...), "
         "validated against the profile like the spawn form.",
     )
-    poll_interval = Float(5.0, config=True, help="""Seconds between questions to the hub about the engine job's
-        state (the hub answers from its shared status poller: the scheduler is asked at most once per the hub's
-        interval, whatever the notebooks ask).""")
+    poll_interval = Float(2.0, config=True, help="""Seconds between checks of the engine job's state: questions
+        to the hub, which answers from its shared status poller (the scheduler is asked at most once per the hub's
+        poll interval, whatever the notebooks ask); outside hpchub's server jobs, the interval of this process's own
+        shared poller.""")
     hub_timeout = Float(300.0, config=True, help="Seconds a request to the hub (submitting, cancelling) may take.")
     job_id = Unicode("").tag(to_dict=True)
     log_file = Unicode("").tag(to_dict=True)
