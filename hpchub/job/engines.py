@@ -155,7 +155,8 @@ class HPCEngineSetLauncher(EngineLauncher):
     # ``c.HPCEngineSetLauncher.options = ...`` configures whichever ipyparallel found.
     entrypoint_name = "hpchub"
 
-    profile = Unicode(config=True, help="Profile slug for the engine job (default: the server's own profile).")
+    profile = Unicode(config=True, help="""Profile slug for the engine job (default: the server's own profile;
+        outside hpchub's server jobs $HPCHUB_ENGINE_PROFILE, else the site's first profile).""")
     options = Dict(
         config=True,
         help="User choices for the engine job (cores per engine, nodes, walltime, queue...), "
