@@ -42,6 +42,7 @@ from ..core.runtime import ClusterRuntime
 from ..schedulers import JobState
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
+from ..transports.sshpool import LoginUnreachable
 
 log = logging.getLogger("hpchub.engines")
 
@@ -234,6 +235,8 @@ async def start_engines(server: _Server, request: EngineRequest) -> EngineSet:
         job_id = await lifecycle.submit_and_watch(runtime, job, {"env": jobs.env_file(request.env)}, watcher=job.key)
     except CommandError as error:
         raise web.HTTPError(502, f"the scheduler refused the engine job: {error.stderr.strip() or error}") from None
+    except LoginUnreachable as error:  # nothing was submitted
+        raise web.HTTPError(503, f"hpchub cannot reach the cluster's login node: {error}") from None
     except lifecycle.SubmitOutcomeUnknown as error:
         raise web.HTTPError(502, str(error)) from None
     engine_set = server.sets[job_id] = EngineSet(job_id, job.name, job.key, user_name, runtime, job.log_path(job_id))
