@@ -6,12 +6,15 @@ In a notebook whose server hpchub started::
     cluster = ipp.Cluster(engines="hpchub", n=8)   # or:
     cluster = hpchub.parallel.Cluster(profile="multi", n=8, options={"nodes": 3})
 
-The engine job is rendered from the site's templates (``slurm-engines.sh.j2``: one job with n
-srun tasks; ``sge-engines.sh.j2``: an array job), submitted as the notebook's user, and watched
-through the shared status poller: when it ends, fails or is cancelled, ipyparallel hears of it
-(``notify_stop``). The controller listens on an address the compute nodes can reach: inside
-hpchub's jobs it is ipyparallel's default there (the package's ``etc/ipython/ipcluster_config.py``),
-elsewhere ``controller="hpchub"`` asks for it.
+Inside a server job hpchub started, the hub submits the engines (hpchub.job.engines, which is what
+a kernel without hpchub installed uses too). Elsewhere (a login node with hpchub and a site config)
+this launcher renders the engine job from the site's templates (``slurm-engines.sh.j2``: one job
+with n srun tasks; ``sge-engines.sh.j2``: an array job), submits it as the notebook's user, and
+watches it through the shared status poller: when it ends, fails or is cancelled, ipyparallel
+hears of it (``notify_stop``). The controller listens on an address the compute nodes can reach:
+inside hpchub's jobs it is ipyparallel's default there (the package's
+``etc/ipython/ipcluster_config.py``, or the engine launcher restarts it so), elsewhere
+``controller="hpchub"`` asks for it.
 """
 
 from __future__ import annotations
@@ -19,102 +22,44 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import socket
-from urllib.parse import urlparse
 
 import ipyparallel
-from ipyparallel.cluster.launcher import EngineLauncher, LocalControllerLauncher
-from traitlets import Dict, Float, Integer, Unicode, default
+from traitlets import Unicode, default
 from traitlets.config import Config
 
 from .core import jobs, lifecycle
 from .core.config import Profile, SiteConfig, load_site_config
 from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_SITE_CONFIG, PreparedJob
-from .core.options import JobRequest, OptionsError, image_choices, needs_allocations, resolve_request
+from .core.options import JobRequest, needs_allocations, resolve_inheriting
 from .core.render import UserAccount
 from .core.runtime import ClusterRuntime
+from .job import engines as job_engines
+from .job.engines import HPCControllerLauncher, in_server_job, listens_on_localhost_only, reachable_address
 from .schedulers import JobState
 from .schedulers.base import Allocations
 from .transports.cluster import ClusterClient, ClusterSpec, user_allocations
+
+__all__ = ["Cluster", "HPCControllerLauncher", "HPCEngineSetLauncher", "reachable_address"]
 
 # Set by hpchub's server jobs (see hpchub.core.jobs), so that a notebook needs no configuration.
 # ENV_SITE_CONFIG also marks an hpchub job for the packaged etc/ipython/ipcluster_config.py.
 ENV_PARENT_JOB = "HPCHUB_PARENT_JOB"
 
 
-def reachable_address() -> str:
-    """This node's address on the network the compute nodes share: the local end of a route to
-    the hub (inside an hpchub server), else the address of this host's name."""
-    hub_url = os.environ.get("JUPYTERHUB_API_URL")
-    host = urlparse(hub_url).hostname if hub_url else None
-    if host and host not in ("localhost", "127.0.0.1"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect((host, 9))  # no packet is sent for UDP connect
-                return probe.getsockname()[0]
-            except OSError:
-                pass
-    return socket.gethostbyname(socket.gethostname())
+class HPCEngineSetLauncher(job_engines.HPCEngineSetLauncher):
+    """n ipengines as one batch job (Slurm: srun tasks; Grid Engine: an array job): inside a server
+    job hpchub started, the hub submits it (hpchub.job.engines); elsewhere this process does, as its
+    user, from ``site_config``."""
 
-
-class HPCControllerLauncher(LocalControllerLauncher):
-    """ipcontroller in the notebook's own job, listening where engines on other nodes reach it."""
-
-    location = Unicode(
-        config=True,
-        help="Address engines and clients use to reach the controller (default: this node's address toward the hub).",
-    )
-
-    heartbeat_period = Integer(
-        1000,
-        config=True,
-        help="""Controller heartbeat period in ms. The controller counts an engine as registered
-        only after heartbeats; ipyparallel's 3000 ms default makes engines take about 6 s to
-        appear, 1000 ms about 2.5 s (see bench/engines.py).""",
-    )
-
-    @default("location")
-    def _location_default(self):
-        return reachable_address()
-
-    def find_args(self):
-        args = super().find_args()
-        if self.heartbeat_period and not any(arg.startswith("--HeartMonitor.period") for arg in args):
-            args.append(f"--HeartMonitor.period={self.heartbeat_period}")
-        if not any(arg.startswith("--ip") for arg in args):
-            args.append("--ip=*")
-        if not any(arg.startswith("--location") for arg in args):
-            args.append(f"--location={self.location}")
-        return args
-
-
-class HPCEngineSetLauncher(EngineLauncher):
-    """n ipengines as one batch job (Slurm: srun tasks; Grid Engine: an array job)."""
-
-    site_config = Unicode(config=True, help=f"The hpchub site config (default: ${ENV_SITE_CONFIG}).")
-    profile = Unicode(config=True, help=f"Profile slug for the engine job (default: ${ENV_ENGINE_PROFILE}).")
-    options = Dict(
-        config=True,
-        help="User choices for the engine job (cores per engine, nodes, walltime, queue...), "
-        "validated against the profile like the spawn form.",
-    )
-    poll_interval = Float(2.0, config=True, help="Seconds between status checks of the engine job (shared per cluster).")
-    job_id = Unicode("").tag(to_dict=True)
+    site_config = Unicode(config=True, help=f"""The hpchub site config, outside hpchub's server jobs (default:
+        ${ENV_SITE_CONFIG}). Inside them the hub's own site config applies.""")
     cluster_name = Unicode("").tag(to_dict=True)
     job_name = Unicode("").tag(to_dict=True)
     job_key = Unicode("").tag(to_dict=True)
-    log_file = Unicode("").tag(to_dict=True)
 
     @default("site_config")
     def _site_config_default(self):
         return os.environ.get(ENV_SITE_CONFIG, "")
-
-    @default("profile")
-    def _profile_default(self):
-        return os.environ.get(ENV_ENGINE_PROFILE, "")
-
-    def find_args(self):
-        return list(self.engine_cmd) + self.cluster_args + list(self.engine_args)
 
     def _site(self) -> SiteConfig:
         if not self.site_config:
@@ -122,7 +67,7 @@ class HPCEngineSetLauncher(EngineLauncher):
         return load_site_config(self.site_config)
 
     def _profile(self, site: SiteConfig) -> Profile:
-        slug = self.profile or site.profiles[0].slug
+        slug = self.profile or os.environ.get(ENV_ENGINE_PROFILE) or site.profiles[0].slug
         try:
             return site.profile(slug)
         except KeyError:
@@ -156,30 +101,21 @@ class HPCEngineSetLauncher(EngineLauncher):
         return self.prepare(n, user, allocations)
 
     def _resolve(self, site: SiteConfig, profile: Profile, allocations: Allocations | None) -> JobRequest:
-        """The user's options checked like the form's; where they leave the account, QoS, reservation or
-        container image out and the profile lets users choose it, the notebook's own job's value (its
-        environment, jobs.ENV_PARENT_ALLOCATIONS and ENV_PARENT_IMAGE). A parent's value the profile or the
-        scheduler refuses gives way to the profile's default: the engines still start, as the profile says."""
-        given = {field for field, value in self.options.items() if value is not None and str(value).strip()}
-        inherited = {field: value for field, variable in ENV_PARENT_ALLOCATIONS.items()
-                     if field not in given and (value := os.environ.get(variable, "").strip())
-                     and profile.allocation(field).adjustable}
-        # The container image the notebook's user picked: the engines run in the same one.
-        parent_image = os.environ.get(ENV_PARENT_IMAGE, "")
-        if "image" not in given and parent_image and image_choices(profile, site.clusters[profile.cluster]):
-            inherited["image"] = parent_image
-        while True:
-            try:
-                return resolve_request(site, profile, {**self.options, **inherited}, allocations)
-            except OptionsError as error:
-                refused = inherited.keys() & error.problems.keys()
-                if not refused:
-                    raise
-                for field in sorted(refused):
-                    self.log.warning("engines of profile %s: not the notebook's %s %r (%s): the profile's default",
-                                     profile.slug, field, inherited.pop(field), error.problems[field])
+        """The user's options checked like the form's, with the notebook's own job's account, QoS,
+        reservation and container image (its environment, jobs.ENV_PARENT_ALLOCATIONS and
+        ENV_PARENT_IMAGE) where they leave them out (options.resolve_inheriting)."""
+        inherited = {field: os.environ.get(variable, "") for field, variable in ENV_PARENT_ALLOCATIONS.items()}
+        inherited["image"] = os.environ.get(ENV_PARENT_IMAGE, "")
+
+        def refused(field: str, value: str, why: str) -> None:
+            self.log.warning("engines of profile %s: not the notebook's %s %r (%s): the profile's default",
+                             profile.slug, field, value, why)
+
+        return resolve_inheriting(site, profile, self.options, inherited, allocations, refused)
 
     async def start(self, n):
+        if in_server_job():
+            return await super().start(n)
         self.n = n
         self._check_controller_reachable()
         site = self._site()
@@ -191,20 +127,18 @@ class HPCEngineSetLauncher(EngineLauncher):
         self.job_id, self.job_name, self.job_key = job_id, job.name, job.key
         self.log_file = job.log_path(job_id)
         self.notify_start({"job_id": job_id, "cluster": self.cluster_name})
-        self._monitor = asyncio.ensure_future(self._watch(runtime))
+        self._monitor = asyncio.ensure_future(self._watch_job(runtime))
         return job_id
 
     def _check_controller_reachable(self) -> None:
         controller = getattr(self.parent, "controller", None)
-        args = getattr(controller, "controller_args", None) or []
-        listens_everywhere = any(arg.startswith("--ip") and not arg.endswith(("127.0.0.1", "localhost")) for arg in args)
-        if controller is not None and not isinstance(controller, HPCControllerLauncher) and not listens_everywhere:
+        if controller is not None and listens_on_localhost_only(controller):
             self.log.warning(
                 "The controller listens on localhost only; engines on other nodes cannot reach it. "
                 "Use ipp.Cluster(engines='hpchub', controller='hpchub') or hpchub.parallel.Cluster()."
             )
 
-    async def _watch(self, runtime: ClusterRuntime) -> None:
+    async def _watch_job(self, runtime: ClusterRuntime) -> None:
         """Tell ipyparallel when the engine job ends (its own batch launchers never look)."""
         while self.state == "running":
             view = await runtime.poller.get(self.job_id, max_age=self.poll_interval)
@@ -223,6 +157,8 @@ class HPCEngineSetLauncher(EngineLauncher):
         """Cancel the engine job and return once the scheduler no longer runs it."""
         if not self.job_id or self.state == "after":
             return
+        if not self.job_key:  # the hub submitted it
+            return await super().stop()
         runtime = self._runtime(self._site(), self.cluster_name)
         user = _current_user()
         await lifecycle.cancel_and_wait(runtime, user, self.job_id, self.job_name, timeout=self.stop_timeout, interval=0.5,
@@ -234,16 +170,6 @@ class HPCEngineSetLauncher(EngineLauncher):
         if monitor is not None and not monitor.done() and monitor.get_loop() is asyncio.get_running_loop():
             monitor.cancel()
         self.notify_stop({"job_id": self.job_id, "state": "cancelled", "exit_code": 0})
-
-    def signal(self, sig):
-        self.log.warning("signals to engine jobs are not supported; use stop()")
-
-    def get_output(self, remove=False):
-        try:
-            with open(self.log_file) as output:
-                return output.read()
-        except OSError:
-            return ""
 
 
 def _current_user() -> str:

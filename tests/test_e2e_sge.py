@@ -3,12 +3,17 @@ servers spawned through the REST API as the users' own qsub jobs."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from helpers.hub import jobs_of, run_hub, spawn, spawn_failure_message, stop
-from helpers.profiles import broken_profile, local_site_text, unwritable_output_profile
+from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
+from helpers.profiles import broken_profile, kernel_engines_profile, local_site_text, unwritable_output_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sge]
 
@@ -18,7 +23,8 @@ POLL_INTERVAL = 2  # short: the tests wait for what the poller notices
 
 @pytest.fixture(scope="module")
 def hub(sge_cluster, tmp_path_factory):
-    site_text = local_site_text("sge", broken_profile("sge") + unwritable_output_profile("stuck", memory="1G"))
+    site_text = local_site_text("sge", broken_profile("sge") + unwritable_output_profile("stuck", memory="1G")
+                                + kernel_engines_profile("sge"))
     yield from run_hub(tmp_path_factory.mktemp("hub-sge"), site_text, USERS, poll_interval=POLL_INTERVAL)
 
 
@@ -61,3 +67,35 @@ def test_a_job_in_error_state_fails_the_spawn_with_the_schedulers_reason(hub, cl
     assert "error state" in message and "can't open output file" in message
     hub.wait_for_server("bob", ready=False, timeout=10)
     assert jobs_of(client, "bob") == {}
+
+
+def test_a_kernel_without_hpchub_gets_engines_as_an_array_job_from_the_hub(hub, client):
+    """ipp.Cluster(engines="hpchub") in a kernel with alice's server job's environment, whose Python
+    has ipyparallel but no hpchub (only the job side as it travels with the job): the hub submits
+    the engines as alice, an array job; stop_cluster cancels it."""
+    server = spawn(hub, "alice", {"profile": "kernel-engines"})
+    server_job = server["state"]["job_id"]
+    argv, env, top = kernel_environment()
+    scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
+    shutil.chown(scratch, "alice")
+    command = kernel_in_server_job("alice", f"/home/alice/.hpchub/jobs/{server['state']['job_key']}/env", argv,
+                                   {**env, "HPCHUB_ENGINE_PROFILE": "kernel-engines"}, scratch, 2, {})
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + engine_logs("alice", server_job)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["launcher"] == "hpchub_job.engines" and found["controller"] == "HPCControllerLauncher"
+    assert found["engines"] == 2 and found["hosts"] == ["vm"]
+    assert found["job_id"] not in jobs_of(client, "alice")  # stop_cluster cancelled it
+    # Submitted by the hub as alice, named after her server's job (Grid Engine's accounting says so).
+    deadline, accounted = time.monotonic() + 15, ""
+    while time.monotonic() < deadline and "jobname" not in accounted:
+        accounted = subprocess.run(["qacct", "-j", found["job_id"]], capture_output=True, text=True).stdout
+        time.sleep(0.5)
+    fields = dict(line.split(None, 1) for line in accounted.splitlines() if len(line.split(None, 1)) == 2)
+    assert fields.get("owner", "").strip() == "alice"
+    assert fields.get("jobname", "").strip() == f"hpchub-alice-kernel-engines.e-{server_job}"
+    stop(hub, "alice")

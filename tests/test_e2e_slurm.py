@@ -4,15 +4,19 @@ spawned through the REST API as batch jobs of the users' own accounts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
 from helpers.hub import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from helpers.profiles import begins_in_an_hour_profile, broken_profile, local_site_text
+from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
+from helpers.profiles import begins_in_an_hour_profile, broken_profile, kernel_engines_profile, local_site_text
 from helpers.support import CLUSTER_SCRIPTS, REPO, run_as_user, run_hpchub, user_readable
 
 from hpchub.schedulers import JobState
@@ -25,8 +29,9 @@ POLL_INTERVAL = 2  # short: the tests wait for what the poller notices
 
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, tmp_path_factory):
-    yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), local_site_text("slurm", broken_profile("slurm")), USERS,
-                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
+    site_text = local_site_text("slurm", broken_profile("slurm") + kernel_engines_profile("slurm"))
+    yield from run_hub(tmp_path_factory.mktemp("hub-slurm"), site_text, USERS, poll_interval=POLL_INTERVAL,
+                       leftover_slurm_profiles=("small", "multi", "kernel-engines"))
 
 
 def test_spawn_as_the_users_own_job_reach_it_through_the_proxy_and_stop(hub, client):
@@ -296,3 +301,75 @@ def test_example_notebook_runs_engines_from_inside_a_server_job(hub, client):
     assert "engines run on: ['node1', 'node2', 'node3']" in text and "pi is about 3.1" in text
     assert not [job for job in jobs_of(client, "carol").values() if job.name.endswith(f"-engines-p{server_job}")]
     stop(hub, "carol")
+
+
+def _server_token(server: dict) -> str:
+    env = Path(f"/home/carol/.hpchub/jobs/{server['state']['job_key']}/env").read_text()
+    return re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", env, re.M).group(1)
+
+
+@pytest.mark.multinode
+def test_a_kernel_without_hpchub_gets_engines_on_two_nodes_from_the_hub(hub, client):
+    """ipp.Cluster(engines="hpchub") in a kernel of carol's server job (an srun step of it, with the
+    job's environment) whose Python has ipyparallel but no hpchub, only the job side as it travels with
+    the job: the hub submits the engines as carol, on two nodes; stop_cluster cancels them."""
+    server = spawn(hub, "carol", {"profile": "kernel-engines", "nodes": 1})
+    server_job = server["state"]["job_id"]
+    argv, env, top = kernel_environment()
+    scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
+    shutil.chown(scratch, "carol")
+    command = kernel_in_server_job(
+        "carol", f"/home/carol/.hpchub/jobs/{server['state']['job_key']}/env", argv,
+        {**env, "HPCHUB_ENGINE_PROFILE": "kernel-engines"}, scratch, 4, {"nodes": 2},
+        prefix=("srun", f"--jobid={server_job}", "--overlap", "-N1", "-n1", "--export=ALL"))
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + engine_logs("carol", server_job)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["kernel"] == "node1" and found["launcher"] == "hpchub_job.engines"
+    assert found["controller"] == "HPCControllerLauncher" and found["engines"] == 4
+    assert len(found["hosts"]) == 2 and set(found["hosts"]) <= {"node1", "node2", "node3"}
+    accounted = subprocess.run(["sacct", "-X", "-n", "-P", "-j", found["job_id"], "-o", "user,jobname"],
+                               capture_output=True, text=True).stdout.split()
+    assert accounted == [f"carol|hpchub-carol-kernel-engines.e-{server_job}"]  # submitted by the hub, as carol
+    assert found["job_id"] not in jobs_of(client, "carol")  # stop_cluster cancelled it
+    stop(hub, "carol")
+
+
+def test_the_engines_endpoint_takes_only_the_running_servers_token_and_its_engines_end_with_it(hub, client):
+    server = spawn(hub, "carol", {"profile": "kernel-engines", "nodes": 1})
+    server_job, token = server["state"]["job_id"], _server_token(server)
+    url = f"{hub.url}/hub/api/hpchub/engines"
+    request = {"n": 2, "command": ["sleep", "600"], "env": {"IPP_CONNECTION_INFO": "{}"}}
+
+    def ask(token, body=request, method="POST", path=""):
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return requests.request(method, url + path, json=body, headers=headers, timeout=60)
+
+    bob = hub.api("POST", "/users/bob/tokens", json={"note": "test"}).json()["token"]
+    carols_other = hub.api("POST", "/users/carol/tokens", json={"note": "test"}).json()["token"]
+    assert ask(None).status_code == 403
+    assert ask(bob).status_code == 403
+    assert ask(carols_other).status_code == 403  # carol's, but not her server's token
+    assert ask(token, {**request, "n": 0}).status_code == 400
+    refused = ask(token, {**request, "options": {"nodes": 9}})
+    assert refused.status_code == 400 and "above the maximum 3" in refused.json()["message"]
+    assert ask(token, {**request, "profile": "small", "options": {"nodes": 2}}).status_code == 400
+    assert not [name for name in active_job_names(client, "carol").values() if ".e-" in name]
+    answer = ask(token)
+    assert answer.status_code == 201, answer.text
+    engines = answer.json()["job_id"]
+    assert active_job_names(client, "carol")[engines] == f"hpchub-carol-kernel-engines.e-{server_job}"
+    assert ask(token, None, "GET", f"/{engines}").json()["state"] in ("unknown", "pending", "running")
+    assert ask(token, None, "GET", f"/{server_job}").status_code == 404  # only its engine jobs
+    assert ask(bob, None, "DELETE", f"/{engines}").status_code == 403
+    subprocess.run(["sudo", "-n", "-u", "carol", "scancel", server_job], check=True)
+    hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL)
+    deadline = time.monotonic() + 2 * POLL_INTERVAL
+    while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"
+    assert ask(token).status_code == 403  # a stopped server's token

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers.hub import TLS_CONFIG, HubWithItsOwnProxy, jobs_of, run_hub, spawn, spawn_failure_message, stop
-from helpers.profiles import local_site_text
+from helpers.profiles import kernel_engines_profile, local_site_text
 from helpers.support import REPO, run_as_user, run_hpchub, user_readable
 from prometheus_client import REGISTRY
 
@@ -53,7 +53,8 @@ def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None,
     submit = (f"submit: {{via: ssh, host: {login_node.host}, port: {login_node.port}, {account}, "
               f"key: '{keys}', known_hosts: {known_hosts or login_node.known_hosts}, "
               f"jobfiles: /opt/hpchub/venv/bin/hpchub-job}}")
-    text = local_site_text(scheduler).replace(LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
+    text = local_site_text(scheduler, kernel_engines_profile(scheduler)).replace(
+        LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
     assert submit in text
     return text
 
@@ -68,7 +69,7 @@ def client(slurm_cluster):
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, login_node, tmp_path_factory):
     yield from run_hub(tmp_path_factory.mktemp("hub-ssh"), ssh_site_text(login_node), USERS,
-                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi"))
+                       poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi", "kernel-engines"))
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +257,27 @@ def test_engine_jobs_of_a_server_started_over_ssh_die_with_it(hub, client):
     assert engines in jobs_of(client, "carol")
     stop(hub, "carol")
     deadline = time.monotonic() + 2 * POLL_INTERVAL + 10
+    while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"
+
+
+def test_the_hub_submits_a_kernels_engines_over_ssh_as_the_servers_user(hub, client):
+    """What a kernel's launcher (hpchub.job.engines) asks with its server's token: the hub submits
+    the engine job through the login node as carol, named after her server's job; stopping the
+    server cancels it."""
+    server = spawn(hub, "carol", {"profile": "kernel-engines", "nodes": 1})
+    server_job, key = server["state"]["job_id"], server["state"]["job_key"]
+    env = (login_node_home("carol") / ".hpchub" / "jobs" / key / "env").read_text()
+    token = re.search(r"^JUPYTERHUB_API_TOKEN=(\S+)$", env, re.M).group(1)
+    answer = requests.post(f"{hub.url}/hub/api/hpchub/engines", headers={"Authorization": f"token {token}"},
+                           json={"n": 1, "command": ["sleep", "600"], "env": {"IPP_CONNECTION_INFO": "{}"}}, timeout=60)
+    assert answer.status_code == 201, answer.text
+    engines = answer.json()["job_id"]
+    assert asyncio.run(client.job_names("carol"))[engines] == f"hpchub-carol-kernel-engines.e-{server_job}"
+    assert jobs_of(client, "carol")[engines].user == "carol"
+    stop(hub, "carol")
+    deadline = time.monotonic() + 2 * POLL_INTERVAL
     while engines in jobs_of(client, "carol") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert engines not in jobs_of(client, "carol"), "the engine job outlived its notebook server"

@@ -5,14 +5,18 @@ Also where the server listens: on the node's address, on the port it reported.""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import requests
 from helpers.hub import TLS_CONFIG, VENV, Hub, HubWithItsOwnProxy, jobs_of, run_hub, spawn, stop
-from helpers.profiles import local_site_text
+from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
+from helpers.profiles import kernel_engines_profile, local_site_text
 from helpers.support import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -25,9 +29,9 @@ def hub(slurm_cluster, tmp_path_factory):
     config = state / "jupyterhub_config.py"
     config.write_text(TLS_CONFIG.format(example=str(REPO / "examples" / "jupyterhub_config.py")))
     # The jobs run the hpchub under test (HPCHUB_VENV), not necessarily the shared one.
-    site_text = local_site_text("slurm").replace("venv: /opt/hpchub/venv", f"venv: {VENV}")
+    site_text = local_site_text("slurm", kernel_engines_profile("slurm")).replace("venv: /opt/hpchub/venv", f"venv: {VENV}")
     yield from run_hub(state, site_text, USERS, hub_class=HubWithItsOwnProxy, config_file=config,
-                       leftover_slurm_profiles=("small", "multi"))
+                       leftover_slurm_profiles=("small", "multi", "kernel-engines"))
 
 
 def listening(addresses_and_ports: str, port: int) -> list[str]:
@@ -91,3 +95,28 @@ def test_internal_ssl_server_on_a_compute_node_listens_on_its_node_address(hub, 
     assert listening(sockets, port) == [node_address], sockets  # not 0.0.0.0
     stop(hub, "bob")
 
+
+
+@pytest.mark.multinode
+def test_a_kernel_without_hpchub_asks_the_hub_for_engines_over_tls(hub, client):
+    """The kernel's request carries the server's client certificate and verifies the hub's, as the
+    server's own port report does (internal_ssl's files and variables from the job's env file)."""
+    server = spawn(hub, "carol", {"profile": "kernel-engines"})
+    env_file = f"/home/carol/.hpchub/jobs/{server['state']['job_key']}/env"
+    assert "JUPYTERHUB_SSL_CERTFILE=" in Path(env_file).read_text()
+    argv, env, top = kernel_environment()
+    scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
+    shutil.chown(scratch, "carol")
+    command = kernel_in_server_job("carol", env_file, argv, {**env, "HPCHUB_ENGINE_PROFILE": "kernel-engines"}, scratch,
+                                   2, {}, prefix=("srun", f"--jobid={server['state']['job_id']}", "--overlap", "-N1",
+                                                  "-n1", "--export=ALL"))
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + engine_logs("carol", server["state"]["job_id"])
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["launcher"] == "hpchub_job.engines" and found["engines"] == 2
+    assert found["job_id"] not in jobs_of(client, "carol")
+    stop(hub, "carol")

@@ -19,7 +19,9 @@ JOB_DIR = Path(hpchub.job.__file__).parent
 JOB_MODULES = sorted(path.stem for path in JOB_DIR.glob("*.py"))  # __init__: the package itself
 # The server extension runs inside jupyterhub-singleuser's jupyter_server: its handlers are
 # jupyter_server's, built on tornado (web.authenticated, the IO loop's HTTP client).
-EXTENSION_MODULES = {"extension": {"jupyter_server", "tornado"}}
+# The engine launchers run in the user's kernel, which has ipyparallel (and the traitlets its launchers
+# are made of) or would not ask for engines.
+EXTENSION_MODULES = {"extension": {"jupyter_server", "tornado"}, "engines": {"ipyparallel", "traitlets"}}
 PYTHON = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
 
 
@@ -95,8 +97,12 @@ def test_importing_a_job_side_module_loads_nothing_of_the_hub(module):
     hub_side = [name for name in loaded if name.startswith("hpchub") and name != "hpchub"
                 and not name.startswith("hpchub.job")]
     assert hub_side == []
-    # jupyter_server is imported by the extension's hooks only when the server loads it.
-    outside = sorted({name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"hpchub"})
+    # jupyter_server is imported by the extension's hooks only when the server loads it; the engine
+    # launchers load what ipyparallel's launchers load, and nothing more.
+    allowed = set(sys.stdlib_module_names) | {"hpchub"}
+    if module == "engines":
+        allowed |= {name.split(".")[0] for name in modules_loaded_by("ipyparallel.cluster.launcher")}
+    outside = sorted({name.split(".")[0] for name in loaded} - allowed)
     assert outside == [], f"hpchub.job.{module} loads {outside}"
 
 

@@ -227,9 +227,11 @@ def traitlets_page(title: str, intro: str, specs: list[str]) -> str:
     lines = [f"# {title}", "", intro, ""]
     for spec in specs:
         cls = _load(spec)
-        own = cls.class_own_traits(config=True)
-        # In the order the class defines them.
-        order = [name for name in vars(cls) if name in own]
+        # hpchub's own settings, also those of its hpchub base classes (the launcher's job-side half),
+        # in the order the classes define them; none of ipyparallel's or JupyterHub's.
+        ours = [klass for klass in reversed(cls.__mro__) if klass is cls or klass.__module__.startswith("hpchub")]
+        own = {name: trait for klass in ours for name, trait in klass.class_own_traits(config=True).items()}
+        order = list(dict.fromkeys(name for klass in ours for name in vars(klass) if name in own))
         lines += [f"## {cls.__name__}", "", f"`{cls.__module__}.{cls.__name__}`: {inspect.getdoc(cls) or ''}", ""]
         for name in order:
             trait = own[name]

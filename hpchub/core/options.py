@@ -7,7 +7,7 @@ only within the admin's bounds and the queue's limits, and they never override a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,8 @@ from .units import Memory, Walltime
 
 RESOURCE_FIELDS = ("cores", "memory", "walltime", "gpus", "nodes")
 ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS, "image")
+# What an engine job takes over from its notebook's server job where the user leaves it out.
+INHERITED_FIELDS = (*ALLOCATION_FIELDS, "image")
 # Keys a caller may include that are not resource choices (the spawner reads them itself).
 PASSTHROUGH_KEYS = frozenset({"profile"})
 
@@ -313,3 +315,31 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         image=image,
         **resources,
     )
+
+
+def resolve_inheriting(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None,
+                       inherited: Mapping[str, str], allocations: Allocations | None = None,
+                       refused: Callable[[str, str, str], None] | None = None) -> JobRequest:
+    """resolve_request for an engine job: ``values`` are the user's choices; ``inherited`` the account,
+    QoS, reservation or container image (INHERITED_FIELDS) of the notebook's own server job, taken for
+    the fields ``values`` leave out where the profile lets users choose them. An inherited value the
+    profile or the scheduler refuses gives way to the profile's default (``refused(field, value, why)``
+    hears of it): the engines still start, charged as the profile says. The user's own values are never dropped."""
+    values = dict(values or {})
+    given = {field for field, value in values.items() if value is not None and str(value).strip()}
+    cluster = site.clusters[profile.cluster]
+    taken = {field: value.strip() for field, value in inherited.items()
+             if field in INHERITED_FIELDS and field not in given and isinstance(value, str) and value.strip()
+             and (profile.allocation(field).adjustable if field in ALLOCATION_FIELDS
+                  else bool(image_choices(profile, cluster)))}
+    while True:
+        try:
+            return resolve_request(site, profile, {**values, **taken}, allocations)
+        except OptionsError as error:
+            dropped = taken.keys() & error.problems.keys()
+            if not dropped:
+                raise
+            for field in sorted(dropped):
+                value = taken.pop(field)
+                if refused is not None:
+                    refused(field, value, error.problems[field])

@@ -45,11 +45,12 @@ from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, pages, porthandler, progress, walltime
+from . import choices, engines, pages, porthandler, progress, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
+engines.register_at_import()
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
@@ -206,6 +207,9 @@ class HPCSpawner(Spawner):
     job_tunnel = Unicode("")  # to_servers: tunnel: "ADDRESS:PORT:LOCALPORT", re-created after a hub restart
     job_hub_port = Unicode("")  # to_hub: reverse: the login node's port jobs reach the hub at
     job_ends = Integer(0)  # epoch seconds the walltime ends, as the job reported it (0: not known)
+    # sha256 of the running server's API token: its kernels ask for engines with it (hpchub.hub.engines),
+    # also after a hub restart (JupyterHub keeps no server's token in memory then).
+    job_token = Unicode("")
     # Why the last job ended ("walltime reached", "the job ended (STATE)", "stopped"); kept by
     # clear_state, so the home page can say it after JupyterHub forgot the server.
     end_reason = Unicode("")
@@ -213,7 +217,7 @@ class HPCSpawner(Spawner):
     PROGRESS_EVENTS_KEPT = 100
 
     _STATE_KEYS = ("job_id", "job_name", "job_key", "job_user", "job_log", "job_host", "job_profile", "job_tunnel",
-                   "job_hub_port")
+                   "job_hub_port", "job_token")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -223,6 +227,7 @@ class HPCSpawner(Spawner):
         self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
+        engines.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
         choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
@@ -244,6 +249,8 @@ class HPCSpawner(Spawner):
         # An end no job can have (a state from before ends were bounded) is dropped: it would fail every page.
         self.job_ends = walltime.saved_end(state.get("job_ends")) or 0
         self.end_reason = str(state.get("end_reason") or "")
+        if self.job_id and self.job_token:  # a server from before a hub restart: its kernels may ask for engines
+            engines.serve(self.job_token, self)
 
     def get_state(self) -> dict:
         state = super().get_state()
@@ -257,6 +264,8 @@ class HPCSpawner(Spawner):
 
     def clear_state(self) -> None:
         super().clear_state()
+        if self.job_token:
+            engines.forget(self.job_token)
         for key in self._STATE_KEYS:
             setattr(self, key, "")
         self.job_cluster = {}
@@ -398,6 +407,20 @@ class HPCSpawner(Spawner):
     def _runtime(self, spec: ClusterSpec) -> ClusterRuntime:
         return ClusterRuntime.get(spec, self.poll_interval, self.startup_poll_interval)
 
+    def runtime_for(self, spec: ClusterSpec) -> ClusterRuntime:
+        """The cluster's shared client and poller in this hub (the engines endpoint submits through it)."""
+        return self._runtime(spec)
+
+    async def allocations_on(self, cluster_name: str) -> AllocationsAnswer:
+        """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""
+        return await self._allocations_on(cluster_name)
+
+    def running_job(self) -> str:
+        """The job id of this server's running job; "" while none runs (starting, stopping, ended)."""
+        if not self.job_id or self.job_id in (self._ended_job, self._disowned_job) or self._stop_pending:
+            return ""
+        return self.job_id
+
     async def _queue_numbers_and_age(self, runtime: ClusterRuntime) -> tuple[list[QueueInfo], float | None]:
         """The cluster's live queue numbers (cached queue_info_ttl; none while the scheduler does not
         answer) and their age in seconds."""
@@ -472,6 +495,8 @@ class HPCSpawner(Spawner):
         finally:
             porthandler.forget(self.api_token)
         runtime.poller.on_end(job_id, self._ended_callback(job_id), self.job_user, self._watcher)
+        self.job_token = engines.token_digest(self.api_token)
+        engines.serve(self.job_token, self)  # from now on its kernels may ask for engines
         self._progress.emit(90, progress.server_reported(host, port),
                             dict(self._progress.details, state=progress.SERVER_STARTING))
         self._server_state = metrics.ServerState.RUNNING
@@ -632,12 +657,14 @@ class HPCSpawner(Spawner):
         self.end_reason = walltime.end_reason(view, self.job_ends)
         self.log.info("%s: job %s is over: %s", self._log_name, job_id, self.end_reason)
         runtime.poller.unwatch(job_id, user, self._watcher)
+        engine_sets = engines.forget(self.job_token) if self.job_token else []
         if not disowned:
             runtime.close_tunnel(job_id, user)
 
         async def clean_up() -> None:
             if not disowned:
                 await self._cancel_engine_jobs(runtime, user, job_id)
+                await _remove_engine_files(engine_sets)
             if key:
                 await lifecycle.remove_files(runtime, user, key)
 
@@ -651,6 +678,8 @@ class HPCSpawner(Spawner):
             return
         job_id, user = self.job_id, self.job_user
         self._server_state = None
+        # Its kernels ask for no more engines; those it has are cancelled below.
+        engine_sets = engines.forget(self.job_token) if self.job_token else []
         if job_id != self._ended_job:  # JupyterHub also calls stop() for a job that ended by itself
             self.end_reason = walltime.STOPPED
         if job_id != self._disowned_job:  # a disowned id names another job now: nothing of it is touched
@@ -658,6 +687,7 @@ class HPCSpawner(Spawner):
             await lifecycle.cancel_and_wait(runtime, user, job_id, self.job_name, timeout=0 if now else self.stop_wait_timeout,
                                             interval=self.startup_poll_interval, watcher=self._watcher)
             await self._cancel_engine_jobs(runtime, user, job_id)
+            await _remove_engine_files(engine_sets)
             runtime.poller.unwatch(job_id, user, self._watcher)
             runtime.close_tunnel(job_id, user)
         if self.job_key:
@@ -681,6 +711,13 @@ class HPCSpawner(Spawner):
         the spawn does)."""
         async for event in self._progress.follow():
             yield event
+
+async def _remove_engine_files(engine_sets: list[engines.EngineSet]) -> None:
+    """The files (connection info) of the engine jobs the hub submitted for a server that ended."""
+    for engine_set in engine_sets:
+        if engine_set.key:
+            await lifecycle.remove_files(engine_set.runtime, engine_set.user, engine_set.key)
+
 
 def _spawn_failure(error: BaseException, seconds: float, start_timeout: float) -> metrics.SpawnFailure:
     """The reason class of a failed start() that took ``seconds``."""

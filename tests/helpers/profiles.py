@@ -66,3 +66,15 @@ REAL_SCHEDULER_TEST_PROFILES = {
 def local_site_text(scheduler: str, extra_profiles: str = "") -> str:
     """site-configs/local-<scheduler>.yaml with ``extra_profiles`` appended to its profile list."""
     return (SITE_CONFIGS / f"local-{scheduler}.yaml").read_text() + extra_profiles
+
+
+KERNEL_ENGINES = {"slurm": ("multi", "512M", "\n    user_adjustable:\n      nodes: {min: 1, max: 3}"),
+                  "sge": ("short.q", "1G", "")}
+
+
+def kernel_engines_profile(scheduler: str) -> str:
+    """`kernel-engines`: a server whose kernels ask the hub for engines (a profile of its own, so
+    that its job files never meet another test's server of the same user)."""
+    queue, memory, adjustable = KERNEL_ENGINES[scheduler]
+    return (f"\n  - slug: kernel-engines\n    name: \"Engines from a kernel\"\n    cluster: {scheduler}\n"
+            f"    queue: {queue}\n    resources: {{cores: 1, memory: {memory}, walltime: \"01:00:00\"}}{adjustable}\n")
