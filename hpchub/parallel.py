@@ -29,7 +29,14 @@ from traitlets.config import Config
 
 from .core import jobs, lifecycle
 from .core.config import Profile, SiteConfig, load_site_config
-from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_SITE_CONFIG, PreparedJob
+from .core.jobs import (
+    ENV_ENGINE_PROFILE,
+    ENV_PARENT_ALLOCATIONS,
+    ENV_PARENT_IMAGE,
+    ENV_PARENT_USER_ENV,
+    ENV_SITE_CONFIG,
+    PreparedJob,
+)
 from .core.options import JobRequest, OptionsError, image_choices, needs_allocations, resolve_request
 from .core.render import UserAccount
 from .core.runtime import ClusterRuntime
@@ -157,9 +164,10 @@ class HPCEngineSetLauncher(EngineLauncher):
 
     def _resolve(self, site: SiteConfig, profile: Profile, allocations: Allocations | None) -> JobRequest:
         """The user's options checked like the form's; where they leave the account, QoS, reservation or
-        container image out and the profile lets users choose it, the notebook's own job's value (its
-        environment, jobs.ENV_PARENT_ALLOCATIONS and ENV_PARENT_IMAGE). A parent's value the profile or the
-        scheduler refuses gives way to the profile's default: the engines still start, as the profile says."""
+        container image or their own environment out and the profile lets users choose it, the notebook's own
+        job's value (its environment: jobs.ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_PARENT_USER_ENV). A
+        parent's value the profile or the scheduler refuses gives way to the profile's default: the engines still
+        start, as the profile says."""
         given = {field for field, value in self.options.items() if value is not None and str(value).strip()}
         inherited = {field: value for field, variable in ENV_PARENT_ALLOCATIONS.items()
                      if field not in given and (value := os.environ.get(variable, "").strip())
@@ -168,6 +176,10 @@ class HPCEngineSetLauncher(EngineLauncher):
         parent_image = os.environ.get(ENV_PARENT_IMAGE, "")
         if "image" not in given and parent_image and image_choices(profile, site.clusters[profile.cluster]):
             inherited["image"] = parent_image
+        # The user's own environment the notebook runs in: the engines run in it too.
+        parent_user_env = os.environ.get(ENV_PARENT_USER_ENV, "")
+        if "user_env" not in given and parent_user_env:
+            inherited["user_env"] = parent_user_env
         while True:
             try:
                 return resolve_request(site, profile, {**self.options, **inherited}, allocations)
