@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from ..core.config import ALLOCATION_FIELDS, Profile, SiteConfig
+from ..core.kernels import kernels_text, profile_kernels
 from ..core.options import JobRequest, OptionsError, allocation_word, allowed_values, image_choices, made_by_trusted
 from ..core.render import SiteTemplateLoader
 from ..core.units import Memory, Walltime
@@ -515,6 +516,7 @@ def render_spawn_form(
             "reservation": pinned_reservation_text(site, p, allocations.get(p.cluster)),
             "image": container_image_label(site, p),
             "user_envs": allows_user_envs(site, p),
+            "kernels": kernels_text(profile_kernels(site, p)),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None
