@@ -158,8 +158,9 @@ def test_nothing_of_the_path_reaches_the_script_unquoted():
     assert "hpchub_user_env" not in server_job(site, resolve_request(site, site.profile("own"), {}), USER).script
 
 
-def test_user_env_scripts_pass_bash_and_shellcheck():
-    site = parse_site_config(SITE)
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_user_env_scripts_pass_bash_and_shellcheck(scheduler):
+    site = parse_site_config(SITE.replace("scheduler: slurm", f"scheduler: {scheduler}"))
     request = resolve_request(site, site.profile("own"), {"user_env": "envs/lab"})
     for script in (server_job(site, request, USER).script,
                    engine_job(site, request, USER, 2, "123", ["ipengine"], key="k").script):
