@@ -50,6 +50,20 @@ def test_probe_lists_the_kernelspecs_without_paths(tmp_path, monkeypatch):
     assert [k.display_name for k in kernels.parse_kernelspecs({"kernelspecs": listed})] == ["Python 3 (ipykernel)", "R"]
 
 
+def test_probe_lists_the_environments_kernels_not_the_probing_users(tmp_path, monkeypatch):
+    """The real jupyter of /opt/hpchub/venv, with a kernel of the user's own in ~/.local/share/jupyter."""
+    private = tmp_path / ".local" / "share" / "jupyter" / "kernels" / "private"
+    private.mkdir(parents=True)
+    (private / "kernel.json").write_text(json.dumps({"argv": ["x"], "display_name": "Mine", "language": "x"}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("JUPYTER_DATA_DIR", raising=False)
+    monkeypatch.setenv("PATH", "/opt/hpchub/venv/bin:/usr/bin:/bin")
+    seen = subprocess.run(["jupyter", "kernelspec", "list", "--json"], capture_output=True, text=True, timeout=60)
+    assert "private" in json.loads(seen.stdout)["kernelspecs"]  # what a plain listing as that user shows
+    listed = probe._kernelspecs()
+    assert list(listed["kernelspecs"]) == ["python3"], listed
+
+
 @pytest.mark.parametrize(("body", "error"), [
     (None, "jupyter is not on the PATH"),
     ("echo 'No such subcommand' >&2; exit 2", "jupyter kernelspec list exited with 2: No such subcommand"),
@@ -124,6 +138,10 @@ def test_an_edited_environment_shows_no_kernels_until_probed_again(tmp_path):
         'OMP_NUM_THREADS: "1"', 'OMP_NUM_THREADS: "2"'))
     assert kernels.profile_kernels(edited, edited.profiles[0]) is None
     assert "hpchub-kernels" not in render_spawn_form(edited, edited.profiles)
+    # Probed again: the old environment's entry, which could never show again, is dropped.
+    record_kernels(edited, diagnosis_of(edited, "small"))
+    assert list(json.loads((tmp_path / "site.kernels.json").read_text())["environments"]) == [
+        kernels.environment_key(edited, edited.profiles[0])]
 
 
 def test_each_image_has_its_own_kernels_and_a_user_env_is_not_recorded(tmp_path):

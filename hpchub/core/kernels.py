@@ -79,6 +79,16 @@ def environment_key(site: SiteConfig, profile: Profile, image: ContainerImage | 
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _current_keys(site: SiteConfig) -> set[str]:
+    """The environment keys of every profile, with each image it offers."""
+    keys = set()
+    for profile in site.profiles:
+        keys.add(environment_key(site, profile))
+        container = site.clusters[profile.cluster].environment.extended_by(profile.environment).container
+        keys.update(environment_key(site, profile, offered) for offered in (container.images if container else ()))
+    return keys
+
+
 def read_cache(path: Path) -> dict[str, Any]:
     """The cache's environments (key -> entry); empty when the file is missing or not ours."""
     try:
@@ -114,7 +124,9 @@ def record(site: SiteConfig, profile: Profile, kernels: list[Kernel], image: Con
     path = cache_path(site)
     if path is None:
         return None
-    environments = dict(read_cache(path))
+    # Entries of environments the site config no longer has are dropped: they could never show again.
+    current = _current_keys(site)
+    environments = {key: entry for key, entry in read_cache(path).items() if key in current}
     environments[environment_key(site, profile, image)] = {
         "kernels": [{"name": k.name, "display_name": k.display_name, "language": k.language} for k in kernels],
         "profile": profile.slug,

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,15 +50,20 @@ KERNELSPEC_TIMEOUT = 60.0
 
 def _kernelspecs(timeout: float = KERNELSPEC_TIMEOUT) -> dict[str, Any]:
     """``jupyter kernelspec list --json`` as this environment answers it; ``{"error": ...}`` when
-    there is no ``jupyter`` on the PATH or it fails: the rest of the report stands either way."""
+    there is no ``jupyter`` on the PATH or it fails: the rest of the report stands either way.
+
+    The kernels of the environment, not of the probing user: their own (``~/.local/share/jupyter``)
+    would end up on everybody's card, so jupyter gets an empty data directory instead."""
     jupyter = shutil.which("jupyter")
     if jupyter is None:
         return {"error": "jupyter is not on the PATH"}
     try:
-        # Not capture_output=/text= (Python 3.7): the node's Python may be older.
-        result = subprocess.run([jupyter, "kernelspec", "list", "--json"], stdout=subprocess.PIPE,  # noqa: UP022
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout,
-                                universal_newlines=True)  # noqa: UP021
+        with tempfile.TemporaryDirectory(prefix="hpchub-probe-") as empty:
+            # Not capture_output=/text= (Python 3.7): the node's Python may be older.
+            result = subprocess.run([jupyter, "kernelspec", "list", "--json"], stdout=subprocess.PIPE,  # noqa: UP022
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout,
+                                    env=dict(os.environ, JUPYTER_DATA_DIR=empty),
+                                    universal_newlines=True)  # noqa: UP021
     except (OSError, subprocess.SubprocessError) as error:
         return {"error": f"{type(error).__name__}: {error}"}
     if result.returncode != 0:
