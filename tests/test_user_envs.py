@@ -370,3 +370,32 @@ def test_the_example_site_offers_user_envs_on_a_profile():
         hpchub_user_env=/home/alice/envs/lab
         if [ -d "$hpchub_user_env/conda-meta" ]; then
         """) in script
+
+
+@pytest.mark.slurm
+def test_engines_a_notebook_in_a_user_env_starts_run_in_that_env(slurm_cluster, user_venvs):
+    """As a notebook in a server started from the user's env (its job exports HPCHUB_USER_ENV): the
+    engine job activates the same env on its node."""
+    import json
+
+    from helpers.profiles import local_site_text, profile
+    from helpers.support import run_as_user, user_readable
+
+    venv = user_venvs(singleuser=True)
+    site = user_readable(f"uenv-engines-{os.getpid()}.yaml", local_site_text(
+        "slurm", profile(E2E_PROFILE, "own env", "slurm", memory="512M", environment="user_envs: true")))
+    result = json.loads(run_as_user(E2E_USER, f"""
+        import asyncio, json, os
+        os.environ["{ENV_PARENT_USER_ENV}"] = {venv.name!r}
+        import hpchub.parallel
+
+        async def main():
+            cluster = hpchub.parallel.Cluster(profile={E2E_PROFILE!r}, n=2, site_config={str(site)!r})
+            rc = await cluster.start_and_connect()
+            envs = rc[:].apply_sync(lambda: __import__("os").environ.get("VIRTUAL_ENV"))
+            await cluster.stop_cluster()
+            print(json.dumps({{"envs": envs}}))
+
+        asyncio.run(main())
+    """))
+    assert result["envs"] == [str(venv), str(venv)]
