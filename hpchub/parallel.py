@@ -29,7 +29,14 @@ from traitlets.config import Config
 
 from .core import jobs, lifecycle
 from .core.config import Profile, SiteConfig, load_site_config
-from .core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_SITE_CONFIG, PreparedJob
+from .core.jobs import (
+    ENV_ENGINE_PROFILE,
+    ENV_PARENT_ALLOCATIONS,
+    ENV_PARENT_IMAGE,
+    ENV_PARENT_USER_ENV,
+    ENV_SITE_CONFIG,
+    PreparedJob,
+)
 from .core.options import JobRequest, needs_allocations, resolve_inheriting
 from .core.render import UserAccount
 from .core.runtime import ClusterRuntime
@@ -102,10 +109,11 @@ class HPCEngineSetLauncher(job_engines.HPCEngineSetLauncher):
 
     def _resolve(self, site: SiteConfig, profile: Profile, allocations: Allocations | None) -> JobRequest:
         """The user's options checked like the form's, with the notebook's own job's account, QoS,
-        reservation and container image (its environment, jobs.ENV_PARENT_ALLOCATIONS and
-        ENV_PARENT_IMAGE) where they leave them out (options.resolve_inheriting)."""
+        reservation, container image and user environment (its environment: jobs.ENV_PARENT_ALLOCATIONS,
+        ENV_PARENT_IMAGE, ENV_PARENT_USER_ENV) where they leave them out (options.resolve_inheriting)."""
         inherited = {field: os.environ.get(variable, "") for field, variable in ENV_PARENT_ALLOCATIONS.items()}
         inherited["image"] = os.environ.get(ENV_PARENT_IMAGE, "")
+        inherited["user_env"] = os.environ.get(ENV_PARENT_USER_ENV, "")
 
         def refused(field: str, value: str, why: str) -> None:
             self.log.warning("engines of profile %s: not the notebook's %s %r (%s): the profile's default",

@@ -15,7 +15,7 @@ from helpers.support import SITE_CONFIGS, user_readable
 from test_spawner_lifecycle import TOKEN, fake, make_spawner, start_running  # noqa: F401 - fake is a fixture
 from tornado import web
 
-from hpchub.core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE
+from hpchub.core.jobs import ENV_ENGINE_PROFILE, ENV_PARENT_ALLOCATIONS, ENV_PARENT_IMAGE, ENV_PARENT_USER_ENV
 from hpchub.hub import engines
 from hpchub.job import engines as job_engines
 from hpchub.schedulers import JobState
@@ -199,6 +199,7 @@ def test_the_job_side_reads_what_server_jobs_export():
     assert job_engines.ENV_ENGINE_PROFILE == ENV_ENGINE_PROFILE
     assert job_engines.ENV_PARENT_ALLOCATIONS == ENV_PARENT_ALLOCATIONS
     assert job_engines.ENV_PARENT_IMAGE == ENV_PARENT_IMAGE
+    assert job_engines.ENV_PARENT_USER_ENV == ENV_PARENT_USER_ENV
     assert job_engines.ROUTE == engines.ROUTE.removeprefix("/api/")
 
 

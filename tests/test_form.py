@@ -365,7 +365,7 @@ async def test_link_options_are_checked(spawner):
         ({"profile": ["small"], "cores": ["99"]}, {"cores": "99 is above the maximum 4"}),
         ({"profile": ["small"], "shoe_size": ["44"]}, {"shoe_size": "unknown option (options: cores, memory, "
                                                                     "walltime, gpus, nodes, queue, account, qos, "
-                                                                    "reservation, image)"}),
+                                                                    "reservation, image, user_env)"}),
         ({"profile": ["teach"], "cores": ["2"]}, {"cores": "profile 'teach' does not let users change cores"}),
         ({"profile": ["huge"]}, {"profile": "profile 'huge' is not available to you"}),
         ({"profile": ["small"], "cores": ["1", "2"]}, {"cores": "give it once"}),

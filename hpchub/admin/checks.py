@@ -700,6 +700,7 @@ async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
         EXIT_NODE_UNREACHABLE,
         EXIT_NOT_STARTED,
         diagnose,
+        record_kernels,
     )
 
     chosen: dict[str, int] = {}
@@ -722,6 +723,11 @@ async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
         if not outcome.problems:
             findings.append(_at(site, "info", environment_at, f"loads on {outcome.node} (profile {profile.slug}, "
                                                               f"probe job {outcome.job_id} as {user})"))
+        if outcome.kernels is not None:
+            names = ", ".join(kernel.display_name for kernel in outcome.kernels) or "none"
+            recorded = record_kernels(site, outcome)
+            findings.append(_at(site, "info", environment_at, f"kernels: {names}" + (f" ({recorded})" if recorded
+                                                                                      else "")))
         for problem in outcome.problems:
             if problem.code in (EXIT_ENVIRONMENT, EXIT_JUPYTERHUB, EXIT_HPCHUB_MISSING):
                 findings.append(_at(site, "error", environment_at, problem.message))

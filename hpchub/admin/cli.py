@@ -119,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import default_hub_api_url, diagnose, format_diagnosis
+    from .doctor import default_hub_api_url, diagnose, format_diagnosis, record_kernels
 
     site = load_site_config(args.site)
     try:
@@ -132,6 +132,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     diagnosis = asyncio.run(diagnose(site, args.profile, args.user, hub_api, _parse_sets(args.set),
                                      start_timeout=args.start_timeout, report_timeout=args.report_timeout,
                                      say=print, connect_timeout=args.connect_timeout))
+    recorded = record_kernels(site, diagnosis)
+    if recorded:
+        print(recorded)
     print(format_diagnosis(diagnosis))
     return diagnosis.exit_code
 

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core import jobs, lifecycle
+from ..core import kernels as kernel_cache
 from ..core.config import SiteConfig
 from ..core.jobs import PreparedJob
-from ..core.options import OptionsError, allocation_word, needs_allocations, resolve_request
+from ..core.kernels import Kernel, parse_kernelspecs
+from ..core.options import JobRequest, OptionsError, allocation_word, needs_allocations, resolve_request
 from ..core.poller import Presence
 from ..core.render import UserAccount
 from ..core.runtime import ClusterRuntime
@@ -68,10 +70,16 @@ DEFAULT_HUB_PORT = 8081  # JupyterHub's hub_port
 
 # What the job script prints when its environment block fails (hpchub/templates/partials/environment.sh.j2)
 _ENVIRONMENT_FAILURES = ("hpchub: module load", "hpchub: the 'module' command", "hpchub: cannot activate",
-                         "python3: command not found", "python3: not found", "exec: python3")
+                         "hpchub: your environment", "python3: command not found", "python3: not found",
+                         "exec: python3")
 # What it prints when the profile's container cannot start (hpchub/templates/partials/container-*.sh.j2)
 _CONTAINER_FAILURES = ("hpchub: container image", "hpchub: podman is not on the PATH", "hpchub: apptainer is not on",
-                       "hpchub: singularity is not on", "hpchub: no runtime directory for podman")
+                       "hpchub: singularity is not on", "hpchub: no runtime directory for podman",
+                       # The image has no python3 (runc, crun, apptainer say it so).
+                       '"python3": executable file not found', "python3: executable file not found",
+                       "executable file `python3` not found", "executable file 'python3' not found")
+# How many of the log's last lines a problem quotes.
+LOG_LINES = 12
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,9 @@ class Diagnosis:
     report: dict[str, Any] | None = None
     job_id: str | None = None
     node: str | None = None
+    kernels: list[Kernel] | None = None  # None: the probe could not list them
+    request: JobRequest | None = None  # what was probed (the profile, its image, a user's own env)
+    user: str | None = None  # as whom
 
     @property
     def exit_code(self) -> int:
@@ -143,7 +154,7 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
     # The user's accounts/QoS/reservations, as the spawn form has them (AllocationsUnavailable: exit 1).
     allocations = await user_allocations(runtime.client, user.name) if needs_allocations(site, profile) else None
     request = resolve_request(site, profile, dict(options or {}), allocations)
-    diagnosis = Diagnosis()
+    diagnosis = Diagnosis(request=request, user=user.name)
     jobs_hub = hub_api_url or ""
     if jobs_hub and spec.to_hub != "direct":  # the hub as jobs reach it: a URL, or a reverse forward
         found = await runtime.hub_api_for_jobs(jobs_hub)
@@ -274,26 +285,35 @@ def _no_report_problem(site: SiteConfig, request: Any, job: PreparedJob, job_id:
         started = re.search(r"^hpchub: job \S+ for \S+ started on (\S+) at ", log, re.MULTILINE)
         host = started.group(1) if started else None
     on = f" on {host}" if host else ""
+    kept = f"The job's log {job.log_path(job_id)} is kept; it ends:\n{_log_tail(log)}"
     failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _CONTAINER_FAILURES)]
     if failed:
         return Problem(EXIT_ENVIRONMENT, (
             f"The job's container did not start{on}: {failed[0]}. Fix: the container of "
             f"{_environment_where(site, request)} needs its runtime on the nodes' PATH (a module in "
             f"environment.modules) and its image readable by {job.user.name} on every node (an image name: stored "
-            f"in {job.user.name}'s podman storage there, or pullable). The job's log {job.log_path(job_id)} is kept."))
+            f"in {job.user.name}'s podman storage there, or pullable), with python3 and jupyterhub in it. {kept}"))
     failed = [line.strip() for line in log.splitlines() if any(mark in line for mark in _ENVIRONMENT_FAILURES)]
+    if failed and request.user_env is not None and "hpchub: your environment" in failed[0]:
+        return Problem(EXIT_ENVIRONMENT, (
+            f"The user's own environment did not load{on}: {failed[0]}. Fix: the user makes ~/{request.user_env} a "
+            f"venv or conda env with python3 and jupyterhub in it, readable on the compute nodes. {kept}"))
     if failed:
         return Problem(EXIT_ENVIRONMENT, (
             f"The job's environment did not load{on}: {failed[0]}. Fix: make every module and the venv of "
             f"{_environment_where(site, request)} exist on the compute nodes and be readable by {job.user.name} "
-            f"(try `module avail` / `ls VENV/bin/activate` on a node), or correct that block. The job's log "
-            f"{job.log_path(job_id)} is kept."))
+            f"(try `module avail` / `ls VENV/bin/activate` on a node), or correct that block. {kept}"))
     tail = " | ".join(line.strip() for line in log.splitlines()[-5:] if line.strip()) or "(empty)"
     what = "ended" if ended else "ran"
     return Problem(EXIT_NO_REPORT, (
         f"The probe job {job_id} {what}{on} but the probe reported nothing; its log ends: {tail}. Fix: read "
         f"{job.log_path(job_id)}: the profile's prologue or directives may end the job early, or the node is "
         "overloaded (try --report-timeout)."))
+
+
+def _log_tail(log: str) -> str:
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()][-LOG_LINES:]
+    return "\n".join(f"  | {line}" for line in lines) or "  | (empty)"
 
 
 def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name: str, hub_api_url: str) -> None:
@@ -322,6 +342,13 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
             diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
                 f"jupyterhub-singleuser is not on the PATH on {node} after the environment loaded. Fix: install "
                 "jupyterhub into the jobs' environment (its bin directory must be on the PATH the job gets).")))
+    kernels = parse_kernelspecs(report)
+    if kernels is not None:
+        diagnosis.kernels = kernels
+        names = ", ".join(f"{kernel.display_name} [{kernel.name}]" for kernel in kernels)
+        diagnosis.facts.append(f"kernels: {names or 'none'}")
+    elif isinstance(report.get("kernelspecs"), dict):
+        diagnosis.facts.append(f"kernels: not listed ({report['kernelspecs'].get('error')})")
     hpchub = report.get("hpchub", {})
     if hpchub.get("importable"):
         diagnosis.facts.append(f"hpchub: {hpchub.get('version')} on the node")
@@ -395,6 +422,21 @@ async def _clean_up(runtime: ClusterRuntime, job: PreparedJob, job_id: str, ende
     if not ended:
         await lifecycle.cancel_and_wait(runtime, user, job_id, job.name, timeout=30, interval=1.0)
     await lifecycle.remove_files(runtime, user, job.key)
+
+
+def record_kernels(site: SiteConfig, diagnosis: Diagnosis) -> str | None:
+    """Put the kernels the probe listed into the hub's cache (hpchub.core.kernels), for the profile's card:
+    a line saying where, or why not; None when there is nothing to record (no list, or a user's own
+    environment: the card shows the profile's)."""
+    request = diagnosis.request
+    if diagnosis.kernels is None or request is None or request.user_env is not None:
+        return None
+    try:
+        path = kernel_cache.record(site, request.profile, diagnosis.kernels, request.image,
+                                   user=diagnosis.user or "", node=diagnosis.node or "")
+    except OSError as error:
+        return f"kernels not recorded for the card: {error}"
+    return f"kernels recorded for the card in {path}" if path is not None else None
 
 
 def format_diagnosis(diagnosis: Diagnosis) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictBool, StrictInt, StrictStr
 
 from ..job.logindefs import login_defs_uid_min
 from .units import Memory, Walltime
@@ -238,6 +238,16 @@ class Environment(_Model):
     container: Container | None = Field(
         default=None, description="run the server and the engines in this container image (modules and the "
         "prologue run on the node before it starts)")
+    user_envs: StrictBool | None = Field(
+        default=None, description="let users run the server (and its engines) in their own venv or conda env: the "
+        "form offers a field for its path under their home (envs/lab or ~/envs/lab), activated after the modules, "
+        "venv, env and prologue above, as the user, in the user's own job; the job fails with a clear message when "
+        "it is missing or has no jupyterhub-singleuser. Off unless set (a profile's setting wins over its "
+        "cluster's); not with a container")
+
+    @property
+    def allows_user_envs(self) -> bool:
+        return bool(self.user_envs)
 
     def extended_by(self, other: Environment | None) -> Environment:
         """This environment with a profile's additions: modules appended, env merged, container merged
@@ -251,6 +261,7 @@ class Environment(_Model):
             prologue="\n".join(p for p in (self.prologue, other.prologue) if p) or None,
             env={**self.env, **other.env},
             container=self.container.extended_by(other.container) if self.container is not None else other.container,
+            user_envs=other.user_envs if other.user_envs is not None else self.user_envs,
         )
 
 
@@ -971,6 +982,13 @@ def _check_container(profile: Profile, cluster: Cluster, at: tuple) -> list[_Raw
     if container.image is not None and container.images and container.image not in (i.image for i in container.images):
         problems.append(_RawProblem(images_at + ("image",), "with images, image names the one preselected: it must "
                                     "be one of them (or leave it out: the first is preselected)"))
+    if environment.allows_user_envs:
+        user_envs_at = at if profile.environment is not None and profile.environment.user_envs is not None \
+            else ("clusters", profile.cluster)
+        problems.append(_RawProblem(user_envs_at + ("environment", "user_envs"), "a user's own venv or conda env "
+                                    "and a container image exclude each other: the server runs the image's Python, "
+                                    "and an env built on the nodes does not run inside it (offer the image and the "
+                                    "user envs in two profiles)"))
     for key in ("venv", "conda_env"):
         if getattr(environment, key) is not None:
             env_at = at if profile.environment is not None and getattr(profile.environment, key) is not None \

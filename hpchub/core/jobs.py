@@ -41,6 +41,8 @@ ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
 ENV_PARENT_ALLOCATIONS = {"account": "HPCHUB_ACCOUNT", "qos": "HPCHUB_QOS", "reservation": "HPCHUB_RESERVATION"}
 # The label of the container image the user picked for a server job: its engines run in the same one.
 ENV_PARENT_IMAGE = "HPCHUB_IMAGE"
+# The user's own environment of a server job (options.user_env_path): its engines use the same one.
+ENV_PARENT_USER_ENV = "HPCHUB_USER_ENV"
 # A server job submitted over SSH gets the site config as this file of its job directory.
 SITE_COPY = "site.yaml"
 
@@ -113,6 +115,8 @@ def server_job(
     env.update({ENV_PARENT_ALLOCATIONS[field]: value for field, value in chosen.items() if value})
     if request.image is not None:
         env[ENV_PARENT_IMAGE] = request.image.label
+    if request.user_env is not None:
+        env[ENV_PARENT_USER_ENV] = request.user_env
     if request.cluster.submit.via == "ssh":
         # The hub's file is not on the cluster: a copy travels with the job's files (SITE_COPY).
         env[ENV_SITE_CONFIG] = f"{job_dir(user, name)}/{SITE_COPY}"

@@ -17,9 +17,9 @@ from .config import ALLOCATION_FIELDS, AllocationRule, Cluster, ContainerImage, 
 from .units import Memory, Walltime
 
 RESOURCE_FIELDS = ("cores", "memory", "walltime", "gpus", "nodes")
-ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS, "image")
+ADJUSTABLE_FIELDS = (*RESOURCE_FIELDS, "queue", *ALLOCATION_FIELDS, "image", "user_env")
 # What an engine job takes over from its notebook's server job where the user leaves it out.
-INHERITED_FIELDS = (*ALLOCATION_FIELDS, "image")
+INHERITED_FIELDS = (*ALLOCATION_FIELDS, "image", "user_env")
 # Keys a caller may include that are not resource choices (the spawner reads them itself).
 PASSTHROUGH_KEYS = frozenset({"profile"})
 
@@ -54,6 +54,8 @@ class JobRequest:
     reservation_name: str | None = None
     reservation_opens: datetime | None = None  # the reservation is not open yet (scheduler's local time)
     image: ContainerImage | None = None  # the container image picked from the profile's list (None: its default)
+    # The user's own venv or conda env (environment.user_envs): a path relative to their home, checked.
+    user_env: str | None = None
 
     @property
     def queue_limits(self) -> QueueLimits:
@@ -236,6 +238,55 @@ def _resolve_image(profile: Profile, cluster: Cluster, raw: Any, problems: dict[
     return None
 
 
+# One directory name of a user env's path: no blank, quote, `$`, glob or anything else the shell reads.
+_USER_ENV_PART_RE = re.compile(r"^[A-Za-z0-9_.+@-]+$")
+USER_ENV_MAX_LENGTH = 200
+
+
+def user_env_path(raw: Any) -> str:
+    """A user's own environment as they typed it (``envs/lab``, ``~/envs/lab``, ``.venv``) to the path
+    relative to their home that the job uses; ValueError saying what is wrong. Only a narrow set of
+    characters, no ``.`` or ``..`` part, nothing absolute (a path outside the home cannot be named),
+    no part that starts with ``-``."""
+    if not isinstance(raw, str):
+        raise ValueError(f"{raw!r} is not a path")
+    text = raw.strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValueError("must be one line without control characters")
+    if len(text) > USER_ENV_MAX_LENGTH:
+        raise ValueError(f"at most {USER_ENV_MAX_LENGTH} characters")
+    if text.startswith("~/"):
+        text = text[2:]
+    elif text.startswith("~"):
+        raise ValueError("give a path under your own home: envs/lab or ~/envs/lab")
+    elif text.startswith("/"):
+        raise ValueError("give the path relative to your home (envs/lab or ~/envs/lab), not an absolute path")
+    text = text.rstrip("/")
+    if not text:
+        raise ValueError("name a directory under your home (envs/lab or ~/envs/lab), not the home itself")
+    for part in text.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError("no '.', '..' or empty parts: a directory under your home, e.g. envs/lab")
+        if part.startswith("-") or not _USER_ENV_PART_RE.match(part):
+            raise ValueError(f"{part!r}: use letters, digits and _ . + @ - only (not first), parts separated by /")
+    return text
+
+
+def _resolve_user_env(profile: Profile, cluster: Cluster, raw: Any, problems: dict[str, str]) -> str | None:
+    """The user's own environment (a path relative to their home), if the profile allows one; None: the
+    profile's environment alone."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not cluster.environment.extended_by(profile.environment).allows_user_envs:
+        problems["user_env"] = f"profile {profile.slug!r} does not let users choose their own environment"
+        return None
+    try:
+        return user_env_path(raw)
+    except ValueError as error:
+        problems["user_env"] = str(error)
+        return None
+
+
 def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None = None,
                     allocations: Allocations | None = None) -> JobRequest:
     """The job a user gets from ``profile`` with their ``values``; raise OptionsError if any is refused.
@@ -255,8 +306,8 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         if field not in ADJUSTABLE_FIELDS:
             problems[field] = f"unknown option (options: {', '.join(ADJUSTABLE_FIELDS)})"
             continue
-        if field in (*ALLOCATION_FIELDS, "image"):
-            continue  # below: their allowed values may come from the scheduler, or are labels
+        if field in (*ALLOCATION_FIELDS, "image", "user_env"):
+            continue  # below: their allowed values may come from the scheduler, are labels or paths
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue  # left empty: the profile's value stands
         if field not in adjustable:
@@ -297,6 +348,7 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
     reservation_name = _resolve_allocation(profile, rules["reservation"], values.get("reservation"),
                                            allocations, account, problems, scheduler)
     image = _resolve_image(profile, cluster, values.get("image"), problems)
+    user_env = _resolve_user_env(profile, cluster, values.get("user_env"), problems)
     reservation = None
     if reservation_name is not None and "reservation" not in problems:
         reservation = _reservation(rules["reservation"], reservation_name, cluster, allocations, problems)
@@ -313,15 +365,25 @@ def resolve_request(site: SiteConfig, profile: Profile, values: Mapping[str, Any
         reservation_name=reservation_name,
         reservation_opens=reservation.start if reservation is not None and not reservation.active else None,
         image=image,
+        user_env=user_env,
         **resources,
     )
+
+
+def _inheritable(field: str, profile: Profile, cluster: Cluster) -> bool:
+    """Whether users of ``profile`` choose ``field`` (an INHERITED_FIELDS one) themselves."""
+    if field in ALLOCATION_FIELDS:
+        return profile.allocation(field).adjustable
+    if field == "image":
+        return bool(image_choices(profile, cluster))
+    return cluster.environment.extended_by(profile.environment).allows_user_envs
 
 
 def resolve_inheriting(site: SiteConfig, profile: Profile, values: Mapping[str, Any] | None,
                        inherited: Mapping[str, str], allocations: Allocations | None = None,
                        refused: Callable[[str, str, str], None] | None = None) -> JobRequest:
     """resolve_request for an engine job: ``values`` are the user's choices; ``inherited`` the account,
-    QoS, reservation or container image (INHERITED_FIELDS) of the notebook's own server job, taken for
+    QoS, reservation, container image or user env (INHERITED_FIELDS) of the notebook's own server job, taken for
     the fields ``values`` leave out where the profile lets users choose them. An inherited value the
     profile or the scheduler refuses gives way to the profile's default (``refused(field, value, why)``
     hears of it): the engines still start, charged as the profile says. The user's own values are never dropped."""
@@ -330,8 +392,7 @@ def resolve_inheriting(site: SiteConfig, profile: Profile, values: Mapping[str, 
     cluster = site.clusters[profile.cluster]
     taken = {field: value.strip() for field, value in inherited.items()
              if field in INHERITED_FIELDS and field not in given and isinstance(value, str) and value.strip()
-             and (profile.allocation(field).adjustable if field in ALLOCATION_FIELDS
-                  else bool(image_choices(profile, cluster)))}
+             and _inheritable(field, profile, cluster)}
     while True:
         try:
             return resolve_request(site, profile, {**values, **taken}, allocations)

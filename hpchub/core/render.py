@@ -232,6 +232,9 @@ def job_context(
             "conda_env": environment.conda_env,
             "prologue": Raw(environment.prologue) if environment.prologue else None,
             "env": environment.env,
+            # Quoted like any value; the path was checked (options.user_env_path) and is under the home.
+            "user_env": {"path": f"{home}/{request.user_env}", "name": f"~/{request.user_env}"}
+            if request.user_env else None,
         },
         "launch": launch,
         "container": container,

@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from ..core.config import ALLOCATION_FIELDS, Profile, SiteConfig
+from ..core.kernels import kernels_text, profile_kernels
 from ..core.options import JobRequest, OptionsError, allocation_word, allowed_values, image_choices, made_by_trusted
 from ..core.render import SiteTemplateLoader
 from ..core.units import Memory, Walltime
@@ -35,7 +36,8 @@ MIB = 1024**2
 # Where a problem that belongs to no input of the chosen profile is shown (unknown or fixed fields).
 GENERAL = "_general"
 LABELS = {"cores": "Cores", "memory": "Memory (GB)", "walltime": "Walltime", "gpus": "GPUs", "nodes": "Nodes",
-          "queue": "Queue", "account": "Account", "qos": "QoS", "reservation": "Reservation", "image": "Image"}
+          "queue": "Queue", "account": "Account", "qos": "QoS", "reservation": "Reservation", "image": "Image",
+          "user_env": "Your environment"}
 _NUMBER_RE = re.compile(r"^\s*[0-9]{1,6}(\.[0-9]{1,6})?\s*$")
 _WHOLE_RE = re.compile(r"^\s*[0-9]{1,6}\s*$")
 
@@ -391,6 +393,25 @@ def _image_view(site: SiteConfig, profile: Profile, values: Mapping[str, str],
             "selected": chosen if chosen in labels else default, "hint": f"{len(labels)} container images"}
 
 
+def allows_user_envs(site: SiteConfig, profile: Profile) -> bool:
+    return site.clusters[profile.cluster].environment.extended_by(profile.environment).allows_user_envs
+
+
+def _user_env_view(site: SiteConfig, profile: Profile, values: Mapping[str, str],
+                   problem: str | None) -> dict[str, Any] | None:
+    """A text field for the user's own venv or conda env (a path under their home); None when the
+    profile does not allow one."""
+    if not allows_user_envs(site, profile):
+        return None
+    base = f"{profile.slug}{FIELD_SEPARATOR}user_env"
+    return {"name": "user_env", "label": LABELS["user_env"], "id": base, "hint_id": f"{base}-hint",
+            "error_id": f"{base}-error", "error": problem, "kind": "text",
+            "inputs": [{"id": base, "name": base, "value": values.get("user_env", ""),
+                        "placeholder": "envs/lab or ~/miniforge3/envs/lab"}],
+            "hint": "a venv or conda env under your home, with jupyterhub and jupyterlab in it; "
+                    "empty: the site's environment"}
+
+
 def container_image_label(site: SiteConfig, profile: Profile) -> str | None:
     """The label of the container image a job of ``profile`` runs in by default (None: no container)."""
     container = site.clusters[profile.cluster].environment.extended_by(profile.environment).container
@@ -479,6 +500,11 @@ def render_spawn_form(
             if is_chosen:
                 general.pop("image", None)
             fields.append(image_view)
+        user_env_view = _user_env_view(site, p, values, general.get("user_env") if is_chosen else None)
+        if user_env_view is not None:
+            if is_chosen:
+                general.pop("user_env", None)
+            fields.append(user_env_view)
         groups.setdefault(p.cluster, []).append({
             "profile": p,
             "chosen": is_chosen,
@@ -489,6 +515,8 @@ def render_spawn_form(
             "live_age": age_text(queue_ages.get(p.cluster)),
             "reservation": pinned_reservation_text(site, p, allocations.get(p.cluster)),
             "image": container_image_label(site, p),
+            "user_envs": allows_user_envs(site, p),
+            "kernels": kernels_text(profile_kernels(site, p)),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None

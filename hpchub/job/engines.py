@@ -46,6 +46,7 @@ from .extension import client_ssl_context
 ENV_ENGINE_PROFILE = "HPCHUB_ENGINE_PROFILE"
 ENV_PARENT_ALLOCATIONS = {"account": "HPCHUB_ACCOUNT", "qos": "HPCHUB_QOS", "reservation": "HPCHUB_RESERVATION"}
 ENV_PARENT_IMAGE = "HPCHUB_IMAGE"  # the label of the container image the server runs in
+ENV_PARENT_USER_ENV = "HPCHUB_USER_ENV"  # the user's own env the server runs in (environment.user_envs)
 ENV_API_URL = "JUPYTERHUB_API_URL"
 ENV_API_TOKEN = "JUPYTERHUB_API_TOKEN"
 ROUTE = "hpchub/engines"  # below the hub's API URL
@@ -180,7 +181,7 @@ class HPCEngineSetLauncher(EngineLauncher):
     async def start(self, n):
         self.n = n
         await self._listen_where_engines_reach()
-        parent = {**ENV_PARENT_ALLOCATIONS, "image": ENV_PARENT_IMAGE}
+        parent = {**ENV_PARENT_ALLOCATIONS, "image": ENV_PARENT_IMAGE, "user_env": ENV_PARENT_USER_ENV}
         inherit = {field: os.environ[variable] for field, variable in parent.items() if os.environ.get(variable)}
         answer = await self._ask("POST", body={"n": n, "profile": self.profile, "options": dict(self.options),
                                                "inherit": inherit, "command": self.find_args(),

@@ -4,7 +4,8 @@ gives. It imports nothing of hpchub (whether hpchub is importable is one of its 
 the standard library, so it runs wherever a Python 3 does.
 
 It prints one line, ``hpchub-doctor-report {JSON}``: the Python, the ``jupyterhub`` and ``hpchub``
-it can import, ``jupyterhub-singleuser`` on the PATH, whether it reaches the hub's API, the node's
+it can import, ``jupyterhub-singleuser`` on the PATH, the kernels the environment offers (``jupyter
+kernelspec list --json``, if ``jupyter`` is there), whether it reaches the hub's API, the node's
 name, and the port it listens on. Then it waits for ``hpchub doctor`` to connect to that port,
 greets it, and removes its own output file (the job's log) before it ends, also when it is
 cancelled, so a probe leaves nothing in the user's home.
@@ -21,7 +22,9 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +43,41 @@ def _module_version(name: str) -> dict[str, Any]:
         return {"importable": False, "error": f"{type(error).__name__}: {error}"}
     return {"importable": True, "version": str(getattr(module, "__version__", "")),
             "path": str(getattr(module, "__file__", ""))}
+
+
+KERNELSPEC_TIMEOUT = 60.0
+
+
+def _kernelspecs(timeout: float = KERNELSPEC_TIMEOUT) -> dict[str, Any]:
+    """``jupyter kernelspec list --json`` as this environment answers it; ``{"error": ...}`` when
+    there is no ``jupyter`` on the PATH or it fails: the rest of the report stands either way.
+
+    The kernels of the environment, not of the probing user: their own (``~/.local/share/jupyter``)
+    would end up on everybody's card, so jupyter gets an empty data directory instead."""
+    jupyter = shutil.which("jupyter")
+    if jupyter is None:
+        return {"error": "jupyter is not on the PATH"}
+    try:
+        with tempfile.TemporaryDirectory(prefix="hpchub-probe-") as empty:
+            # Not capture_output=/text= (Python 3.7): the node's Python may be older.
+            result = subprocess.run([jupyter, "kernelspec", "list", "--json"], stdout=subprocess.PIPE,  # noqa: UP022
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout,
+                                    env=dict(os.environ, JUPYTER_DATA_DIR=empty),
+                                    universal_newlines=True)  # noqa: UP021
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [""])[-1]
+        return {"error": f"jupyter kernelspec list exited with {result.returncode}: {last}"}
+    try:
+        listed = json.loads(result.stdout)
+    except ValueError:
+        return {"error": "jupyter kernelspec list --json printed no JSON"}
+    if not isinstance(listed, dict) or not isinstance(listed.get("kernelspecs"), dict):
+        return {"error": "jupyter kernelspec list --json printed no kernelspecs"}
+    # Only what a card shows: the argv and resource paths stay on the node.
+    return {"kernelspecs": {name: {"spec": {key: entry.get("spec", {}).get(key) for key in ("display_name", "language")}}
+                            for name, entry in listed["kernelspecs"].items() if isinstance(entry, dict)}}
 
 
 def _hub_api(url: str, timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
@@ -105,6 +143,7 @@ def report(hub_api: str, node_variable: str, listener: socket.socket,
                    "python3_on_path": shutil.which("python3") or ""},
         "jupyterhub": _module_version("jupyterhub"),
         "singleuser_command": shutil.which("jupyterhub-singleuser") or "",
+        "kernelspecs": _kernelspecs(),
         "hpchub": _module_version("hpchub"),
         "hub_api": _hub_api(hub_api, connect_timeout),
         "node": os.environ.get(node_variable, "") or socket.gethostname(),

@@ -37,6 +37,7 @@ def golden_cases() -> list[Case]:
     cases += [
         Case("example-slurm-production.yaml", "gpu", (("gpus", "2"), ("account", "ml-lab"), ("walltime", "1-00:00:00"))),
         Case("local-sge.yaml", "small", (("cores", "4"), ("memory", "4G"), ("queue", "long.q"))),
+        Case("example-slurm-production.yaml", "cpu-small", (("user_env", ".venv"),)),
     ]
     return cases
 
