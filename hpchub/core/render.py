@@ -152,6 +152,9 @@ class Launch:
     secrets_file: str | None = None
     # The server reports its port to the hub (hpchub.job.extension); the script names its node.
     report_port: bool = False
+    # The job's directory holding the job side's bundle (hpchub.core.bundle): put first on PYTHONPATH
+    # and JUPYTER_PATH, and the server's environment checked before it starts (hpchub.job.requirements).
+    bundle_dir: str | None = None
 
 
 def job_context(

@@ -5,9 +5,26 @@
 - ``extension``: the Jupyter server extension in every server job (binds the node's address,
   reports the port, serves the walltime endpoint), on the compute node;
 - ``probe``: ``hpchub doctor``'s probe job, on the compute node;
+- ``requirements``: the server job's check of its environment (JupyterHub's singleuser server and
+  jupyter_server in a version hpchub supports), before the server starts;
 - ``walltime``, ``scheduler_commands``, ``logindefs``: what those need.
+
+A server job does not need hpchub installed where it runs: this package travels with the job as
+``hpchub_job`` (BUNDLE_PACKAGE; hpchub.core.bundle writes it into the job's directory, with the
+labextension hpchub-walltime and a ``*.dist-info`` whose entry points are ENTRY_POINTS), so its
+modules import each other relatively and name themselves by ``__name__``.
 
 Everything here imports only the standard library, other modules of this package and, in
 ``extension`` only, ``jupyter_server`` (and its ``tornado``): never the rest of hpchub, so a job
 needs nothing of the hub's dependencies (tests/test_job_side.py keeps it so).
 """
+
+# The job side's own top-level name in a job's bundle: never ``hpchub``, so the bundle cannot shadow
+# (or be shadowed by) an hpchub installed in the job's environment.
+BUNDLE_PACKAGE = "hpchub_job"
+# Modules of this package that stay out of the bundle: the login node's hpchub-job (with the UID_MIN it
+# reads) and the doctor's probe, which is sent as a job file of its own.
+NOT_IN_BUNDLE = ("jobfiles", "logindefs", "probe")
+# The bundle's entry points (group -> {name: "hpchub_job.module:attr"}), written as the
+# entry_points.txt of its dist-info, so importlib.metadata finds them on the job's PYTHONPATH.
+ENTRY_POINTS: dict[str, dict[str, str]] = {}

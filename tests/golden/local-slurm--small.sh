@@ -23,6 +23,16 @@ set -a
 set +a
 export HPCHUB_ENGINE_PROFILE=small
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/local-slurm.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-small/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-small/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
+hpchub_server=$(command -v jupyterhub-singleuser) || hpchub_fail jupyterhub-singleuser" is not on the PATH on $(hostname): the profile's environment must provide JupyterHub's single-user server (JupyterHub 4.x to 6.x with jupyter_server 2.x)"
+IFS= read -r hpchub_shebang <"$hpchub_server" || true
+case $hpchub_shebang in
+    "#!"*python*) hpchub_python=${hpchub_shebang#"#!"} ;;
+    *) hpchub_python=python3 ;;
+esac
+# unquoted: a "#!/usr/bin/env python3" line is a command and its argument
+$hpchub_python -m hpchub_job.requirements || exit 1
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
