@@ -37,12 +37,14 @@ def installed_version(distribution: str) -> str | None:
 
 
 def supported_range(lowest: int, newest: int) -> str:
-    return f"{lowest}.x to {newest - 1}.x"
+    return f"{lowest}.x" if newest == lowest + 1 else f"{lowest}.x to {newest - 1}.x"
 
 
-def problems(version_of: Callable[[str], str | None] = installed_version) -> tuple[list[str], list[str]]:
-    """(what stops the server, what is only warned about), each one line naming the piece."""
-    where = f"the environment of {sys.executable}"
+def problems(version_of: Callable[[str], str | None] = installed_version,
+             python: str | None = None) -> tuple[list[str], list[str]]:
+    """(what stops the server, what is only warned about), each one line naming the piece;
+    ``version_of``: a distribution's version in the environment of ``python`` (default: this one)."""
+    where = f"the environment of {python or sys.executable}"
     errors: list[str] = []
     warnings: list[str] = []
     for distribution, purpose, lowest, newest in SUPPORTED:
