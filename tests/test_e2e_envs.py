@@ -73,6 +73,14 @@ def job_log(server: dict) -> str:
     return Path(server["state"]["job_log"]).read_text()
 
 
+def failure_lines(message: str) -> list[str]:
+    """The lines of a failed spawn's message: the API's answer, or the progress stream's events
+    (``data: {JSON}``) when the spawn outlasted the hub's slow_spawn_timeout."""
+    events = [json.loads(line[len("data: "):]) for line in message.splitlines() if line.startswith("data: {")]
+    texts = [event.get("message", "") for event in events] if events else [message]
+    return [line for text in texts for line in text.splitlines()]
+
+
 def server_job_dir(server: dict) -> str:
     return f"/home/{server['state']['job_user']}/.hpchub/jobs/{server['state']['job_key']}"
 
@@ -113,6 +121,6 @@ def test_an_environment_the_server_cannot_run_in_fails_the_spawn_at_once_naming_
     message = spawn_failure_message(hub, user, {"profile": f"env-{env}"})
     seconds = time.monotonic() - started
     assert seconds < 20 + POLL_INTERVAL, f"the failed spawn took {seconds:.0f} s"
-    (line,) = [line for line in message.splitlines() if line.startswith("hpchub: ") and missing in line]
+    (line,) = [line for line in failure_lines(message) if line.startswith("hpchub: ") and missing in line]
     assert "JupyterHub" in line or "jupyterhub" in line
     hub.wait_for_server(user, ready=False, timeout=10)

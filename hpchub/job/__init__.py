@@ -19,6 +19,8 @@ Everything here imports only the standard library, other modules of this package
 needs nothing of the hub's dependencies (tests/test_job_side.py keeps it so).
 """
 
+from __future__ import annotations  # ENTRY_POINTS' annotation is not evaluated on an older job Python
+
 # The job side's own top-level name in a job's bundle: never ``hpchub``, so the bundle cannot shadow
 # (or be shadowed by) an hpchub installed in the job's environment.
 BUNDLE_PACKAGE = "hpchub_job"
