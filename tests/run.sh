@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole test suite, on a Debian 12 machine as root: installs what it needs (Debian packages,
-# the Python venv, test users), starts the test LDAP directory (tests/clusters/ldap.sh: its users
+# the Python venv, the job environments without hpchub, test users), starts the test LDAP directory (tests/clusters/ldap.sh: its users
 # resolve through NSS, so it comes up before the schedulers' daemons and goes down after them), the
 # local Slurm and Grid Engine clusters and the SSH login node in front of them
 # (tests/clusters/login.sh), rootless podman for the jobs and the test container image (built once,
@@ -17,6 +17,8 @@ venv=${HPCHUB_VENV:-/opt/hpchub/venv}
 bash tests/clusters/install-packages.sh
 bash tests/setup-python.sh
 bash tests/setup-proxy.sh >/dev/null
+# Job environments without hpchub (JupyterHub 3 to 6), cached in /opt/hpchub-test/envs.
+bash tests/setup-envs.sh
 bash tests/clusters/users.sh
 bash tests/clusters/containers.sh up
 # The container image of tests/test_containers_real.py: about 85 s when it must be built, a

@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from helpers.support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS, write_job_side, write_stand_in_server
 
 from hpchub.core.config import SiteConfigError, load_site_config, parse_site_config
 from hpchub.core.jobs import engine_job, server_job
@@ -155,7 +155,8 @@ def test_podman_line_has_the_node_network_the_home_and_no_secret():
                  "--volume /home/alice:/home/alice --workdir /home/alice",
                  "--env 'HPCHUB_*'", "--env JOB_ID", "oci-archive:/srv/images/course.tar",
                  "/bin/sh -c 'set -a && . \"$1\" && set +a && shift && exec \"$@\"' hpchub-secrets "
-                 "/home/alice/.hpchub/jobs/hpchub-alice-student/env jupyterhub-singleuser"):
+                 "/home/alice/.hpchub/jobs/hpchub-alice-student/env /bin/sh "
+                 "/home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser"):
         assert part in run, part
     assert "=" not in run.split("oci-archive:")[0].replace("--env ", ""), "a value on podman's command line"
     # The secrets file is read in the container only, never by the job's own shell.
@@ -187,6 +188,9 @@ def node_with(tmp_path, tools: dict[str, str]) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in tools.items():
+        if name == "jupyterhub-singleuser":
+            write_stand_in_server(bin_dir / name, body)
+            continue
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
     return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -200,6 +204,7 @@ def script_of(tmp_path, site_text: str) -> str:
     secrets = tmp_path / ".hpchub" / "jobs" / job.key / "env"
     secrets.parent.mkdir(parents=True)
     secrets.write_text("JUPYTERHUB_API_TOKEN=secret-token\n")
+    write_job_side(secrets.parent)
     return job.script
 
 
@@ -286,7 +291,7 @@ def test_server_starts_in_the_container_with_the_secrets_read_inside(tmp_path):
     text = SITE_HEAD.replace("runtime: podman", "runtime: apptainer").replace("/srv/images/lab.tar", str(image))
     result = run_server_script(tmp_path, text, env)
     assert result.returncode == 0, result.stderr
-    assert "token=secret-token end=set args=--ServerApp.jpserver_extensions=hpchub.job.extension=True" in result.stdout
+    assert "token=secret-token end=set args=--ServerApp.jpserver_extensions=hpchub_job.extension=True" in result.stdout
     assert "secret-token" not in (tmp_path / "runtime-args").read_text()
 
 

@@ -27,7 +27,6 @@ from helpers.support import user_readable
 
 from hpchub.admin.doctor import (
     EXIT_ENVIRONMENT,
-    EXIT_HPCHUB_MISSING,
     EXIT_HUB_UNREACHABLE,
     EXIT_JUPYTERHUB,
     EXIT_NODE_UNREACHABLE,
@@ -131,6 +130,7 @@ def _kept_log(output: str) -> Path:
 def _report(**changes: object) -> dict:
     report = {"python": {"executable": "/venv/bin/python3", "version": "3.11.2"},
               "jupyterhub": {"importable": True, "version": jupyterhub.__version__, "path": "/venv/x"},
+              "jupyter_server": {"importable": True, "version": "2.14.0", "path": "/venv/y"},
               "singleuser_command": "/venv/bin/jupyterhub-singleuser",
               "hpchub": {"importable": True, "version": "0.1.0"},
               "hub_api": {"asked": True, "url": "http://hub:8081/hub/api", "host": "hub", "port": 8081, "tcp": "ok",
@@ -147,20 +147,24 @@ def test_the_exit_code_is_the_failure_that_comes_first_in_a_servers_start():
     unreachable = {"asked": True, "url": "http://hub:8081/hub/api", "host": "hub", "port": 8081,
                    "tcp": "ConnectionRefusedError: Connection refused"}
     diagnosis = Diagnosis()
+    # hpchub need not be on the node (the job side travels with the server job): a fact, no problem.
     _judge_report(diagnosis, _report(hpchub={"importable": False, "error": "ModuleNotFoundError"},
+                                      jupyter_server={"importable": True, "version": "1.24.0"},
                                       hub_api=unreachable), "slurm", "http://hub:8081/hub/api")
-    assert [problem.code for problem in diagnosis.problems] == [EXIT_HPCHUB_MISSING, EXIT_HUB_UNREACHABLE]
-    assert diagnosis.exit_code == EXIT_HPCHUB_MISSING
+    assert [problem.code for problem in diagnosis.problems] == [EXIT_JUPYTERHUB, EXIT_HUB_UNREACHABLE]
+    assert diagnosis.exit_code == EXIT_JUPYTERHUB
+    assert diagnosis.problems[0].message.startswith("jupyter_server 1.24.0 in the environment of /venv/bin/python3 is "
+                                                    "too old")
+    assert "hpchub: not installed on the node (not needed: the job side travels with the job)" in diagnosis.facts
     assert "nothing listens there; is the hub running" in diagnosis.problems[1].message
     diagnosis.problems.append(Problem(EXIT_ENVIRONMENT, "..."))
     assert diagnosis.exit_code == EXIT_ENVIRONMENT
-    # A minor version apart works (a note, no problem); another major version is exit 4.
-    major, minor, *_ = jupyterhub.__version__.split(".")
+    # Another version than the hub's within the supported range (JupyterHub 4 to 6) works: a note, no
+    # problem; JupyterHub 3 or none on the PATH is exit 4.
     diagnosis = Diagnosis()
-    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": f"{major}.{int(minor) + 1}.0"}),
-                  "slurm", "")
-    assert diagnosis.problems == [] and any("minor versions differ" in fact for fact in diagnosis.facts)
-    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": f"{int(major) - 1}.0.0"},
+    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": "4.1.6"}), "slurm", "")
+    assert diagnosis.problems == [] and any("another version than the hub's" in fact for fact in diagnosis.facts)
+    _judge_report(diagnosis, _report(jupyterhub={"importable": True, "version": "3.1.1"},
                                      singleuser_command=""), "slurm", "")
     assert [problem.code for problem in diagnosis.problems] == [EXIT_JUPYTERHUB, EXIT_JUPYTERHUB]
 
@@ -207,20 +211,20 @@ def test_an_environment_that_does_not_load_is_exit_3(scheduler, hub_api, clean_p
 
 
 @pytest.fixture(scope="module")
-def jupyterhub4_venv() -> Iterator[Path]:
-    """A world-readable venv (no hpchub) whose importable jupyterhub is version 4: a package of that
+def jupyterhub3_venv() -> Iterator[Path]:
+    """A world-readable venv (no hpchub) whose importable jupyterhub is version 3: a package of that
     name and version, installed by hand in its site-packages (what the probe imports and reads), so
     the test needs neither the registry nor pip's 20-40 s."""
-    directory = Path(tempfile.mkdtemp(prefix="hpchub-test-jupyterhub4-"))
+    directory = Path(tempfile.mkdtemp(prefix="hpchub-test-jupyterhub3-"))
     directory.chmod(0o755)
     venv = directory / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     (site_packages,) = venv.glob("lib/python3*/site-packages")
     (site_packages / "jupyterhub").mkdir()
-    (site_packages / "jupyterhub" / "__init__.py").write_text('__version__ = "4.1.6"\n')
-    (site_packages / "jupyterhub-4.1.6.dist-info").mkdir()
-    (site_packages / "jupyterhub-4.1.6.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: jupyterhub\nVersion: 4.1.6\n")
+    (site_packages / "jupyterhub" / "__init__.py").write_text('__version__ = "3.1.1"\n')
+    (site_packages / "jupyterhub-3.1.1.dist-info").mkdir()
+    (site_packages / "jupyterhub-3.1.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: jupyterhub\nVersion: 3.1.1\n")
     subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
     yield venv
     shutil.rmtree(directory, ignore_errors=True)
@@ -228,19 +232,19 @@ def jupyterhub4_venv() -> Iterator[Path]:
 
 @pytest.mark.sge
 @pytest.mark.usefixtures("sge_cluster")
-def test_jupyterhub_of_another_major_version_is_exit_4(jupyterhub4_venv, hub_api, clean_probes):
-    profile = (f"\n  - slug: jh4\n    name: jupyterhub 4\n    cluster: sge\n    queue: short.q\n"
+def test_jupyterhub_older_than_the_supported_range_is_exit_4(jupyterhub3_venv, hub_api, clean_probes):
+    profile = (f"\n  - slug: jh3\n    name: jupyterhub 3\n    cluster: sge\n    queue: short.q\n"
                f'    resources: {{cores: 1, memory: 1G, walltime: "00:10:00"}}\n'
-               f"    environment:\n      venv: {jupyterhub4_venv}\n")
-    site = site_with("sge", "jh4", profile)
-    result = doctor(site, "jh4", "--hub-api", hub_api)
+               f"    environment:\n      venv: {jupyterhub3_venv}\n")
+    site = site_with("sge", "jh3", profile)
+    result = doctor(site, "jh3", "--hub-api", hub_api)
     assert result.returncode == EXIT_JUPYTERHUB, result.stdout + result.stderr
-    assert f"python: 3.11.2 at {jupyterhub4_venv}/bin/python3" in result.stdout
-    assert "PROBLEM (4): jupyterhub 4." in result.stdout
-    assert f"{jupyterhub.__version__} on the hub: the single-user server and the hub must have the same major version. " \
-           f"Fix: pip install 'jupyterhub=={jupyterhub.__version__}'" in result.stdout
-    # That venv has no hpchub either: reported too, the exit code is the first in a server's start.
-    assert f"PROBLEM ({EXIT_HPCHUB_MISSING}): hpchub is not importable" in result.stdout
+    assert f"python: 3.11.2 at {jupyterhub3_venv}/bin/python3" in result.stdout
+    assert f"PROBLEM (4): jupyterhub 3.1.1 in the environment of {jupyterhub3_venv}/bin/python3 is too old" in result.stdout
+    assert f"Fix: install jupyterhub (best the hub's {jupyterhub.__version__}; jupyterhub 4.x to 6.x with " \
+           "jupyter_server 2.x work)" in result.stdout
+    # That venv has no hpchub either: not needed, the job side travels with the server job.
+    assert "hpchub: not installed on the node (not needed" in result.stdout
 
 
 @pytest.mark.slurm

@@ -1,6 +1,8 @@
 """The job side (hpchub/job/) imports nothing else of hpchub and nothing beyond the standard library
 and, in the server extension only, jupyter_server (with the tornado its handler API is made of): a
-job whose environment holds no hpchub hub side, no JupyterHub, no pydantic or paramiko still runs it."""
+job whose environment holds no hpchub hub side, no JupyterHub, no pydantic or paramiko still runs it.
+Its modules import each other relatively, so they work as the job's bundle ``hpchub_job`` too
+(tests/test_bundle.py runs that bundle in environments without hpchub)."""
 
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ def foreign_imports(path: Path, allowed: set[str]) -> list[str]:
                 bad.append(f"{path.name}:{line}: {name}")
             continue
         top = name.split(".")[0]
-        if name == "hpchub.job" or name.startswith("hpchub.job."):
-            continue
+        # Not even hpchub.job by its absolute name: in a job the package is the bundle's hpchub_job
+        # (hpchub.core.bundle), and hpchub need not be installed there.
         if top in sys.stdlib_module_names or top == "__future__" or top in allowed:
             continue
         bad.append(f"{path.name}:{line}: {name}")
@@ -71,6 +73,13 @@ def test_the_check_finds_an_import_of_the_hub_side(tmp_path):
         "extension.py:1: ..walltime", "extension.py:2: hpchub.schedulers", "extension.py:3: jupyterhub.utils",
         "extension.py:5: jupyterhub.httpclient"]
     assert foreign_imports(module, set())[-1] == "extension.py:6: tornado"
+
+
+def test_the_check_finds_an_absolute_import_of_the_job_side(tmp_path):
+    # It would work where hpchub is installed, and fail in the job's bundle (hpchub_job) where it is not.
+    module = tmp_path / "walltime.py"
+    module.write_text("from hpchub.job.scheduler_commands import for_scheduler\nfrom .logindefs import UID_MIN\n")
+    assert foreign_imports(module, set()) == ["walltime.py:1: hpchub.job.scheduler_commands"]
 
 
 LOADED = """

@@ -134,6 +134,31 @@ def test_prepare_writes_user_only_files_in_user_only_dirs(carol_home):
     assert sorted(os.listdir(hpchub / "jobs/srv-1")) == ["env"] and env.read_text() == "TOKEN=new\n"
 
 
+def test_prepare_writes_files_in_subdirectories_made_user_only(carol_home):
+    # The job side's bundle (hpchub.core.bundle) comes as files in subdirectories of the job directory.
+    files = {"env": "TOKEN=s3cret\n", "python/hpchub_job/__init__.py": "", "python/hpchub_job/extension.py": "X = 1\n",
+             "python/hpchub_job-0.1.0.dist-info/entry_points.txt": "",
+             "jupyter/labextensions/hpchub-walltime/static/remoteEntry.0a1b.js": "var x;\n"}
+    result = carol_home.run("prepare", "srv-2", input=json.dumps({"files": files}))
+    assert result.returncode == 0, result.stderr
+    job = carol_home.path / ".hpchub/jobs/srv-2"
+    for name, text in files.items():
+        assert (job / name).read_text() == text and mode_of(job / name) == 0o600
+    for directory in ("python", "python/hpchub_job", "python/hpchub_job-0.1.0.dist-info", "jupyter",
+                      "jupyter/labextensions", "jupyter/labextensions/hpchub-walltime",
+                      "jupyter/labextensions/hpchub-walltime/static"):
+        assert mode_of(job / directory) == 0o700 and (job / directory).lstat().st_uid == carol_home.account.pw_uid
+
+
+def test_a_subdirectory_swapped_for_a_link_after_the_check_is_not_followed(carol_home):
+    carol_home.make("elsewhere")
+    result = carol_home.run_as_user(["env", f"PYTHONPATH={carol_home.package}", PYTHON, "-c", SWAP_AFTER_CHECK, "python",
+                                     "prepare", "k"], input=files_request(**{"python/m.py": "X = 1\n"}))
+    shown = f"{carol_home.home}/.hpchub/jobs/k/python"
+    assert result.returncode == 2 and f"hpchub-job: {shown} cannot be opened as a directory" in result.stderr
+    assert os.listdir(carol_home.path / "elsewhere") == []
+
+
 DIRS_USED = {"prepare": {"jobs", "logs"}, "remove": {"jobs"}, "tail": {"logs"}, "clean": {"jobs", "logs"}}
 
 
@@ -173,7 +198,8 @@ def stat_then_swap(path, *args, **kwargs):
     found = real_stat(path, *args, **kwargs)
     if path == sys.argv[1] and kwargs.get("dir_fd") is not None:
         os.rename(path, "moved", src_dir_fd=kwargs["dir_fd"], dst_dir_fd=kwargs["dir_fd"])
-        os.symlink("elsewhere" if path == ".hpchub" else "../elsewhere", path, dir_fd=kwargs["dir_fd"])
+        target = {".hpchub": "elsewhere", "jobs": "../elsewhere", "python": "../../../elsewhere"}[path]
+        os.symlink(target, path, dir_fd=kwargs["dir_fd"])
     return found
 
 jobfiles.os.stat = stat_then_swap
@@ -233,6 +259,17 @@ def test_an_hpchub_dir_of_another_user_or_not_a_dir_is_refused(carol_home, plant
     (["prepare", "../x"], files_request(env="x")),
     (["prepare", "k"], files_request(**{"../env": "x"})),
     (["prepare", "k"], files_request(**{".env": "x"})),
+    (["prepare", "k"], files_request(**{"a/../env": "x"})),
+    (["prepare", "k"], files_request(**{"a/./env": "x"})),
+    (["prepare", "k"], files_request(**{"a//env": "x"})),
+    (["prepare", "k"], files_request(**{"/tmp/env": "x"})),
+    (["prepare", "k"], files_request(**{"a/": "x"})),
+    (["prepare", "k"], files_request(**{"a/.env": "x"})),
+    (["prepare", "k"], files_request(**{".a/env": "x"})),
+    (["prepare", "k"], files_request(**{"a\\b": "x"})),
+    (["prepare", "k"], files_request(**{"a/b/c/d/e/f/g": "x"})),
+    (["prepare", "k"], files_request(**{"a": "x", "a/b": "y"})),
+    (["prepare", "k"], files_request(**{f"f{i}": "x" for i in range(101)})),
     (["prepare", "k"], json.dumps({"files": {"env": 1}})),
     (["prepare", "k"], json.dumps({"files": {}, "script": "#!/bin/sh"})),
     (["prepare", "k"], "{not json"),

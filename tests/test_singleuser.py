@@ -1,4 +1,5 @@
-"""hpchub.job.extension, the server extension in every server job: a real jupyterhub-singleuser
+"""hpchub.job.extension, the server extension in every server job (as hpchub_job.extension, from the
+job's bundle): a real jupyterhub-singleuser
 against a small stand-in hub on 127.0.0.1, and the address choice on its own."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.support import write_job_side
 
 from hpchub.core.jobs import SERVER_ARGS
 from hpchub.job.extension import ALL_INTERFACES, bind_address, scheduler_node_address
@@ -111,6 +113,8 @@ def start_server(hub: StandInHub, tmp_path: Path, node_name: str, **job_env: str
         # What the hub puts in the job's environment: its own idea of ip and port, both overridden.
         JUPYTERHUB_SERVICE_URL="http://127.0.0.1:0/user/alice/",
         HPCHUB_SCHEDULER="sge", HPCHUB_NODE_NAME=node_name,
+        # The job side as the job gets it: its bundle first on the paths (hpchub.core.bundle).
+        **write_job_side(tmp_path / "job"),
         **job_env,
     )
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # the tests run as root; jobs never do

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from test_spawner_lifecycle import SITE, fake  # noqa: F401 (the fixture)
 
-from hpchub.core import spawn
+from hpchub.core import bundle, spawn
 from hpchub.core.config import load_site_config
 from hpchub.core.metrics import SpawnFailure
 from hpchub.core.options import resolve_request
@@ -30,7 +30,9 @@ async def test_a_server_job_comes_with_its_user_only_files(fake):  # noqa: F811
     assert prepared.job.name == "hpchub-alice-small" and prepared.hub_port == ""
     assert f"JUPYTERHUB_API_TOKEN={'t' * 32}" in prepared.files["env"] and "t" * 32 not in prepared.job.script
     job_id = await spawn.submit(runtime_for(site), prepared, keep_days=3, watcher="alice/")
-    assert fake.files["hpchub-alice-small"][1] == prepared.files and fake.keep_days == 3 and job_id == "100"
+    # Written with them: the job side's bundle (hpchub.core.bundle), the same for every server job.
+    assert fake.files["hpchub-alice-small"][1] == {**bundle.job_side_files(), **prepared.files}
+    assert fake.keep_days == 3 and job_id == "100"
 
 
 async def test_an_account_hpchub_refuses_gets_no_job(fake):  # noqa: F811

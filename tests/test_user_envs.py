@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.support import SITE_CONFIGS
+from helpers.support import SITE_CONFIGS, write_job_side, write_stand_in_server
 
 from hpchub.core.config import SiteConfigError, load_site_config, parse_site_config
 from hpchub.core.jobs import ENV_PARENT_USER_ENV, engine_job, server_job
@@ -230,9 +230,10 @@ def run_env_block(tmp_path: Path, user_env: str) -> subprocess.CompletedProcess:
     secrets = tmp_path / ".hpchub" / "jobs" / job.key / "env"
     secrets.parent.mkdir(parents=True, exist_ok=True)
     secrets.write_text("JUPYTERHUB_API_TOKEN=t\n")
+    write_job_side(secrets.parent)
     system = tmp_path / "system-bin"
     system.mkdir(exist_ok=True)
-    write_program(system / "jupyterhub-singleuser", 'echo "system singleuser"')
+    write_stand_in_server(system / "jupyterhub-singleuser", 'echo "system singleuser"')
     env = {"PATH": f"{system}:/usr/bin:/bin", "HOME": str(tmp_path)}
     return subprocess.run(["bash", "-c", job.script], capture_output=True, text=True, env=env, timeout=30,
                           cwd=tmp_path)
@@ -248,7 +249,7 @@ def test_a_venv_is_activated_and_its_server_runs(tmp_path):
     venv = tmp_path / "envs" / "lab"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text(f'export VIRTUAL_ENV={venv}; export PATH="$VIRTUAL_ENV/bin:$PATH"\n')
-    write_program(venv / "bin" / "jupyterhub-singleuser", 'echo "venv singleuser in $VIRTUAL_ENV"')
+    write_stand_in_server(venv / "bin" / "jupyterhub-singleuser", 'echo "venv singleuser in $VIRTUAL_ENV"')
     result = run_env_block(tmp_path, "~/envs/lab")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"venv singleuser in {venv}"
@@ -257,7 +258,7 @@ def test_a_venv_is_activated_and_its_server_runs(tmp_path):
 def test_a_conda_env_without_conda_in_the_shell_goes_first_on_the_path(tmp_path):
     env = tmp_path / "miniforge3" / "envs" / "lab"
     (env / "conda-meta").mkdir(parents=True)
-    write_program(env / "bin" / "jupyterhub-singleuser", 'echo "conda singleuser in $CONDA_PREFIX"')
+    write_stand_in_server(env / "bin" / "jupyterhub-singleuser", 'echo "conda singleuser in $CONDA_PREFIX"')
     result = run_env_block(tmp_path, "miniforge3/envs/lab")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"conda singleuser in {env}"

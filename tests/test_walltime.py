@@ -38,7 +38,7 @@ def test_the_script_exports_the_jobs_end_from_its_start_and_walltime(config, pro
     line = next(line for line in script.splitlines() if "HPCHUB_JOB_END=" in line)
     assert line == f"export HPCHUB_JOB_END=$(( $(date +%s) + {seconds} ))"
     # Before the environment block (a failing module load must not be what sets the start) and the server.
-    assert script.index(line) < script.index("exec jupyterhub-singleuser")
+    assert script.index(line) < script.index("start-server.sh jupyterhub-singleuser")
     before = int(time.time())
     ends = int(subprocess.run(["bash", "-c", f"{line}; echo $HPCHUB_JOB_END"], capture_output=True, text=True,
                               check=True).stdout)

@@ -690,11 +690,10 @@ async def _as_user_findings(site: SiteConfig, name: str, client: ClusterClient, 
 
 async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
     """One probe job (hpchub.admin.doctor) as ``user`` per profile environment and queue (the first profile
-    of each), all at once: does the environment load, is jupyterhub (the hub's major version) and
-    hpchub importable, can the hub reach a port on the node."""
+    of each), all at once: does the environment load, has it JupyterHub's singleuser server and
+    jupyter_server in the supported range, can the hub reach a port on the node."""
     from .doctor import (
         EXIT_ENVIRONMENT,
-        EXIT_HPCHUB_MISSING,
         EXIT_JUPYTERHUB,
         EXIT_NO_REPORT,
         EXIT_NODE_UNREACHABLE,
@@ -729,7 +728,7 @@ async def environment_findings(site: SiteConfig, user: str) -> list[Finding]:
             findings.append(_at(site, "info", environment_at, f"kernels: {names}" + (f" ({recorded})" if recorded
                                                                                       else "")))
         for problem in outcome.problems:
-            if problem.code in (EXIT_ENVIRONMENT, EXIT_JUPYTERHUB, EXIT_HPCHUB_MISSING):
+            if problem.code in (EXIT_ENVIRONMENT, EXIT_JUPYTERHUB):
                 findings.append(_at(site, "error", environment_at, problem.message))
             elif problem.code == EXIT_NODE_UNREACHABLE:
                 findings.append(_at(site, "error", ("clusters", profile.cluster, "network"), problem.message))

@@ -145,8 +145,20 @@ def _where(path: str, finding: Finding) -> str:
 
 def cmd_render(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
-    sys.stdout.write(build_job(site, args).script)
+    job = build_job(site, args)
+    sys.stdout.write(job.script)
+    if job.files:  # on stderr: stdout stays exactly the script the scheduler gets
+        print(files_written(job), file=sys.stderr, end="")
     return 0
+
+
+def files_written(job: PreparedJob) -> str:
+    """What a submission writes into the job's directory besides its secrets: names and sizes."""
+    sizes = {name: len(text.encode("utf-8")) for name, text in job.files.items()}
+    lines = [f"# written to {job.job_dir}/ with the job ({len(sizes)} files, {sum(sizes.values())} bytes; "
+             "the secrets files are made at submission):\n"]
+    lines += [f"#   {name}  {size} bytes\n" for name, size in sizes.items()]
+    return "".join(lines)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -154,7 +166,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job = build_job(site, args)
     client = client_for(site, job.cluster_name)
     files = {"env": ""} if job.kind != "command" else {}
-    job_id = asyncio.run(client.submit(job.user.name, job.key, job.script, files))
+    job_id = asyncio.run(client.submit(job.user.name, job.key, job.script, job.files_with(files)))
     print(job_id)
     return 0
 

@@ -3,11 +3,13 @@
 It submits a probe job AS the user, built like the profile's server job (the same directives and
 environment block: modules, venv, prologue), that runs hpchub/job/probe.py with the environment's
 ``python3`` instead of the server. The probe reports the node's Python, the ``jupyterhub`` and
-``hpchub`` it can import, and whether it reaches the hub's API; then it listens on a free port and
-the doctor connects to it at the node's address as the hub resolves it. Each failure has its own
-plain-words message with the fix and its own exit code (EXIT_CODES). The probe job is cancelled if
-it still runs and its files are removed, whatever happened; the probe removes its own log when it
-ends (a log kept because the environment failed before Python ran is named in the message).
+``jupyter_server`` it can import (judged by the server job's own check, hpchub.job.requirements;
+hpchub itself is not needed there, the job side travels with the job), and whether it reaches the
+hub's API; then it listens on a free port and the doctor connects to it at the node's address as
+the hub resolves it. Each failure has its own plain-words message with the fix and its own exit
+code (EXIT_CODES). The probe job is cancelled if it still runs and its files are removed, whatever
+happened; the probe removes its own log when it ends (a log kept because the environment failed
+before Python ran is named in the message).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..core.options import JobRequest, OptionsError, allocation_word, needs_allo
 from ..core.poller import Presence
 from ..core.render import UserAccount
 from ..core.runtime import ClusterRuntime
-from ..job import probe
+from ..job import probe, requirements
 from ..job.probe import GREETING, REPORT_MARK
 from ..schedulers import JobState, backend_for
 from ..transports.cluster import ClusterSpec, user_allocations
@@ -44,23 +46,24 @@ EXIT_JUPYTERHUB = 4
 EXIT_HUB_UNREACHABLE = 5
 EXIT_NODE_UNREACHABLE = 6
 EXIT_NOT_STARTED = 7
-EXIT_HPCHUB_MISSING = 8
 EXIT_NO_REPORT = 9
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "the probe job ran and every check passed",
     EXIT_CANNOT_RUN: "the doctor could not run (site config, profile, user account, scheduler command)",
     EXIT_ENVIRONMENT: "the job's environment did not load (module, venv, conda env, no python3)",
-    EXIT_JUPYTERHUB: "jupyterhub missing on the node, or its major version differs from the hub's",
+    EXIT_JUPYTERHUB: "jupyterhub-singleuser missing on the node, or JupyterHub or jupyter_server outside the supported range",
     EXIT_HUB_UNREACHABLE: "the node cannot reach the hub's API",
     EXIT_NODE_UNREACHABLE: "the hub cannot reach a port opened on the node",
     EXIT_NOT_STARTED: "the scheduler refused the job, or it did not start in time",
-    EXIT_HPCHUB_MISSING: "hpchub is not importable on the node (the server job needs hpchub.job.extension)",
     EXIT_NO_REPORT: "the job started but the probe reported nothing",
 }
 # Several failures at once: the exit code is the one that comes first in a server's start.
-_ORDER = (EXIT_NOT_STARTED, EXIT_ENVIRONMENT, EXIT_NO_REPORT, EXIT_JUPYTERHUB, EXIT_HPCHUB_MISSING,
-          EXIT_HUB_UNREACHABLE, EXIT_NODE_UNREACHABLE)
+_ORDER = (EXIT_NOT_STARTED, EXIT_ENVIRONMENT, EXIT_NO_REPORT, EXIT_JUPYTERHUB, EXIT_HUB_UNREACHABLE,
+          EXIT_NODE_UNREACHABLE)
+# What a server job's environment needs (hpchub.job.requirements), in words.
+SUPPORTED_TEXT = " with ".join(f"{name} {requirements.supported_range(lowest, newest)}"
+                               for name, _, lowest, newest in requirements.SUPPORTED)
 
 POLL_INTERVAL = 2.0
 CONNECT_TIMEOUT = 10.0
@@ -125,10 +128,6 @@ def hub_jupyterhub_version() -> str | None:
     except ImportError:
         return None
     return str(jupyterhub.__version__)
-
-
-def _major(version: str) -> str:
-    return version.split(".", 1)[0]
 
 
 def probe_source() -> str:
@@ -321,27 +320,31 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
     python = report.get("python", {})
     diagnosis.facts.append(f"python: {python.get('version')} at {python.get('executable')} on {node}")
     hub_version = hub_jupyterhub_version()
+    # The range a server job needs is the job's own check (hpchub.job.requirements), read from the report.
+    versions = {name: str(report[name].get("version")) for name in ("jupyterhub", "jupyter_server")
+                if isinstance(report.get(name), dict) and report[name].get("importable")}
     jupyterhub = report.get("jupyterhub", {})
-    if not jupyterhub.get("importable"):
-        diagnosis.facts.append(f"jupyterhub: not importable ({jupyterhub.get('error')})")
-        diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
-            f"jupyterhub is not importable by {python.get('executable')} on {node} ({jupyterhub.get('error')}). "
-            f"Fix: install jupyterhub=={hub_version or 'THE_HUB_VERSION'} (with hpchub) into the environment the "
-            "profile's jobs use.")))
-    else:
-        node_version = str(jupyterhub.get("version"))
+    if "jupyterhub" in versions:
+        node_version = versions["jupyterhub"]
         diagnosis.facts.append(f"jupyterhub: {node_version} on the node, {hub_version or 'none'} on the hub")
-        if hub_version and _major(node_version) != _major(hub_version):
-            diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
-                f"jupyterhub {node_version} on {node} ({jupyterhub.get('path')}), {hub_version} on the hub: the "
-                f"single-user server and the hub must have the same major version. Fix: pip install "
-                f"'jupyterhub=={hub_version}' into the jobs' environment (or upgrade the hub to match).")))
-        elif hub_version and node_version.split(".")[:2] != hub_version.split(".")[:2]:
-            diagnosis.facts.append("  (minor versions differ: works, but JupyterHub logs a warning at each start)")
-        if not report.get("singleuser_command"):
-            diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
-                f"jupyterhub-singleuser is not on the PATH on {node} after the environment loaded. Fix: install "
-                "jupyterhub into the jobs' environment (its bin directory must be on the PATH the job gets).")))
+        if hub_version and node_version.split(".")[:2] != hub_version.split(".")[:2]:
+            diagnosis.facts.append("  (another version than the hub's: works within the supported range, but "
+                                   "JupyterHub logs a warning at each start)")
+    else:
+        diagnosis.facts.append(f"jupyterhub: not importable ({jupyterhub.get('error')})")
+    if "jupyter_server" in versions:
+        diagnosis.facts.append(f"jupyter_server: {versions['jupyter_server']} on the node")
+    errors, warnings = requirements.problems(versions.get, str(python.get("executable")))
+    for warning in warnings:
+        diagnosis.facts.append(f"  (warning: {warning})")
+    for error in errors:
+        diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+            f"{error} (on {node}). Fix: install jupyterhub (best the hub's {hub_version or 'version'}; "
+            f"{SUPPORTED_TEXT} work) into the environment the profile's jobs use.")))
+    if "jupyterhub" in versions and not report.get("singleuser_command"):
+        diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+            f"jupyterhub-singleuser is not on the PATH on {node} after the environment loaded. Fix: install "
+            "jupyterhub into the jobs' environment (its bin directory must be on the PATH the job gets).")))
     kernels = parse_kernelspecs(report)
     if kernels is not None:
         diagnosis.kernels = kernels
@@ -350,14 +353,9 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
     elif isinstance(report.get("kernelspecs"), dict):
         diagnosis.facts.append(f"kernels: not listed ({report['kernelspecs'].get('error')})")
     hpchub = report.get("hpchub", {})
-    if hpchub.get("importable"):
-        diagnosis.facts.append(f"hpchub: {hpchub.get('version')} on the node")
-    else:
-        diagnosis.facts.append(f"hpchub: not importable ({hpchub.get('error')})")
-        diagnosis.problems.append(Problem(EXIT_HPCHUB_MISSING, (
-            f"hpchub is not importable by {python.get('executable')} on {node} ({hpchub.get('error')}): the server "
-            "job loads hpchub.job.extension to report its port. Fix: install hpchub (the hub's version) into the jobs' "
-            "environment.")))
+    # Not needed on the node: the job side travels with every server job (hpchub.core.bundle).
+    diagnosis.facts.append(f"hpchub: {hpchub.get('version')} on the node (not needed there)" if hpchub.get("importable")
+                           else "hpchub: not installed on the node (not needed: the job side travels with the job)")
     api = report.get("hub_api", {})
     if not api.get("asked"):
         return

@@ -21,15 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import job as job_side
 from ..schedulers import backend_for
+from . import bundle
 from .config import SiteConfig
 from .options import JobRequest
 from .render import Launch, RenderError, UserAccount, engine_context, job_context, render_job_script, template_name
 
 SERVER_COMMAND = ("jupyterhub-singleuser",)
-# Appended to the server command: hpchub.job.extension binds the address the hub connects to and
-# reports the port once the server listens on it; port 0 lets the OS choose a free one at bind time.
-SERVER_ARGS = ("--ServerApp.jpserver_extensions=hpchub.job.extension=True", "--ServerApp.port=0")
+# Appended to the server command: the job side's extension (hpchub.job.extension, as the job's bundle
+# names it: hpchub.core.bundle) binds the address the hub connects to and reports the port once the
+# server listens on it; port 0 lets the OS choose a free one at bind time.
+SERVER_ARGS = (f"--ServerApp.jpserver_extensions={job_side.BUNDLE_PACKAGE}.extension=True", "--ServerApp.port=0")
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENGINE_MARK = ".e-"
 
@@ -61,6 +64,9 @@ class PreparedJob:
     output: str  # job output path with the scheduler's job-id token in it
     request: JobRequest
     context: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    # Files the job needs besides the submitter's secrets (a server job: the job side's bundle),
+    # written to its directory at submission; `hpchub render` lists them.
+    files: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def job_dir(self) -> str:
@@ -71,6 +77,10 @@ class PreparedJob:
 
     def log_name(self, job_id: str) -> str:
         return Path(self.log_path(job_id)).name
+
+    def files_with(self, secrets: Mapping[str, str]) -> dict[str, str]:
+        """Everything written to the job's directory: the job's own files and the caller's ``secrets``."""
+        return {**self.files, **secrets}
 
 
 def job_dir(user: UserAccount, key: str) -> str:
@@ -93,10 +103,10 @@ def is_engine_job_of(name: str, user: str, parent_job: str) -> bool:
 
 
 def _prepare(kind: str, site: SiteConfig, request: JobRequest, user: UserAccount, name: str, key: str,
-             context: dict[str, Any], template: str) -> PreparedJob:
+             context: dict[str, Any], template: str, files: Mapping[str, str] | None = None) -> PreparedJob:
     script = render_job_script(site, context, template)
     return PreparedJob(kind, request.cluster_name, request.cluster.scheduler, user, name, key, script,
-                       str(context["job"]["output"]), request, context)
+                       str(context["job"]["output"]), request, context, files or {})
 
 
 def server_job(
@@ -106,9 +116,9 @@ def server_job(
     server_name: str = "",
     server_command: Sequence[str] = SERVER_COMMAND,
 ) -> PreparedJob:
-    """A single-user server job: hub secrets from the user-only file, the port reported once the
-    server listens, the engine launcher told which site config and profile it belongs to and what the
-    job charges."""
+    """A single-user server job: the job side travels with it (hpchub.core.bundle), hub secrets from
+    the user-only file, the port reported once the server listens, the engine launcher told which
+    site config and profile it belongs to and what the job charges."""
     name = server_job_name(user, request.profile.slug, server_name)
     env = {ENV_ENGINE_PROFILE: request.profile.slug}
     chosen = {"account": request.account, "qos": request.qos, "reservation": request.reservation_name}
@@ -123,9 +133,10 @@ def server_job(
     elif site.source is not None:
         env[ENV_SITE_CONFIG] = str(Path(site.source).resolve())
     launch = Launch(command=(*server_command, *SERVER_ARGS), env=env, secrets_file=f"{job_dir(user, name)}/env",
-                    report_port=True)
+                    report_port=True, bundle_dir=job_dir(user, name))
     context = job_context(site, request, user, launch, name=name)
-    return _prepare("server", site, request, user, name, name, context, template_name(request))
+    return _prepare("server", site, request, user, name, name, context, template_name(request),
+                    bundle.job_side_files())
 
 
 def command_job(site: SiteConfig, request: JobRequest, user: UserAccount, command: Sequence[str]) -> PreparedJob:

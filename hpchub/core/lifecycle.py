@@ -46,8 +46,9 @@ class SubmittedJobNotOurs(SubmitOutcomeUnknown):
 
 async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Mapping[str, str],
                            keep_days: int | None = None, watcher: str = "") -> str:
-    """Write ``files`` to the job's directory and submit it, as the job's user in one call; the
-    cluster's shared poller watches the job for ``watcher`` (StatusPoller.watch) from then on.
+    """Write the job's own files and ``files`` (its secrets) to the job's directory and submit it, as
+    the job's user in one call; the cluster's shared poller watches the job for ``watcher``
+    (StatusPoller.watch) from then on.
     Returns the job id.
 
     When the outcome is unknown (the command timed out or was stopped for writing too much, the SSH
@@ -56,7 +57,8 @@ async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Map
     found by name and cancelled before the error is raised (SubmitOutcomeUnknown). So they are when
     the reported job id is not the job submitted (SubmittedJobNotOurs; the job with that id is left alone)."""
     try:
-        job_id = await runtime.client.submit(job.user.name, job.key, job.script, files, keep_days=keep_days)
+        job_id = await runtime.client.submit(job.user.name, job.key, job.script, job.files_with(files),
+                                             keep_days=keep_days)
     except (CommandTimeout, OutputTooLarge, ConnectionLost, ParseError) as error:
         cancelled = await _cancel_unseen(runtime, job)
         note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""

@@ -167,6 +167,17 @@ class Launch:
     secrets_file: str | None = None
     # The server reports its port to the hub (hpchub.job.extension); the script names its node.
     report_port: bool = False
+    # The job's directory holding the job side's bundle (hpchub.core.bundle): put first on PYTHONPATH
+    # and JUPYTER_PATH, and the server's environment checked before it starts (hpchub.job.requirements).
+    bundle_dir: str | None = None
+
+    @property
+    def start_command(self) -> tuple[str, ...]:
+        """The command as the job runs it: with a bundle, through its start-server.sh, which checks
+        the environment the server finds (on the node, or inside the container) first."""
+        if self.bundle_dir is None:
+            return tuple(self.command)
+        return ("/bin/sh", f"{self.bundle_dir}/start-server.sh", *self.command)
 
 
 def job_context(
@@ -273,7 +284,10 @@ def container_context(container: Container, image: ContainerImage, scheduler: st
         image_file = reference
     patterns = [*JOB_VARIABLES, *SCHEDULER_VARIABLES.get(scheduler, ())]
     prefixes = tuple(pattern[:-1] for pattern in patterns if pattern.endswith("*"))
-    variables = [*patterns, *(name for name in (*admin_env, *launch.env) if not name.startswith(prefixes))]
+    # The bundle's paths (partials/launch.sh.j2 exports them) reach the server inside too.
+    bundle = ("PYTHONPATH", "JUPYTER_PATH") if launch.bundle_dir else ()
+    variables = [*patterns, *bundle,
+                 *(name for name in (*admin_env, *launch.env) if not name.startswith(prefixes))]
     if gpus:
         variables.append("CUDA_VISIBLE_DEVICES")
     return {
@@ -288,8 +302,8 @@ def container_context(container: Container, image: ContainerImage, scheduler: st
         "gpus": container.gpus == "auto" and gpus > 0,
         "options": [Raw(option) for option in container.options],
         "env_names": list(dict.fromkeys(variables)),
-        "command": (("/bin/sh", "-c", SOURCE_SECRETS, "hpchub-secrets", launch.secrets_file, *launch.command)
-                    if launch.secrets_file else tuple(launch.command)),
+        "command": (("/bin/sh", "-c", SOURCE_SECRETS, "hpchub-secrets", launch.secrets_file, *launch.start_command)
+                    if launch.secrets_file else launch.start_command),
     }
 
 

@@ -1,7 +1,8 @@
 """The job side of a single-user server: a Jupyter server extension, loaded only inside the job.
 
-hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True
---ServerApp.port=0`` (see ``hpchub.core.jobs.SERVER_ARGS``). This extension then
+hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True
+--ServerApp.port=0`` (see ``hpchub.core.jobs.SERVER_ARGS``; ``hpchub_job`` is this package as it travels
+with the job, see ``hpchub.job.BUNDLE_PACKAGE``). This extension then
 
 - makes the server listen on the address the hub connects to: the scheduler's node
   (``HPCHUB_SCHEDULER``, ``HPCHUB_NODE_NAME``, set by the job script) resolved the way the hub
@@ -16,7 +17,7 @@ hpchub starts the server as ``jupyterhub-singleuser --ServerApp.jpserver_extensi
   which the hub keeps for its home page;
 - answers ``GET {base_url}hpchub/walltime`` (authenticated like every server API) with
   ``{"ends": EPOCH or null, "warning": SECONDS, "now": EPOCH}``: what the JupyterLab extension hpchub-walltime
-  (installed with the package) shows as the time left, warning and saving before the end.
+  (in the job's bundle, and installed with the package) shows as the time left, warning and saving before the end.
 
 Nothing here runs in the hub. Like all of hpchub/job/, it imports only the standard library and,
 here, ``jupyter_server`` and the ``tornado`` that jupyter_server's handler API is made of (its
@@ -52,7 +53,8 @@ log = logging.getLogger("hpchub.singleuser")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "hpchub.job.extension"}]
+    # Loaded as hpchub_job.extension (the job's bundle) or as hpchub.job.extension (an installed hpchub).
+    return [{"module": __name__}]
 
 
 # -- the address --------------------------------------------------------------------------------

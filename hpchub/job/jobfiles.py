@@ -13,6 +13,7 @@ It refuses to run as root or as any account below UID_MIN of this host's /etc/lo
 it), so no hub, sudoers rule or SSH key can make it work for a system account.
 
     hpchub-job prepare KEY            stdin: {"files": {NAME: TEXT, ...}}; prints {"dir": ..., "logs": ...}
+                                      (NAME: a file of the job directory, perhaps in subdirectories: a/b/c.py)
     hpchub-job submit KEY SCHEDULER   stdin: {"files": {...}, "script": TEXT}; prints what the scheduler prints
     hpchub-job remove KEY
     hpchub-job tail LOGNAME LINES
@@ -33,7 +34,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from .logindefs import LOGIN_DEFS, login_defs_uid_min
@@ -41,7 +42,10 @@ from .scheduler_commands import for_scheduler
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 LOG_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,250}\.log")
-FILE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# One component of a job file's name (``a/b/c.py`` has three): never ``.``, ``..`` or a hidden name.
+FILE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+MAX_FILE_DEPTH = 6  # components of one job file's name (the job side's bundle needs 5)
+MAX_FILES = 100  # files of one job (the bundle is about 15)
 MAX_TAIL_LINES = 1000
 TAIL_WINDOW = 64 * 1024  # a tail reads at most this much of the end of a log
 MAX_STDIN = 4 * 1024 * 1024  # secrets, certificates and a job script fit easily
@@ -157,6 +161,18 @@ def check_name(kind: str, value: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
+def file_name_parts(name: str) -> list[str]:
+    """The components of a job file's name (``python/hpchub_job/__init__.py``): at most MAX_FILE_DEPTH,
+    each matching FILE_NAME_PATTERN, so no name climbs out of the job directory or hides in it."""
+    parts = name.split("/")
+    if len(parts) > MAX_FILE_DEPTH:
+        raise Refused(f"invalid file name {name!r}: more than {MAX_FILE_DEPTH} components")
+    for part in parts:
+        if not FILE_NAME_PATTERN.fullmatch(part):
+            raise Refused(f"invalid file name {name!r}: each component must match {FILE_NAME_PATTERN.pattern}")
+    return parts
+
+
 def parse_count(kind: str, value: str, lowest: int, highest: int) -> int:
     if not re.fullmatch(r"[0-9]{1,9}", value) or not lowest <= int(value) <= highest:
         raise Refused(f"invalid {kind} {value!r}: a whole number from {lowest} to {highest}")
@@ -180,8 +196,12 @@ def read_request(required: Sequence[str], optional: Sequence[str] = ()) -> dict[
     files = request["files"]
     if not isinstance(files, dict):
         raise Refused('"files" must be a JSON object of file name -> text')
+    if len(files) > MAX_FILES:
+        raise Refused(f'"files" holds {len(files)} files, more than {MAX_FILES}')
+    directories = {"/".join(parts[:depth]) for parts in map(file_name_parts, files) for depth in range(1, len(parts))}
     for name, text in files.items():
-        check_name("file name", name, FILE_NAME_PATTERN)
+        if name in directories:
+            raise Refused(f"invalid file name {name!r}: it is also a directory of another file")
         if not isinstance(text, str):
             raise Refused(f'"files"[{name!r}] must be a string')
     for key in required:
@@ -234,11 +254,24 @@ def prepare(user: UserHome, key: str, files: dict[str, str]) -> dict[str, str]:
             assert key_fd is not None
             os.fchmod(key_fd, 0o700)
             for name, text in files.items():
-                try:
-                    write_new_file(key_fd, name, text)
-                except FileExistsError:
-                    raise Refused(f"{user.path(JOBS_DIR, key, name)} appeared in a fresh job directory") from None
+                write_job_file(user, key_fd, user.path(JOBS_DIR, key), file_name_parts(name), text)
     return {"dir": user.path(JOBS_DIR, key), "logs": user.path(LOGS_DIR)}
+
+
+def write_job_file(user: UserHome, key_fd: int, key_path: str, parts: list[str], text: str) -> None:
+    """Write the job file ``parts`` (a name's components) under the fresh job directory ``key_fd``:
+    its directories made 0700 and opened by descriptor, never through a link."""
+    with ExitStack() as opened:
+        dir_fd, shown = key_fd, key_path
+        for directory in parts[:-1]:
+            shown = os.path.join(shown, directory)
+            made = opened.enter_context(user.subdir(dir_fd, directory, shown, create=True))
+            assert made is not None  # create=True
+            dir_fd = made
+        try:
+            write_new_file(dir_fd, parts[-1], text)
+        except FileExistsError:
+            raise Refused(f"{os.path.join(shown, parts[-1])} appeared in a fresh job directory") from None
 
 
 def remove(user: UserHome, key: str) -> None:

@@ -3,9 +3,9 @@ user's server job (its environment block ran first), with whatever ``python3`` t
 gives. It imports nothing of hpchub (whether hpchub is importable is one of its questions) and only
 the standard library, so it runs wherever a Python 3 does.
 
-It prints one line, ``hpchub-doctor-report {JSON}``: the Python, the ``jupyterhub`` and ``hpchub``
-it can import, ``jupyterhub-singleuser`` on the PATH, the kernels the environment offers (``jupyter
-kernelspec list --json``, if ``jupyter`` is there), whether it reaches the hub's API, the node's
+It prints one line, ``hpchub-doctor-report {JSON}``: the Python, the ``jupyterhub``, ``jupyter_server``
+and ``hpchub`` it can import, ``jupyterhub-singleuser`` on the PATH, the kernels the environment offers
+(``jupyter kernelspec list --json``, if ``jupyter`` is there), whether it reaches the hub's API, the node's
 name, and the port it listens on. Then it waits for ``hpchub doctor`` to connect to that port,
 greets it, and removes its own output file (the job's log) before it ends, also when it is
 cancelled, so a probe leaves nothing in the user's home.
@@ -142,6 +142,7 @@ def report(hub_api: str, node_variable: str, listener: socket.socket,
         "python": {"executable": sys.executable, "version": ".".join(str(part) for part in sys.version_info[:3]),
                    "python3_on_path": shutil.which("python3") or ""},
         "jupyterhub": _module_version("jupyterhub"),
+        "jupyter_server": _module_version("jupyter_server"),
         "singleuser_command": shutil.which("jupyterhub-singleuser") or "",
         "kernelspecs": _kernelspecs(),
         "hpchub": _module_version("hpchub"),

@@ -23,6 +23,8 @@ module load apptainer || hpchub_fail "module load apptainer failed"
 [ -r /home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/env" (written at submit time)"
 export HPCHUB_ENGINE_PROFILE=lab-gpu
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-containers.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
 # The server runs in the container image /srv/images/jupyterlab.sif.
@@ -31,5 +33,5 @@ command -v apptainer >/dev/null || hpchub_fail "apptainer is not on the PATH on 
 
 exec apptainer exec --nv --bind /scratch,/data/shared:/data:ro \
     /srv/images/jupyterlab.sif \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-lab-gpu/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
 

@@ -22,6 +22,8 @@ module load apptainer || hpchub_fail "module load apptainer failed"
 [ -r /home/alice/.hpchub/jobs/hpchub-alice-podman/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-podman/env" (written at submit time)"
 export HPCHUB_ENGINE_PROFILE=podman
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-containers.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-podman/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-podman/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
 # The server runs in the container image 'Python 3.11, JupyterLab 4'.
@@ -46,9 +48,9 @@ hpchub_container="hpchub-${SLURM_JOB_ID:-${JOB_ID:-0}}-$(hostname -s)-$$"
 podman run --rm --userns keep-id --network host --name "$hpchub_container" \
     --volume /home/alice:/home/alice --workdir /home/alice \
     --volume /scratch:/scratch \
-    --env 'HPCHUB_*' --env LANG --env TZ --env 'SLURM*' \
+    --env 'HPCHUB_*' --env LANG --env TZ --env 'SLURM*' --env PYTHONPATH --env JUPYTER_PATH \
     oci-archive:/srv/images/lab4.tar \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-podman/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0 &
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-podman/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-podman/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 &
 hpchub_podman=$!
 trap 'podman stop --time 10 --ignore "$hpchub_container" >/dev/null' TERM INT HUP USR2
 # A trapped signal ends the wait early: wait until podman is done.

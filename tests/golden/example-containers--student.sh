@@ -18,6 +18,8 @@ export HPCHUB_JOB_END=$(( $(date +%s) + 10800 ))
 [ -r /home/alice/.hpchub/jobs/hpchub-alice-student/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-student/env" (written at submit time)"
 export HPCHUB_ENGINE_PROFILE=student
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-containers.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-student/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-student/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
 # The server runs in the container image /srv/images/course.tar.
@@ -41,9 +43,9 @@ hpchub_container="hpchub-${SLURM_JOB_ID:-${JOB_ID:-0}}-$(hostname -s)-$$"
     podman stop --time 10 --ignore "$2"' hpchub-container-watch $$ "$hpchub_container" </dev/null >/dev/null 2>&1 & )
 podman run --rm --userns keep-id --network host --name "$hpchub_container" \
     --volume /home/alice:/home/alice --workdir /home/alice \
-    --env 'HPCHUB_*' --env LANG --env TZ --env JOB_ID --env JOB_NAME --env NSLOTS --env PE_HOSTFILE --env 'SGE_*' \
+    --env 'HPCHUB_*' --env LANG --env TZ --env JOB_ID --env JOB_NAME --env NSLOTS --env PE_HOSTFILE --env 'SGE_*' --env PYTHONPATH --env JUPYTER_PATH \
     oci-archive:/srv/images/course.tar \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0 &
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 &
 hpchub_podman=$!
 trap 'podman stop --time 10 --ignore "$hpchub_container" >/dev/null' TERM INT HUP USR2
 # A trapped signal ends the wait early: wait until podman is done.

@@ -24,6 +24,8 @@ set +a
 export HPCHUB_ENGINE_PROFILE=student
 export HPCHUB_ACCOUNT=datalit
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-student/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-student/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

@@ -23,6 +23,8 @@ set -a
 set +a
 export HPCHUB_ENGINE_PROFILE=tutor
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-tutor/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-tutor/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-tutor/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

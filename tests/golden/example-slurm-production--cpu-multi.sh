@@ -38,6 +38,8 @@ export HPCHUB_ENGINE_PROFILE=cpu-multi
 export HPCHUB_ACCOUNT=physics
 export HPCHUB_QOS=normal
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-multi/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-multi/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-cpu-multi/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

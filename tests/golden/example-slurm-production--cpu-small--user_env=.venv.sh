@@ -58,6 +58,8 @@ export HPCHUB_ENGINE_PROFILE=cpu-small
 export HPCHUB_ACCOUNT=default
 export HPCHUB_USER_ENV=.venv
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-small/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-small/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

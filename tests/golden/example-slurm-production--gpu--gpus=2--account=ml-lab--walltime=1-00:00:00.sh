@@ -39,6 +39,8 @@ set +a
 export HPCHUB_ENGINE_PROFILE=gpu
 export HPCHUB_ACCOUNT=ml-lab
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-slurm-production.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-gpu/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-gpu/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-gpu/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

@@ -23,6 +23,8 @@ set -a
 set +a
 export HPCHUB_ENGINE_PROFILE=small
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/local-sge.yaml
+export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-small/python"${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-small/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub.job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0

@@ -53,3 +53,25 @@ def user_readable(name: str, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o644)
     return path
+
+
+def write_stand_in_server(path: Path, body: str) -> None:
+    """A stand-in ``jupyterhub-singleuser`` that runs the shell ``body`` (its arguments in ``$*``). Its
+    ``#!`` line is this test's Python (which has JupyterHub and jupyter_server), so the job's check of
+    the server's environment (the bundle's start-server.sh) passes as it would for a real server."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                    f"os.execvp('bash', ['bash', '-c', {body!r}, 'jupyterhub-singleuser', *sys.argv[1:]])\n")
+    path.chmod(0o755)
+
+
+def write_job_side(job_dir: Path) -> dict[str, str]:
+    """The job side's bundle (hpchub.core.bundle) written under ``job_dir`` as hpchub-job writes it, and
+    the environment the job script gives the server for it (PYTHONPATH, JUPYTER_PATH)."""
+    from hpchub.core import bundle
+
+    for name, text in bundle.job_side_files().items():
+        path = job_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {"PYTHONPATH": str(job_dir / bundle.PYTHON_DIR), "JUPYTER_PATH": str(job_dir / bundle.JUPYTER_DIR)}
