@@ -75,7 +75,7 @@ def test_a_kernel_without_hpchub_gets_engines_as_an_array_job_from_the_hub(hub, 
     the engines as alice, an array job; stop_cluster cancels it."""
     server = spawn(hub, "alice", {"profile": "kernel-engines"})
     server_job = server["state"]["job_id"]
-    argv, env, top = kernel_environment()
+    argv, env, top = kernel_environment(job_side=False)
     scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
     shutil.chown(scratch, "alice")
     command = kernel_in_server_job("alice", f"/home/alice/.hpchub/jobs/{server['state']['job_key']}/env", argv,

@@ -315,7 +315,7 @@ def test_a_kernel_without_hpchub_gets_engines_on_two_nodes_from_the_hub(hub, cli
     the job: the hub submits the engines as carol, on two nodes; stop_cluster cancels them."""
     server = spawn(hub, "carol", {"profile": "kernel-engines", "nodes": 1})
     server_job = server["state"]["job_id"]
-    argv, env, top = kernel_environment()
+    argv, env, top = kernel_environment(job_side=False)
     scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
     shutil.chown(scratch, "carol")
     command = kernel_in_server_job(

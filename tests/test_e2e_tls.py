@@ -104,7 +104,7 @@ def test_a_kernel_without_hpchub_asks_the_hub_for_engines_over_tls(hub, client):
     server = spawn(hub, "carol", {"profile": "kernel-engines"})
     env_file = f"/home/carol/.hpchub/jobs/{server['state']['job_key']}/env"
     assert "JUPYTERHUB_SSL_CERTFILE=" in Path(env_file).read_text()
-    argv, env, top = kernel_environment()
+    argv, env, top = kernel_environment(job_side=False)
     scratch = Path(tempfile.mkdtemp(prefix="hpchub-kernel-"))
     shutil.chown(scratch, "carol")
     command = kernel_in_server_job("carol", env_file, argv, {**env, "HPCHUB_ENGINE_PROFILE": "kernel-engines"}, scratch,

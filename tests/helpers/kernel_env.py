@@ -1,6 +1,7 @@
 """A Python environment like a user's kernel in a server job: ipyparallel, no hpchub installed, and
-the job side first on its path as it travels with the job (a package ``hpchub_job`` with its own
-``*.dist-info/entry_points.txt``, made from hpchub.job.IPYPARALLEL_ENTRY_POINTS).
+the job side first on its path as it travels with the job: the bundle the server job wrote into its
+directory (kernel_in_server_job), or the same bundle written here (hpchub.core.bundle, for a kernel
+with a stand-in hub).
 
 The environment is the test venv's site-packages without hpchub, as symlinks, run with ``python -S``
 (no site-packages of its own), so ``import hpchub`` fails in it."""
@@ -9,41 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sysconfig
 import tempfile
 from pathlib import Path
 
-import hpchub.job
-
-BUNDLE_PACKAGE = "hpchub_job"
+from helpers.support import write_job_side
 
 
-def write_job_side(target: Path) -> Path:
-    """The job side as a package of its own under ``target`` (the installed hpchub.job's modules),
-    with the entry points ipyparallel finds; ``target``."""
-    package = target / BUNDLE_PACKAGE
-    package.mkdir(parents=True)
-    for module in Path(hpchub.job.__file__).parent.glob("*.py"):
-        shutil.copy(module, package / module.name)
-    info = target / f"{BUNDLE_PACKAGE}-0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {BUNDLE_PACKAGE}\nVersion: 0\n")
-    groups = [f"[{group}]\n" + "".join(f"{name} = {BUNDLE_PACKAGE}.{value}\n" for name, value in entries.items())
-              for group, entries in hpchub.job.IPYPARALLEL_ENTRY_POINTS.items()]
-    (info / "entry_points.txt").write_text("\n".join(groups))
-    return target
-
-
-def kernel_environment(with_hpchub: bool = False) -> tuple[list[str], dict[str, str], Path]:
+def kernel_environment(with_hpchub: bool = False, job_side: bool = True) -> tuple[list[str], dict[str, str], Path]:
     """(argv of its Python, environment variables to add, its directory: remove it when done), readable
-    by the test users. ``with_hpchub``: the venv as it is (hpchub installed) plus the job side first."""
+    by the test users. ``with_hpchub``: the venv as it is (hpchub installed) plus the job side first.
+    ``job_side``: write the job side's bundle here (without: the server job's own comes first, see
+    kernel_in_server_job)."""
     top = Path(tempfile.mkdtemp(prefix="hpchub-kernel-env-"))
     top.chmod(0o755)
-    bundle = write_job_side(top / "job")
+    bundle = [write_job_side(top / "job")["PYTHONPATH"]] if job_side else []
     python = str(Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv")) / "bin" / "python")
     if with_hpchub:
-        argv, path = [python], [str(bundle)]
+        argv, path = [python], bundle
     else:
         purelib = Path(sysconfig.get_path("purelib", vars={"base": str(Path(python).parent.parent)}))
         site = top / "site"
@@ -51,7 +35,7 @@ def kernel_environment(with_hpchub: bool = False) -> tuple[list[str], dict[str, 
         for entry in purelib.iterdir():
             if entry.name != "hpchub" and not entry.name.startswith("hpchub-"):
                 (site / entry.name).symlink_to(entry)
-        argv, path = [python, "-S"], [str(bundle), str(site)]
+        argv, path = [python, "-S"], [*bundle, str(site)]
     for directory, _, files in os.walk(top):
         os.chmod(directory, 0o755)
         for name in files:
@@ -87,12 +71,16 @@ asyncio.run(main())
 def kernel_in_server_job(user: str, env_file: str, argv: list[str], env: dict[str, str], scratch: Path,
                          n: int, options: dict, prefix: tuple[str, ...] = ()) -> list[str]:
     """The command that runs ENGINES_KERNEL as ``user`` with the server job's environment (its
-    user-only env file, as the job sources it: the hub's URL and the server's token), ``prefix``
-    first (e.g. an ``srun`` into the server's job)."""
+    user-only env file, as the job sources it: the hub's URL and the server's token; the job side's
+    bundle the job wrote next to it first on PYTHONPATH, as the job script puts it), ``prefix`` first
+    (e.g. an ``srun`` into the server's job)."""
     script = scratch / "kernel.py"
     script.write_text(ENGINES_KERNEL)
     script.chmod(0o644)
-    exports = " ".join(f"{name}={value}" for name, value in {**env, "IPYTHONDIR": str(scratch / "ipython")}.items())
+    bundle = f"{Path(env_file).parent}/python"
+    path = ":".join(part for part in (bundle, env.get("PYTHONPATH", "")) if part)
+    exports = " ".join(f"{name}={value}" for name, value in
+                       {**env, "PYTHONPATH": path, "IPYTHONDIR": str(scratch / "ipython")}.items())
     shell = (f"set -a; . {env_file}; set +a; cd {scratch} && exec env {exports} "
              f"{' '.join(argv)} {script} {n} '{json.dumps(options)}'")
     return ["sudo", "-n", "-u", user, *prefix, "bash", "-c", shell]
