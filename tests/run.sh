@@ -16,14 +16,26 @@ venv=${HPCHUB_VENV:-/opt/hpchub/venv}
 
 bash tests/clusters/install-packages.sh
 bash tests/setup-python.sh
+# The slow, independent setup runs in the background while the proxy, the users and the clusters
+# come up and lint runs: the job environments without hpchub (JupyterHub 3 to 6, cached in
+# /opt/hpchub-test/envs; minutes of downloads on a fresh machine) and rootless podman with the
+# test container image (about 85 s when it must be built, a stamp check otherwise).
+background=$(mktemp -d /tmp/hpchub-run.XXXXXX)
+bash tests/setup-envs.sh >"$background/envs.log" 2>&1 &
+envs_pid=$!
+{ bash tests/clusters/containers.sh up && bash tests/clusters/image.sh build; } >"$background/image.log" 2>&1 &
+image_pid=$!
+finish_background() {  # wait for a background step; its log, and the end of the run, if it failed
+    local pid=$1 name=$2 log=$3
+    if ! wait "$pid"; then
+        cat "$log" >&2
+        echo "run.sh: $name failed (its output is above)" >&2
+        exit 1
+    fi
+    cat "$log"
+}
 bash tests/setup-proxy.sh >/dev/null
-# Job environments without hpchub (JupyterHub 3 to 6), cached in /opt/hpchub-test/envs.
-bash tests/setup-envs.sh
 bash tests/clusters/users.sh
-bash tests/clusters/containers.sh up
-# The container image of tests/test_containers_real.py: about 85 s when it must be built, a
-# stamp check otherwise.
-bash tests/clusters/image.sh build >/dev/null
 
 started=()
 stop_started() {
@@ -49,6 +61,10 @@ echo "---- mypy hpchub ----"
 "$venv/bin/mypy" hpchub || lint=$?
 echo "---- bash docs/build.sh ----"
 HPCHUB_VENV=$venv bash docs/build.sh || lint=$?
+
+finish_background "$envs_pid" "tests/setup-envs.sh" "$background/envs.log"
+finish_background "$image_pid" "tests/clusters/containers.sh up, tests/clusters/image.sh build" "$background/image.log"
+rm -rf "$background"
 
 status=0
 # --durations: the slowest tests, for whoever keeps the suite within its time.
