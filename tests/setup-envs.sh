@@ -24,10 +24,10 @@ declare -A SPECS=(
 
 mkdir -p "$root"
 chmod a+rx "$(dirname "$root")" "$root"
-for name in jh3 jh4 jh5 jh6 no-singleuser; do
-    env=$root/$name spec=${SPECS[$name]}
+build() {  # build one env unless its spec file says it is built; a failure says which and why
+    local name=$1 env=$root/$1 spec=${SPECS[$1]} log
     if [ "$(cat "$env/.hpchub-test-spec" 2>/dev/null)" = "$spec" ]; then
-        continue
+        return 0
     fi
     rm -rf "$env"
     /usr/bin/python3 -m venv "$env"
@@ -37,16 +37,27 @@ for name in jh3 jh4 jh5 jh6 no-singleuser; do
         cat "$log" >&2
         rm -f "$log"
         echo "setup-envs.sh: pip install for $name failed" >&2
-        exit 1
+        return 1
     fi
     rm -f "$log"
     if "$env/bin/python" -I -c "import hpchub" 2>/dev/null; then
         echo "setup-envs.sh: $name holds hpchub; it must not" >&2
-        exit 1
+        return 1
     fi
     echo "$spec" >"$env/.hpchub-test-spec"
     chmod -R a+rX "$env"
+}
+# All at once: on a fresh machine the time is mostly downloads and unpacking, which overlap well.
+pids=()
+for name in jh3 jh4 jh5 jh6 no-singleuser; do
+    build "$name" &
+    pids+=($!)
 done
+failed=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+[ "$failed" -eq 0 ] || exit 1
 for name in jh4 jh5 jh6; do
     echo "env $name: $("$root/$name/bin/python" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("jupyterhub", "jupyter_server", "jupyterlab")))')"
 done
