@@ -14,13 +14,13 @@ hpchub_fail() { echo "hpchub: $*" >&2; exit 1; }
 echo "hpchub: job ${SLURM_JOB_ID:-${JOB_ID:-?}} for alice started on $(hostname) at $(date -Ins)"
 export HPCHUB_JOB_END=$(( $(date +%s) + 10800 ))
 
-. /sw/courses/datascience/venv/bin/activate || hpchub_fail "cannot activate the virtual environment "/sw/courses/datascience/venv
+# Batch shells are not login shells: make sure the module command exists.
+type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true
+type module >/dev/null 2>&1 || hpchub_fail "the 'module' command is not available on $(hostname)"
+module load apptainer || hpchub_fail "module load apptainer failed"
 export OMP_NUM_THREADS=1
 
 [ -r /home/alice/.hpchub/jobs/hpchub-alice-student/env ] || hpchub_fail "missing "/home/alice/.hpchub/jobs/hpchub-alice-student/env" (written at submit time)"
-set -a
-. /home/alice/.hpchub/jobs/hpchub-alice-student/env
-set +a
 export HPCHUB_ENGINE_PROFILE=student
 export HPCHUB_ACCOUNT=datalit
 export HPCHUB_SITE_CONFIG=$CHECKOUT/site-configs/example-sge-course.yaml
@@ -28,4 +28,11 @@ export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-student/python"${PYTHONP
 export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-student/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+# The server runs in the container image /sw/courses/datalit/datascience-notebook.sif.
+command -v apptainer >/dev/null || hpchub_fail "apptainer is not on the PATH on $(hostname) (load its module in environment.modules)"
+[ -r /sw/courses/datalit/datascience-notebook.sif ] || hpchub_fail "container image" /sw/courses/datalit/datascience-notebook.sif "is not readable on $(hostname)"
+
+exec apptainer exec --bind /scratch \
+    /sw/courses/datalit/datascience-notebook.sif \
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+
