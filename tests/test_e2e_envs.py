@@ -26,8 +26,8 @@ POLL_INTERVAL = 5
 USER = {"slurm": "carol", "sge": "bob", "ssh": "alice"}
 MEMORY = {"slurm": "1G", "sge": "2G", "ssh": "1G"}  # SGE's h_vmem is virtual memory: JupyterLab needs more of it
 MARKS = {"slurm": [pytest.mark.slurm], "sge": [pytest.mark.sge], "ssh": [pytest.mark.slurm, pytest.mark.ssh]}
-# One spawn per case: every env once, each scheduler more than once, the bundle over SSH too.
-SERVES = [("slurm", "jh4"), ("sge", "jh5"), ("slurm", "jh6"), ("sge", "jh4"), ("ssh", "jh5")]
+# One spawn per case: every env once, on both schedulers, the bundle over SSH too.
+SERVES = [("slurm", "jh4"), ("sge", "jh5"), ("slurm", "jh6"), ("ssh", "jh5")]
 FAILS = [("slurm", "no-singleuser", "jupyterhub-singleuser is not on the PATH"),
          ("sge", "jh3", "jupyterhub 3.")]
 
