@@ -52,7 +52,10 @@ podman run --rm --userns keep-id --network host --name "$hpchub_container" \
     oci-archive:/srv/images/lab4.tar \
     /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-podman/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-podman/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 &
 hpchub_podman=$!
-trap 'podman stop --time 10 --ignore "$hpchub_container" >/dev/null' TERM INT HUP USR2
+# Stopped, then removed: Grid Engine's USR2 also reaches conmon (it keeps the job's group id) and ends it,
+# and without conmon no one records the container's exit: `podman run` would wait 20 s, not removing it.
+trap 'podman stop --time 10 --ignore "$hpchub_container" >/dev/null
+    podman rm --force --ignore "$hpchub_container" >/dev/null' TERM INT HUP USR2
 # A trapped signal ends the wait early: wait until podman is done.
 while wait "$hpchub_podman"; hpchub_status=$?; kill -0 "$hpchub_podman" 2>/dev/null; do :; done
 exit "$hpchub_status"
