@@ -378,7 +378,7 @@ def report(data: dict, path: Path) -> None:
     print(f"wrote {path}" + (f" and {png}" if plot(data, png) else "; no PNG (matplotlib is not importable)"))
 
 
-LABELS = {"floor": "floor: sbatch + podman run", "hpchub": "hpchub, container", "venv": "hpchub, venv (no container)"}
+LABELS = {"floor": "floor: {submit} + podman run", "hpchub": "hpchub, container", "venv": "hpchub, venv (no container)"}
 
 
 def plot(data: dict, path: Path) -> bool:
@@ -389,7 +389,8 @@ def plot(data: dict, path: Path) -> bool:
     names = [phase for phase, _, _ in PHASES]
     figure, axes = plt.subplots(figsize=(8.5, 2.2 + 0.6 * len(kinds)), layout="constrained")
     colors = plt.get_cmap("tab10").colors
-    rows = [LABELS.get(kind, kind) for kind in kinds]
+    submit = "sbatch" if data["scheduler"] == "slurm" else "qsub"
+    rows = [LABELS.get(kind, kind).format(submit=submit) for kind in kinds]
     for index, phase in enumerate(names):
         medians = [data["summaries"][kind]["phases_median_s"] for kind in kinds]
         lefts = [sum(values[name] or 0 for name in names[:index]) for values in medians]
