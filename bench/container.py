@@ -28,10 +28,13 @@ container's own start in between, from podman's event log (``create``, ``start``
   port report      the server listens -> the spawner has its port (floor: 0, the bench chose it)
   proxy route      the spawner has the port -> the server answers through the proxy (floor: on its port)
 
-Run as root with the cluster up, tests/clusters/containers.sh up and image.sh build done; uses the
-account hpcbench62 only (created if missing, left in place, with its podman storage under /var/tmp):
+Run as root with the cluster up, tests/clusters/containers.sh up and image.sh build done
+(HPCHUB_TEST_IMAGES: another image directory, as for image.sh); uses the account hpcbench62 only
+(created if missing, left in place, with its podman storage under /var/tmp; Slurm knows its
+association from tests/clusters/slurm.sh up; ``--user`` names another account with subordinate ids):
 
     /opt/hpchub/venv/bin/python bench/container.py [--scheduler slurm|sge] [--rounds 10] [--variants floor,hpchub,venv]
+        [--user hpcbench62]
 
 Writes bench/results/container-SCHEDULER.json and, where matplotlib imports, container-SCHEDULER.png.
 Re-plot with any Python that has matplotlib and requests:
