@@ -58,9 +58,8 @@ class StubHubAPI:
         self.server.server_close()
 
 
-def server_command(venv: Path, user: str, port: int, hub_api_url: str) -> str:
-    """The shell command a floor job runs: ``jupyterhub-singleuser`` with the environment a hub gives
-    its servers, listening on ``port`` on 127.0.0.1 (the bench's jobs run on the head node)."""
+def server_environment(user: str, port: int, hub_api_url: str, venv: Path | None = None) -> dict[str, str]:
+    """The environment a hub gives its servers (``PATH``: ``venv``'s bin first, when given)."""
     prefix = f"/user/{user}/"
     environment = {
         "JUPYTERHUB_API_URL": hub_api_url,
@@ -71,8 +70,16 @@ def server_command(venv: Path, user: str, port: int, hub_api_url: str) -> str:
         "JUPYTERHUB_SERVICE_PREFIX": prefix,
         "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
         "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-        "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
     }
+    if venv is not None:
+        environment["PATH"] = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
+    return environment
+
+
+def server_command(venv: Path, user: str, port: int, hub_api_url: str) -> str:
+    """The shell command a floor job runs: ``jupyterhub-singleuser`` with the environment a hub gives
+    its servers, listening on ``port`` on 127.0.0.1 (the bench's jobs run on the head node)."""
+    environment = server_environment(user, port, hub_api_url, venv)
     assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
     return f"exec env {assignments} {venv}/bin/jupyterhub-singleuser --ServerApp.ip=127.0.0.1 --ServerApp.port={port}"
 

@@ -281,12 +281,12 @@ def hub_log_moments(kind: str, user: str, text: str) -> tuple[dict[str, float], 
 
 
 # -- one round ------------------------------------------------------------------------------------
-def phases(moments: dict[str, float]) -> dict[str, float | None]:
-    """Seconds per phase. A moment missing: its phase is None and the next one starts at the last
-    known moment; a moment before the previous one (overlap) counts from the previous one."""
+def phases(moments: dict[str, float], table: tuple[tuple[str, str, str], ...] = PHASES) -> dict[str, float | None]:
+    """Seconds per phase of ``table``. A moment missing: its phase is None and the next one starts at
+    the last known moment; a moment before the previous one (overlap) counts from the previous one."""
     result: dict[str, float | None] = {}
     last = moments["posted"]
-    for phase, _, end in PHASES:
+    for phase, _, end in table:
         value = moments.get(end)
         if value is None:
             result[phase] = None
@@ -297,10 +297,10 @@ def phases(moments: dict[str, float]) -> dict[str, float | None]:
     return result
 
 
-def wait_until_gone(scheduler: str, job_id: str | None, timeout: float = 90) -> bool:
+def wait_until_gone(scheduler: str, job_id: str | None, timeout: float = 90, user: str = USER) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if job_id is None or job_id not in bench_jobs(scheduler, [USER]):
+        if job_id is None or job_id not in bench_jobs(scheduler, [user]):
             return True
         time.sleep(0.25)
     return False
@@ -334,32 +334,40 @@ def floor_round(scheduler: str, hub_api: floor.StubHubAPI, logs: Path, index: in
                         gone)
 
 
-def hub_round(kind: str, scheduler: str, hub: Hub, timeout: float, clock: SchedulerClock) -> dict:
+def hub_round(kind: str, scheduler: str, hub: Hub, timeout: float, clock: SchedulerClock, user: str = USER,
+              options: dict | None = None, more_moments: Callable[[str], dict[str, float]] | None = None,
+              table: tuple[tuple[str, str, str], ...] = PHASES) -> dict:
+    """One spawn of ``user`` through ``hub`` (``options``: the spawn's; default hpchub's profile
+    ``storm``), timed until it answers through the proxy, then stopped until its job is gone.
+    ``more_moments``: more moments of the job (its id given); ``table``: the phases."""
     hub_log = LogTail(hub.hub_log)
     clock.mark()
-    options = {"profile": "storm"} if kind == "hpchub" else {}
+    if options is None:
+        options = {"profile": "storm"} if kind == "hpchub" else {}
     moments: dict[str, float] = {"posted": time.time()}
-    response = hub.api("POST", f"/users/{USER}/server", json=options)
+    response = hub.api("POST", f"/users/{user}/server", json=options)
     if response.status_code not in (201, 202):
         return {"error": f"POST {response.status_code}: {response.text[:300]}"}
-    error = wait_through_proxy(hub, timeout, moments)
-    job_id = hub_log_moments(kind, USER, hub_log.read())[1]
-    hub.api("DELETE", f"/users/{USER}/server")
+    error = wait_through_proxy(hub, timeout, moments, user)
+    job_id = hub_log_moments(kind, user, hub_log.read())[1]
+    hub.api("DELETE", f"/users/{user}/server")
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and hub.server(USER) is not None:
+    while time.monotonic() < deadline and hub.server(user) is not None:
         time.sleep(0.25)
-    gone = wait_until_gone(scheduler, job_id)
-    found, job_id = hub_log_moments(kind, USER, hub_log.read())
+    gone = wait_until_gone(scheduler, job_id, user=user)
+    found, job_id = hub_log_moments(kind, user, hub_log.read())
     moments |= found
     if job_id is not None:
         moments |= clock.moments(job_id)
-        moments |= job_output_moments(read_job_output(kind, scheduler, job_id))
+        moments |= job_output_moments(read_job_output(kind, scheduler, job_id, user))
+        if more_moments is not None:
+            moments |= more_moments(job_id)
     if error:
-        return finish_round(job_id, moments, error, gone) | {"hub_log_tail": hub.log_tail(30)}
-    return finish_round(job_id, moments, None, gone)
+        return finish_round(job_id, moments, error, gone, table) | {"hub_log_tail": hub.log_tail(30)}
+    return finish_round(job_id, moments, None, gone, table)
 
 
-def wait_through_proxy(hub: Hub, timeout: float, moments: dict[str, float]) -> str | None:
+def wait_through_proxy(hub: Hub, timeout: float, moments: dict[str, float], user: str = USER) -> str | None:
     """Watch the proxy's routing table (not the hub: asking the hub would load what is measured)
     until the user's route is there, then the server through the proxy until it answers. Every
     2 s the hub's model tells whether the spawn failed."""
@@ -372,20 +380,20 @@ def wait_through_proxy(hub: Hub, timeout: float, moments: dict[str, float]) -> s
             routes = requests.get(routes_url, headers=headers, timeout=5).json()
         except (requests.RequestException, ValueError):
             routes = {}
-        if any(route.rstrip("/") == f"/user/{USER}" for route in routes):
-            if answers(f"{hub.url}/user/{USER}/api"):
+        if any(route.rstrip("/") == f"/user/{user}" for route in routes):
+            if answers(f"{hub.url}/user/{user}/api"):
                 moments["answered"] = time.time()
                 return None
         elif time.monotonic() - checked > 2:
             checked = time.monotonic()
-            if hub.server(USER) is None:
+            if hub.server(user) is None:
                 return "spawn failed (server gone)"
         time.sleep(POLL_SECONDS)
     return f"not answering through the proxy after {timeout:.0f} s"
 
 
-def read_job_output(kind: str, scheduler: str, job_id: str) -> str:
-    home = Path(f"/home/{USER}")
+def read_job_output(kind: str, scheduler: str, job_id: str, user: str = USER) -> str:
+    home = Path(f"/home/{user}")
     if kind == "hpchub":
         paths = sorted((home / ".hpchub" / "logs").glob(f"hpchub-*.{job_id}.log"))
     elif scheduler == "slurm":
@@ -400,7 +408,8 @@ def read_job_output(kind: str, scheduler: str, job_id: str) -> str:
     return text
 
 
-def finish_round(job_id: str | None, moments: dict[str, float], error: str | None, gone: bool) -> dict:
+def finish_round(job_id: str | None, moments: dict[str, float], error: str | None, gone: bool,
+                 table: tuple[tuple[str, str, str], ...] = PHASES) -> dict:
     posted = moments["posted"]
     result: dict = {"job_id": job_id, "moments_s": {name: round(value - posted, 4) for name, value in
                                                     sorted(moments.items(), key=lambda item: item[1])}}
@@ -408,7 +417,7 @@ def finish_round(job_id: str | None, moments: dict[str, float], error: str | Non
         result["error"] = error
     else:
         result["total_s"] = moments["answered"] - posted
-        result["phases_s"] = phases(moments)
+        result["phases_s"] = phases(moments, table)
     if not gone:
         result["note"] = "the job was still listed 90 s after the stop"
     return result
@@ -450,7 +459,10 @@ def run_rounds(scheduler: str, variants: list[str], rounds: int, timeout: float,
     return results
 
 
-def summarize(rounds: list[dict]) -> dict:
+def summarize(rounds: list[dict], table: tuple[tuple[str, str, str], ...] = PHASES,
+              moments: tuple[str, ...] = (*CHAIN, *DETAILS), steps: tuple[tuple[str, str], ...] = STEPS) -> dict:
+    """Medians of the answered spawns: total, each phase of ``table``, each of ``moments`` after the
+    request and each of ``steps``."""
     good = [result for result in rounds if "total_s" in result]
     summary: dict = {"rounds": len(rounds), "ok": len(good),
                      "failures": [result["error"] for result in rounds if "error" in result]}
@@ -459,17 +471,17 @@ def summarize(rounds: list[dict]) -> dict:
     totals = [result["total_s"] for result in good]
     summary |= {"median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals)}
     summary["phases_median_s"] = {}
-    for phase, _, _ in PHASES:
+    for phase, _, _ in table:
         values = [result["phases_s"][phase] for result in good if result["phases_s"][phase] is not None]
         summary["phases_median_s"][phase] = statistics.median(values) if values else None
     timeline = {}
-    for name in (*CHAIN, *DETAILS):
+    for name in moments:
         values = [result["moments_s"][name] for result in good if name in result["moments_s"]]
         if values:
             timeline[name] = statistics.median(values)
     summary["timeline_median_s"] = dict(sorted(timeline.items(), key=lambda item: item[1]))
     summary["steps_median_s"] = {}
-    for start, end in STEPS:
+    for start, end in steps:
         values = [result["moments_s"][end] - result["moments_s"][start] for result in good
                   if start in result["moments_s"] and end in result["moments_s"]]
         if values:

@@ -312,16 +312,19 @@ def site_text(scheduler: str, prologue: str | None = None, profiles: str = "") -
 
 @contextlib.contextmanager
 def bench_hub(kind: str, scheduler: str, users: list[str], timeout: float, prologue: str | None = None,
-              extra_config: str = "", poll_interval: int = 30, profiles: str = "", name: str = "storm") -> Iterator[Hub]:
+              extra_config: str = "", poll_interval: int = 30, profiles: str = "", name: str = "storm",
+              site_edit: Callable[[str], str] | None = None) -> Iterator[Hub]:
     """A started hub and proxy with hpchub (profile ``storm`` and ``profiles``) or batchspawner as its
     spawner, for ``users``; stopped (by pid) and its state and site config removed at the end.
-    ``timeout``: the hub's start_timeout; ``extra_config``: more lines for the hub's config file."""
+    ``timeout``: the hub's start_timeout; ``extra_config``: more lines for the hub's config file;
+    ``site_edit``: a change to the site config's text."""
     spec = SCHEDULERS[scheduler]
     state = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-{kind}-"))
     sites = Path(tempfile.mkdtemp(prefix=f"hpchub-{name}-site-"))
     sites.chmod(0o755)  # the jobs read the site config as their users
     site = sites / f"{name}-{scheduler}.yaml"
-    site.write_text(site_text(scheduler, prologue, profiles))
+    text = site_text(scheduler, prologue, profiles)
+    site.write_text(site_edit(text) if site_edit else text)
     site.chmod(0o644)
     config = HUB_CONFIG.format(base=str(REPO / "examples" / "jupyterhub_config.py"), users=users, n=len(users))
     if kind == "batchspawner":

@@ -88,6 +88,12 @@ customize() {
         echo "$PROG: hpchub is importable in the image" >&2
         return 1
     fi
+    # mmdebstrap sets the mtime of every file the hook wrote to its own start time (SOURCE_DATE_EPOCH)
+    # after pip compiled the venv's bytecode against the real mtimes: every .pyc would be stale, and
+    # each server start would compile its modules again in memory (the image is read-only to its
+    # users), about 1.5 s of CPU (bench/container.py). Bytecode checked by the source's hash does not
+    # depend on mtimes. (compileall exits 1 for a file it cannot compile, as pip ignores those.)
+    chroot "$root" $VENV/bin/python -m compileall -q -f --invalidation-mode checked-hash $VENV/lib >/dev/null || true
     mv "$root/ca-certificates.crt.image" "$root/etc/ssl/certs/ca-certificates.crt"
     rm -f "$root/etc/pip.conf"
     : >"$root/etc/resolv.conf" # podman writes the container's own

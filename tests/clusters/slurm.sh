@@ -15,7 +15,7 @@
 #   chem   (QoS normal, high; default QoS normal): alice (her default account)
 #   phys   (QoS normal): alice, bob (his default)
 #   course (QoS normal): carol, dora, emil (their default; dora and emil are LDAP users)
-#   bench  (QoS normal): hpcbench01..hpcbench61 (the benchmarks' users)
+#   bench  (QoS normal): hpcbench01..hpcbench62 (the benchmarks' users)
 #   root: root
 # Reservations, both for alice and carol:
 #   course        active now for a year: a licence-only reservation (Flags=ANY_NODES,
@@ -79,7 +79,7 @@ DBD_DIR=$STATE/dbd # slurmdbd's log and pid file (it runs as the slurm user)
 DBD_PID=$DBD_DIR/slurmdbd.pid
 DBD_PORT=6819
 CLUSTER=hpchub
-BENCH_USERS=$(seq -f 'hpcbench%02g' 1 61 | paste -sd,)
+BENCH_USERS=$(seq -f 'hpcbench%02g' 1 62 | paste -sd,)
 
 if ! [[ "$NODES" =~ ^[0-9]+$ ]] || [ "$NODES" -gt 89 ]; then
     die "HPCHUB_SLURM_NODES must be a number from 0 to 89 (got '$NODES')"
