@@ -23,6 +23,24 @@ from helpers.support import CLUSTER_SCRIPTS
 from hpchub.core.config import SiteConfig, load_site_config
 from hpchub.transports.cluster import ClusterClient, client_for
 
+# Modules that touch no scheduler, no test user, no home and no cluster daemon: tests/run.sh runs
+# them (marker `beside`) in a second pytest process while the rest waits on the real clusters, whose
+# tests mostly wait (a scheduler's interval, a server's start) rather than compute.
+# tests/test_suite_lanes.py checks that each stays so.
+BESIDE_MODULES = frozenset({
+    "test_choices", "test_cli", "test_compose_file", "test_dependencies", "test_docs", "test_engines_endpoint",
+    "test_forwards", "test_job_owner", "test_job_side", "test_packaging", "test_poller", "test_progress",
+    "test_public_names", "test_requeue_render", "test_runner", "test_singleuser", "test_spawn", "test_spawn_path",
+    "test_units", "test_waiting", "test_walltime",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in BESIDE_MODULES:
+            item.add_marker(pytest.mark.beside)
+
+
 # A command that answers only when the cluster is up.
 CLUSTER_PROBES = {"slurm": ["sinfo", "--noheader"], "sge": ["qstat", "-g", "c"]}
 

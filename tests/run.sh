@@ -7,7 +7,9 @@
 # cached in /var/lib/hpchub-test/images: tests/clusters/containers.sh, image.sh), runs pytest
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff, mypy (configured in pyproject.toml) and the docs build
-# (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Extra arguments go to pytest.
+# (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Without
+# arguments pytest runs in two lanes (the modules marked `beside` in a second process, see below);
+# extra arguments go to one pytest.
 #
 # usage: bash tests/run.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -64,11 +66,26 @@ HPCHUB_VENV=$venv bash docs/build.sh || lint=$?
 
 finish_background "$envs_pid" "tests/setup-envs.sh" "$background/envs.log"
 finish_background "$image_pid" "tests/clusters/containers.sh up, tests/clusters/image.sh build" "$background/image.log"
-rm -rf "$background"
 
 status=0
-# --durations: the slowest tests, for whoever keeps the suite within its time.
-HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" --durations=15 "$@" || status=$?
+if [ "$#" -eq 0 ]; then
+    # Two lanes: the tests of the real clusters mostly wait (a scheduler's interval, a server's start),
+    # so the modules that touch no cluster, test user or home (marker `beside`, tests/conftest.py)
+    # run in a second pytest meanwhile. --durations: the slowest tests, for whoever keeps the suite
+    # within its time.
+    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m beside -p no:cacheprovider --basetemp="$background/beside" \
+        >"$background/beside.log" 2>&1 &
+    beside_pid=$!
+    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m "not beside" --durations=15 || status=$?
+    beside=0
+    wait "$beside_pid" || beside=$?
+    echo "---- the tests beside the clusters' (pytest -m beside) ----"
+    cat "$background/beside.log"
+    [ "$status" -ne 0 ] || status=$beside
+else
+    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" --durations=15 "$@" || status=$?
+fi
+rm -rf "$background"
 if [ "$status" -ne 0 ]; then
     # What the schedulers saw, for whoever reads a red CI log.
     echo "---- scheduler state after the failed run ----"
