@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from helpers.hub import Hub, run_hub, spawn, stop
+from helpers.jobs import accounted_as
 from helpers.kernel_env import engine_logs
 from helpers.profiles import local_site_text
 from test_containers_real import LabImage
@@ -208,6 +209,7 @@ def test_a_kernel_in_the_servers_container_gets_engines_on_two_nodes_in_the_same
     variables and the job's secrets file, as the server has them). It has ipyparallel and the job
     side, not hpchub; the hub submits the engines as the user, in the same image, on two nodes."""
     hub, user = hubs("slurm"), USER["slurm"]
+    started = time.time()
     server = spawn(hub, user, {"profile": "ctr-multi", "nodes": 1}, timeout=JOB_TIMEOUT)
     server_job = server["state"]["job_id"]
     # In the home: the container sees it (the job binds it), /tmp is the container's own.
@@ -234,8 +236,7 @@ def test_a_kernel_in_the_servers_container_gets_engines_on_two_nodes_in_the_same
         for engine in engines:  # each engine in the image, in a container of its own
             assert engine["image"] == test_image.mark and engine["python"].startswith("/opt/lab/"), engine
             assert engine["mnt"] != os.readlink("/proc/self/ns/mnt"), engine
-        accounted = subprocess.run(["sacct", "-X", "-n", "-P", "-j", found["job_id"], "-o", "user,jobname"],
-                                   capture_output=True, text=True).stdout.split()
+        accounted = accounted_as(found["job_id"], since=started)
         assert accounted == [f"{user}|hpchub-{user}-ctr-multi.e-{server_job}"]  # submitted by the hub, as the user
         wait_until_gone(user, found["job_id"], server)  # stop_cluster cancelled the engines: their containers go
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers.hub import active_job_names, job_info_rpcs, jobs_of, run_hub, spawn, spawn_failure_message, stop
+from helpers.jobs import accounted_as
 from helpers.kernel_env import engine_logs, kernel_environment, kernel_in_server_job
 from helpers.profiles import begins_in_an_hour_profile, broken_profile, kernel_engines_profile, local_site_text
 from helpers.support import CLUSTER_SCRIPTS, REPO, run_as_user, run_hpchub, user_readable
@@ -313,6 +314,7 @@ def test_a_kernel_without_hpchub_gets_engines_on_two_nodes_from_the_hub(hub, cli
     """ipp.Cluster(engines="hpchub") in a kernel of carol's server job (an srun step of it, with the
     job's environment) whose Python has ipyparallel but no hpchub, only the job side as it travels with
     the job: the hub submits the engines as carol, on two nodes; stop_cluster cancels them."""
+    started = time.time()
     server = spawn(hub, "carol", {"profile": "kernel-engines", "nodes": 1})
     server_job = server["state"]["job_id"]
     argv, env, top = kernel_environment(job_side=False)
@@ -332,8 +334,7 @@ def test_a_kernel_without_hpchub_gets_engines_on_two_nodes_from_the_hub(hub, cli
     assert found["kernel"] == "node1" and found["launcher"] == "hpchub_job.engines"
     assert found["controller"] == "HPCControllerLauncher" and found["engines"] == 4
     assert len(found["hosts"]) == 2 and set(found["hosts"]) <= {"node1", "node2", "node3"}
-    accounted = subprocess.run(["sacct", "-X", "-n", "-P", "-j", found["job_id"], "-o", "user,jobname"],
-                               capture_output=True, text=True).stdout.split()
+    accounted = accounted_as(found["job_id"], since=started)
     assert accounted == [f"carol|hpchub-carol-kernel-engines.e-{server_job}"]  # submitted by the hub, as carol
     assert found["job_id"] not in jobs_of(client, "carol")  # stop_cluster cancelled it
     stop(hub, "carol")
