@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,10 +36,41 @@ BESIDE_MODULES = frozenset({
 })
 
 
+# Fixtures of the tests that reach Slurm or the login node: never in the Grid Engine lane.
+NOT_IN_THE_SGE_LANE = frozenset({"slurm_cluster", "login_node"})
+# Modules whose tests of both schedulers share one user's files and so run in one lane:
+# test_doctor's probes of either scheduler are carol's, and each test checks that none is left over.
+BOTH_SCHEDULERS_IN_ONE_LANE = frozenset({"test_doctor"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in BESIDE_MODULES:
             item.add_marker(pytest.mark.beside)
+        elif _in_the_sge_lane(item):
+            item.add_marker(pytest.mark.sge_lane)
+
+
+def _in_the_sge_lane(item: pytest.Item) -> bool:
+    """Grid Engine's own tests (marked sge, not slurm or ssh): tests/run.sh runs them in a third pytest
+    beside Slurm's, which they cannot disturb: the Slurm tests that count scheduler calls or stop
+    slurmctld, and the SSH tests that cut the login node off, see nothing of them. A test marked
+    sge alone that takes a Slurm or login-node fixture is a mistake in its marks."""
+    marks = {mark.name for mark in item.iter_markers()}
+    if "sge" not in marks or marks & {"slurm", "ssh"} or item.path.stem in BOTH_SCHEDULERS_IN_ONE_LANE:
+        return False
+    reached = NOT_IN_THE_SGE_LANE & set(getattr(item, "fixturenames", ()))
+    if reached:
+        raise pytest.UsageError(f"{item.nodeid} is marked sge but not slurm or ssh, yet takes {sorted(reached)}: "
+                                "mark it with what it uses (it decides the lane it runs in, tests/run.sh)")
+    return True
+
+
+# A pytest started in the background by a script (the lanes of tests/run.sh) begins with SIGINT
+# ignored, and every process it starts would inherit that: the hubs' services (the idle culler)
+# would ignore JupyterHub's SIGINT, and each hub would take 30 s to stop.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # A command that answers only when the cluster is up.

@@ -8,8 +8,8 @@
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff, mypy (configured in pyproject.toml) and the docs build
 # (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Without
-# arguments pytest runs in two lanes (the modules marked `beside` in a second process, see below);
-# extra arguments go to one pytest.
+# arguments pytest runs in three lanes (Grid Engine's own tests and the modules marked `beside` in
+# processes of their own, see below); extra arguments go to one pytest.
 #
 # usage: bash tests/run.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -69,19 +69,27 @@ finish_background "$image_pid" "tests/clusters/containers.sh up, tests/clusters/
 
 status=0
 if [ "$#" -eq 0 ]; then
-    # Two lanes: the tests of the real clusters mostly wait (a scheduler's interval, a server's start),
-    # so the modules that touch no cluster, test user or home (marker `beside`, tests/conftest.py)
-    # run in a second pytest meanwhile. --durations: the slowest tests, for whoever keeps the suite
+    # Three lanes, three pytest processes at once: the tests of the real clusters mostly wait (a
+    # scheduler's interval, a server's start), so Grid Engine's own tests (marker `sge_lane`) run
+    # beside Slurm's and the SSH login node's, and the modules that touch no cluster, test user or
+    # home (marker `beside`) beside both (tests/conftest.py says which test goes where, and why
+    # they cannot disturb each other). --durations: the slowest tests, for whoever keeps the suite
     # within its time.
     HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m beside -p no:cacheprovider --basetemp="$background/beside" \
         >"$background/beside.log" 2>&1 &
     beside_pid=$!
-    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m "not beside" --durations=15 || status=$?
-    beside=0
-    wait "$beside_pid" || beside=$?
+    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m sge_lane -p no:cacheprovider --basetemp="$background/sge" \
+        --durations=5 >"$background/sge.log" 2>&1 &
+    sge_pid=$!
+    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m "not beside and not sge_lane" --durations=15 || status=$?
+    lanes=0
+    wait "$sge_pid" || lanes=$?
+    wait "$beside_pid" || lanes=$?
+    echo "---- Grid Engine's own tests, beside the others (pytest -m sge_lane) ----"
+    cat "$background/sge.log"
     echo "---- the tests beside the clusters' (pytest -m beside) ----"
     cat "$background/beside.log"
-    [ "$status" -ne 0 ] || status=$beside
+    [ "$status" -ne 0 ] || status=$lanes
 else
     HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" --durations=15 "$@" || status=$?
 fi

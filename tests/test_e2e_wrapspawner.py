@@ -37,7 +37,7 @@ def hub(slurm_cluster, tmp_path_factory):
     yield hub
     hub.api("DELETE", "/users/alice/server")
     hub.close()
-    remove_job_logs(["alice"], since=started)
+    remove_job_logs(["alice"], since=started, clusters=("slurm",), profiles=("hpc-small", "hpc-multi", "small", "multi"))
 
 
 def test_hpchub_profile_through_profiles_spawner(hub):

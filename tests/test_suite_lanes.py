@@ -1,12 +1,13 @@
-"""The suite's two lanes (tests/run.sh): the modules conftest.BESIDE_MODULES names run in a second
-pytest process beside the real clusters' tests, so they must touch nothing those tests use."""
+"""The suite's lanes (tests/run.sh): the modules conftest.BESIDE_MODULES names run in a pytest process
+of their own beside the real clusters' tests, so they must touch nothing those tests use; Grid
+Engine's own tests run in another, which conftest decides from their marks."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from conftest import BESIDE_MODULES
+from conftest import BESIDE_MODULES, _in_the_sge_lane
 from helpers.support import REPO
 
 # What a module beside the clusters' tests must not use: the clusters and their fixtures, the test
@@ -25,3 +26,26 @@ def test_a_module_beside_the_clusters_tests_touches_none_of_their_things(module)
 def test_every_name_in_the_lane_is_a_test_module():
     modules = {path.stem for path in (REPO / "tests").glob("test_*.py")}
     assert BESIDE_MODULES <= modules, BESIDE_MODULES - modules
+
+
+class _Item:
+    """What conftest._in_the_sge_lane reads of a collected test."""
+
+    def __init__(self, marks: tuple[str, ...], fixtures: tuple[str, ...] = ()):
+        self.marks, self.fixturenames, self.nodeid = marks, fixtures, "tests/test_x.py::test_y"
+        self.path = REPO / "tests" / "test_x.py"
+
+    def iter_markers(self):
+        return (getattr(pytest.mark, name).mark for name in self.marks)
+
+
+@pytest.mark.parametrize(("marks", "in_lane"), [(("sge", "e2e"), True), (("sge", "slurm"), False),
+                                                (("sge", "ssh"), False), (("slurm",), False), ((), False)])
+def test_the_grid_engine_lane_takes_tests_marked_sge_and_neither_slurm_nor_ssh(marks, in_lane):
+    assert _in_the_sge_lane(_Item(marks, ("hub",))) is in_lane
+
+
+@pytest.mark.parametrize("fixture", ["slurm_cluster", "login_node"])
+def test_a_test_marked_sge_alone_that_reaches_slurm_or_the_login_node_is_refused(fixture):
+    with pytest.raises(pytest.UsageError, match=f"marked sge but not slurm or ssh, yet takes .*{fixture}"):
+        _in_the_sge_lane(_Item(("sge",), ("hub", fixture)))

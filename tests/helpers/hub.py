@@ -19,6 +19,8 @@ from pathlib import Path
 
 import requests
 
+from hpchub.core.config import load_site_config
+
 from .support import REPO, user_readable
 
 VENV = Path(os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv"))
@@ -232,7 +234,9 @@ def run_hub(state: Path, site_text: str, users: Sequence[str] = (), hub_class: t
         for user in users:
             hub.api("DELETE", f"/users/{user}/server")
         hub.close()
-        remove_job_logs(users, since=started)
+        loaded = load_site_config(site)
+        remove_job_logs(users, since=started, clusters=tuple(loaded.clusters),
+                        profiles=tuple(profile.slug for profile in loaded.profiles))
         cancel_slurm_jobs_named(users, leftover_slurm_profiles)
 
 
@@ -246,10 +250,14 @@ def cancel_slurm_jobs_named(users: Sequence[str], profiles: Sequence[str]) -> No
             subprocess.run(["sudo", "-n", "-u", user, "scancel", f"--name=hpchub-{user}-{profile}"], capture_output=True)
 
 
-def remove_job_logs(users, since: float) -> None:
-    """Delete the job output the test users' servers wrote since ``since`` (test cleanup)."""
-    for user in users:
-        for log in Path(f"/home/{user}/.hpchub/logs").glob("hpchub-*.log"):
+def remove_job_logs(users, since: float, clusters: Sequence[str], profiles: Sequence[str]) -> None:
+    """Delete the job output the test users' servers of ``profiles`` on ``clusters`` wrote since
+    ``since`` (test cleanup). A job's log is named hpchub-USER-PROFILE[.s-NAME|.e-JOB].CLUSTER.JOBID.log:
+    the tests of the other lane (tests/run.sh), which run meanwhile, keep theirs."""
+    for user, cluster, profile in ((u, c, p) for u in users for c in clusters for p in profiles):
+        for log in Path(f"/home/{user}/.hpchub/logs").glob(f"hpchub-{user}-{profile}.*{cluster}.*.log"):
+            if not log.name.startswith(f"hpchub-{user}-{profile}.") or f".{cluster}." not in log.name:
+                continue
             if log.stat().st_mtime >= since:
                 log.unlink(missing_ok=True)
 
