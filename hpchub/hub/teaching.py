@@ -220,7 +220,9 @@ class ClassHandler(BaseHandler):
         for spawner in user.all_spawners():
             if not self._may("read:servers", user.name, spawner.name):
                 continue
-            rows.append(self._row(user, spawner, queues, activity))
+            row = self._row(user, spawner, queues, activity)
+            if row.status != "stopped" or row.profile or row.note or row.last_activity:  # else: never used
+                rows.append(row)
         return rows or [ServerRow(user.name, "", "no server")]
 
     def _row(self, user: Any, spawner: Any, queues: Mapping[str, str], activity: bool) -> ServerRow:
