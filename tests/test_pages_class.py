@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers.browser import chromium, logged_in_page, screenshot
 from helpers.hub import Hub, jobs_of, run_hub
-from helpers.profiles import local_site_text, profile
+from helpers.profiles import begins_in_an_hour_profile, local_site_text, profile
 from helpers.support import REPO
 
 pytestmark = pytest.mark.e2e
@@ -28,8 +28,9 @@ pytestmark = pytest.mark.e2e
 INSTRUCTOR = "tutor"
 STUDENTS = ("alice", "bob")
 OUTSIDER = "carol"
-SERVER = "class"  # every server of this module is a named server `class` with the profile `class`
+SERVER = "class"  # the servers of this module: named server `class` with the profile `class`, and
 PROFILE = "class"
+QUEUED = "queued"  # named server `queued` with the profile `queued`, whose job waits for an hour
 SERVER_MEMORY = {"slurm": "1G", "sge": "2G"}  # JupyterLab's (Grid Engine's h_vmem counts virtual memory)
 QUEUE = {"slurm": "debug", "sge": "short.q"}
 
@@ -42,6 +43,13 @@ c.JupyterHub.load_roles = c.JupyterHub.load_roles + class_roles({{"course": "ins
 """
 
 
+def queued_profile(scheduler: str) -> str:
+    """`queued`: a job that stays pending for the whole test (may not start before a time to come)."""
+    if scheduler == "slurm":
+        return begins_in_an_hour_profile(QUEUED)
+    return profile(QUEUED, "starts in 2030", "sge", directives=["-a 203001010000"])
+
+
 def marker(user: str, scheduler: str) -> Path:
     return Path(f"/home/{user}/hpchub-class-test-{scheduler}.txt")
 
@@ -51,7 +59,8 @@ def hub(scheduler, tmp_path_factory):
     state = tmp_path_factory.mktemp(f"hub-class-{scheduler}")
     config = state / "jupyterhub_config.py"
     config.write_text(CONFIG.format(example=str(REPO / "examples" / "jupyterhub_config.py")))
-    site_text = local_site_text(scheduler, profile(PROFILE, "Class", scheduler, SERVER_MEMORY[scheduler]))
+    site_text = local_site_text(scheduler, profile(PROFILE, "Class", scheduler, SERVER_MEMORY[scheduler])
+                                + queued_profile(scheduler))
     users = (*STUDENTS, OUTSIDER)
     hubs = run_hub(state, site_text, users, poll_interval=2, config_file=config)
     started = next(hubs)
@@ -62,9 +71,11 @@ def hub(scheduler, tmp_path_factory):
         yield started
     finally:
         for user in users:  # whatever a failed test left (run_hub stops the default servers only)
-            started.api("DELETE", f"/users/{user}/servers/{SERVER}")
+            for name in (SERVER, QUEUED):
+                started.api("DELETE", f"/users/{user}/servers/{name}")
         for user in users:
-            started.wait_for_server(user, ready=False, timeout=90, name=SERVER)
+            for name in (SERVER, QUEUED):
+                started.wait_for_server(user, ready=False, timeout=90, name=name)
             marker(user, scheduler).unlink(missing_ok=True)
         hubs.close()
 
@@ -75,12 +86,12 @@ def off_the_browser_loop(function, *args):
         return pool.submit(function, *args).result()
 
 
-def rows(page) -> dict[str, dict[str, str]]:
-    """The class table: user -> cell texts of its `class` server's row (or of its only row)."""
+def rows(page, server_name: str = SERVER) -> dict[str, dict[str, str]]:
+    """The class table: user -> cell texts of its row for server ``server_name`` (or of its only row)."""
     found = {}
     for row in page.locator("tr.hpchub-class-server").all():
         user, server = row.get_attribute("data-user"), row.get_attribute("data-server")
-        if server in (SERVER, "") and (server == SERVER or user not in found):
+        if server in (server_name, "") and (server == server_name or user not in found):
             found[user] = {name: row.locator(f".hpchub-class-{name}").inner_text().strip()
                            for name in ("status", "job", "queue", "node", "time-left", "profile")}
             found[user]["join"] = "yes" if row.locator(".hpchub-class-join").count() else ""
@@ -100,7 +111,7 @@ def test_the_instructor_sees_starts_joins_and_stops_the_class_and_nothing_else(h
         links.first.click()
         page.wait_for_url(class_url)
         assert set(rows(page)) == set(STUDENTS)  # carol is not listed
-        assert rows(page)["alice"]["status"] == "no server"
+        assert rows(page)["alice"]["status"] in ("no server", "stopped")  # stopped: after the other test
 
         # Start for all: profile `class`, server `class`.
         page.select_option("#hpchub-class-profile", PROFILE)
@@ -185,3 +196,48 @@ def test_the_instructor_sees_starts_joins_and_stops_the_class_and_nothing_else(h
         assert "stop all" in page.locator("#hpchub-class-report").inner_text()
         assert hub.server(OUTSIDER, SERVER)["ready"]
     print(f"class view test on {scheduler} took {time.monotonic() - began:.0f} s")
+
+
+def test_queued_jobs_show_their_queue_state_and_stopping_cancels_them(hub: Hub, client, scheduler):
+    """Start for all with jobs that wait in the queue: the page says so; Stop (one) and Stop all (the
+    other) interrupt the pending starts and cancel the queued jobs."""
+    class_url = f"{hub.url}/hub/hpchub/class/course"
+    with chromium() as browser:
+        page = logged_in_page(browser, hub.url, INSTRUCTOR, javascript=False)  # plain forms: no script needed
+        page.goto(class_url)
+        page.select_option("#hpchub-class-profile", QUEUED)
+        page.fill("#hpchub-class-server-name", QUEUED)
+        page.click("#hpchub-class-start-all")
+        page.wait_for_url(class_url)
+        waiting = "waiting in queue debug" if scheduler == "slurm" else "waiting in the queue"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page.goto(class_url)
+            table = rows(page, QUEUED)
+            if all(table[user]["job"].endswith(waiting) for user in STUDENTS):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"not shown as waiting: {rows(page, QUEUED)}")
+        assert all(table[user]["status"] == "starting" and table[user]["queue"] == QUEUE[scheduler]
+                   and not table[user]["node"] and not table[user]["join"] for user in STUDENTS), table
+        job_ids = {user: table[user]["job"].split(":")[0] for user in STUDENTS}
+        report = page.locator("#hpchub-class-report").inner_text()
+        assert "alice/queued: submitted" in report and "bob/queued: submitted" in report, report
+        screenshot(page, f"class-queued-{scheduler}")
+
+        page.click("tr.hpchub-class-server[data-user='alice'][data-server='queued'] .hpchub-class-stop")
+        page.wait_for_url(class_url)
+        hub.wait_for_server("alice", ready=False, name=QUEUED, timeout=60)
+        assert hub.server("bob", QUEUED) is not None  # only alice's
+        page.goto(class_url)
+        page.click("#hpchub-class-stop-all")
+        page.wait_for_url(class_url)
+        hub.wait_for_server("bob", ready=False, name=QUEUED, timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        left = {user: job_ids[user] for user in STUDENTS if job_ids[user] in jobs_of(client, user)}
+        if not left:
+            break
+        time.sleep(1)
+    assert not left, f"queued jobs still there after stop: {left}"
