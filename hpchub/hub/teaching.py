@@ -174,7 +174,13 @@ def _failure(spawner: Any) -> str:
 class ClassHandler(BaseHandler):
     """``/hub/hpchub/class/GROUP``: GET the page, POST ``action=start|stop`` (xsrf-protected forms)."""
 
+    _group: str = ""  # the class of this request, once checked (its members are all _may is asked about)
+
     def _may(self, scope: str, user_name: str, server_name: str | None = None) -> bool:
+        """Whether the viewer holds ``scope`` on a server of ``user_name`` (or on the user), who must be a
+        member of the class: a scope on the whole group answers for every member."""
+        if self._group and self.has_scope(f"{scope}!group={self._group}"):
+            return True
         target = f"server={user_name}/{server_name}" if server_name is not None else f"user={user_name}"
         return bool(self.has_scope(f"{scope}!{target}"))
 
@@ -185,6 +191,7 @@ class ClassHandler(BaseHandler):
         group = orm.Group.find(self.db, name=group_name)
         if group is None:
             raise web.HTTPError(404, f"there is no group {group_name}")
+        self._group = group.name
         return group
 
     def _members(self, group: orm.Group) -> list:
@@ -343,7 +350,7 @@ class ClassHandler(BaseHandler):
         members = {user.name: user for user in self._members(group)}
         targets = []
         if only_user is not None:
-            if not self._may("delete:servers", only_user, only_server) or only_user not in members:
+            if only_user not in members or not self._may("delete:servers", only_user, only_server):
                 raise web.HTTPError(403, f"you may not stop {_label(only_user, only_server)} from class {group.name}")
             user = members[only_user]
             if only_server in user.spawners and user.spawners[only_server].active:
