@@ -30,7 +30,7 @@ from sphinx.util import logging
 # What the reference documents, as "module:attribute". The one place to change when modules move.
 SITE_CONFIG_MODEL = "hpchub.core.config:SiteConfig"
 TRAITLETS_CLASSES = {
-    "spawner": ["hpchub.hub.spawner:HPCSpawner"],
+    "spawner": ["hpchub.hub.spawner:HPCSpawner", "hpchub.hub.teaching:ClassView"],
     "parallel": ["hpchub.parallel:HPCEngineSetLauncher", "hpchub.parallel:HPCControllerLauncher"],
 }
 CLI_PARSER = "hpchub.admin.cli:parser"
@@ -266,7 +266,8 @@ PAGES: dict[str, Callable[[], str]] = {
     "spawner-settings.md": lambda: traitlets_page(
         "Spawner settings",
         "*Generated from the spawner's configurable traitlets at every docs build.* Set them in "
-        "`jupyterhub_config.py` as `c.HPCSpawner.NAME = VALUE`; see [the spawner](../../spawner.md). JupyterHub's own "
+        "`jupyterhub_config.py` as `c.HPCSpawner.NAME = VALUE` (the class page's as `c.ClassView.NAME = VALUE`); see "
+        "[the spawner](../../spawner.md) and [teaching](../../teaching.md). JupyterHub's own "
         "`Spawner` settings apply too (`poll_interval`, `start_timeout`, `http_timeout`, ...).",
         TRAITLETS_CLASSES["spawner"]),
     "parallel-settings.md": lambda: traitlets_page(

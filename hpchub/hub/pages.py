@@ -18,14 +18,17 @@ from . import walltime
 def server_info(job_id: str, end_reason: str, job_ends: int, status: JobStatus | None,
                 now: float | None = None) -> dict[str, object]:
     """The home page's keys for a server whose running job is ``job_id`` ("" for none): ``job_id``,
-    ``state`` (e.g. "running on node1"), ``ends`` (epoch or None), ``ends_at`` ("14:30"),
-    ``time_left`` ("1 h 12 min"), ``end_reason`` (why the last job ended, once none runs)."""
+    ``state`` (e.g. "running on node1"), ``queue`` and ``node`` (as the scheduler last said, "" if
+    it did not), ``ends`` (epoch or None), ``ends_at`` ("14:30"), ``time_left`` ("1 h 12 min"),
+    ``end_reason`` (why the last job ended, once none runs)."""
     now = time.time() if now is None else now
-    info: dict[str, object] = {"job_id": job_id, "state": "", "ends": None, "ends_at": "", "time_left": "",
-                               "end_reason": "" if job_id else end_reason}
+    info: dict[str, object] = {"job_id": job_id, "state": "", "queue": "", "node": "", "ends": None, "ends_at": "",
+                               "time_left": "", "end_reason": "" if job_id else end_reason}
     if not job_id:
         return info
     info["state"] = state_words(status)
+    if status is not None:
+        info.update(queue=status.queue, node=status.host or "")
     if job_ends and walltime.saved_end(job_ends, now):
         info.update(ends=job_ends, ends_at=walltime.clock_text(job_ends, now),
                     time_left=walltime.duration_text(job_ends - now))

@@ -45,12 +45,13 @@ from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, engines, pages, porthandler, progress, walltime
+from . import choices, engines, pages, porthandler, progress, teaching, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
 engines.register_at_import()
+teaching.register_at_import()  # the instructor's class page
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
@@ -228,6 +229,7 @@ class HPCSpawner(Spawner):
         self._state_warning_logged = False
         porthandler.ensure_registered_in_running_hub()
         engines.ensure_registered_in_running_hub()
+        teaching.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
         choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
