@@ -150,6 +150,19 @@ def test_unset_collaboration_leaves_the_environment_as_it_is_and_false_turns_it_
         "--ContentsManager.formats=ipynb,md:myst"]
 
 
+def test_in_a_container_the_server_inside_gets_the_arguments_and_checks_them_there():
+    text = SITE.replace("      collaboration: true\n", "      collaboration: true\n      container: "
+                        "{runtime: apptainer, image: /srv/images/course.sif}\n")
+    site = parse_site_config(text)
+    script = server_job(site, resolve_request(site, site.profile("course")), USER).script
+    (line,) = [line for line in script.splitlines() if "hpchub-secrets" in line]
+    # The container runs start-server.sh (its check, then the server) with the server's whole command line.
+    inside = shlex.split(line)[shlex.split(line).index("hpchub-secrets") + 2:]
+    assert inside[:3] == ["/bin/sh", f"{JOB_DIR}/start-server.sh", "jupyterhub-singleuser"]
+    assert inside[-6:] == list(environment_server_args(
+        site.clusters["main"].environment.extended_by(site.profile("course").environment), JOB_DIR))
+
+
 def test_the_job_side_reads_the_arguments_the_hub_side_writes():
     site = parse_site_config(SITE)
     environment = site.clusters["main"].environment.extended_by(site.profile("course").environment)
