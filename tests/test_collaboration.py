@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from helpers.support import write_job_side
 
+from hpchub.admin.doctor import EXIT_JUPYTERHUB, Diagnosis, _judge_report
 from hpchub.core import notebook_formats
 from hpchub.core.config import SiteConfigError, load_site_config, parse_site_config
 from hpchub.core.jobs import environment_server_args, server_job
 from hpchub.core.options import resolve_request
 from hpchub.core.render import UserAccount
-from hpchub.job import requirements
+from hpchub.job import probe, requirements
 
 ENVS = Path("/opt/hpchub-test/envs")
 USER = UserAccount("alice", "/home/alice")
@@ -264,3 +265,54 @@ def test_the_hubs_copy_of_the_grammar_agrees_with_jupytext(tmp_path):
     jupytext_takes = json.loads(result.stdout)
     assert {f: notebook_formats.formats_problem(f) is None for f in AGREEMENT} == jupytext_takes
     assert sum(jupytext_takes.values()) >= 8  # both kinds are in the list
+
+
+# --- hpchub doctor: a profile that turns on what its environment lacks is exit 4 -----------------------
+
+def probe_optional(env: str) -> dict:
+    """What the doctor's probe (a job file of its own, hpchub/job/probe.py) finds in ``env``."""
+    code = ("import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location('probe', sys.argv[1])\n"
+            "probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)\n"
+            "print(json.dumps(probe._optional()))")
+    result = subprocess.run([env_python(env), "-I", "-c", code, probe.__file__], capture_output=True, text=True,
+                            timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_doctors_probe_finds_what_collaboration_and_jupytext_need():
+    teach = probe_optional("teach")
+    assert teach["modules"] == {"jupyter_server_ydoc": True}
+    assert teach["versions"]["jupyterlab"] == "4.6.6" and teach["versions"]["jupyter-collaboration"].startswith("5.0.")
+    assert teach["versions"]["jupytext"] is not None
+    jh6 = probe_optional("jh6")
+    assert jh6["modules"] == {"jupyter_server_ydoc": False}
+    assert jh6["versions"]["jupyter-collaboration"] is None and jh6["versions"]["jupytext"] is None
+
+
+def doctor_problems(optional: dict, server_args: list[str]) -> list[str]:
+    report = {"python": {"executable": "/venv/bin/python3", "version": "3.11.2"},
+              "jupyterhub": {"importable": True, "version": "6.1.1"},
+              "jupyter_server": {"importable": True, "version": "2.17.0"}, "optional": optional,
+              "singleuser_command": "/venv/bin/jupyterhub-singleuser", "hpchub": {"importable": False},
+              "hub_api": {"asked": False}, "node": "node7", "port": 40000}
+    diagnosis = Diagnosis()
+    _judge_report(diagnosis, report, "slurm", "", server_args)
+    assert all(problem.code == EXIT_JUPYTERHUB for problem in diagnosis.problems)
+    return [problem.message for problem in diagnosis.problems]
+
+
+def test_the_doctor_says_what_a_profiles_environment_lacks_for_collaboration_and_jupytext():
+    site = parse_site_config(SITE)
+    args = list(environment_server_args(site.clusters["main"].environment.extended_by(site.profile("course").environment),
+                                        JOB_DIR))
+    assert doctor_problems(probe_optional("teach"), args) == []
+    assert doctor_problems(probe_optional("jh6"), args) == [
+        "jupyter-collaboration is not installed in the environment of /venv/bin/python3; the profile's "
+        "environment.collaboration needs jupyter-collaboration 5.x (for JupyterLab 4.6) (on node7). Fix: install it "
+        "into the environment the profile's jobs use, or take the key out of the profile's environment.",
+        "jupytext is not installed in the environment of /venv/bin/python3; the profile's environment.jupytext needs "
+        "jupytext 1.16 or newer (on node7). Fix: install it into the environment the profile's jobs use, or take the "
+        "key out of the profile's environment."]
+    # A profile that turns nothing on needs nothing of them.
+    assert doctor_problems(probe_optional("jh6"), []) == []
