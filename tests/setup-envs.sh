@@ -64,3 +64,4 @@ done
 for name in jh4 jh5 jh6; do
     echo "env $name: $("$root/$name/bin/python" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("jupyterhub", "jupyter_server", "jupyterlab")))')"
 done
+echo "env teach: $("$root/teach/bin/python" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("jupyterhub", "jupyterlab", "jupyter-collaboration", "jupytext")))')"
