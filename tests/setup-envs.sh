@@ -9,6 +9,8 @@
 #   jh6            JupyterHub 6.x (the hub's own major version), JupyterLab 4
 #   jh3            JupyterHub 3.x: too old, a server job must fail at once naming it
 #   no-singleuser  a venv with jupyter_server but no JupyterHub: a server job must fail at once
+#   teach          JupyterHub 6.1.1, JupyterLab 4.6.6, jupyter-collaboration 5.0.x and jupytext: a
+#                  course's env (environment.collaboration and environment.jupytext, test_e2e_teach.py)
 #
 # usage: tests/setup-envs.sh            (env HPCHUB_TEST_ENVS overrides /opt/hpchub-test/envs)
 set -euo pipefail
@@ -20,6 +22,7 @@ declare -A SPECS=(
     [jh6]="jupyterhub>=6,<7 jupyterlab>=4,<5"
     [jh3]="jupyterhub>=3,<4 jupyter_server>=2,<3"
     [no-singleuser]="jupyter_server>=2,<3"
+    [teach]="jupyterhub==6.1.1 jupyterlab==4.6.6 jupyter-collaboration>=5.0,<5.1 jupytext>=1.16"
 )
 
 mkdir -p "$root"
@@ -49,7 +52,7 @@ build() {  # build one env unless its spec file says it is built; a failure says
 }
 # All at once: on a fresh machine the time is mostly downloads and unpacking, which overlap well.
 pids=()
-for name in jh3 jh4 jh5 jh6 no-singleuser; do
+for name in jh3 jh4 jh5 jh6 no-singleuser teach; do
     build "$name" &
     pids+=($!)
 done
@@ -61,3 +64,4 @@ done
 for name in jh4 jh5 jh6; do
     echo "env $name: $("$root/$name/bin/python" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("jupyterhub", "jupyter_server", "jupyterlab")))')"
 done
+echo "env teach: $("$root/teach/bin/python" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("jupyterhub", "jupyterlab", "jupyter-collaboration", "jupytext")))')"

@@ -23,7 +23,10 @@ JOB_MODULES = sorted(path.stem for path in JOB_DIR.glob("*.py"))  # __init__: th
 # jupyter_server's, built on tornado (web.authenticated, the IO loop's HTTP client).
 # The engine launchers run in the user's kernel, which has ipyparallel (and the traitlets its launchers
 # are made of) or would not ask for engines.
-EXTENSION_MODULES = {"extension": {"jupyter_server", "tornado"}, "engines": {"ipyparallel", "traitlets"}}
+# The environment check asks the environment's own jupytext about a profile's formats, only when the
+# server is told to pair notebooks (and so needs jupytext anyway).
+EXTENSION_MODULES = {"extension": {"jupyter_server", "tornado"}, "engines": {"ipyparallel", "traitlets"},
+                     "requirements": {"jupytext"}}
 PYTHON = os.environ.get("HPCHUB_VENV", "/opt/hpchub/venv") + "/bin/python"
 
 

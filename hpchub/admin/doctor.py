@@ -19,7 +19,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "the probe job ran and every check passed",
     EXIT_CANNOT_RUN: "the doctor could not run (site config, profile, user account, scheduler command)",
     EXIT_ENVIRONMENT: "the job's environment did not load (module, venv, conda env, no python3)",
-    EXIT_JUPYTERHUB: "jupyterhub-singleuser missing on the node, or JupyterHub or jupyter_server outside the supported range",
+    EXIT_JUPYTERHUB: "jupyterhub-singleuser missing on the node, JupyterHub or jupyter_server outside the supported "
+                     "range, or what the profile's environment turns on (collaboration, jupytext) missing",
     EXIT_HUB_UNREACHABLE: "the node cannot reach the hub's API",
     EXIT_NODE_UNREACHABLE: "the hub cannot reach a port opened on the node",
     EXIT_NOT_STARTED: "the scheduler refused the job, or it did not start in time",
@@ -197,7 +198,9 @@ async def diagnose(site: SiteConfig, profile_slug: str, user_name: str, hub_api_
             diagnosis.problems.append(_no_report_problem(site, request, job, job_id, log, host, ended))
             return diagnosis
         diagnosis.report = report
-        _judge_report(diagnosis, report, request.cluster_name, jobs_hub)
+        environment = request.cluster.environment.extended_by(request.profile.environment)
+        _judge_report(diagnosis, report, request.cluster_name, jobs_hub,
+                      jobs.environment_server_args(environment, job.job_dir))
         if not ended:
             address = await runtime.node_address(host or str(report.get("node", "")))
             reached = await _connect_to_probe(diagnosis, address, int(report["port"]),
@@ -315,7 +318,10 @@ def _log_tail(log: str) -> str:
     return "\n".join(f"  | {line}" for line in lines) or "  | (empty)"
 
 
-def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name: str, hub_api_url: str) -> None:
+def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name: str, hub_api_url: str,
+                  server_args: Sequence[str] = ()) -> None:
+    """What the probe's ``report`` means for a server of the profile; ``server_args``: what the profile's
+    environment turns on in the server (hpchub.core.jobs.environment_server_args)."""
     node = str(report.get("node", "the node"))
     python = report.get("python", {})
     diagnosis.facts.append(f"python: {python.get('version')} at {python.get('executable')} on {node}")
@@ -341,6 +347,17 @@ def _judge_report(diagnosis: Diagnosis, report: Mapping[str, Any], cluster_name:
         diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
             f"{error} (on {node}). Fix: install jupyterhub (best the hub's {hub_version or 'version'}; "
             f"{SUPPORTED_TEXT} work) into the environment the profile's jobs use.")))
+    # What the profile turns on (collaboration, a jupytext pairing), judged as the job's own check does;
+    # the formats string itself was checked when the site config was loaded.
+    optional = report.get("optional")
+    optional = optional if isinstance(optional, dict) else {}
+    found = {name: str(version) for name, version in (optional.get("versions") or {}).items() if version}
+    modules = {name for name, present in (optional.get("modules") or {}).items() if present}
+    for error in requirements.server_arg_problems(server_args, found.get, modules.__contains__, lambda formats: None,
+                                                  str(python.get("executable"))):
+        diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
+            f"{error} (on {node}). Fix: install it into the environment the profile's jobs use, or take the key out "
+            "of the profile's environment.")))
     if "jupyterhub" in versions and not report.get("singleuser_command"):
         diagnosis.problems.append(Problem(EXIT_JUPYTERHUB, (
             f"jupyterhub-singleuser is not on the PATH on {node} after the environment loaded. Fix: install "

@@ -25,6 +25,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, StrictBool, StrictInt, StrictStr
 
 from ..job.logindefs import login_defs_uid_min
+from .notebook_formats import formats_problem
 from .units import Memory, Walltime
 from .yamlfile import YAMLFileError, load_yaml
 
@@ -159,7 +160,15 @@ def _bind(value: Any) -> str:
     return value
 
 
+def _jupytext_formats(value: str) -> str:
+    problem = formats_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 ImageReference = Annotated[StrictStr, pydantic.AfterValidator(_image_text)]
+JupytextFormats = Annotated[StrictStr, pydantic.AfterValidator(_jupytext_formats)]
 Bind = Annotated[str, PlainValidator(_bind)]
 
 
@@ -244,6 +253,22 @@ class Environment(_Model):
         "venv, env and prologue above, as the user, in the user's own job; the job fails with a clear message when "
         "it is missing or has no jupyterhub-singleuser. Off unless set (a profile's setting wins over its "
         "cluster's); not with a container")
+    collaboration: StrictBool | None = Field(
+        default=None, description="true: JupyterLab's real-time collaboration is on in the server (several people "
+        "in one notebook see each other's edits and cursors), whatever the environment's own Jupyter config says; "
+        "the environment (or container image) must have jupyter-collaboration (3.x or newer; 5.x for JupyterLab "
+        "4.6), or the job fails at once saying so. Its document store and file-id index live in the job's "
+        "directory. false: off. Unset: as the environment has it (on where jupyter-collaboration is installed). "
+        "Whoever joins a server runs code as its owner, with the owner's files and allocation. A profile's "
+        "setting wins over its cluster's")
+    jupytext: JupytextFormats | None = Field(
+        default=None, description="pair every notebook the server saves with text files, a jupytext formats "
+        "string such as \"ipynb,py:percent\" (NAME.ipynb and NAME.py side by side), \"ipynb,md:myst\" or "
+        "\"ipynb,notebooks///ipynb,scripts///py:percent\"; groups of paired formats separated by \";\". The "
+        "environment must have jupytext 1.16 or newer, whose own check of the string ends the job if it refuses "
+        "it. A jupytext.toml (or pyproject.toml [tool.jupytext], or jupytext's config in ~/.config) in the "
+        "notebook's directory or above replaces this pairing for the notebooks under it. A profile's setting "
+        "wins over its cluster's")
 
     @property
     def allows_user_envs(self) -> bool:
@@ -251,7 +276,7 @@ class Environment(_Model):
 
     def extended_by(self, other: Environment | None) -> Environment:
         """This environment with a profile's additions: modules appended, env merged, container merged
-        (see Container.extended_by)."""
+        (see Container.extended_by); user_envs, collaboration and jupytext: the profile's where it sets them."""
         if other is None:
             return self
         return Environment(
@@ -262,6 +287,8 @@ class Environment(_Model):
             env={**self.env, **other.env},
             container=self.container.extended_by(other.container) if self.container is not None else other.container,
             user_envs=other.user_envs if other.user_envs is not None else self.user_envs,
+            collaboration=other.collaboration if other.collaboration is not None else self.collaboration,
+            jupytext=other.jupytext if other.jupytext is not None else self.jupytext,
         )
 
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import job as job_side
+from ..job import requirements
 from ..schedulers import backend_for
 from . import bundle
-from .config import SiteConfig
+from .config import Environment, SiteConfig
 from .options import JobRequest
 from .render import Launch, RenderError, UserAccount, engine_context, job_context, render_job_script, template_name
 
@@ -33,6 +34,11 @@ SERVER_COMMAND = ("jupyterhub-singleuser",)
 # names it: hpchub.core.bundle) binds the address the hub connects to and reports the port once the
 # server listens on it; port 0 lets the OS choose a free one at bind time.
 SERVER_ARGS = (f"--ServerApp.jpserver_extensions={job_side.BUNDLE_PACKAGE}.extension=True", "--ServerApp.port=0")
+# Real-time collaboration's document store and file-id index (SQLite files, in the server's working
+# directory and the user's Jupyter data directory by default): one per job, in the job's directory,
+# so two servers of one user on different nodes never share a file over NFS.
+COLLABORATION_STORE = "ystore.db"
+COLLABORATION_FILE_IDS = "file_id.db"
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENGINE_MARK = ".e-"
 
@@ -102,6 +108,23 @@ def is_engine_job_of(name: str, user: str, parent_job: str) -> bool:
     return name.startswith(f"hpchub-{user}-") and name.endswith(f"{ENGINE_MARK}{parent_job}")
 
 
+def environment_server_args(environment: Environment, directory: str) -> tuple[str, ...]:
+    """The server arguments of what a profile's environment turns on or off: real-time collaboration
+    (``collaboration``; unset: as the environment's own Jupyter config has it) and a jupytext pairing
+    (``jupytext``). The job side's check (hpchub.job.requirements) finds them on the command line and
+    ends the job at once if the environment lacks what they need. ``directory``: the job's."""
+    args: list[str] = []
+    if environment.collaboration:
+        args += [requirements.COLLABORATION_ON, "--YDocExtension.disable_rtc=False",
+                 f"--SQLiteYStore.db_path={directory}/{COLLABORATION_STORE}",
+                 f"--BaseFileIdManager.db_path={directory}/{COLLABORATION_FILE_IDS}"]
+    elif environment.collaboration is False:
+        args.append("--YDocExtension.disable_rtc=True")  # harmless where jupyter-collaboration is missing
+    if environment.jupytext is not None:
+        args += [requirements.JUPYTEXT_ON, f"{requirements.JUPYTEXT_FORMATS}{environment.jupytext}"]
+    return tuple(args)
+
+
 def _prepare(kind: str, site: SiteConfig, request: JobRequest, user: UserAccount, name: str, key: str,
              context: dict[str, Any], template: str, files: Mapping[str, str] | None = None) -> PreparedJob:
     script = render_job_script(site, context, template)
@@ -132,7 +155,9 @@ def server_job(
         env[ENV_SITE_CONFIG] = f"{job_dir(user, name)}/{SITE_COPY}"
     elif site.source is not None:
         env[ENV_SITE_CONFIG] = str(Path(site.source).resolve())
-    launch = Launch(command=(*server_command, *SERVER_ARGS), env=env, secrets_file=f"{job_dir(user, name)}/env",
+    environment = request.cluster.environment.extended_by(request.profile.environment)
+    command = (*server_command, *SERVER_ARGS, *environment_server_args(environment, job_dir(user, name)))
+    launch = Launch(command=command, env=env, secrets_file=f"{job_dir(user, name)}/env",
                     report_port=True, bundle_dir=job_dir(user, name))
     context = job_context(site, request, user, launch, name=name)
     return _prepare("server", site, request, user, name, name, context, template_name(request),

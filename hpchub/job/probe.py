@@ -4,7 +4,8 @@ gives. It imports nothing of hpchub (whether hpchub is importable is one of its 
 the standard library, so it runs wherever a Python 3 does.
 
 It prints one line, ``hpchub-doctor-report {JSON}``: the Python, the ``jupyterhub``, ``jupyter_server``
-and ``hpchub`` it can import, ``jupyterhub-singleuser`` on the PATH, the kernels the environment offers
+and ``hpchub`` it can import, the versions of what a profile's environment may turn on in the server
+(jupyter-collaboration, jupytext; ``optional``), ``jupyterhub-singleuser`` on the PATH, the kernels the environment offers
 (``jupyter kernelspec list --json``, if ``jupyter`` is there), whether it reaches the hub's API, the node's
 name, and the port it listens on. Then it waits for ``hpchub doctor`` to connect to that port,
 greets it, and removes its own output file (the job's log) before it ends, also when it is
@@ -43,6 +44,31 @@ def _module_version(name: str) -> dict[str, Any]:
         return {"importable": False, "error": f"{type(error).__name__}: {error}"}
     return {"importable": True, "version": str(getattr(module, "__version__", "")),
             "path": str(getattr(module, "__file__", ""))}
+
+
+# What a profile's environment.collaboration and environment.jupytext need (hpchub.job.requirements
+# judges them): the distributions' versions, and whether the collaboration's server extension is there.
+OPTIONAL_DISTRIBUTIONS = ("jupyterlab", "jupyter-collaboration", "jupytext")
+OPTIONAL_MODULES = ("jupyter_server_ydoc",)
+
+
+def _optional() -> dict[str, Any]:
+    """Found without importing them (an import may be slow or fail): versions, None where missing."""
+    from importlib import metadata, util
+
+    versions: dict[str, str | None] = {}
+    for name in OPTIONAL_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except Exception:  # PackageNotFoundError, or broken metadata: either way not usable
+            versions[name] = None
+    modules = {}
+    for name in OPTIONAL_MODULES:
+        try:
+            modules[name] = util.find_spec(name) is not None
+        except Exception:
+            modules[name] = False
+    return {"versions": versions, "modules": modules}
 
 
 KERNELSPEC_TIMEOUT = 60.0
@@ -143,6 +169,7 @@ def report(hub_api: str, node_variable: str, listener: socket.socket,
                    "python3_on_path": shutil.which("python3") or ""},
         "jupyterhub": _module_version("jupyterhub"),
         "jupyter_server": _module_version("jupyter_server"),
+        "optional": _optional(),
         "singleuser_command": shutil.which("jupyterhub-singleuser") or "",
         "kernelspecs": _kernelspecs(),
         "hpchub": _module_version("hpchub"),

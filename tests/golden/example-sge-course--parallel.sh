@@ -33,5 +33,5 @@ command -v apptainer >/dev/null || hpchub_fail "apptainer is not on the PATH on 
 
 exec apptainer exec --bind /scratch \
     /sw/courses/datalit/datascience-notebook.sif \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-parallel/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-parallel/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-parallel/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-parallel/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --ServerApp.jpserver_extensions=jupyter_server_ydoc=True --YDocExtension.disable_rtc=False --SQLiteYStore.db_path=/home/alice/.hpchub/jobs/hpchub-alice-parallel/ystore.db --BaseFileIdManager.db_path=/home/alice/.hpchub/jobs/hpchub-alice-parallel/file_id.db --ServerApp.jpserver_extensions=jupyterlab_jupytext=True --ContentsManager.formats=ipynb,py:percent
 
