@@ -93,7 +93,7 @@ class StandInHub:
                     self._reply(200, {})
 
             def _reply(self, status, payload):
-                data = json.dumps(payload).encode()
+                data = b"" if status == 204 else json.dumps(payload).encode()  # a 204 has no body
                 self.send_response(status)
                 self.send_header("X-JupyterHub-Version", "6.1.1")
                 self.send_header("Content-Type", "application/json")
@@ -246,6 +246,41 @@ def test_a_revoked_share_is_refused_within_the_auth_cache_interval(hub, tmp_path
         assert hub.asked_about_guest == 2
     finally:
         stop(server)
+
+
+def test_a_revoked_callers_open_websocket_is_closed_and_the_owners_kept(hub, tmp_path):
+    """The server checks access only when a websocket opens; hpchub's sweep closes the open ones of
+    a caller who lost it (a kernel, terminal or collaboration room a revoked guest had open)."""
+    import asyncio
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    scopes = json.dumps(["access:servers!server=alice/", "access:servers!user=alice"])
+    server = start_server(hub, tmp_path, node_name="localhost", JUPYTERHUB_OAUTH_ACCESS_SCOPES=scopes)
+
+    async def connect(url: str, token: str):
+        return await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+
+    async def revoke_with_sockets_open(url: str) -> float:
+        bobs, alices = await connect(url, GUEST_TOKEN), await connect(url, TOKEN)
+        hub.shared = False
+        revoked = time.monotonic()
+        assert await asyncio.wait_for(bobs.read_message(), AUTH_CACHE_SECONDS + 5) is None  # closed by the server
+        assert bobs.close_code == 1008
+        took = time.monotonic() - revoked
+        assert alices.close_code is None and alices.protocol is not None  # the owner's stays open
+        alices.close()
+        return took
+
+    try:
+        wait_for(lambda: hub.reports or server.poll() is not None)
+        assert server.poll() is None, stop(server)
+        url = f"ws://127.0.0.1:{hub.reports[0]['body']['port']}/user/alice/api/events/subscribe"
+        print(f"bob's websocket closed {asyncio.run(revoke_with_sockets_open(url)):.1f} s after the revoke")
+    finally:
+        output = stop(server)
+    assert "closing a websocket (/user/alice/api/events/subscribe) of a caller who lost access" in output
 
 
 def slurm_node(address: str):
