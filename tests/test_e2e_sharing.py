@@ -48,11 +48,10 @@ OPEN_WEBSOCKET = """url => new Promise(resolve => {
 def hub(scheduler, tmp_path_factory):
     state = tmp_path_factory.mktemp(f"hub-sharing-{scheduler}")
     config = state / "jupyterhub_config.py"
-    config.write_text(
+    config.write_text(  # the demo hub with sharing on, as examples/jupyterhub_config.py documents it
+        "import os\n"
+        "os.environ['HPCHUB_SHARING'] = '1'\n"
         f"load_subconfig({str(REPO / 'examples' / 'jupyterhub_config.py')!r})\n"
-        "from hpchub.hub.sharing import sharing_roles\n"
-        "c.HPCSpawner.sharing = True\n"
-        "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + sharing_roles()\n"
         f"c.JupyterHub.load_groups = {{{GROUP!r}: {{'users': [{GUEST!r}]}}}}\n")
     hubs = run_hub(state, local_site_text(scheduler), (OWNER,), config_file=config,
                    leftover_slurm_profiles=(f"small.s-{SERVER}",) if scheduler == "slurm" else ())

@@ -84,3 +84,29 @@ def test_the_sharing_roles_are_the_user_role_with_shares():
     (codes_only,) = sharing.sharing_roles(by_name=False)
     assert set(codes_only["scopes"]) == {"self", "shares!user"}
     scopes._check_scopes_exist(role["scopes"])  # every scope is one JupyterHub knows
+
+
+def server(sharing: bool = True, ready: bool = True):
+    """What home_page_entry reads of a running HPCSpawner: alice's server 'lab'."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(sharing=sharing, ready=ready, name="lab", hub=SimpleNamespace(base_url="/hub/"),
+                           user=SimpleNamespace(name="alice", db=None))
+
+
+def test_the_home_page_links_a_ready_server_when_sharing_is_on_and_the_user_may_share():
+    may = scopes.parse_scopes({"shares!user=alice", "read:shares!user=alice"})
+    assert sharing.home_page_entry(server(), may) == {"url": "/hub/hpchub/share/alice/lab", "allowed": True}
+    assert sharing.home_page_entry(server(sharing=False), may) is None
+    assert sharing.home_page_entry(server(ready=False), may) is None
+
+
+def test_sharing_on_without_the_shares_scope_is_said_on_the_page_and_in_the_log(caplog):
+    sharing._warned.discard("alice")
+    only_self = scopes.parse_scopes({"read:shares!user=alice", "access:servers!user=alice"})
+    with caplog.at_level("WARNING", logger="hpchub.sharing"):
+        assert sharing.home_page_entry(server(), only_self) == {"url": "/hub/hpchub/share/alice/lab", "allowed": False}
+        sharing.home_page_entry(server(), only_self)
+    (record,) = caplog.records  # once per user, not per page load
+    assert "sharing is on (HPCSpawner.sharing) but user alice has no 'shares' scope" in record.getMessage()
+    assert "sharing_roles()" in record.getMessage()
