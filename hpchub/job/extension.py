@@ -18,12 +18,8 @@ with the job, see ``hpchub.job.BUNDLE_PACKAGE``). This extension then
 - answers ``GET {base_url}hpchub/walltime`` (authenticated like every server API) with
   ``{"ends": EPOCH or null, "warning": SECONDS, "now": EPOCH}``: what the JupyterLab extension hpchub-walltime
   (in the job's bundle, and installed with the package) shows as the time left, warning and saving before the end;
-- closes the open websockets (kernels, terminals, real-time collaboration) of callers who lost access,
-  e.g. a share revoked: the server checks access only when a websocket opens, so without this a
-  revoked guest would keep a running kernel. Every SWEEP_SECONDS each open websocket's token is
-  checked with the hub as every request is (through the singleuser's auth cache, so at most one hub
-  call per caller and ``--HubOAuth.cache_max_age``); a socket whose token the hub refuses, or whose
-  owner lacks the server's access scope, is closed (code 1008). A hub that does not answer closes nothing.
+- closes the open websockets (kernels, terminals, collaboration) of callers who lost access (a share
+  revoked): the server checks access only when a websocket opens (WebsocketSweep).
 
 Nothing here runs in the hub. Like all of hpchub/job/, it imports only the standard library and,
 here, ``jupyter_server`` and the ``tornado`` that jupyter_server's handler API is made of (its
@@ -220,16 +216,16 @@ REVOKED_CLOSE_CODE = 1008  # RFC 6455: policy violation
 
 
 class WebsocketSweep:
-    """The open websockets of this server, and the periodic check that closes the ones whose caller
-    lost access (``hub_auth``: the singleuser's HubOAuth)."""
+    """Each open websocket's token is checked as a request's is, every SWEEP_SECONDS (through the
+    auth cache: one hub call per caller per ``--HubOAuth.cache_max_age``); the hub's refusal closes it."""
 
     def __init__(self, hub_auth: Any):
         self.hub_auth = hub_auth
         self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
 
     def track_websockets(self) -> None:
-        """Note every websocket handler that upgrades, whatever its subclass (kernels, terminals,
-        collaboration rooms, events): they all go through tornado's WebSocketHandler.get."""
+        """Every websocket handler upgrades through tornado's WebSocketHandler.get."""
         from tornado.websocket import WebSocketHandler
 
         upgrade = WebSocketHandler.get
@@ -242,33 +238,27 @@ class WebsocketSweep:
         WebSocketHandler.get = get  # type: ignore[method-assign,assignment]
 
     async def allowed(self, handler: Any) -> bool | None:
-        """Does the socket's caller still have access? None: cannot tell (no token, hub not answering)."""
+        """None: cannot tell (no token, no answer)."""
         try:
             token = self.hub_auth.get_token(handler)
             if not token:
                 return None
             model = await self.hub_auth.user_for_token(token, session_id=self.hub_auth.get_session_id(handler),
                                                        sync=False)
-        except Exception as error:  # the hub restarting or unreachable: keep the socket
-            log.debug("hpchub: cannot check a websocket's access now: %s", error)
+        except Exception:  # the hub restarting or unreachable
             return None
         if model is None:
             return False
         return bool(self.hub_auth.check_scopes(self.hub_auth.access_scopes, model))
 
-    async def sweep(self) -> int:
-        """Close the sockets of callers who lost access; how many were closed."""
-        closed = 0
+    async def sweep(self) -> None:
         for handler in list(self.sockets):
             if handler.ws_connection is None or handler.ws_connection.is_closing():
                 self.sockets.discard(handler)
             elif await self.allowed(handler) is False:
-                log.warning("hpchub: closing a websocket (%s) of a caller who lost access to this server",
-                            handler.request.path)
+                log.warning("hpchub: closing a websocket (%s) of a caller who lost access", handler.request.path)
                 handler.close(REVOKED_CLOSE_CODE, "access to this server was revoked")
                 self.sockets.discard(handler)
-                closed += 1
-        return closed
 
     async def run(self) -> None:
         while True:
@@ -276,16 +266,10 @@ class WebsocketSweep:
             try:
                 await self.sweep()
             except Exception:  # one bad round must not end the sweeping
-                log.exception("hpchub: checking the open websockets failed")
-
-
-def _hub_auth(serverapp: Any) -> Any:
-    """The singleuser's HubOAuth, or None outside jupyterhub-singleuser."""
-    return getattr(getattr(serverapp, "identity_provider", None), "hub_auth", None)
+                log.exception("hpchub: websocket sweep")
 
 
 _sweep: WebsocketSweep | None = None
-_sweep_task: asyncio.Task[None] | None = None
 
 
 # -- the extension hooks ------------------------------------------------------------------------
@@ -302,7 +286,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     serverapp.web_app.add_handlers(".*$", [(url_path_join(serverapp.base_url, "hpchub/walltime"), walltime_handler())])
     global _sweep
-    hub_auth = _hub_auth(serverapp)
+    hub_auth = getattr(getattr(serverapp, "identity_provider", None), "hub_auth", None)  # jupyterhub-singleuser's
     if hub_auth is not None and _sweep is None:
         _sweep = WebsocketSweep(hub_auth)
         _sweep.track_websockets()
@@ -325,6 +309,5 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
         # Not caught by jupyter_server's extension loop: the process ends with status 1.
         raise SystemExit(1) from None
     serverapp.log.info("hpchub: server port %s reported to the hub", port)
-    global _sweep_task
-    if _sweep is not None and _sweep_task is None:
-        _sweep_task = asyncio.get_running_loop().create_task(_sweep.run())
+    if _sweep is not None and _sweep.task is None:
+        _sweep.task = asyncio.get_running_loop().create_task(_sweep.run())
