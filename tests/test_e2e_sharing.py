@@ -161,6 +161,11 @@ def test_share_with_a_user_a_group_and_a_link_and_revoke_within_seconds(hub, sch
         refused = alice_page.request.post(page_url, form={"action": "share-user", "user": GUEST})  # no _xsrf
         assert refused.status == 403
         assert bob_page.request.post(page_url, form={"action": "share-user", "user": GUEST}).status in (403, 404)
+        submit(alice_page, "#hpchub-share-user-form", user="nobody-of-this-name")
+        assert alice_page.inner_text("#hpchub-share-error") == "no hub user 'nobody-of-this-name'"
+        xsrf = alice_page.get_attribute("#hpchub-share-code-form [name=_xsrf]", "value")
+        odd_expiry = alice_page.request.post(page_url, form={"_xsrf": xsrf, "action": "new-code", "expires_in": "60"})
+        assert odd_expiry.status == 400 and "a link expires in one of: 1 hour, 1 day, 1 week" in odd_expiry.text()
         submit(alice_page, "#hpchub-share-user-form", user=GUEST)
         shared_at = time.monotonic()
         assert alice_page.locator(f"#hpchub-shares tr[data-kind=user][data-name={GUEST}]").count() == 1

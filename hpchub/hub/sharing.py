@@ -193,12 +193,14 @@ class SharePage(BaseHandler):
             if lifetime not in CODE_LIFETIMES:
                 raise ShareRefused(400, f"a link expires in one of: {', '.join(CODE_LIFETIMES.values())}")
             return orm.ShareCode.new(self.db, orm_spawner, scopes=[scope], expires_in=lifetime)
-        elif action in ("revoke-user", "revoke-group"):
-            name = self.get_body_argument(action.removeprefix("revoke-"), "")
-            who = (self.find_user(name).orm_user if self.find_user(name) else None) if action == "revoke-user" \
-                else orm.Group.find(self.db, name=name)
-            if who is not None:
-                orm.Share.revoke(self.db, orm_spawner, who)
+        elif action == "revoke-user":
+            found = self.find_user(self.get_body_argument("user", ""))
+            if found is not None:
+                orm.Share.revoke(self.db, orm_spawner, found.orm_user)
+        elif action == "revoke-group":
+            group = orm.Group.find(self.db, name=self.get_body_argument("group", ""))
+            if group is not None:
+                orm.Share.revoke(self.db, orm_spawner, group)
         elif action == "revoke-code":
             code_id = self.get_body_argument("code_id", "")
             for share_code in list(orm_spawner.share_codes):
