@@ -161,6 +161,10 @@ def test_share_with_a_user_a_group_and_a_link_and_revoke_within_seconds(hub, sch
         refused = alice_page.request.post(page_url, form={"action": "share-user", "user": GUEST})  # no _xsrf
         assert refused.status == 403
         assert bob_page.request.post(page_url, form={"action": "share-user", "user": GUEST}).status in (403, 404)
+        # The default server's page (its name is empty), though it is not running.
+        assert alice_page.goto(f"{hub.url}/hub/hpchub/share/{OWNER}/").status == 200
+        assert alice_page.inner_text("h1") == "Share alice's server" and "not running now" in alice_page.inner_text("body")
+        alice_page.goto(page_url)
         submit(alice_page, "#hpchub-share-user-form", user="nobody-of-this-name")
         assert alice_page.inner_text("#hpchub-share-error") == "no hub user 'nobody-of-this-name'"
         xsrf = alice_page.get_attribute("#hpchub-share-code-form [name=_xsrf]", "value")

@@ -4,6 +4,8 @@ The page itself, grant and revoke in real browsers: tests/test_e2e_sharing.py.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from jupyterhub import orm, roles, scopes
 
@@ -86,17 +88,20 @@ def test_the_sharing_roles_are_the_user_role_with_shares():
     scopes._check_scopes_exist(role["scopes"])  # every scope is one JupyterHub knows
 
 
-def server(sharing: bool = True, ready: bool = True):
+def server(sharing: bool = True, ready: bool = True, name: str = "lab"):
     """What home_page_entry reads of a running HPCSpawner: alice's server 'lab'."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(sharing=sharing, ready=ready, name="lab", hub=SimpleNamespace(base_url="/hub/"),
+    return SimpleNamespace(sharing=sharing, ready=ready, name=name, hub=SimpleNamespace(base_url="/hub/"),
                            user=SimpleNamespace(name="alice", db=None))
 
 
 def test_the_home_page_links_a_ready_server_when_sharing_is_on_and_the_user_may_share():
     may = scopes.parse_scopes({"shares!user=alice", "read:shares!user=alice"})
     assert sharing.home_page_entry(server(), may) == {"url": "/hub/hpchub/share/alice/lab", "allowed": True}
+    # The default server's page (its name is empty) ends in "/", as the page's route wants it.
+    assert sharing.home_page_entry(server(name=""), may)["url"] == "/hub/hpchub/share/alice/"
+    assert re.fullmatch(sharing.ROUTE, "/hpchub/share/alice/") and re.fullmatch(sharing.ROUTE, "/hpchub/share/alice/lab")
     assert sharing.home_page_entry(server(sharing=False), may) is None
     assert sharing.home_page_entry(server(ready=False), may) is None
 

@@ -65,6 +65,11 @@ def access_scope(owner: str, server_name: str) -> str:
     return f"access:servers!{server_filter(owner, server_name)}"
 
 
+def share_page_path(hub_base_url: str, owner: str, server_name: str) -> str:
+    """``/hub/hpchub/share/OWNER/SERVER``; the default server's ends in ``/`` (its name is empty)."""
+    return url_path_join(hub_base_url, "hpchub/share", url_escape_path(owner)) + "/" + url_escape_path(server_name)
+
+
 def sharing_enabled(spawner: Any) -> bool:
     """Is ``HPCSpawner.sharing`` on for this server (a wrapspawner's running child counts)?"""
     live = getattr(spawner, "child_spawner", None) or spawner
@@ -110,7 +115,7 @@ class SharePage(BaseHandler):
         return owner, orm_spawner, may_share
 
     def _page_url(self, owner_name: str, server_name: str) -> str:
-        return url_path_join(self.hub.base_url, "hpchub/share", url_escape_path(owner_name), url_escape_path(server_name))
+        return share_page_path(self.hub.base_url, owner_name, server_name)
 
     def _accept_link(self, code: str) -> str:
         path = url_concat(self.hub.base_url + "accept-share", {"code": code})
@@ -314,5 +319,4 @@ def home_page_entry(spawner: Any, parsed_scopes: Any) -> dict[str, Any] | None:
     allowed = scopes.has_scope(f"shares!{server_filter(owner, name)}", parsed_scopes, db=spawner.user.db)
     if not allowed:
         warn_cannot_share(owner)
-    return {"url": url_path_join(spawner.hub.base_url, "hpchub/share", url_escape_path(owner), url_escape_path(name)),
-            "allowed": allowed}
+    return {"url": share_page_path(spawner.hub.base_url, owner, name), "allowed": allowed}
