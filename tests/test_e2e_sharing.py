@@ -77,6 +77,7 @@ def notebook(scheduler):
     yield path
     path.unlink(missing_ok=True)
     (path.parent / ".ipynb_checkpoints" / f"{path.stem}-checkpoint.ipynb").unlink(missing_ok=True)
+    path.with_suffix(".py").unlink(missing_ok=True)  # its jupytext twin, where a server pairs notebooks
 
 
 def new_token(hub, user: str) -> str:
