@@ -17,6 +17,7 @@ Everything site-specific comes from the environment, so tests and the main comma
   HPCHUB_CULL_TIMEOUT  seconds a server may be idle before the idle culler stops it (and so cancels its
                        job; default 3600, 0: no culler)
   HPCHUB_CULL_EVERY    seconds between the culler's checks (default 300, at most the timeout)
+  HPCHUB_SHARING       1: users may share their running servers from the home page (docs/sharing.md)
 """
 
 import importlib.util
@@ -114,5 +115,13 @@ if admin_token:
                    "read:metrics"],
         "services": ["hpchub-admin"],
     })
+# Sharing (docs/sharing.md): a "Share" page per running server, with a user, a group or a link. The
+# 'user' role gets the 'shares' scope it needs; whoever joins a server runs code in it as its owner.
+if os.environ.get("HPCHUB_SHARING") == "1":
+    from hpchub.hub.sharing import sharing_roles
+
+    c.HPCSpawner.sharing = True
+    roles.extend(sharing_roles())
+
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles

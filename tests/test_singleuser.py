@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from helpers.support import write_job_side
 
-from hpchub.core.jobs import SERVER_ARGS
+from hpchub.core.jobs import AUTH_CACHE_SECONDS, SERVER_ARGS
 from hpchub.job.extension import ALL_INTERFACES, bind_address, scheduler_node_address
 
 TOKEN = "s3cret-server-token"
+GUEST_TOKEN = "bobs-own-api-token"
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
 
 
@@ -54,6 +55,10 @@ class StandInHub:
     def __init__(self, answer: int = 204):
         self.answer = answer
         self.reports: list[dict] = []
+        # Another user's token that holds a share of alice's server until the test revokes it, and
+        # how often the server asked about it.
+        self.shared = True
+        self.asked_about_guest = 0
         self.server_pid: int | None = None
         hub = self
 
@@ -66,6 +71,11 @@ class StandInHub:
                     # the server's own token, as the hub describes it to the server's auth check
                     self._reply(200, {"kind": "user", "name": "alice", "admin": False, "groups": [],
                                       "scopes": ["access:servers!user=alice"]})
+                    return
+                if self.path.startswith("/hub/api/user") and self.headers.get("Authorization") == f"token {GUEST_TOKEN}":
+                    hub.asked_about_guest += 1
+                    shared = ["access:servers!server=alice/"] if hub.shared else []
+                    self._reply(200, {"kind": "user", "name": "bob", "admin": False, "groups": [], "scopes": shared})
                     return
                 self._reply(200, {"version": "6.1.1"})
 
@@ -83,7 +93,7 @@ class StandInHub:
                     self._reply(200, {})
 
             def _reply(self, status, payload):
-                data = json.dumps(payload).encode()
+                data = b"" if status == 204 else json.dumps(payload).encode()  # a 204 has no body
                 self.send_response(status)
                 self.send_header("X-JupyterHub-Version", "6.1.1")
                 self.send_header("Content-Type", "application/json")
@@ -212,6 +222,65 @@ def test_the_jobs_end_is_reported_and_served_to_jupyterlab_with_auth_only(hub, t
         assert requests.get(url, timeout=10).status_code == 403  # no token, no cookie
     finally:
         stop(server)
+
+
+def test_a_revoked_share_is_refused_within_the_auth_cache_interval(hub, tmp_path):
+    """The server asks the hub about a caller again after AUTH_CACHE_SECONDS (jupyterhub-singleuser's
+    default keeps its answer 300 s): bob's token, shared and then revoked, is refused within seconds."""
+    import requests
+
+    scopes = json.dumps(["access:servers!server=alice/", "access:servers!user=alice"])
+    server = start_server(hub, tmp_path, node_name="localhost", JUPYTERHUB_OAUTH_ACCESS_SCOPES=scopes)
+    try:
+        wait_for(lambda: hub.reports or server.poll() is not None)
+        assert server.poll() is None, stop(server)
+        url = f"http://127.0.0.1:{hub.reports[0]['body']['port']}/user/alice/api/status"
+        as_bob = {"Authorization": f"token {GUEST_TOKEN}"}
+        assert requests.get(url, headers=as_bob, timeout=10).status_code == 200
+        hub.shared = False
+        revoked = time.monotonic()
+        while requests.get(url, headers=as_bob, timeout=10).status_code == 200:
+            assert time.monotonic() - revoked < AUTH_CACHE_SECONDS + 3, "the server still lets bob in"
+            time.sleep(0.2)
+        print(f"refused {time.monotonic() - revoked:.1f} s after the revoke")
+        assert hub.asked_about_guest == 2
+    finally:
+        stop(server)
+
+
+def test_a_revoked_callers_open_websocket_is_closed_and_the_owners_kept(hub, tmp_path):
+    """The server checks access only when a websocket opens; hpchub's sweep closes the open ones of
+    a caller who lost it (a kernel, terminal or collaboration room a revoked guest had open)."""
+    import asyncio
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    scopes = json.dumps(["access:servers!server=alice/", "access:servers!user=alice"])
+    server = start_server(hub, tmp_path, node_name="localhost", JUPYTERHUB_OAUTH_ACCESS_SCOPES=scopes)
+
+    async def connect(url: str, token: str):
+        return await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+
+    async def revoke_with_sockets_open(url: str) -> float:
+        bobs, alices = await connect(url, GUEST_TOKEN), await connect(url, TOKEN)
+        hub.shared = False
+        revoked = time.monotonic()
+        assert await asyncio.wait_for(bobs.read_message(), AUTH_CACHE_SECONDS + 5) is None  # closed by the server
+        assert bobs.close_code == 1008
+        took = time.monotonic() - revoked
+        assert alices.close_code is None and alices.protocol is not None  # the owner's stays open
+        alices.close()
+        return took
+
+    try:
+        wait_for(lambda: hub.reports or server.poll() is not None)
+        assert server.poll() is None, stop(server)
+        url = f"ws://127.0.0.1:{hub.reports[0]['body']['port']}/user/alice/api/events/subscribe"
+        print(f"bob's websocket closed {asyncio.run(revoke_with_sockets_open(url)):.1f} s after the revoke")
+    finally:
+        output = stop(server)
+    assert "closing a websocket (/user/alice/api/events/subscribe) of a caller who lost access" in output
 
 
 def slurm_node(address: str):

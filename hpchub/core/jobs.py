@@ -33,7 +33,12 @@ SERVER_COMMAND = ("jupyterhub-singleuser",)
 # Appended to the server command: the job side's extension (hpchub.job.extension, as the job's bundle
 # names it: hpchub.core.bundle) binds the address the hub connects to and reports the port once the
 # server listens on it; port 0 lets the OS choose a free one at bind time.
-SERVER_ARGS = (f"--ServerApp.jpserver_extensions={job_side.BUNDLE_PACKAGE}.extension=True", "--ServerApp.port=0")
+# The server asks the hub again about a caller after AUTH_CACHE_SECONDS (JupyterHub's default: 300), so
+# a share granted or revoked (docs/sharing.md), a token revoked or a user removed takes effect within
+# seconds. At most one /hub/api/user call per open browser session and interval; 0 would mean "forever".
+AUTH_CACHE_SECONDS = 5
+SERVER_ARGS = (f"--ServerApp.jpserver_extensions={job_side.BUNDLE_PACKAGE}.extension=True", "--ServerApp.port=0",
+               f"--HubOAuth.cache_max_age={AUTH_CACHE_SECONDS}")
 # Real-time collaboration's document store and file-id index (SQLite files, in the server's working
 # directory and the user's Jupyter data directory by default): one per job, in the job's directory,
 # so two servers of one user on different nodes never share a file over NFS.

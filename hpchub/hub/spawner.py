@@ -25,8 +25,8 @@ import time
 
 from jupyterhub.spawner import Spawner
 from tornado import web
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, Union, default, validate
 from traitlets import Callable as CallableTrait
-from traitlets import Dict, Float, Integer, List, Unicode, Union, default, validate
 
 from ..core import accounts, jobs, lifecycle, metrics, spawn
 from ..core.accounts import AccountMapError, check_template, unix_account_name
@@ -45,13 +45,14 @@ from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, engines, pages, porthandler, progress, teaching, walltime
+from . import choices, engines, pages, porthandler, progress, sharing, teaching, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
 porthandler.register_at_import()
 engines.register_at_import()
 teaching.register_at_import()  # the instructor's class page
+sharing.register_at_import()
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
@@ -144,6 +145,15 @@ class HPCSpawner(Spawner):
         walltime). The time left is shown all along, in JupyterLab and on the hub's home page.
         0: no warning and no automatic save.""",
     )
+    sharing = Bool(
+        False,
+        config=True,
+        help="""Let users share their running servers from the hub's home page ("Share": with a hub user or
+        group, or a link with a share code that expires; list and revoke), through JupyterHub's own sharing
+        and its scopes. Users also need the 'shares' scope, which JupyterHub's default 'user' role lacks:
+        `c.JupyterHub.load_roles += hpchub.hub.sharing.sharing_roles()` (docs/sharing.md). Whoever
+        joins a server runs code in it as its owner, with the owner's files and allocation.""",
+    )
     unix_account = Union(
         [Unicode(), CallableTrait()],
         default_value="{username}",
@@ -230,6 +240,7 @@ class HPCSpawner(Spawner):
         porthandler.ensure_registered_in_running_hub()
         engines.ensure_registered_in_running_hub()
         teaching.ensure_registered_in_running_hub()
+        sharing.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
         choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
@@ -707,6 +718,10 @@ class HPCSpawner(Spawner):
         running = bool(self.job_id) and self.job_id != self._ended_job
         status = pages.cached_status(self.job_cluster, self.job_id) if running else None
         return pages.server_info(self.job_id if running else "", self.end_reason, self.job_ends, status, now)
+
+    def share_entry(self, parsed_scopes) -> dict[str, object] | None:
+        """The home page's "Share" link of this server for the user looking (hpchub.hub.sharing)."""
+        return sharing.home_page_entry(self, parsed_scopes)
 
     async def progress(self):
         """Every event of this spawn so far, then each new one (JupyterHub ends the stream when

@@ -17,7 +17,9 @@ with the job, see ``hpchub.job.BUNDLE_PACKAGE``). This extension then
   which the hub keeps for its home page;
 - answers ``GET {base_url}hpchub/walltime`` (authenticated like every server API) with
   ``{"ends": EPOCH or null, "warning": SECONDS, "now": EPOCH}``: what the JupyterLab extension hpchub-walltime
-  (in the job's bundle, and installed with the package) shows as the time left, warning and saving before the end.
+  (in the job's bundle, and installed with the package) shows as the time left, warning and saving before the end;
+- closes the open websockets (kernels, terminals, collaboration) of callers who lost access (a share
+  revoked): the server checks access only when a websocket opens (WebsocketSweep).
 
 Nothing here runs in the hub. Like all of hpchub/job/, it imports only the standard library and,
 here, ``jupyter_server`` and the ``tornado`` that jupyter_server's handler API is made of (its
@@ -37,6 +39,7 @@ import ssl
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -207,6 +210,68 @@ def walltime_handler() -> type:
     return WalltimeHandler
 
 
+# -- websockets of callers who lost access -------------------------------------------------------
+SWEEP_SECONDS = 1.0
+REVOKED_CLOSE_CODE = 1008  # RFC 6455: policy violation
+
+
+class WebsocketSweep:
+    """Each open websocket's token is checked as a request's is, every SWEEP_SECONDS (through the
+    auth cache: one hub call per caller per ``--HubOAuth.cache_max_age``); the hub's refusal closes it."""
+
+    def __init__(self, hub_auth: Any):
+        self.hub_auth = hub_auth
+        self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
+
+    def track_websockets(self) -> None:
+        """Every websocket handler upgrades through tornado's WebSocketHandler.get."""
+        from tornado.websocket import WebSocketHandler
+
+        upgrade = WebSocketHandler.get
+        sockets = self.sockets
+
+        async def get(handler: Any, *args: Any, **kwargs: Any) -> None:
+            sockets.add(handler)
+            await upgrade(handler, *args, **kwargs)
+
+        WebSocketHandler.get = get  # type: ignore[method-assign,assignment]
+
+    async def allowed(self, handler: Any) -> bool | None:
+        """None: cannot tell (no token, no answer)."""
+        try:
+            token = self.hub_auth.get_token(handler)
+            if not token:
+                return None
+            model = await self.hub_auth.user_for_token(token, session_id=self.hub_auth.get_session_id(handler),
+                                                       sync=False)
+        except Exception:  # the hub restarting or unreachable
+            return None
+        if model is None:
+            return False
+        return bool(self.hub_auth.check_scopes(self.hub_auth.access_scopes, model))
+
+    async def sweep(self) -> None:
+        for handler in list(self.sockets):
+            if handler.ws_connection is None or handler.ws_connection.is_closing():
+                self.sockets.discard(handler)
+            elif await self.allowed(handler) is False:
+                log.warning("hpchub: closing a websocket (%s) of a caller who lost access", handler.request.path)
+                handler.close(REVOKED_CLOSE_CODE, "access to this server was revoked")
+                self.sockets.discard(handler)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:  # one bad round must not end the sweeping
+                log.exception("hpchub: websocket sweep")
+
+
+_sweep: WebsocketSweep | None = None
+
+
 # -- the extension hooks ------------------------------------------------------------------------
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     # Runs after the singleuser app set ip from JUPYTERHUB_SERVICE_URL and before the server
@@ -220,6 +285,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.utils import url_path_join
 
     serverapp.web_app.add_handlers(".*$", [(url_path_join(serverapp.base_url, "hpchub/walltime"), walltime_handler())])
+    global _sweep
+    hub_auth = getattr(getattr(serverapp, "identity_provider", None), "hub_auth", None)  # jupyterhub-singleuser's
+    if hub_auth is not None and _sweep is None:
+        _sweep = WebsocketSweep(hub_auth)
+        _sweep.track_websockets()
 
 
 async def _start_jupyter_server_extension(serverapp: Any) -> None:
@@ -239,3 +309,5 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
         # Not caught by jupyter_server's extension loop: the process ends with status 1.
         raise SystemExit(1) from None
     serverapp.log.info("hpchub: server port %s reported to the hub", port)
+    if _sweep is not None and _sweep.task is None:
+        _sweep.task = asyncio.get_running_loop().create_task(_sweep.run())

@@ -32,5 +32,5 @@ command -v apptainer >/dev/null || hpchub_fail "apptainer is not on the PATH on 
 
 exec apptainer exec --bind /scratch \
     /srv/images/jupyterlab.sif \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-lab/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-lab/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-lab/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-lab/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --HubOAuth.cache_max_age=5
 

@@ -26,5 +26,5 @@ command -v singularity >/dev/null || hpchub_fail "singularity is not on the PATH
 
 exec singularity exec \
     docker://registry.example.org/course/lab:2026 \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student-sif/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student-sif/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student-sif/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student-sif/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --HubOAuth.cache_max_age=5
 

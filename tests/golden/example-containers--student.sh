@@ -45,7 +45,7 @@ podman run --rm --userns keep-id --network host --name "$hpchub_container" \
     --volume /home/alice:/home/alice --workdir /home/alice \
     --env 'HPCHUB_*' --env LANG --env TZ --env JOB_ID --env JOB_NAME --env NSLOTS --env PE_HOSTFILE --env 'SGE_*' --env PYTHONPATH --env JUPYTER_PATH \
     oci-archive:/srv/images/course.tar \
-    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 &
+    /bin/sh -c 'set -a && . "$1" && set +a && shift && exec "$@"' hpchub-secrets /home/alice/.hpchub/jobs/hpchub-alice-student/env /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-student/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --HubOAuth.cache_max_age=5 &
 hpchub_podman=$!
 # Stopped, then removed: Grid Engine's USR2 also reaches conmon (it keeps the job's group id) and ends it,
 # and without conmon no one records the container's exit: `podman run` would wait 20 s, not removing it.

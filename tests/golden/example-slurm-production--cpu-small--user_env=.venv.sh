@@ -62,4 +62,4 @@ export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-small/python"${PYTHO
 export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-cpu-small/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=slurm
 export HPCHUB_NODE_NAME="$SLURMD_NODENAME"
-exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-cpu-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --HubOAuth.cache_max_age=5

@@ -27,4 +27,4 @@ export PYTHONPATH=/home/alice/.hpchub/jobs/hpchub-alice-small/python"${PYTHONPAT
 export JUPYTER_PATH=/home/alice/.hpchub/jobs/hpchub-alice-small/jupyter"${JUPYTER_PATH:+:$JUPYTER_PATH}"
 export HPCHUB_SCHEDULER=sge
 export HPCHUB_NODE_NAME="$HOSTNAME"
-exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0
+exec /bin/sh /home/alice/.hpchub/jobs/hpchub-alice-small/start-server.sh jupyterhub-singleuser --ServerApp.jpserver_extensions=hpchub_job.extension=True --ServerApp.port=0 --HubOAuth.cache_max_age=5
