@@ -14,6 +14,9 @@ from helpers.support import REPO
 
 # Declared by design though hpchub does not import them: sites run it beside these spawners.
 BUILT_ON = {"batchspawner", "wrapspawner"}
+# Imported by the job side from the server's own environment, and only when a profile asks for it
+# (hpchub/job/requirements.py: environment.jupytext): not the hub's to install.
+FROM_THE_SERVERS_ENVIRONMENT = {"jupytext"}
 
 
 def distribution_name(requirement: str) -> str:
@@ -36,7 +39,7 @@ def imported_distributions(package: Path) -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    third_party = modules - set(sys.stdlib_module_names) - {package.name}
+    third_party = modules - set(sys.stdlib_module_names) - {package.name} - FROM_THE_SERVERS_ENVIRONMENT
     owners = importlib.metadata.packages_distributions()
     return {distribution_name(owners[module][0]) for module in third_party}
 
