@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,34 +37,95 @@ BESIDE_MODULES = frozenset({
 })
 
 
-# Fixtures of the tests that reach Slurm or the login node: never in the Grid Engine lane.
-NOT_IN_THE_SGE_LANE = frozenset({"slurm_cluster", "login_node"})
+# The second lane (tests/run.sh): Grid Engine's own tests, then these modules. Their Slurm tests start
+# only once the first lane has run the tests that need Slurm and the login node to themselves
+# (ALONE), and they assert nothing about a user's whole job list; the first lane's tests do neither.
+SECOND_LANE_MODULES = frozenset({"test_e2e_collaboration", "test_e2e_containers", "test_e2e_sharing",
+                                 "test_pages_class", "test_pages_walltime"})
+# (module, test): they stop slurmctld, cut the login node off, or count slurmctld's calls.
+ALONE = frozenset({("test_e2e_slurm", "test_a_scheduler_outage_stops_no_server"),
+                   ("test_e2e_slurm", "test_one_status_query_per_interval_for_all_users"),
+                   ("test_e2e_ssh", "test_the_login_node_down_for_a_while_stops_no_server"),
+                   ("test_sshpool", "test_login_node_down_fails_fast_with_backoff_then_recovers")})
+# Fixtures of the tests that reach the login node: never in the second lane (the first cuts it off).
+NOT_IN_THE_SECOND_LANE = frozenset({"login_node"})
 # Modules whose tests of both schedulers share one user's files and so run in one lane:
 # test_doctor's probes of either scheduler are carol's, and each test checks that none is left over.
 BOTH_SCHEDULERS_IN_ONE_LANE = frozenset({"test_doctor"})
+# Set by tests/run.sh: which lane this pytest is ("first" or "second"), and the file the first lane
+# makes once its ALONE tests have run (or at its end), which the second lane's Slurm modules wait for.
+LANE = os.environ.get("HPCHUB_LANE") if os.environ.get("HPCHUB_LANE_BARRIER") else None
+LANE_BARRIER = Path(os.environ.get("HPCHUB_LANE_BARRIER", "."))
+BARRIER_TIMEOUT = 20 * 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in BESIDE_MODULES:
             item.add_marker(pytest.mark.beside)
-        elif _in_the_sge_lane(item):
-            item.add_marker(pytest.mark.sge_lane)
+        elif _in_the_second_lane(item):
+            item.add_marker(pytest.mark.second_lane)
+        if (item.path.stem, getattr(item, "originalname", item.name)) in ALONE:
+            item.add_marker(pytest.mark.alone)
+    if LANE:
+        # The first lane's ALONE tests first; the second lane's Grid Engine modules before the modules
+        # that wait for them (a stable sort: otherwise the files' order).
+        items.sort(key=lambda item: 0 if item.get_closest_marker("alone") else
+                   2 if item.path.stem in SECOND_LANE_MODULES else 1)
 
 
-def _in_the_sge_lane(item: pytest.Item) -> bool:
-    """Grid Engine's own tests (marked sge, not slurm or ssh): tests/run.sh runs them in a third pytest
-    beside Slurm's, which they cannot disturb: the Slurm tests that count scheduler calls or stop
-    slurmctld, and the SSH tests that cut the login node off, see nothing of them. A test marked
-    sge alone that takes a Slurm or login-node fixture is a mistake in its marks."""
+def _in_the_second_lane(item: pytest.Item) -> bool:
+    """Grid Engine's own tests (marked sge, not slurm or ssh), and the tests of SECOND_LANE_MODULES.
+    A test marked sge alone that takes a Slurm fixture is a mistake in its marks; no test of the
+    second lane may reach the login node."""
     marks = {mark.name for mark in item.iter_markers()}
-    if "sge" not in marks or marks & {"slurm", "ssh"} or item.path.stem in BOTH_SCHEDULERS_IN_ONE_LANE:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if item.path.stem in SECOND_LANE_MODULES:
+        reached = NOT_IN_THE_SECOND_LANE & fixtures
+    elif "sge" not in marks or marks & {"slurm", "ssh"} or item.path.stem in BOTH_SCHEDULERS_IN_ONE_LANE:
         return False
-    reached = NOT_IN_THE_SGE_LANE & set(getattr(item, "fixturenames", ()))
+    else:
+        reached = (NOT_IN_THE_SECOND_LANE | {"slurm_cluster"}) & fixtures
     if reached:
-        raise pytest.UsageError(f"{item.nodeid} is marked sge but not slurm or ssh, yet takes {sorted(reached)}: "
-                                "mark it with what it uses (it decides the lane it runs in, tests/run.sh)")
+        raise pytest.UsageError(f"{item.nodeid} runs in the second lane (tests/run.sh), yet takes {sorted(reached)}: "
+                                "mark it with what it uses, or take its module out of conftest.SECOND_LANE_MODULES")
     return True
+
+
+_last_alone_test: list[str] = []  # the node id of the first lane's last ALONE test, once collected
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if LANE != "first":
+        return
+    alone = [item.nodeid for item in session.items if item.get_closest_marker("alone")]
+    if alone:
+        _last_alone_test.append(alone[-1])
+    else:
+        LANE_BARRIER.touch()
+
+
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    if LANE == "first" and nodeid in _last_alone_test:
+        LANE_BARRIER.touch()
+
+
+def pytest_sessionfinish() -> None:
+    if LANE == "first":
+        LANE_BARRIER.touch()  # however the lane ended: the second never waits for nothing
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _after_the_alone_tests(request: pytest.FixtureRequest) -> None:
+    """In the second lane, a module of SECOND_LANE_MODULES starts (its hubs, its jobs) only once the
+    first lane's ALONE tests have run: before any other module-scoped fixture (autouse comes first)."""
+    if LANE != "second" or request.module.__name__.rsplit(".", 1)[-1] not in SECOND_LANE_MODULES:
+        return
+    deadline = time.monotonic() + BARRIER_TIMEOUT
+    while not LANE_BARRIER.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the first lane did not make {LANE_BARRIER} in {BARRIER_TIMEOUT} s")
+        time.sleep(1)
 
 
 # A pytest started in the background by a script (the lanes of tests/run.sh) begins with SIGINT

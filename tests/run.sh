@@ -8,8 +8,7 @@
 # with the real-scheduler tests required (a cluster that is not up fails them, never skips),
 # and stops the clusters it started. ruff, mypy (configured in pyproject.toml) and the docs build
 # (warnings as errors) run first; a finding of theirs fails the run, after pytest has run too. Without
-# arguments pytest runs in three lanes (Grid Engine's own tests and the modules marked `beside` in
-# processes of their own, see below); extra arguments go to one pytest.
+# arguments pytest runs in three lanes at once (see below); extra arguments go to one pytest.
 #
 # usage: bash tests/run.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -69,24 +68,27 @@ finish_background "$image_pid" "tests/clusters/containers.sh up, tests/clusters/
 
 status=0
 if [ "$#" -eq 0 ]; then
-    # Three lanes, three pytest processes at once: the tests of the real clusters mostly wait (a
-    # scheduler's interval, a server's start), so Grid Engine's own tests (marker `sge_lane`) run
-    # beside Slurm's and the SSH login node's, and the modules that touch no cluster, test user or
-    # home (marker `beside`) beside both (tests/conftest.py says which test goes where, and why
-    # they cannot disturb each other). --durations: the slowest tests, for whoever keeps the suite
-    # within its time.
+    # Three pytest processes at once, since the tests of the real clusters mostly wait (a scheduler's
+    # interval, a server's start). The first lane: Slurm, the login node and LDAP, starting with the
+    # tests that need Slurm and the login node to themselves (marker `alone`). The second: Grid
+    # Engine's own tests, then modules whose Slurm tests wait for the first lane's `alone` tests
+    # (marker `second_lane`). The third: the modules that touch no cluster, test user or home (marker
+    # `beside`). tests/conftest.py says which test goes where, and why they cannot disturb each other.
+    # --durations: the slowest tests, for whoever keeps the suite within its time.
+    export HPCHUB_LANE_BARRIER=$background/alone-tests-done
     HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m beside -p no:cacheprovider --basetemp="$background/beside" \
         >"$background/beside.log" 2>&1 &
     beside_pid=$!
-    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m sge_lane -p no:cacheprovider --basetemp="$background/sge" \
-        --durations=5 >"$background/sge.log" 2>&1 &
-    sge_pid=$!
-    HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m "not beside and not sge_lane" --durations=15 || status=$?
+    HPCHUB_LANE=second HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m second_lane -p no:cacheprovider \
+        --basetemp="$background/second" --durations=10 >"$background/second.log" 2>&1 &
+    second_pid=$!
+    HPCHUB_LANE=first HPCHUB_REQUIRE_CLUSTERS=1 "$venv/bin/pytest" -m "not beside and not second_lane" \
+        --durations=15 || status=$?
     lanes=0
-    wait "$sge_pid" || lanes=$?
+    wait "$second_pid" || lanes=$?
     wait "$beside_pid" || lanes=$?
-    echo "---- Grid Engine's own tests, beside the others (pytest -m sge_lane) ----"
-    cat "$background/sge.log"
+    echo "---- the second lane: Grid Engine's own tests and conftest.SECOND_LANE_MODULES (pytest -m second_lane) ----"
+    cat "$background/second.log"
     echo "---- the tests beside the clusters' (pytest -m beside) ----"
     cat "$background/beside.log"
     [ "$status" -ne 0 ] || status=$lanes

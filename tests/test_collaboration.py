@@ -17,7 +17,7 @@ from helpers.support import write_job_side
 from hpchub.admin.doctor import EXIT_JUPYTERHUB, Diagnosis, _judge_report
 from hpchub.core import notebook_formats
 from hpchub.core.config import SiteConfigError, load_site_config, parse_site_config
-from hpchub.core.jobs import environment_server_args, server_job
+from hpchub.core.jobs import SERVER_ARGS, environment_server_args, server_job
 from hpchub.core.options import resolve_request
 from hpchub.core.render import UserAccount
 from hpchub.job import probe, requirements
@@ -147,7 +147,7 @@ def test_unset_collaboration_leaves_the_environment_as_it_is_and_false_turns_it_
         "--ContentsManager.formats=ipynb,py:percent"]
     # The cluster's pairing, no collaboration argument at all.
     assert server_command(SITE, "plain")[-3:] == [
-        "--ServerApp.port=0", "--ServerApp.jpserver_extensions=jupyterlab_jupytext=True",
+        SERVER_ARGS[-1], "--ServerApp.jpserver_extensions=jupyterlab_jupytext=True",
         "--ContentsManager.formats=ipynb,md:myst"]
 
 

@@ -1,11 +1,11 @@
 """End to end, teaching together (issue 20, items 2 and 4): a profile with `environment:
 {collaboration: true, jupytext: "ipynb,py:percent"}` in the env `teach` (tests/setup-envs.sh:
 JupyterHub 6.1.1, JupyterLab 4.6.6, jupyter-collaboration 5.0, jupytext), on the real local Slurm and
-Grid Engine, through a real hub and proxy, in Chromium with two browser contexts: alice's server, bob
-let in by a role of this module's hub config (`access:servers!user=alice`, no sharing UI); both open
-one notebook, each sees the other's edits within seconds and the other's cursor; the edit-to-visible
-latency through the proxy is measured; saving writes the paired .py in alice's home. An environment
-without jupyter-collaboration (or jupytext) fails the spawn at once with the job's `hpchub: ...` line."""
+Grid Engine, through a real hub and proxy, in Chromium with two browser contexts: alice shares her
+server with bob on its Share page (hpchub.hub.sharing); both open one notebook, each sees the other's
+edits within seconds and the other's cursor; the edit-to-visible latency through the proxy is
+measured; saving writes the paired .py in alice's home. An environment without
+jupyter-collaboration (or jupytext) fails the spawn at once with the job's `hpchub: ...` line."""
 
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ TEACH = f'venv: {ENVS / "teach"}\n      collaboration: true\n      jupytext: "ip
 # What each scheduler's hub tries in jh6 (no jupyter-collaboration, no jupytext): one piece each.
 MISSING = {"slurm": ("collaboration: true", "hpchub: jupyter-collaboration is not installed in the environment of"),
            "sge": ('jupytext: "ipynb,py:percent"', "hpchub: jupytext is not installed in the environment of")}
-# This module's hub: the example config, and bob may use alice's servers (what a share grants).
+# This module's hub: the example config with sharing on (what HPCHUB_SHARING=1 turns on there).
 HUB_CONFIG = """
 load_subconfig({example!r})
-c.JupyterHub.load_roles.append({{"name": "hpchub-test-collaborator", "scopes": ["access:servers!user={owner}"],
-                                "users": [{joiner!r}]}})
+from hpchub.hub.sharing import sharing_roles
+
+c.HPCSpawner.sharing = True
+c.JupyterHub.load_roles.extend(sharing_roles())
 """
 CELL = ".jp-Notebook .jp-Cell .cm-content"
 # Rounds of edit-to-visible latency, each way.
@@ -62,7 +64,7 @@ def hubs(request, tmp_path_factory) -> Iterator[Callable[[str], Hub]]:
     for name in ("teach", "jh6"):
         assert (ENVS / name / ".hpchub-test-spec").exists(), f"{ENVS / name} missing: run bash tests/setup-envs.sh"
     config = user_readable("jupyterhub_config-collaboration.py", HUB_CONFIG.format(
-        example=str(REPO / "examples" / "jupyterhub_config.py"), owner=OWNER, joiner=JOINER))
+        example=str(REPO / "examples" / "jupyterhub_config.py")))
     started: dict[str, Hub] = {}
     runs = []
 
@@ -132,8 +134,15 @@ def test_two_people_edit_one_notebook_see_each_others_edits_and_cursors_and_savi
         with chromium() as browser:
             alice = logged_in_page(browser, hub.url, OWNER)
             bob = logged_in_page(browser, hub.url, JOINER)
+            # alice shares the server with bob, on its Share page; then both open the notebook.
+            alice.goto(f"{hub.url}/hub/hpchub/share/{OWNER}/{server_name}")
+            alice.fill("#hpchub-share-user-form [name=user]", JOINER)
+            with alice.expect_navigation():
+                alice.click("#hpchub-share-user-form button[type=submit]")
+            shared = time.monotonic()
             open_notebook(alice, url)
             open_notebook(bob, url)
+            print(f"\nfrom share to bob's view of the notebook on {scheduler}: {time.monotonic() - shared:.1f} s")
             seconds = []
             for round_ in range(ROUNDS):
                 seconds.append(type_and_time(alice, bob, f" # a{round_}"))

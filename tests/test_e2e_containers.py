@@ -57,6 +57,8 @@ def container_site_text(scheduler: str, image: LabImage) -> str:
         f"\n  - slug: {slug}\n    name: JupyterLab in the test image\n    cluster: {scheduler}\n    queue: {queue}\n"
         f'    resources: {{cores: 1, memory: {memory}, walltime: "00:10:00"}}{adjustable}\n'
         f"    environment:\n      container: {{runtime: podman, image: {image.archive}}}\n"
+        # The course's choices (issue 20): editing together and notebooks paired with a text file.
+        f'      collaboration: true\n      jupytext: "ipynb,py:percent"\n'
         for slug, queue, memory, adjustable in PROFILES[scheduler])
     return base + profiles
 
@@ -122,6 +124,9 @@ def test_a_server_in_a_podman_container_serves_lab_through_the_proxy_and_its_con
         assert "hpchub_job.extension | extension was successfully loaded" in log, log
         assert re.search(r"single-user server extension version 5\.", log), log
         assert "JupyterLab extension loaded from /opt/lab/" in log, log
+        # The image's jupyter-collaboration and jupytext, turned on by the profile's environment.
+        for extension in ("jupyter_server_ydoc", "jupyterlab_jupytext"):
+            assert f"{extension} | extension was successfully loaded" in log, log
         lab = hub.get_user_url(user, "lab")
         assert lab.status_code == 200, lab.text[:500]
         # JupyterLab in the image found the labextension hpchub-walltime in the job's bundle.
@@ -236,8 +241,8 @@ def test_a_kernel_in_the_servers_container_gets_engines_on_two_nodes_in_the_same
         for engine in engines:  # each engine in the image, in a container of its own
             assert engine["image"] == test_image.mark and engine["python"].startswith("/opt/lab/"), engine
             assert engine["mnt"] != os.readlink("/proc/self/ns/mnt"), engine
-        accounted = accounted_as(found["job_id"], since=started)
-        assert accounted == [f"{user}|hpchub-{user}-ctr-multi.e-{server_job}"]  # submitted by the hub, as the user
+        expected = [f"{user}|hpchub-{user}-ctr-multi.e-{server_job}"]
+        assert accounted_as(found["job_id"], since=started, expected=expected) == expected  # submitted by the hub, as the user
         wait_until_gone(user, found["job_id"], server)  # stop_cluster cancelled the engines: their containers go
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

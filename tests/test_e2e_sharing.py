@@ -94,9 +94,20 @@ def with_token(hub, token: str) -> Callable[[], int]:
     return lambda: requests.get(server_url(hub), headers={"Authorization": f"token {token}"}, timeout=30).status_code
 
 
-def with_cookies(hub, page) -> Callable[[], int]:
-    """A request with the browser context's cookies (bob's cookie for alice's server)."""
-    return lambda: page.request.get(server_url(hub), max_redirects=0).status
+def with_cookies(hub, page) -> Callable[[], int | str]:
+    """A request with the browser context's cookies (bob's cookie for alice's server); a connection
+    reset is an answer to ask again (a kept-alive connection the other end closed as it was reused)."""
+    from playwright.sync_api import Error
+
+    def status() -> int | str:
+        try:
+            return page.request.get(server_url(hub), max_redirects=0).status
+        except Error as error:
+            if "ECONNRESET" not in str(error):
+                raise
+            return "connection reset"
+
+    return status
 
 
 def becomes(answer: Callable[[], object], wanted: object, within: float = WITHIN) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import BESIDE_MODULES, _in_the_sge_lane
+from conftest import ALONE, BESIDE_MODULES, SECOND_LANE_MODULES, _in_the_second_lane
 from helpers.support import REPO
 
 # What a module beside the clusters' tests must not use: the clusters and their fixtures, the test
@@ -29,11 +29,11 @@ def test_every_name_in_the_lane_is_a_test_module():
 
 
 class _Item:
-    """What conftest._in_the_sge_lane reads of a collected test."""
+    """What conftest._in_the_second_lane reads of a collected test."""
 
-    def __init__(self, marks: tuple[str, ...], fixtures: tuple[str, ...] = ()):
-        self.marks, self.fixturenames, self.nodeid = marks, fixtures, "tests/test_x.py::test_y"
-        self.path = REPO / "tests" / "test_x.py"
+    def __init__(self, marks: tuple[str, ...], fixtures: tuple[str, ...] = (), module: str = "test_x"):
+        self.marks, self.fixturenames, self.nodeid = marks, fixtures, f"tests/{module}.py::test_y"
+        self.path = REPO / "tests" / f"{module}.py"
 
     def iter_markers(self):
         return (getattr(pytest.mark, name).mark for name in self.marks)
@@ -41,11 +41,25 @@ class _Item:
 
 @pytest.mark.parametrize(("marks", "in_lane"), [(("sge", "e2e"), True), (("sge", "slurm"), False),
                                                 (("sge", "ssh"), False), (("slurm",), False), ((), False)])
-def test_the_grid_engine_lane_takes_tests_marked_sge_and_neither_slurm_nor_ssh(marks, in_lane):
-    assert _in_the_sge_lane(_Item(marks, ("hub",))) is in_lane
+def test_the_second_lane_takes_tests_marked_sge_and_neither_slurm_nor_ssh(marks, in_lane):
+    assert _in_the_second_lane(_Item(marks, ("hub",))) is in_lane
 
 
-@pytest.mark.parametrize("fixture", ["slurm_cluster", "login_node"])
-def test_a_test_marked_sge_alone_that_reaches_slurm_or_the_login_node_is_refused(fixture):
-    with pytest.raises(pytest.UsageError, match=f"marked sge but not slurm or ssh, yet takes .*{fixture}"):
-        _in_the_sge_lane(_Item(("sge",), ("hub", fixture)))
+@pytest.mark.parametrize("module", sorted(SECOND_LANE_MODULES))
+def test_the_second_lane_takes_its_modules_tests_of_either_scheduler(module):
+    assert _in_the_second_lane(_Item(("slurm", "e2e"), ("hub", "slurm_cluster"), module=module))
+
+
+@pytest.mark.parametrize(("marks", "fixture", "module"), [(("sge",), "slurm_cluster", "test_x"),
+                                                          (("sge",), "login_node", "test_x"),
+                                                          (("slurm",), "login_node", "test_pages_class")])
+def test_a_second_lane_test_that_reaches_what_the_first_disturbs_is_refused(marks, fixture, module):
+    with pytest.raises(pytest.UsageError, match=f"runs in the second lane .*, yet takes .*{fixture}"):
+        _in_the_second_lane(_Item(marks, ("hub", fixture), module=module))
+
+
+def test_the_tests_that_need_slurm_alone_exist_and_run_in_the_first_lane():
+    for module, name in ALONE:
+        text = (REPO / "tests" / f"{module}.py").read_text()
+        assert f"def {name}(" in text, (module, name)
+        assert module not in SECOND_LANE_MODULES | BESIDE_MODULES

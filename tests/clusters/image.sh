@@ -28,9 +28,9 @@ STAMP_FILE=$DIR/$NAME.stamp
 SUITE=bookworm
 # What the image holds: the versions are inputs of the stamp (they are in this file).
 PACKAGES=python3,python3-venv,ca-certificates
-PIP_REQUIREMENTS=(jupyterhub==5.5.4 jupyterlab==4.6.6 ipyparallel==9.2.0)
+PIP_REQUIREMENTS=(jupyterhub==5.5.4 jupyterlab==4.6.6 ipyparallel==9.2.0 jupyter-collaboration==5.0.4 jupytext==1.19.7)
 VENV=/opt/lab
-MARK="hpchub test image: Debian bookworm, jupyterhub 5.5.4, jupyterlab 4.6.6, ipyparallel 9.2.0, no hpchub"
+MARK="hpchub test image: Debian bookworm, jupyterhub 5.5.4, jupyterlab 4.6.6, ipyparallel 9.2.0, jupyter-collaboration 5.0.4, jupytext 1.19.7, no hpchub"
 
 usage() {
     cat >&2 <<EOF

@@ -139,6 +139,14 @@ class Hub:
                 self.proxy.kill()
             self.proxy = None
 
+    def submissions(self) -> int:
+        """The jobs this hub has submitted so far (the spawner logs each submission), whatever the
+        other lanes of tests/run.sh submit meanwhile for the same users."""
+        try:
+            return self.hub_log.read_text(errors="replace").count(": the submission took ")
+        except FileNotFoundError:
+            return 0
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.hub_log.read_text(errors="replace").splitlines()[-lines:])

@@ -35,10 +35,12 @@ async def submit(site: SiteConfig, profile: str, user: str, command: str, **opti
     return job_id, job.log_path(job_id)
 
 
-def accounted_as(job_id: str, since: float, timeout: float = 30) -> list[str]:
+def accounted_as(job_id: str, since: float, expected: list[str], timeout: float = 30) -> list[str]:
     """``USER|JOBNAME`` of Slurm job ``job_id`` as slurmdbd recorded it, among the jobs submitted
-    since ``since`` (epoch seconds): the local cluster's job ids start again when its state is reset
-    while the database keeps the old records, and the record reaches slurmdbd a moment after the job."""
+    since ``since`` (epoch seconds), once it is ``expected`` or after ``timeout`` seconds: the local
+    cluster's job ids start again when its state is reset while the database keeps the old records,
+    and the record reaches slurmdbd a moment after the job (for a moment it may name the job
+    "allocation")."""
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 1))
     deadline = time.monotonic() + timeout
     while True:
@@ -46,7 +48,7 @@ def accounted_as(job_id: str, since: float, timeout: float = 30) -> list[str]:
                                 "-o", "user,jobname,submit"], capture_output=True, text=True).stdout.split()
         ours = ["|".join(line.split("|")[:2]) for line in lines
                 if time.mktime(time.strptime(line.split("|")[2], "%Y-%m-%dT%H:%M:%S")) >= int(since) - 1]
-        if ours or time.monotonic() > deadline:
+        if ours == expected or time.monotonic() > deadline:
             return ours
         time.sleep(0.5)
 
