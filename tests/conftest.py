@@ -31,7 +31,7 @@ from hpchub.transports.cluster import ClusterClient, client_for
 # tests/test_suite_lanes.py checks that each stays so.
 BESIDE_MODULES = frozenset({
     "test_choices", "test_cli", "test_compose_file", "test_dependencies", "test_docs", "test_engines_endpoint",
-    "test_forwards", "test_job_owner", "test_job_side", "test_packaging", "test_poller", "test_progress",
+    "test_estimate", "test_forwards", "test_job_owner", "test_job_side", "test_packaging", "test_poller", "test_progress",
     "test_public_names", "test_requeue_render", "test_runner", "test_sharing", "test_singleuser", "test_spawn",
     "test_spawn_path", "test_teaching", "test_units", "test_waiting", "test_walltime",
 })

@@ -1,0 +1,221 @@
+""""Starts now, or when": the scheduler's own answer for a choice on the spawn form, asked as the user.
+
+The job script is the one the spawner would submit (hpchub.core.jobs.server_job); ``hpchub-job
+estimate`` runs ``sbatch --test-only`` / ``qsub -w p`` with it as the user, so their limits and
+associations count and nothing is submitted. Answers are kept per (user, profile, values) for a short
+time, each user asks the scheduler at most so often, and an answer that fails or takes too long is
+"no estimate": the form never waits on it. The form's script asks ``GET /hub/hpchub/estimate``;
+without JavaScript its "When would it start?" button posts the form there and gets a short page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from ..core import jobs
+from ..core.render import UserAccount
+from ..schedulers import StartEstimate
+from ..transports.cluster import ClusterSpec
+from . import walltime
+from .form import read_form
+
+log = logging.getLogger("hpchub.estimate")
+
+ROUTE = r"/hpchub/estimate"  # below the hub prefix: /hub/hpchub/estimate
+NO_ESTIMATE = "no estimate"
+
+
+def estimate_text(estimate: StartEstimate | None, now: datetime) -> str:
+    """The scheduler's answer in the form's words: "starts now", "expected to start at 14:20" (another
+    day: "2026-12-08 14:20"), "would wait" (Grid Engine names no time) or "no estimate"."""
+    if estimate is None:
+        return NO_ESTIMATE
+    if estimate.starts_now:
+        return "starts now"
+    if estimate.start is None:
+        return "would wait: no queue can take it now"
+    return f"expected to start at {walltime.clock_text(estimate.start.timestamp(), now.timestamp())}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    words: str = ""  # the scheduler's own line, for the title of the card's note
+
+
+Key = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+class Estimates:
+    """Answers per (user, profile, values) for ``ttl`` seconds, one question in flight per key, and at
+    most ``per_minute`` questions to the scheduler per user in any minute (beyond that: no estimate)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[Key, tuple[Answer, float]] = {}
+        self._inflight: dict[Key, asyncio.Task[Answer]] = {}
+        self._asked: dict[str, deque[float]] = {}
+
+    def cached(self, key: Key, ttl: float, now: float) -> Answer | None:
+        found = self._answers.get(key)
+        if found is None or now - found[1] >= ttl:
+            return None
+        return found[0]
+
+    def allowed(self, user: str, per_minute: int, now: float) -> bool:
+        """Whether ``user`` may ask the scheduler once more now (and count it if so)."""
+        asked = self._asked.setdefault(user, deque())
+        while asked and now - asked[0] >= 60:
+            asked.popleft()
+        if len(asked) >= per_minute:
+            return False
+        asked.append(now)
+        return True
+
+    async def answer(self, key: Key, ask: Callable[[], Awaitable[Answer]], ttl: float, per_minute: int,
+                     timeout: float) -> Answer:
+        now = time.monotonic()
+        cached = self.cached(key, ttl, now)
+        if cached is not None:
+            return cached
+        task = self._inflight.get(key)
+        if task is None:
+            if not self.allowed(key[0], per_minute, now):
+                return Answer(NO_ESTIMATE, "too many questions to the scheduler just now; try again in a minute")
+            task = asyncio.ensure_future(self._ask(key, ask))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        try:
+            # shield: a caller that gives up leaves the answer to be cached for the next one
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.TimeoutError:
+            return Answer(NO_ESTIMATE, f"the scheduler gave no answer within {timeout:g} s")
+
+    async def _ask(self, key: Key, ask: Callable[[], Awaitable[Answer]]) -> Answer:
+        try:
+            answer = await ask()
+        except Exception as error:  # a refused account, a failed command, an unreachable login node
+            log.warning("start estimate for %s, profile %s: %s", key[0], key[1], error)
+            answer = Answer(NO_ESTIMATE, "the scheduler's answer could not be read")
+        self._answers[key] = (answer, time.monotonic())
+        self._forget_old()
+        return answer
+
+    def _forget_old(self, keep: float = 600) -> None:
+        now = time.monotonic()
+        for key in [key for key, (_, when) in self._answers.items() if now - when > keep]:
+            del self._answers[key]
+
+
+ESTIMATES = Estimates()
+
+
+async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]]) -> tuple[str, Answer]:
+    """(profile name, answer) for the form's choice in ``formdata`` (the form's own field names), as
+    ``spawner``'s user would start it. A choice the form would refuse has no estimate (it says why)."""
+    submitted = read_form(formdata)
+    try:
+        profile = await spawner._profile_for(submitted.options)
+    except web.HTTPError as error:
+        return "", Answer(NO_ESTIMATE, error.log_message or "profile not available")
+    if submitted.problems:
+        return profile.name, Answer(NO_ESTIMATE, "; ".join(submitted.problems.values()))
+    unix_name = await spawner.unix_user_name()
+    key: Key = (unix_name, profile.slug, tuple(sorted(submitted.options.items())))
+
+    async def ask() -> Answer:
+        try:
+            request = await spawner._request_from(submitted.options)
+        except web.HTTPError as error:  # a choice the form would refuse: the same words
+            return Answer(NO_ESTIMATE, error.log_message or "not accepted")
+        site = spawner.site
+        runtime = spawner.runtime_for(ClusterSpec.from_site(site, request.cluster_name))
+        user = await asyncio.get_running_loop().run_in_executor(None, UserAccount.lookup, unix_name)
+        job = jobs.server_job(site, request, user, spawner.name, spawner.server_command)
+        estimate = await runtime.client.estimate(unix_name, job.script, datetime.now())
+        return Answer(estimate_text(estimate, datetime.now()), estimate.words if estimate else "")
+
+    answer = await ESTIMATES.answer(key, ask, spawner.start_estimate_ttl, spawner.start_estimate_rate,
+                                    spawner.start_estimate_timeout)
+    return profile.name, answer
+
+
+def _hpc_spawner(user: Any) -> Any:
+    """The user's HPCSpawner (wrapspawner: its child); 404 for any other spawner."""
+    spawner = user.spawner
+    spawner = getattr(spawner, "child_spawner", None) or spawner
+    if not hasattr(spawner, "start_estimate_ttl") or spawner.start_estimate_rate <= 0:
+        raise web.HTTPError(404, "no start estimates here (they need hpchub's spawner and start_estimate_rate > 0)")
+    return spawner
+
+
+def _page(profile: str, answer: Answer, back: str) -> str:
+    """The no-JavaScript answer: a short page with a link back to the form."""
+    about = f" ({html.escape(answer.words)})" if answer.words else ""
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>When would it start?</title>"
+            f"</head><body><main><h1>When would it start?</h1>"
+            f"<p id=\"hpchub-estimate-answer\"><strong>{html.escape(profile)}</strong>: "
+            f"{html.escape(answer.text)}{about}</p>"
+            f"<p><a href=\"{html.escape(back)}\">Back to the form</a> (use your browser's Back button to keep "
+            f"your choices)</p></main></body></html>")
+
+
+class EstimateHandler(BaseHandler):
+    """GET (the form's script): ``?profile=SLUG&SLUG--cores=2...`` -> JSON ``{"profile", "text",
+    "words"}``. POST (the form itself, without JavaScript): the same as a short HTML page."""
+
+    def _formdata(self) -> dict[str, list[str]]:
+        arguments = self.request.query_arguments if self.request.method == "GET" else self.request.body_arguments
+        return {name: [value.decode("utf-8", "replace") for value in values]
+                for name, values in arguments.items() if name != "_xsrf"}
+
+    @web.authenticated
+    async def get(self) -> None:
+        name, answer = await start_estimate(_hpc_spawner(self.current_user), self._formdata())
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"profile": name, "text": answer.text, "words": answer.words})
+
+    @web.authenticated
+    async def post(self) -> None:
+        name, answer = await start_estimate(_hpc_spawner(self.current_user), self._formdata())
+        self.set_header("Cache-Control", "no-store")
+        self.finish(_page(name, answer, url_path_join(self.hub.base_url, "spawn")))
+
+
+HANDLERS = [(ROUTE, EstimateHandler)]
+
+
+def register_at_import() -> None:
+    """Add the endpoint to JupyterHub's handlers, for hubs that import hpchub before building routes."""
+    from jupyterhub import handlers
+
+    for route, handler in HANDLERS:
+        if not any(entry[1] is handler for entry in handlers.default_handlers):
+            handlers.default_handlers.append((route, handler))
+
+
+def ensure_registered_in_running_hub() -> None:
+    """Add the endpoint to a hub that built its routes before hpchub was imported (a wrapspawner child)."""
+    from jupyterhub.app import JupyterHub
+
+    if not JupyterHub.initialized():
+        return
+    app = JupyterHub.instance()
+    tornado_app = getattr(app, "tornado_application", None)
+    if tornado_app is None or getattr(tornado_app, "_hpchub_estimate_route", False):
+        return
+    if not any(entry[1] is EstimateHandler for entry in getattr(app, "handlers", [])):
+        tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, route), handler) for route, handler in HANDLERS])
+        log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
+    tornado_app._hpchub_estimate_route = True
