@@ -41,7 +41,7 @@ BESIDE_MODULES = frozenset({
 # only once the first lane has run the tests that need Slurm and the login node to themselves
 # (ALONE), and they assert nothing about a user's whole job list; the first lane's tests do neither.
 SECOND_LANE_MODULES = frozenset({"test_e2e_collaboration", "test_e2e_containers", "test_e2e_sharing",
-                                 "test_pages_class", "test_pages_walltime"})
+                                 "test_pages_class", "test_pages_estimate", "test_pages_walltime"})
 # (module, test): they stop slurmctld, cut the login node off, or count slurmctld's calls.
 ALONE = frozenset({("test_e2e_slurm", "test_a_scheduler_outage_stops_no_server"),
                    ("test_e2e_slurm", "test_one_status_query_per_interval_for_all_users"),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from helpers import holding
 from helpers.jobs import local_site_with_test_profiles
 
 from hpchub.core.jobs import server_job
@@ -24,11 +24,6 @@ from hpchub.transports.cluster import client_for, default_jobfiles_command
 pytestmark = [pytest.mark.e2e]
 
 USER = "alice"
-HOLDER = "carol"
-HOLD_NAME = "hpchub-estimate-hold"
-HOLD_MINUTES = 2
-
-
 async def ask(scheduler: str, profile: str, **options: str):
     site = local_site_with_test_profiles(scheduler)
     request = resolve_request(site, site.profile(profile), options)
@@ -41,46 +36,18 @@ def jobs_of_alice(scheduler: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True).stdout
 
 
-def wait_until(what: str, check, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        time.sleep(0.3)
-
-
 @pytest.fixture
 def slurm_node_held(slurm_cluster) -> Iterator[datetime]:
-    """carol's job holding all of node3 of partition multi for HOLD_MINUTES; yields when it started."""
-    job_id = subprocess.run(
-        ["sudo", "-n", "-u", HOLDER, "--", "sbatch", "--parsable", "-p", "multi", "-w", "node3", "-N", "1", "--exclusive",
-         "-t", str(HOLD_MINUTES), "-J", HOLD_NAME, "-o", "/dev/null", "--wrap", f"sleep {HOLD_MINUTES * 60}"],
-        capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
-    try:
-        def state() -> str:
-            return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
-
-        wait_until("carol's job holding node3 runs", lambda: state() == "RUNNING")
-        yield datetime.now()
-    finally:
-        subprocess.run(["sudo", "-n", "-u", HOLDER, "--", "scancel", job_id], capture_output=True)
+    """carol's exclusive job on node3 of partition multi; yields when it started."""
+    with holding.slurm_node_held() as started:
+        yield started
 
 
 @pytest.fixture
 def sge_queue_full(sge_cluster) -> Iterator[None]:
     """carol's job holding all 8 slots of short.q."""
-    job_id = subprocess.run(
-        ["sudo", "-n", "-u", HOLDER, "--", "qsub", "-terse", "-q", "short.q", "-pe", "smp", "8", "-N", HOLD_NAME,
-         "-o", "/dev/null", "-j", "y", "-b", "y", "sleep", str(HOLD_MINUTES * 60)],
-        capture_output=True, text=True, check=True).stdout.strip()
-    try:
-        def running() -> bool:
-            listed = subprocess.run(["qstat", "-u", HOLDER], capture_output=True, text=True).stdout.split("\n")
-            return any(line.split()[:1] == [job_id] and line.split()[4] == "r" for line in listed if line.strip())
-
-        wait_until("carol's job holding short.q runs", running)
+    with holding.sge_queue_held():
         yield
-    finally:
-        subprocess.run(["sudo", "-n", "-u", HOLDER, "--", "qdel", job_id], capture_output=True)
 
 
 @pytest.mark.slurm
@@ -100,7 +67,7 @@ async def test_slurm_a_job_that_needs_a_held_node_is_expected_when_that_job_ends
     found = await ask("slurm", "multi", nodes="3")
     assert found is not None and not found.starts_now, found
     # Slurm's own answer: when carol's job reaches its time limit (to the second, give or take the poll).
-    expected = slurm_node_held + timedelta(minutes=HOLD_MINUTES)
+    expected = slurm_node_held + timedelta(minutes=holding.HOLD_MINUTES)
     assert abs(found.start - expected) < timedelta(seconds=15), (found.start, expected)
     assert estimate_text(found, datetime.now()) == f"expected to start at {found.start:%H:%M}"
 

@@ -5,7 +5,7 @@ estimate`` runs ``sbatch --test-only`` / ``qsub -w p`` with it as the user, so t
 associations count and nothing is submitted. Answers are kept per (user, profile, values) for a short
 time, each user asks the scheduler at most so often, and an answer that fails or takes too long is
 "no estimate": the form never waits on it. The form's script asks ``GET /hub/hpchub/estimate``;
-without JavaScript its "When would it start?" button posts the form there and gets a short page.
+without JavaScript its "When would it start?" button sends the form there and gets a short page.
 """
 
 from __future__ import annotations
@@ -172,25 +172,21 @@ def _page(profile: str, answer: Answer, back: str) -> str:
 
 
 class EstimateHandler(BaseHandler):
-    """GET (the form's script): ``?profile=SLUG&SLUG--cores=2...`` -> JSON ``{"profile", "text",
-    "words"}``. POST (the form itself, without JavaScript): the same as a short HTML page."""
-
-    def _formdata(self) -> dict[str, list[str]]:
-        arguments = self.request.query_arguments if self.request.method == "GET" else self.request.body_arguments
-        return {name: [value.decode("utf-8", "replace") for value in values]
-                for name, values in arguments.items() if name != "_xsrf"}
+    """``GET ?profile=SLUG&SLUG--cores=2...`` (the form's own field names): the answer for that choice.
+    The form's script adds ``format=json`` and gets ``{"profile", "text", "words"}``; the form itself,
+    without JavaScript, sends its fields here with its "When would it start?" button and gets a short
+    page. A GET: asking changes nothing (and the form's fields carry no XSRF token)."""
 
     @web.authenticated
     async def get(self) -> None:
-        name, answer = await start_estimate(_hpc_spawner(self.current_user), self._formdata())
+        arguments = {name: [value.decode("utf-8", "replace") for value in values]
+                     for name, values in self.request.query_arguments.items() if name not in ("format", "_xsrf")}
+        name, answer = await start_estimate(_hpc_spawner(self.current_user), arguments)
         self.set_header("Cache-Control", "no-store")
-        self.finish({"profile": name, "text": answer.text, "words": answer.words})
-
-    @web.authenticated
-    async def post(self) -> None:
-        name, answer = await start_estimate(_hpc_spawner(self.current_user), self._formdata())
-        self.set_header("Cache-Control", "no-store")
-        self.finish(_page(name, answer, url_path_join(self.hub.base_url, "spawn")))
+        if self.get_query_argument("format", "") == "json":
+            self.finish({"profile": name, "text": answer.text, "words": answer.words})
+        else:
+            self.finish(_page(name, answer, url_path_join(self.hub.base_url, "spawn")))
 
 
 HANDLERS = [(ROUTE, EstimateHandler)]

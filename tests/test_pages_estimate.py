@@ -1,0 +1,76 @@
+"""The spawn form's start estimates in a real browser against a real hub on the local Slurm: each card
+shows the scheduler's own answer for its current values ("starts now"), and a change of a field asks
+again ("expected to start at 14:20" once the choice needs the node carol's job holds). Without
+JavaScript, "When would it start?" posts the form and answers on a page of its own. Nothing starts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import holding
+from helpers.browser import chromium, logged_in_page, screenshot
+from helpers.hub import run_hub
+from helpers.profiles import local_site_text
+from helpers.support import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+USER = "alice"
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster, tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub-estimate")
+    config = state / "jupyterhub_config.py"
+    config.write_text(f"load_subconfig({str(REPO / 'examples' / 'jupyterhub_config.py')!r})\n")
+    yield from run_hub(state, local_site_text("slurm"), (USER,), config_file=config)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as running:
+        yield running
+
+
+def note_text(page, slug: str, pattern: str, timeout: float = 20_000) -> str:
+    """The card's estimate once it matches ``pattern``."""
+    page.wait_for_function(
+        "([slug, pattern]) => new RegExp(pattern).test(document.getElementById('hpchub-estimate-' + slug).textContent)",
+        arg=[slug, pattern], timeout=timeout)
+    return page.text_content(f"#hpchub-estimate-{slug}")
+
+
+@pytest.mark.multinode
+def test_each_card_shows_the_schedulers_answer_and_asks_again_when_a_field_changes(hub, browser):
+    page = logged_in_page(browser, hub.url, USER)
+    try:
+        with holding.slurm_node_held():
+            page.goto(f"{hub.url}/hub/spawn")
+            assert note_text(page, "small", "^starts now$") == "starts now"
+            page.check("#profile-multi")
+            assert note_text(page, "multi", "^starts now$") == "starts now"  # 2 nodes of 3; carol holds node3
+            assert page.get_attribute("#hpchub-estimate-multi", "title").startswith("sbatch: Job ")
+            page.fill("#multi--nodes", "3")
+            later = note_text(page, "multi", r"^expected to start at \d\d:\d\d$")
+            screenshot(page, "spawn-form-estimates")
+            assert re.fullmatch(r"expected to start at \d\d:\d\d", later)
+            page.fill("#multi--nodes", "1")
+            assert note_text(page, "multi", "^starts now$") == "starts now"
+        assert hub.submissions() == 0  # asked, never submitted
+    finally:
+        page.context.close()
+
+
+def test_without_javascript_the_button_asks_for_the_chosen_profile(hub, browser):
+    page = logged_in_page(browser, hub.url, USER, javascript=False)
+    try:
+        page.goto(f"{hub.url}/hub/spawn")
+        page.check("#profile-small")
+        page.fill("#small--cores", "2")
+        page.click("#hpchub-estimate-ask")
+        answer = page.text_content("#hpchub-estimate-answer")
+        assert answer.startswith("Small") and "starts now" in answer and "sbatch: Job" in answer, answer
+        assert hub.submissions() == 0
+    finally:
+        page.context.close()
