@@ -4,14 +4,14 @@ The job script is the one the spawner would submit (hpchub.core.jobs.server_job)
 estimate`` runs ``sbatch --test-only`` / ``qsub -w p`` with it as the user, so their limits and
 associations count and nothing is submitted. Answers are kept per (user, profile, values) for a short
 time, each user asks the scheduler at most so often, and an answer that fails or takes too long is
-"no estimate": the form never waits on it. The form's script asks ``GET /hub/hpchub/estimate``;
-without JavaScript its "When would it start?" button sends the form there and gets a short page.
+"no estimate": the form never waits long for it. The form's script asks ``GET /hub/hpchub/estimate``
+for each card and again when a field changes; the chosen card's answer for the values it opens with
+is also in the form's HTML (for browsers without JavaScript), if it comes within FIRST_LOAD_SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import time
 from collections import deque
@@ -29,12 +29,15 @@ from ..core.render import UserAccount
 from ..schedulers import StartEstimate
 from ..transports.cluster import ClusterSpec
 from . import walltime
-from .form import read_form
+from .form import FIELD_SEPARATOR, read_form
 
 log = logging.getLogger("hpchub.estimate")
 
 ROUTE = r"/hpchub/estimate"  # below the hub prefix: /hub/hpchub/estimate
 NO_ESTIMATE = "no estimate"
+# The form waits at most this long (or start_estimate_timeout, if shorter) for the chosen card's
+# answer before it is shown without it; the question goes on and the script shows its answer.
+FIRST_LOAD_SECONDS = 2.0
 
 
 def estimate_text(estimate: StartEstimate | None, now: datetime) -> str:
@@ -151,6 +154,17 @@ async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]]) -> tup
     return profile.name, answer
 
 
+async def first_load_estimate(spawner: Any, profile: str, values: Mapping[str, str]) -> Answer:
+    """The answer for the card the form opens with: ``profile`` with the form's input ``values``
+    (Preselection.values: by input suffix), as the form would send them."""
+    formdata = {"profile": [profile], **{f"{profile}{FIELD_SEPARATOR}{name}": [value] for name, value in values.items()}}
+    try:
+        return (await asyncio.wait_for(start_estimate(spawner, formdata),
+                                       min(FIRST_LOAD_SECONDS, spawner.start_estimate_timeout)))[1]
+    except asyncio.TimeoutError:
+        return Answer(NO_ESTIMATE)
+
+
 def _hpc_spawner(user: Any) -> Any:
     """The user's HPCSpawner (wrapspawner: its child); 404 for any other spawner."""
     spawner = user.spawner
@@ -160,33 +174,17 @@ def _hpc_spawner(user: Any) -> Any:
     return spawner
 
 
-def _page(profile: str, answer: Answer, back: str) -> str:
-    """The no-JavaScript answer: a short page with a link back to the form."""
-    about = f" ({html.escape(answer.words)})" if answer.words else ""
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>When would it start?</title>"
-            f"</head><body><main><h1>When would it start?</h1>"
-            f"<p id=\"hpchub-estimate-answer\"><strong>{html.escape(profile)}</strong>: "
-            f"{html.escape(answer.text)}{about}</p>"
-            f"<p><a href=\"{html.escape(back)}\">Back to the form</a> (use your browser's Back button to keep "
-            f"your choices)</p></main></body></html>")
-
-
 class EstimateHandler(BaseHandler):
-    """``GET ?profile=SLUG&SLUG--cores=2...`` (the form's own field names): the answer for that choice.
-    The form's script adds ``format=json`` and gets ``{"profile", "text", "words"}``; the form itself,
-    without JavaScript, sends its fields here with its "When would it start?" button and gets a short
-    page. A GET: asking changes nothing (and the form's fields carry no XSRF token)."""
+    """``GET ?profile=SLUG&SLUG--cores=2...`` (the form's own field names) -> ``{"profile", "text",
+    "words"}``: the answer for that choice, for the form's script. A GET: asking changes nothing."""
 
     @web.authenticated
     async def get(self) -> None:
         arguments = {name: [value.decode("utf-8", "replace") for value in values]
-                     for name, values in self.request.query_arguments.items() if name not in ("format", "_xsrf")}
+                     for name, values in self.request.query_arguments.items() if name != "_xsrf"}
         name, answer = await start_estimate(_hpc_spawner(self.current_user), arguments)
         self.set_header("Cache-Control", "no-store")
-        if self.get_query_argument("format", "") == "json":
-            self.finish({"profile": name, "text": answer.text, "words": answer.words})
-        else:
-            self.finish(_page(name, answer, url_path_join(self.hub.base_url, "spawn")))
+        self.finish({"profile": name, "text": answer.text, "words": answer.words})
 
 
 HANDLERS = [(ROUTE, EstimateHandler)]

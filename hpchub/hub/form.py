@@ -464,6 +464,7 @@ def render_spawn_form(
     allocations: Mapping[str, Allocations | None] | None = None,
     allocation_ages: Mapping[str, float] | None = None,
     estimate_url: str = "",
+    estimates: Mapping[str, str] | None = None,
 ) -> str:
     """The form's HTML. ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers and
     ``queue_ages`` (cluster -> seconds since they were fetched) their age; ``preselection``: the
@@ -471,7 +472,8 @@ def render_spawn_form(
     ``allocations``: cluster -> this user's allocations there (None or missing: unknown), for the
     fields from the scheduler; ``allocation_ages``: cluster -> seconds since they were asked.
     ``estimate_url``: where each card asks when its choice would start (hpchub.hub.estimate); "": no
-    start estimates on the form."""
+    start estimates on the form. ``estimates``: profile slug -> the answer already known for the
+    values the card opens with (the form shows it without JavaScript too)."""
     allocations = allocations or {}
     allocation_ages = allocation_ages or {}
     live_queues = live_queues or {}
@@ -520,6 +522,7 @@ def render_spawn_form(
             "image": container_image_label(site, p),
             "user_envs": allows_user_envs(site, p),
             "kernels": kernels_text(profile_kernels(site, p)),
+            "estimate": (estimates or {}).get(p.slug, ""),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None

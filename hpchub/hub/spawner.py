@@ -375,10 +375,17 @@ class HPCSpawner(Spawner):
         for cluster_name in dict.fromkeys(p.cluster for p in profiles if needs_allocations(site, p)):
             answer = await self._allocations_on(cluster_name)
             allocations[cluster_name], allocation_ages[cluster_name] = answer.allocations, answer.age
+        preselection = self._preselection()
         hub_url = getattr(getattr(self, "hub", None), "base_url", "")
-        estimate_url = url_path_join(hub_url, "hpchub/estimate") if hub_url and self.start_estimate_rate > 0 else ""
-        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection(),
-                                 allocations, allocation_ages, estimate_url)
+        estimate_url, estimates = "", {}
+        if hub_url and self.start_estimate_rate > 0 and profiles:
+            estimate_url = url_path_join(hub_url, "hpchub/estimate")
+            slugs = [p.slug for p in profiles]
+            chosen = preselection.profile if preselection.profile in slugs else slugs[0]
+            values = preselection.values if chosen == preselection.profile else {}
+            estimates[chosen] = (await estimate.first_load_estimate(self, chosen, values)).text
+        return render_spawn_form(site, profiles, site.templates_path(), live, ages, preselection,
+                                 allocations, allocation_ages, estimate_url, estimates)
 
     async def _allocations_on(self, cluster_name: str) -> AllocationsAnswer:
         """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""
