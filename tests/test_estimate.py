@@ -156,3 +156,47 @@ def test_a_slow_or_failed_estimate_is_no_estimate_and_one_question_per_choice():
 
     asyncio.run(scenario())
     assert asked == ["slow"]
+
+
+def _answers(starts_now_up_to: int | None, later: str = "expected to start at 15:10", missing: int | None = None):
+    """answer_for(value): starts now up to ``starts_now_up_to``, later beyond; records the values asked."""
+    asked: list[int] = []
+
+    async def answer_for(value: int) -> Answer:
+        asked.append(value)
+        if value == missing:
+            return Answer("no estimate")
+        if starts_now_up_to is not None and value <= starts_now_up_to:
+            return Answer("starts now", starts_now=True)
+        return Answer(later, starts_now=False)
+
+    return answer_for, asked
+
+
+@pytest.mark.parametrize("name, values, up_to, hint", [
+    ("nodes", [1, 2, 3], 2, "2 nodes start now; 3 nodes expected at 15:10"),
+    ("nodes", [1, 2, 3], 1, "1 node starts now; 2 nodes expected at 15:10"),
+    ("nodes", [1, 2, 3], 3, "up to 3 nodes start now"),
+    ("nodes", [1, 2, 3], None, "1 node: expected at 15:10"),
+    ("cores", list(range(1, 65)), 20, "20 cores start now; 21 cores expected at 15:10"),
+])
+def test_the_hint_names_the_largest_choice_that_starts_now(name, values, up_to, hint):
+    answer_for, asked = _answers(up_to)
+    assert asyncio.run(estimate.largest_now_hint(name, values, answer_for)) == hint
+    assert len(asked) <= 2 + len(values).bit_length()  # halving: a few questions, not one per value
+
+
+def test_the_hint_of_grid_engine_says_would_wait_and_a_missing_answer_gives_none():
+    answer_for, _ = _answers(2, later="would wait: no queue can take it now")
+    assert asyncio.run(estimate.largest_now_hint("cores", [1, 2, 3, 4], answer_for)) == \
+        "2 cores start now; 3 cores would wait: no queue can take it now"
+    answer_for, _ = _answers(2, missing=4)
+    assert asyncio.run(estimate.largest_now_hint("nodes", [1, 2, 3, 4], answer_for)) == ""
+
+
+def test_the_hint_is_about_nodes_if_adjustable_else_cores():
+    from hpchub.core.config import load_site_config
+
+    site = load_site_config(REPO / "site-configs" / "local-slurm.yaml")
+    assert estimate.hint_values(site, site.profile("multi")) == ("nodes", [1, 2, 3])
+    assert estimate.hint_values(site, site.profile("small")) == ("cores", [1, 2, 3, 4])

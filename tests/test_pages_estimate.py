@@ -1,5 +1,6 @@
 """The spawn form's start estimates in a real browser against a real hub on the local Slurm: each card
-shows the scheduler's own answer for its current values ("starts now"), and a change of a field asks
+shows the scheduler's own answer for its current values ("starts now"), the chosen card the largest
+node count that starts now ("2 nodes start now; 3 nodes expected at 14:20"), and a change of a field asks
 again ("expected to start at 14:20" once the choice needs the node carol's job holds). Without
 JavaScript the chosen card opens with the answer for its values. Nothing starts."""
 
@@ -42,7 +43,7 @@ def note_text(page, slug: str, pattern: str, timeout: float = 20_000) -> str:
 
 
 @pytest.mark.multinode
-def test_each_card_shows_the_schedulers_answer_and_asks_again_when_a_field_changes(hub, browser):
+def test_each_card_shows_the_schedulers_answer_the_hint_and_asks_again_when_a_field_changes(hub, browser):
     page = logged_in_page(browser, hub.url, USER)
     try:
         with holding.slurm_node_held():
@@ -51,6 +52,11 @@ def test_each_card_shows_the_schedulers_answer_and_asks_again_when_a_field_chang
             page.check("#profile-multi")
             assert note_text(page, "multi", "^starts now$") == "starts now"  # 2 nodes of 3; carol holds node3
             assert page.get_attribute("#hpchub-estimate-multi", "title").startswith("sbatch: Job ")
+            # The chosen card's hint: the largest node count that starts now, and the next one's time.
+            page.wait_for_function("document.getElementById('hpchub-estimate-hint-multi').textContent !== ''")
+            assert re.fullmatch(r"2 nodes start now; 3 nodes expected at \d\d:\d\d",
+                                page.text_content("#hpchub-estimate-hint-multi"))
+            assert page.text_content("#hpchub-estimate-hint-small") == ""  # not the chosen card
             page.fill("#multi--nodes", "3")
             later = note_text(page, "multi", r"^expected to start at \d\d:\d\d$")
             screenshot(page, "spawn-form-estimates")

@@ -56,6 +56,7 @@ def estimate_text(estimate: StartEstimate | None, now: datetime) -> str:
 class Answer:
     text: str
     words: str = ""  # the scheduler's own line, for the title of the card's note
+    starts_now: bool | None = None  # None: no estimate
 
 
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -124,34 +125,110 @@ class Estimates:
 ESTIMATES = Estimates()
 
 
-async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]]) -> tuple[str, Answer]:
-    """(profile name, answer) for the form's choice in ``formdata`` (the form's own field names), as
-    ``spawner``'s user would start it. A choice the form would refuse has no estimate (it says why)."""
+async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]], hint: bool = False) -> tuple[str, Answer, str]:
+    """(profile name, answer, hint) for the form's choice in ``formdata`` (the form's own field names),
+    as ``spawner``'s user would start it. A choice the form would refuse has no estimate (it says why).
+    ``hint``: also the largest value of the profile's adjustable node (else core) count that starts now
+    ("2 nodes start now; 3 nodes expected at 15:10"); "" when there is none to give."""
     submitted = read_form(formdata)
     try:
         profile = await spawner._profile_for(submitted.options)
     except web.HTTPError as error:
-        return "", Answer(NO_ESTIMATE, error.log_message or "profile not available")
+        return "", Answer(NO_ESTIMATE, error.log_message or "profile not available"), ""
     if submitted.problems:
-        return profile.name, Answer(NO_ESTIMATE, "; ".join(submitted.problems.values()))
+        return profile.name, Answer(NO_ESTIMATE, "; ".join(submitted.problems.values())), ""
     unix_name = await spawner.unix_user_name()
-    key: Key = (unix_name, profile.slug, tuple(sorted(submitted.options.items())))
 
-    async def ask() -> Answer:
-        try:
-            request = await spawner._request_from(submitted.options)
-        except web.HTTPError as error:  # a choice the form would refuse: the same words
-            return Answer(NO_ESTIMATE, error.log_message or "not accepted")
-        site = spawner.site
-        runtime = spawner.runtime_for(ClusterSpec.from_site(site, request.cluster_name))
-        user = await asyncio.get_running_loop().run_in_executor(None, UserAccount.lookup, unix_name)
-        job = jobs.server_job(site, request, user, spawner.name, spawner.server_command)
-        estimate = await runtime.client.estimate(unix_name, job.script, datetime.now())
-        return Answer(estimate_text(estimate, datetime.now()), estimate.words if estimate else "")
+    async def answer_for(options: dict[str, str]) -> Answer:
+        async def ask() -> Answer:
+            try:
+                request = await spawner._request_from(options)
+            except web.HTTPError as error:  # a choice the form would refuse: the same words
+                return Answer(NO_ESTIMATE, error.log_message or "not accepted")
+            site = spawner.site
+            runtime = spawner.runtime_for(ClusterSpec.from_site(site, request.cluster_name))
+            user = await asyncio.get_running_loop().run_in_executor(None, UserAccount.lookup, unix_name)
+            job = jobs.server_job(site, request, user, spawner.name, spawner.server_command)
+            estimate = await runtime.client.estimate(unix_name, job.script, datetime.now())
+            if estimate is None:
+                return Answer(NO_ESTIMATE)
+            return Answer(estimate_text(estimate, datetime.now()), estimate.words, estimate.starts_now)
 
-    answer = await ESTIMATES.answer(key, ask, spawner.start_estimate_ttl, spawner.start_estimate_rate,
-                                    spawner.start_estimate_timeout)
-    return profile.name, answer
+        key: Key = (unix_name, profile.slug, tuple(sorted(options.items())))
+        return await ESTIMATES.answer(key, ask, spawner.start_estimate_ttl, spawner.start_estimate_rate,
+                                      spawner.start_estimate_timeout)
+
+    answer = await answer_for(submitted.options)
+    hint_text = ""
+    if hint and answer.starts_now is not None:
+        adjustable = hint_values(spawner.site, profile)
+        if adjustable is not None:
+            name, values = adjustable
+            hint_text = await largest_now_hint(
+                name, values, lambda value: answer_for({**submitted.options, name: str(value)}))
+    return profile.name, answer, hint_text
+
+
+HINT_FIELDS = {"nodes": ("node", "nodes", "max_nodes"), "cores": ("core", "cores", "max_cores")}
+
+
+def hint_values(site: Any, profile: Any) -> tuple[str, list[int]] | None:
+    """The field the hint is about (nodes if the user may change them, else cores) and its values,
+    smallest first; None when neither offers a choice."""
+    adjustable = profile.user_adjustable.fields()
+    for name, (_, _, limit) in HINT_FIELDS.items():
+        bound = adjustable.get(name)
+        if bound is None:
+            continue
+        if bound.choices:
+            values = sorted(set(bound.choices))
+        else:
+            high = bound.max if bound.max is not None else getattr(site.clusters[profile.cluster].queues[profile.queue],
+                                                                   limit)
+            if high is None:
+                continue
+            values = list(range(bound.min if bound.min is not None else 1, high + 1))
+        if len(values) > 1:
+            return name, values
+    return None
+
+
+async def largest_now_hint(name: str, values: list[int], answer_for: Callable[[int], Awaitable[Answer]]) -> str:
+    """"2 nodes start now; 3 nodes expected at 15:10": the largest of ``values`` that starts now, found
+    by halving (a bigger job never starts sooner: a few questions, each cached like any other), and
+    the next one's answer. "" when an answer is missing."""
+    one, many, _ = HINT_FIELDS[name]
+
+    def count(value: int) -> str:
+        return f"{value} {one if value == 1 else many}"
+
+    def starts(value: int) -> str:
+        return "starts" if value == 1 else "start"
+
+    def later(answer: Answer) -> str:
+        return answer.text.replace("expected to start at", "expected at")
+
+    smallest = await answer_for(values[0])
+    if smallest.starts_now is None:
+        return ""
+    if not smallest.starts_now:
+        return f"{count(values[0])}: {later(smallest)}"
+    largest = await answer_for(values[-1])
+    if largest.starts_now is None:
+        return ""
+    if largest.starts_now:
+        return f"up to {count(values[-1])} {starts(values[-1])} now"
+    low, high, high_answer = 0, len(values) - 1, largest  # values[low] starts now, values[high] does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        answer = await answer_for(values[middle])
+        if answer.starts_now is None:
+            return ""
+        if answer.starts_now:
+            low = middle
+        else:
+            high, high_answer = middle, answer
+    return f"{count(values[low])} {starts(values[low])} now; {count(values[high])} {later(high_answer)}"
 
 
 async def first_load_estimate(spawner: Any, profile: str, values: Mapping[str, str]) -> Answer:
@@ -159,8 +236,9 @@ async def first_load_estimate(spawner: Any, profile: str, values: Mapping[str, s
     (Preselection.values: by input suffix), as the form would send them."""
     formdata = {"profile": [profile], **{f"{profile}{FIELD_SEPARATOR}{name}": [value] for name, value in values.items()}}
     try:
-        return (await asyncio.wait_for(start_estimate(spawner, formdata),
-                                       min(FIRST_LOAD_SECONDS, spawner.start_estimate_timeout)))[1]
+        _, answer, _ = await asyncio.wait_for(start_estimate(spawner, formdata),
+                                              min(FIRST_LOAD_SECONDS, spawner.start_estimate_timeout))
+        return answer
     except asyncio.TimeoutError:
         return Answer(NO_ESTIMATE)
 
@@ -175,16 +253,19 @@ def _hpc_spawner(user: Any) -> Any:
 
 
 class EstimateHandler(BaseHandler):
-    """``GET ?profile=SLUG&SLUG--cores=2...`` (the form's own field names) -> ``{"profile", "text",
-    "words"}``: the answer for that choice, for the form's script. A GET: asking changes nothing."""
+    """``GET ?profile=SLUG&SLUG--cores=2...[&hint=1]`` (the form's own field names) -> ``{"profile",
+    "text", "words", "starts_now", "hint"}``: the answer for that choice, for the form's script (which
+    asks for the hint for the chosen card only). A GET: asking changes nothing."""
 
     @web.authenticated
     async def get(self) -> None:
         arguments = {name: [value.decode("utf-8", "replace") for value in values]
-                     for name, values in self.request.query_arguments.items() if name != "_xsrf"}
-        name, answer = await start_estimate(_hpc_spawner(self.current_user), arguments)
+                     for name, values in self.request.query_arguments.items() if name not in ("_xsrf", "hint")}
+        name, answer, hint = await start_estimate(_hpc_spawner(self.current_user), arguments,
+                                                  hint=self.get_query_argument("hint", "") == "1")
         self.set_header("Cache-Control", "no-store")
-        self.finish({"profile": name, "text": answer.text, "words": answer.words})
+        self.finish({"profile": name, "text": answer.text, "words": answer.words, "starts_now": answer.starts_now,
+                     "hint": hint})
 
 
 HANDLERS = [(ROUTE, EstimateHandler)]
