@@ -200,3 +200,51 @@ def test_the_hint_is_about_nodes_if_adjustable_else_cores():
     site = load_site_config(REPO / "site-configs" / "local-slurm.yaml")
     assert estimate.hint_values(site, site.profile("multi")) == ("nodes", [1, 2, 3])
     assert estimate.hint_values(site, site.profile("small")) == ("cores", [1, 2, 3, 4])
+
+
+class _SlowSpawner:
+    """What start_estimate needs of an HPCSpawner, with a scheduler that never answers."""
+
+    name = ""
+    start_estimate_ttl, start_estimate_rate, start_estimate_timeout = 30.0, 20, 10.0
+
+    def __init__(self):
+        self.requests = 0
+
+    async def _profile_for(self, options):
+        from types import SimpleNamespace
+        return SimpleNamespace(slug=options.get("profile", "small"), name="Small")
+
+    async def unix_user_name(self):
+        return "alice"
+
+    async def _request_from(self, options):
+        self.requests += 1
+        await asyncio.sleep(3600)
+
+
+def test_the_form_waits_only_briefly_for_its_first_answer(monkeypatch):
+    monkeypatch.setattr(estimate, "FIRST_LOAD_SECONDS", 0.2)
+    monkeypatch.setattr(estimate, "ESTIMATES", Estimates())
+    spawner = _SlowSpawner()
+
+    async def scenario():
+        started = asyncio.get_running_loop().time()
+        answer = await estimate.first_load_estimate(spawner, "small", {"cores": "2"})
+        assert answer.text == "no estimate" and asyncio.get_running_loop().time() - started < 1
+        # The endpoint's own bound (start_estimate_timeout) holds too, whatever the scheduler does.
+        spawner.start_estimate_timeout = 0.1
+        name, answer, hint = await estimate.start_estimate(spawner, {"profile": ["small"], "small--cores": ["3"]})
+        assert (name, answer.text, hint) == ("Small", "no estimate", "")
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert spawner.requests == 2
+
+
+def test_a_value_the_form_cannot_read_is_no_estimate_and_asks_nothing(monkeypatch):
+    monkeypatch.setattr(estimate, "ESTIMATES", Estimates())
+    spawner = _SlowSpawner()
+    name, answer, _ = asyncio.run(estimate.start_estimate(spawner, {"profile": ["small"], "small--walltime-hours": ["x"]}))
+    assert answer.text == "no estimate" and answer.words and "scheduler" not in answer.words and spawner.requests == 0

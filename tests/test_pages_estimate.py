@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 from helpers import holding
 from helpers.browser import chromium, logged_in_page, screenshot
 from helpers.hub import run_hub
@@ -78,3 +79,11 @@ def test_without_javascript_the_chosen_card_opens_with_its_answer(hub, browser):
         assert hub.submissions() == 0
     finally:
         page.context.close()
+
+
+def test_the_endpoint_answers_signed_in_users_only(hub):
+    response = requests.get(f"{hub.url}/hub/hpchub/estimate", params={"profile": "small"}, allow_redirects=False,
+                            timeout=30)
+    assert response.status_code in (302, 403) and "estimate" not in response.text
+    if response.status_code == 302:
+        assert "/hub/login" in response.headers["Location"]
