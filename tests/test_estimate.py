@@ -248,3 +248,27 @@ def test_a_value_the_form_cannot_read_is_no_estimate_and_asks_nothing(monkeypatc
     spawner = _SlowSpawner()
     name, answer, _ = asyncio.run(estimate.start_estimate(spawner, {"profile": ["small"], "small--walltime-hours": ["x"]}))
     assert answer.text == "no estimate" and answer.words and "scheduler" not in answer.words and spawner.requests == 0
+
+
+@pytest.mark.parametrize("scheduler, output, starts_now", [
+    ("slurm", data("slurm-test-only-later.txt"), False), ("sge", data("sge-w-p-found.txt"), True)])
+def test_the_client_asks_as_the_user_through_hpchub_job_and_reads_its_answer(scheduler, output, starts_now):
+    import json
+
+    from hpchub.transports.cluster import ClusterClient, ClusterSpec
+    from hpchub.transports.runner import CommandResult
+
+    client = ClusterClient(ClusterSpec(name="c", scheduler=scheduler, via="ssh", jobfiles="/x/hpchub-job"))
+    calls = []
+
+    async def run(argv, *, user=None, input=None):
+        calls.append((list(argv), user, json.loads(input)))
+        return CommandResult(tuple(argv), 0, replies.pop(0), "", 0.1)
+
+    client.run = run  # the transport itself is tested in test_cluster.py and for real in test_estimate_real.py
+    replies = [json.dumps({"returncode": 0, "output": output}), "not json", json.dumps({"returncode": 1})]
+    found = asyncio.run(client.estimate("alice", "#!/bin/bash\n", CAPTURED_AT))
+    assert found is not None and found.starts_now is starts_now
+    assert calls == [(["/x/hpchub-job", "estimate", scheduler], "alice", {"files": {}, "script": "#!/bin/bash\n"})]
+    assert asyncio.run(client.estimate("alice", "#!/bin/bash\n", CAPTURED_AT)) is None
+    assert asyncio.run(client.estimate("alice", "#!/bin/bash\n", CAPTURED_AT)) is None
