@@ -31,7 +31,7 @@ from hpchub.transports.cluster import ClusterClient, client_for
 # tests/test_suite_lanes.py checks that each stays so.
 BESIDE_MODULES = frozenset({
     "test_choices", "test_cli", "test_compose_file", "test_dependencies", "test_docs", "test_engines_endpoint",
-    "test_forwards", "test_job_owner", "test_job_side", "test_packaging", "test_poller", "test_progress",
+    "test_estimate", "test_forwards", "test_job_owner", "test_job_side", "test_packaging", "test_poller", "test_progress",
     "test_public_names", "test_requeue_render", "test_runner", "test_sharing", "test_singleuser", "test_spawn",
     "test_spawn_path", "test_teaching", "test_units", "test_waiting", "test_walltime",
 })
@@ -41,7 +41,7 @@ BESIDE_MODULES = frozenset({
 # only once the first lane has run the tests that need Slurm and the login node to themselves
 # (ALONE), and they assert nothing about a user's whole job list; the first lane's tests do neither.
 SECOND_LANE_MODULES = frozenset({"test_e2e_collaboration", "test_e2e_containers", "test_e2e_sharing",
-                                 "test_pages_class", "test_pages_walltime"})
+                                 "test_pages_class", "test_pages_estimate", "test_pages_walltime"})
 # (module, test): they stop slurmctld, cut the login node off, or count slurmctld's calls.
 ALONE = frozenset({("test_e2e_slurm", "test_a_scheduler_outage_stops_no_server"),
                    ("test_e2e_slurm", "test_one_status_query_per_interval_for_all_users"),

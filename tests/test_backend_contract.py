@@ -13,6 +13,7 @@ import inspect
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 from helpers.render_cases import SITE_CONFIGS, USER
@@ -32,6 +33,7 @@ from hpchub.schedulers import (
     QueueInfo,
     SchedulerBackend,
     SchedulerQueueLimits,
+    StartEstimate,
 )
 
 DATA = REPO / "tests" / "data"
@@ -48,6 +50,7 @@ class Captured:
     run with: the checklist feeds each parser the output of its own command."""
 
     submit: str  # stdout of submit_argv()
+    estimate: str  # stdout and stderr of estimate_argv() for a job that starts at once
     status: str  # status_argv()
     queue_info: tuple[str, ...]  # one output per command of queue_info_argvs(), in order
     queue: str  # a queue of the captured cluster, for queue_nodes_argv / queue_limits_argv
@@ -82,6 +85,7 @@ def _sge_answers() -> dict[tuple[str, ...], str]:
 CAPTURED: dict[str, Captured] = {
     "slurm": Captured(
         submit="4242\n",
+        estimate=data("slurm-test-only-now.txt"),
         status=data("squeue-all-states.txt"),
         queue_info=(data("sinfo.txt"), data("squeue-partitions.txt")),
         queue="multi",
@@ -106,6 +110,7 @@ CAPTURED: dict[str, Captured] = {
     ),
     "sge": Captured(
         submit="4242\n",
+        estimate=data("sge-w-p-found.txt"),
         status=data("qstat-jobs.xml"),
         queue_info=(data("qstat-f-r.xml"),),
         queue="short.q",
@@ -140,8 +145,9 @@ def test_the_contract_names_every_member_the_spawner_needs():
             "parse_private_data", "status_argv", "parse_status", "queue_info_argvs",
             "parse_queue_info", "queue_nodes_argv", "parse_queue_nodes", "NODE_NAME_VARIABLE", "queue_limits_argv",
             "parse_queue_limits", "allocations_argvs", "parse_allocations", "cluster_allocations_argvs",
-            "parse_cluster_allocations", "empty_answer", "submit_environment", "submit_script"} <= set(contract)
-    assert len(contract) == 31  # 27 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
+            "parse_cluster_allocations", "empty_answer", "submit_environment", "submit_script", "estimate_argv",
+            "parse_estimate"} <= set(contract)
+    assert len(contract) == 33  # 29 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))
@@ -197,6 +203,7 @@ def _argv_ok(argv: object, what: str) -> None:
 def test_argv_builders_give_lists_of_text(scheduler):
     backend, captured = BACKENDS[scheduler], CAPTURED[scheduler]
     _argv_ok(backend.submit_argv(), "submit_argv()")
+    _argv_ok(backend.estimate_argv(), "estimate_argv()")
     _argv_ok(backend.status_argv(), "status_argv()")
     _argv_ok(backend.status_argv(["alice", "bob"]), "status_argv(users)")
     _argv_ok(backend.cancel_argv(["12", "13"]), "cancel_argv(job_ids)")
@@ -230,6 +237,15 @@ def test_submission_reads_the_captured_answer_and_keeps_the_script(scheduler):
     script = "#!/bin/bash\necho hpchub-contract\n"
     submitted = backend.submit_script(script)
     assert submitted.startswith("#!/bin/bash\n") and "echo hpchub-contract\n" in submitted
+
+
+@pytest.mark.parametrize("scheduler", sorted(BACKENDS))
+def test_a_start_estimate_reads_the_captured_answer_and_unknown_output_is_none(scheduler):
+    backend = BACKENDS[scheduler]
+    found = backend.parse_estimate(CAPTURED[scheduler].estimate, datetime(2026, 12, 7, 19, 7, 2))
+    assert isinstance(found, StartEstimate) and found.starts_now and found.words
+    assert backend.parse_estimate("", datetime.now()) is None
+    assert backend.parse_estimate("error: something else\n", datetime.now()) is None
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))
@@ -295,7 +311,8 @@ def test_what_the_job_side_runs_is_the_backends_own(scheduler):
     # (standard library only); the hub's backend states the very same functions, so the two agree.
     job_side = for_scheduler(scheduler)
     backend = BACKENDS[scheduler]
-    for member in ("submit_argv", "submit_environment", "submit_script", "node_address_argv", "parse_node_address"):
+    for member in ("submit_argv", "submit_environment", "submit_script", "estimate_argv", "node_address_argv",
+                   "parse_node_address"):
         assert getattr(backend, member) is getattr(job_side, member), member
     assert job_side.name == backend.name
     assert set(SCHEDULERS) == set(BACKENDS)

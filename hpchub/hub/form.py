@@ -463,12 +463,17 @@ def render_spawn_form(
     preselection: Preselection | None = None,
     allocations: Mapping[str, Allocations | None] | None = None,
     allocation_ages: Mapping[str, float] | None = None,
+    estimate_url: str = "",
+    estimates: Mapping[str, str] | None = None,
 ) -> str:
     """The form's HTML. ``live_queues`` ((cluster, queue) -> QueueInfo) adds current numbers and
     ``queue_ages`` (cluster -> seconds since they were fetched) their age; ``preselection``: the
     profile and values to show chosen (the last choice, or a refused one with its problems).
     ``allocations``: cluster -> this user's allocations there (None or missing: unknown), for the
-    fields from the scheduler; ``allocation_ages``: cluster -> seconds since they were asked."""
+    fields from the scheduler; ``allocation_ages``: cluster -> seconds since they were asked.
+    ``estimate_url``: where each card asks when its choice would start (hpchub.hub.estimate); "": no
+    start estimates on the form. ``estimates``: profile slug -> the answer already known for the
+    values the card opens with (the form shows it without JavaScript too)."""
     allocations = allocations or {}
     allocation_ages = allocation_ages or {}
     live_queues = live_queues or {}
@@ -517,8 +522,9 @@ def render_spawn_form(
             "image": container_image_label(site, p),
             "user_envs": allows_user_envs(site, p),
             "kernels": kernels_text(profile_kernels(site, p)),
+            "estimate": (estimates or {}).get(p.slug, ""),
         })
     template = form_environment(site_templates).get_template(FORM_TEMPLATE)
     link = preselection.link if chosen is not None and chosen == preselection.profile else None
     return template.render(site=site, clusters=groups, general_problems=general, single_cluster=len(groups) == 1,
-                           link=link)
+                           link=link, estimate_url=estimate_url)

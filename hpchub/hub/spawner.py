@@ -24,6 +24,7 @@ import logging
 import time
 
 from jupyterhub.spawner import Spawner
+from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, Union, default, validate
 from traitlets import Callable as CallableTrait
@@ -45,7 +46,7 @@ from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, engines, pages, porthandler, progress, sharing, teaching, walltime
+from . import choices, engines, estimate, pages, porthandler, progress, sharing, teaching, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
@@ -53,6 +54,7 @@ porthandler.register_at_import()
 engines.register_at_import()
 teaching.register_at_import()  # the instructor's class page
 sharing.register_at_import()
+estimate.register_at_import()  # the form's start estimates
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
@@ -130,6 +132,26 @@ class HPCSpawner(Spawner):
         config=True,
         help="""Seconds the live queue numbers (spawn form, queue position while waiting) are
         reused: one sinfo/qstat per cluster per this interval, however many users look.""",
+    )
+    start_estimate_ttl = Float(
+        30.0,
+        config=True,
+        help="""Seconds the scheduler's start estimate for one choice (user, profile and values) on the
+        spawn form is reused ("starts now", "expected to start at 14:20": ``sbatch --test-only`` or
+        ``qsub -w p``, run as the user). 0 asks again every time.""",
+    )
+    start_estimate_rate = Integer(
+        20,
+        config=True,
+        help="""At most this many start estimates per user and minute go to the scheduler (answers
+        reused from the cache do not count); beyond it the form says "no estimate". 0 turns the
+        estimates off.""",
+    )
+    start_estimate_timeout = Float(
+        10.0,
+        config=True,
+        help="""Seconds the form waits for one start estimate before it says "no estimate" (the
+        answer is still kept for the next time the choice is asked).""",
     )
     server_command = List(
         Unicode(),
@@ -241,6 +263,7 @@ class HPCSpawner(Spawner):
         engines.ensure_registered_in_running_hub()
         teaching.ensure_registered_in_running_hub()
         sharing.ensure_registered_in_running_hub()
+        estimate.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
         choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.
@@ -352,8 +375,17 @@ class HPCSpawner(Spawner):
         for cluster_name in dict.fromkeys(p.cluster for p in profiles if needs_allocations(site, p)):
             answer = await self._allocations_on(cluster_name)
             allocations[cluster_name], allocation_ages[cluster_name] = answer.allocations, answer.age
-        return render_spawn_form(site, profiles, site.templates_path(), live, ages, self._preselection(),
-                                 allocations, allocation_ages)
+        preselection = self._preselection()
+        hub_url = getattr(getattr(self, "hub", None), "base_url", "")
+        estimate_url, estimates = "", {}
+        if hub_url and self.start_estimate_rate > 0 and profiles:
+            estimate_url = url_path_join(hub_url, "hpchub/estimate")
+            slugs = [p.slug for p in profiles]
+            chosen = preselection.profile if preselection.profile in slugs else slugs[0]
+            values = preselection.values if chosen == preselection.profile else {}
+            estimates[chosen] = (await estimate.first_load_estimate(self, chosen, values)).text
+        return render_spawn_form(site, profiles, site.templates_path(), live, ages, preselection,
+                                 allocations, allocation_ages, estimate_url, estimates)
 
     async def _allocations_on(self, cluster_name: str) -> AllocationsAnswer:
         """This user's accounts, QoS and reservations on the cluster (cached for ``queue_info_ttl``)."""

@@ -15,6 +15,8 @@ it), so no hub, sudoers rule or SSH key can make it work for a system account.
     hpchub-job prepare KEY            stdin: {"files": {NAME: TEXT, ...}}; prints {"dir": ..., "logs": ...}
                                       (NAME: a file of the job directory, perhaps in subdirectories: a/b/c.py)
     hpchub-job submit KEY SCHEDULER   stdin: {"files": {...}, "script": TEXT}; prints what the scheduler prints
+    hpchub-job estimate SCHEDULER     stdin: {"files": {}, "script": TEXT}; prints {"returncode": N, "output": TEXT}:
+                                      when the script would start, asked without submitting it
     hpchub-job remove KEY
     hpchub-job tail LOGNAME LINES
     hpchub-job clean KEEP_DAYS        prints {"removed_logs": N, "removed_jobs": M}
@@ -60,6 +62,7 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 USAGE = """usage: hpchub-job prepare KEY            (stdin: {"files": {NAME: TEXT}})
        hpchub-job submit KEY SCHEDULER   (stdin: {"files": {NAME: TEXT}, "script": TEXT[, "keep_days": N]};
                                          SCHEDULER: slurm|sge; keep_days: then clean KEEP_DAYS)
+       hpchub-job estimate SCHEDULER     (stdin: {"files": {}, "script": TEXT})
        hpchub-job remove KEY
        hpchub-job tail LOGNAME LINES
        hpchub-job clean KEEP_DAYS"""
@@ -305,6 +308,32 @@ def submit(user: UserHome, key: str, scheduler: str, files: dict[str, str], scri
     return returncode if returncode >= 0 else 128 - returncode  # killed by a signal: as a shell reports it
 
 
+ESTIMATE_TIMEOUT = 30  # seconds; the hub gives up sooner, this only ends a scheduler client that hangs
+
+
+def estimate(user: UserHome, scheduler: str, script: str) -> dict[str, Any]:
+    """Run the scheduler's start estimate (``sbatch --test-only``, ``qsub -w p``) for ``script``, as the
+    user and as ``submit`` would submit it (same environment, same script), and hand back its exit
+    code and its stdout and stderr together: the answer is the hub's backend to read. Nothing is
+    submitted and nothing is written."""
+    import subprocess
+
+    try:
+        backend = for_scheduler(scheduler)
+    except ValueError as error:
+        raise Refused(str(error)) from None
+    argv = backend.estimate_argv()
+    try:
+        done = subprocess.run(argv, input=backend.submit_script(script).encode("utf-8"), cwd=user.home,
+                              env=backend.submit_environment(os.environ), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=ESTIMATE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{argv[0]} gave no answer within {ESTIMATE_TIMEOUT} s") from None
+    except OSError as error:
+        raise Failed(f"cannot run {argv[0]}: {error.strerror}") from None
+    return {"returncode": done.returncode, "output": done.stdout.decode("utf-8", "replace")[-16384:]}
+
+
 def tail(user: UserHome, log_name: str, lines: int) -> bytes:
     """The last ``lines`` lines of ``~/.hpchub/logs/LOGNAME``, from at most its last TAIL_WINDOW bytes."""
     shown = user.path(LOGS_DIR, log_name)
@@ -374,7 +403,7 @@ def clean(user: UserHome, keep_days: int) -> dict[str, int]:
 def run(args: Sequence[str]) -> int:
     user = UserHome()  # refuses root before anything else
     command, operands = (args[0], list(args[1:])) if args else ("", [])
-    arity = {"prepare": 1, "submit": 2, "remove": 1, "tail": 2, "clean": 1}
+    arity = {"prepare": 1, "submit": 2, "estimate": 1, "remove": 1, "tail": 2, "clean": 1}
     if command not in arity or len(operands) != arity[command]:
         raise Refused(USAGE)
     if command == "tail":
@@ -385,6 +414,12 @@ def run(args: Sequence[str]) -> int:
     if command == "clean":
         keep_days = parse_count("number of days", operands[0], 0, 100000)
         print(json.dumps(clean(user, keep_days)))
+        return 0
+    if command == "estimate":
+        request = read_request(("script",))
+        if request["files"]:
+            raise Refused('an estimate writes no files: "files" must be empty')
+        print(json.dumps(estimate(user, operands[0], request["script"])))
         return 0
     key = check_name("job key", operands[0], KEY_PATTERN)
     if command == "remove":

@@ -1,6 +1,7 @@
 """The scheduler commands the job side runs itself, one small table per scheduler: the submit
-command of ``hpchub-job submit`` (its argv, the environment it runs with, the script as it reads
-it) and a node's address as the scheduler has it (the server extension binds to it).
+command of ``hpchub-job submit`` and the start estimate of ``hpchub-job estimate`` (their argv, the
+environment they run with, the script as they read it) and a node's address as the scheduler has it
+(the server extension binds to it).
 
 Standard library only, like all of hpchub/job/. The hub's scheduler backends
 (hpchub/schedulers/slurm.py, sge.py) take these same functions as their members of the contract
@@ -24,6 +25,12 @@ class Slurm:
     # sbatch reads SBATCH_* (and SLURM_CLUSTERS, SLURM_HINT, ...) as options that override the
     # script's #SBATCH lines: a user's shell that exports them for their own jobs must not move a hub
     # job to another partition or give it another time limit. SLURM_CONF only says where the cluster is.
+    @staticmethod
+    def estimate_argv() -> list[str]:
+        """When the script on stdin would start, without submitting it (on stderr:
+        "sbatch: Job N to start at 2026-12-07T14:20:00 using ...")."""
+        return ["sbatch", "--test-only"]
+
     @staticmethod
     def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
         return {name: value for name, value in environ.items()
@@ -58,6 +65,12 @@ class GridEngine:
     @staticmethod
     def submit_argv() -> list[str]:
         return ["qsub", "-terse"]
+
+    @staticmethod
+    def estimate_argv() -> list[str]:
+        """Whether the script on stdin could be scheduled now, with the cluster's current load, without
+        submitting it ("verification: found suitable queue(s)" / "verification: no suitable queues")."""
+        return ["qsub", "-w", "p"]
 
     @staticmethod
     def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:

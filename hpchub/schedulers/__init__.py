@@ -13,6 +13,7 @@ from .base import (
     Reservation,
     SchedulerBackend,
     SchedulerQueueLimits,
+    StartEstimate,
     queue_position,
 )
 
@@ -28,5 +29,5 @@ def backend_for(scheduler: str) -> SchedulerBackend:
 
 __all__ = [
     "Allocations", "BACKENDS", "JobState", "JobStatus", "JobStatuses", "ParseError", "QueueInfo", "Reservation",
-    "SchedulerBackend", "SchedulerQueueLimits", "backend_for", "queue_position",
+    "SchedulerBackend", "SchedulerQueueLimits", "StartEstimate", "backend_for", "queue_position",
 ]

@@ -219,6 +219,18 @@ def queue_position(queue: QueueInfo, status: JobStatus) -> int | None:
     return 1 + sum(1 for priority in queue.pending_priorities if priority > status.priority)
 
 
+@dataclass(frozen=True)
+class StartEstimate:
+    """The scheduler's answer to "when would this job start?", asked without submitting it.
+    ``starts_now``: it would start at once; ``start``: the scheduler's expected start (its local time,
+    without a zone; None when the scheduler names no time: Grid Engine); ``words``: the line of the
+    answer this was read from, as the scheduler wrote it."""
+
+    starts_now: bool
+    start: datetime | None = None
+    words: str = ""
+
+
 class SchedulerBackend(Protocol):
     """One module per scheduler; every function is pure (argv in, parsed values out).
 
@@ -248,6 +260,14 @@ class SchedulerBackend(Protocol):
 
     def parse_submit(self, stdout: str) -> str:
         """The job id from the submit command's output."""
+
+    def estimate_argv(self) -> list[str]:
+        """Asks when the job script on stdin would start, without submitting it (``hpchub-job
+        estimate`` runs it as the user, with ``submit_environment`` and ``submit_script``)."""
+
+    def parse_estimate(self, output: str, now: datetime) -> StartEstimate | None:
+        """The estimate from ``estimate_argv``'s stdout and stderr together; ``now``: the scheduler's
+        local time. None for an answer that is not understood (no estimate: never a guess)."""
 
     def status_argv(self, users: Sequence[str] | None = None) -> list[str]:
         """One command for the status of all jobs (of ``users``, or of everybody). Its output

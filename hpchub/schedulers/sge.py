@@ -30,6 +30,7 @@ from .base import (
     QueueInfo,
     Reservation,
     SchedulerQueueLimits,
+    StartEstimate,
     collector_paused,
     job_statuses,
     set_frozen,
@@ -79,6 +80,22 @@ def state_from_letters(letters: str) -> JobState:
 submit_argv = GridEngine.submit_argv
 submit_environment = GridEngine.submit_environment
 submit_script = GridEngine.submit_script
+estimate_argv = GridEngine.estimate_argv
+
+# qsub -w p checks the job against the cluster's current load and says only whether some queue could
+# take it now; it names no start time, so a job that cannot start now "would wait", for how long unsaid.
+_ESTIMATE_ANSWERS = (
+    (re.compile(r"^verification: found (suitable queue\(s\)|possible assignment with \d+ slots)\s*$", re.MULTILINE), True),
+    (re.compile(r"^verification: no suitable queues\s*$", re.MULTILINE), False),
+)
+
+
+def parse_estimate(output: str, now: datetime) -> StartEstimate | None:
+    for pattern, starts_now in _ESTIMATE_ANSWERS:
+        match = pattern.search(output)
+        if match is not None:
+            return StartEstimate(starts_now=starts_now, words=match.group(0).strip())
+    return None
 
 
 def parse_submit(stdout: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from ..job.scheduler_commands import Slurm
@@ -30,6 +30,7 @@ from .base import (
     QueueInfo,
     Reservation,
     SchedulerQueueLimits,
+    StartEstimate,
     collector_paused,
     job_statuses,
     set_frozen,
@@ -102,6 +103,24 @@ REASON_TEXT: dict[str, str] = {
 submit_argv = Slurm.submit_argv
 submit_environment = Slurm.submit_environment
 submit_script = Slurm.submit_script
+estimate_argv = Slurm.estimate_argv
+
+# sbatch --test-only's answer (on stderr): "sbatch: Job 1234 to start at 2026-12-07T14:20:00 using 2
+# processors on nodes vm in partition debug". A start this close to now is "starts now": the answer
+# is rounded to the second and the question took a moment.
+_ESTIMATE_RE = re.compile(r"^sbatch: Job \S+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) using .*$", re.MULTILINE)
+STARTS_NOW_SLACK = timedelta(seconds=60)
+
+
+def parse_estimate(output: str, now: datetime) -> StartEstimate | None:
+    match = _ESTIMATE_RE.search(output)
+    if match is None:
+        return None
+    try:
+        start = datetime.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+    return StartEstimate(starts_now=start <= now + STARTS_NOW_SLACK, start=start, words=match.group(0).strip())
 
 
 def parse_submit(stdout: str) -> str:

@@ -21,6 +21,7 @@ import pwd
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..core import metrics
 from ..core.accounts import unix_groups
 from ..core.render import USERNAME_RE
 from ..schedulers import JobStatus, QueueInfo, SchedulerBackend, backend_for
-from ..schedulers.base import Allocations
+from ..schedulers.base import Allocations, StartEstimate
 from .runner import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, CommandError, CommandResult, run_command
 
 # Scheduler clients need these from the hub's environment; nothing else is passed on, so a
@@ -227,6 +228,20 @@ class ClusterClient:
         result = await self.run([self.spec.jobfiles, "submit", key, self.spec.scheduler], user=user,
                                 input=json.dumps(payload))
         return self.backend.parse_submit(result.stdout)
+
+    @metrics.timed_command("estimate")
+    async def estimate(self, user: str, script: str, now: datetime) -> StartEstimate | None:
+        """When ``script`` would start if ``user`` submitted it now (their limits and associations
+        count), asked as ``user`` without submitting it; None when the answer is not understood.
+        ``now``: the scheduler's local time, to tell "starts now" from a later start."""
+        result = await self.run([self.spec.jobfiles, "estimate", self.spec.scheduler], user=user,
+                                input=json.dumps({"files": {}, "script": script}))
+        try:
+            answer = json.loads(result.stdout)
+            output = str(answer["output"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        return self.backend.parse_estimate(output, now)
 
     @metrics.timed_command("remove_files")
     async def remove_files(self, user: str, key: str) -> None:
