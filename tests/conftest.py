@@ -63,6 +63,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in BESIDE_MODULES:
             item.add_marker(pytest.mark.beside)
+        elif item.get_closest_marker("busy"):
+            pass  # a filled cluster makes every other test's jobs wait: tests/run.sh runs them after the lanes
         elif _in_the_second_lane(item):
             item.add_marker(pytest.mark.second_lane)
         if (item.path.stem, getattr(item, "originalname", item.name)) in ALONE:
