@@ -127,3 +127,21 @@ def test_the_extension_builds_its_handler_with_jupyter_server_alone():
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_servers_check_reads_each_version_as_importlib_metadata_does_without_importing_it():
+    """hpchub_job.requirements runs before every server: it reads versions from the names of the
+    dist-info directories on sys.path (importing importlib.metadata cost ~20 ms of CPU per start)."""
+    from importlib import metadata
+
+    from hpchub.job.requirements import installed_version
+
+    names = sorted({distribution.metadata["Name"] for distribution in metadata.distributions()})
+    assert len(names) > 50 and {"jupyterhub", "jupyter_server"} <= {name.replace("-", "_").lower() for name in names}
+    assert {name: installed_version(name) for name in names} == {name: metadata.version(name) for name in names}
+    assert installed_version("Jupyter-Server") == metadata.version("jupyter_server")  # names compare as packaging's
+    assert installed_version("no-such-distribution-of-hpchub") is None
+    code = ("import sys; from hpchub.job.requirements import installed_version; "
+            "assert installed_version('jupyterhub'); print('importlib.metadata' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False"
