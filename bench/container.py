@@ -354,19 +354,7 @@ def report(data: dict, path: Path) -> None:
     print(f"\nspawn to ready in a podman container on local {data['scheduler']} ({data['queue']}), "
           f"{data['rounds']} rounds per variant, {data['cpus']}-core machine "
           f"(load {data['load_average_at_end'][0]:.1f} at the end); image {data['image']}, podman {data['podman']}")
-    for kind, summary in data["summaries"].items():
-        if not summary.get("ok"):
-            print(f"\n{kind}: no spawn answered; failures: {summary['failures']}")
-            continue
-        print(f"\n{kind}: {summary['ok']}/{summary['rounds']} answered; median {summary['median_s']:.2f} s "
-              f"(min {summary['min_s']:.2f}, max {summary['max_s']:.2f})"
-              + (f"; failures: {summary['failures']}" if summary["failures"] else ""))
-        for phase, start, end in PHASES:
-            print(f"  {phase:15} {single.seconds(summary['phases_median_s'][phase])} s   {start} -> {end}")
-        print("  timeline (median s after the request): " + ", ".join(
-            f"{name} {value:.2f}" for name, value in summary["timeline_median_s"].items()))
-        print("  steps (median s): " + ", ".join(
-            f"{name} {value:.3f}" for name, value in summary.get("steps_median_s", {}).items()))
+    single.print_summaries(data["summaries"], PHASES)
     compared = data["comparisons"]
     if compared:
         print()

@@ -532,22 +532,28 @@ def seconds(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.2f}"
 
 
-def report(data: dict, path: Path) -> None:
-    print(f"\nsingle spawn on local {data['scheduler']} ({data['queue']}), {data['rounds']} rounds per variant, "
-          f"{data['cpus']}-core machine (load {data['load_average_at_end'][0]:.1f} at the end)")
-    for kind, summary in data["summaries"].items():
+def print_summaries(summaries: dict[str, dict], phases: tuple[tuple[str, str, str], ...]) -> None:
+    """Each variant's answered spawns, median total, phases of ``phases``, timeline and steps."""
+    width = max(len(phase) for phase, _, _ in phases) + 2
+    for kind, summary in summaries.items():
         if not summary.get("ok"):
             print(f"\n{kind}: no spawn answered; failures: {summary['failures']}")
             continue
         print(f"\n{kind}: {summary['ok']}/{summary['rounds']} answered; median {summary['median_s']:.2f} s "
               f"(min {summary['min_s']:.2f}, max {summary['max_s']:.2f})"
               + (f"; failures: {summary['failures']}" if summary["failures"] else ""))
-        for phase, start, end in PHASES:
-            print(f"  {phase:13} {seconds(summary['phases_median_s'][phase])} s   {start} -> {end}")
+        for phase, start, end in phases:
+            print(f"  {phase:{width}} {seconds(summary['phases_median_s'][phase])} s   {start} -> {end}")
         print("  timeline (median s after the request): " + ", ".join(
             f"{name} {value:.2f}" for name, value in summary["timeline_median_s"].items()))
         print("  steps (median s): " + ", ".join(
             f"{name} {value:.3f}" for name, value in summary.get("steps_median_s", {}).items()))
+
+
+def report(data: dict, path: Path) -> None:
+    print(f"\nsingle spawn on local {data['scheduler']} ({data['queue']}), {data['rounds']} rounds per variant, "
+          f"{data['cpus']}-core machine (load {data['load_average_at_end'][0]:.1f} at the end)")
+    print_summaries(data["summaries"], PHASES)
     compared = data["comparisons"]
     if compared:
         print()

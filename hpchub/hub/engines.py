@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.utils import url_path_join
 from tornado import web
 
 from ..core import jobs, lifecycle
@@ -308,28 +307,3 @@ async def _done(server: _Server, engine_set: EngineSet) -> None:
 
 
 HANDLERS = [(ROUTE, EnginesHandler), (JOB_ROUTE, EngineJobHandler)]
-
-
-def register_at_import() -> None:
-    """Add the handlers to JupyterHub's list, for hubs that import hpchub before building routes."""
-    from jupyterhub import handlers
-
-    for route, handler in HANDLERS:
-        if not any(entry[1] is handler for entry in handlers.default_handlers):
-            handlers.default_handlers.append((route, handler))
-
-
-def ensure_registered_in_running_hub() -> None:
-    """Add the routes to a hub that built its routes before hpchub was imported (a wrapspawner child)."""
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
-        return
-    app = JupyterHub.instance()
-    tornado_app = getattr(app, "tornado_application", None)
-    if tornado_app is None or getattr(tornado_app, "_hpchub_engine_routes", False):
-        return
-    if not any(entry[1] is EnginesHandler for entry in getattr(app, "handlers", [])):
-        tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, route), handler) for route, handler in HANDLERS])
-        log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
-    tornado_app._hpchub_engine_routes = True

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
-from jupyterhub.utils import url_path_join
 from tornado import web
 
 from ..core import jobs
@@ -269,28 +268,3 @@ class EstimateHandler(BaseHandler):
 
 
 HANDLERS = [(ROUTE, EstimateHandler)]
-
-
-def register_at_import() -> None:
-    """Add the endpoint to JupyterHub's handlers, for hubs that import hpchub before building routes."""
-    from jupyterhub import handlers
-
-    for route, handler in HANDLERS:
-        if not any(entry[1] is handler for entry in handlers.default_handlers):
-            handlers.default_handlers.append((route, handler))
-
-
-def ensure_registered_in_running_hub() -> None:
-    """Add the endpoint to a hub that built its routes before hpchub was imported (a wrapspawner child)."""
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
-        return
-    app = JupyterHub.instance()
-    tornado_app = getattr(app, "tornado_application", None)
-    if tornado_app is None or getattr(tornado_app, "_hpchub_estimate_route", False):
-        return
-    if not any(entry[1] is EstimateHandler for entry in getattr(app, "handlers", [])):
-        tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, route), handler) for route, handler in HANDLERS])
-        log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
-    tornado_app._hpchub_estimate_route = True

@@ -18,7 +18,6 @@ import logging
 from typing import NamedTuple
 
 from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.utils import url_path_join
 from tornado import web
 
 from . import walltime
@@ -102,28 +101,4 @@ class PortReportHandler(APIHandler):
         self.set_status(204)
 
 
-def register_at_import() -> None:
-    """Add the handler to JupyterHub's list, for hubs that import hpchub before building routes."""
-    from jupyterhub import handlers
-
-    if not any(entry[1] is PortReportHandler for entry in handlers.default_handlers):
-        handlers.default_handlers.append((ROUTE, PortReportHandler))
-
-
-def ensure_registered_in_running_hub() -> None:
-    """Add the route to a hub that built its routes before hpchub was imported (e.g. when the
-    spawner is a wrapspawner child, imported at a user's first spawn)."""
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
-        return
-    app = JupyterHub.instance()
-    tornado_app = getattr(app, "tornado_application", None)
-    if tornado_app is None or getattr(tornado_app, "_hpchub_port_route", False):
-        return
-    if any(entry[1] is PortReportHandler for entry in getattr(app, "handlers", [])):
-        tornado_app._hpchub_port_route = True
-        return
-    tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, ROUTE), PortReportHandler)])
-    tornado_app._hpchub_port_route = True
-    log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
+HANDLERS = [(ROUTE, PortReportHandler)]

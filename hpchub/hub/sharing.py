@@ -282,29 +282,7 @@ def install_group_share_fix() -> bool:
     return True
 
 
-def register_at_import() -> None:
-    """The page's route in JupyterHub's list, and the group-share fix."""
-    from jupyterhub import handlers
-
-    if not any(entry[1] is SharePage for entry in handlers.default_handlers):
-        handlers.default_handlers.append((ROUTE, SharePage))
-    install_group_share_fix()
-
-
-def ensure_registered_in_running_hub() -> None:
-    """Add the page's route to a hub that built its routes before hpchub was imported (a wrapspawner child)."""
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
-        return
-    app = JupyterHub.instance()
-    tornado_app = getattr(app, "tornado_application", None)
-    if tornado_app is None or getattr(tornado_app, "_hpchub_share_route", False):
-        return
-    if not any(entry[1] is SharePage for entry in getattr(app, "handlers", [])):
-        tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, ROUTE), SharePage)])
-        log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
-    tornado_app._hpchub_share_route = True
+HANDLERS = [(ROUTE, SharePage)]
 
 
 def home_page_entry(spawner: Any, parsed_scopes: Any) -> dict[str, Any] | None:

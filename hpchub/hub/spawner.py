@@ -46,15 +46,12 @@ from ..schedulers import Allocations, JobStatus, QueueInfo
 from ..transports import tls
 from ..transports.cluster import AccountRefused, ClusterSpec
 from ..transports.runner import CommandError
-from . import choices, engines, estimate, pages, porthandler, progress, sharing, teaching, walltime
+from . import choices, engines, estimate, pages, porthandler, progress, routes, sharing, walltime
 from .form import Preselection, render_spawn_form
 from .waiting import ProgressLog, SpawnFailed, StartupPolling, StartWait
 
-porthandler.register_at_import()
-engines.register_at_import()
-teaching.register_at_import()  # the instructor's class page
-sharing.register_at_import()
-estimate.register_at_import()  # the form's start estimates
+routes.register_at_import()  # the port report, engines, class page, Share page, start estimates
+sharing.install_group_share_fix()
 
 # Environment variables from the hub that carry secrets or per-spawn settings: they go into the
 # user-only file, never into the script or the scheduler's environment.
@@ -259,11 +256,7 @@ class HPCSpawner(Spawner):
         self._ended_job: str | None = None
         self._disowned_job: str | None = None  # a saved job id that now names another job (see _adopt_saved_job)
         self._state_warning_logged = False
-        porthandler.ensure_registered_in_running_hub()
-        engines.ensure_registered_in_running_hub()
-        teaching.ensure_registered_in_running_hub()
-        sharing.ensure_registered_in_running_hub()
-        estimate.ensure_registered_in_running_hub()
+        routes.ensure_registered_in_running_hub()
         log_where_the_hub_logs(self.log)
         choices.quiet_link_forms(self.log)
         # hpchub's metrics: this spawn's (cluster, profile) labels and its server's state, read at scrape time.

@@ -412,28 +412,3 @@ def _record_start(report: ActionReport, label: str, spawner: Any, spawn: asyncio
 
 
 HANDLERS = [(ROUTE, ClassHandler)]
-
-
-def register_at_import() -> None:
-    """Add the page to JupyterHub's handlers, for hubs that import hpchub before building routes."""
-    from jupyterhub import handlers
-
-    for route, handler in HANDLERS:
-        if not any(entry[1] is handler for entry in handlers.default_handlers):
-            handlers.default_handlers.append((route, handler))
-
-
-def ensure_registered_in_running_hub() -> None:
-    """Add the page to a hub that built its routes before hpchub was imported (a wrapspawner child)."""
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
-        return
-    app = JupyterHub.instance()
-    tornado_app = getattr(app, "tornado_application", None)
-    if tornado_app is None or getattr(tornado_app, "_hpchub_class_route", False):
-        return
-    if not any(entry[1] is ClassHandler for entry in getattr(app, "handlers", [])):
-        tornado_app.add_handlers(".*$", [(url_path_join(app.hub_prefix, route), handler) for route, handler in HANDLERS])
-        log.info("registered %s in the running hub", url_path_join(app.hub_prefix, ROUTE))
-    tornado_app._hpchub_class_route = True
