@@ -146,8 +146,8 @@ def test_the_contract_names_every_member_the_spawner_needs():
             "parse_queue_info", "queue_nodes_argv", "parse_queue_nodes", "NODE_NAME_VARIABLE", "queue_limits_argv",
             "parse_queue_limits", "allocations_argvs", "parse_allocations", "cluster_allocations_argvs",
             "parse_cluster_allocations", "empty_answer", "submit_environment", "submit_script", "estimate_argv",
-            "parse_estimate"} <= set(contract)
-    assert len(contract) == 33  # 29 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
+            "estimate_context_argvs", "parse_estimate"} <= set(contract)
+    assert len(contract) == 34  # 30 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))
@@ -311,8 +311,8 @@ def test_what_the_job_side_runs_is_the_backends_own(scheduler):
     # (standard library only); the hub's backend states the very same functions, so the two agree.
     job_side = for_scheduler(scheduler)
     backend = BACKENDS[scheduler]
-    for member in ("submit_argv", "submit_environment", "submit_script", "estimate_argv", "node_address_argv",
-                   "parse_node_address"):
+    for member in ("submit_argv", "submit_environment", "submit_script", "estimate_argv", "estimate_context_argvs",
+                   "node_address_argv", "parse_node_address"):
         assert getattr(backend, member) is getattr(job_side, member), member
     assert job_side.name == backend.name
     assert set(SCHEDULERS) == set(BACKENDS)

@@ -1,17 +1,30 @@
 """tests/clusters/busy.sh, the busy test cluster: `fill` makes a real queue of other accounts' jobs
 (some run, the rest wait for resources or behind those, and a short small job still starts at once:
-backfill), `drain` removes exactly those jobs. Each test fills one cluster for a few seconds and
-always drains it; marked `busy`, tests/run.sh runs them after its lanes, alone, since a filled
-cluster makes the other tests' jobs wait."""
+backfill), `drain` removes exactly those jobs. On it, the form's start estimate says what then
+happens: the choices it says start now start at once when submitted, the others wait. Each test
+fills one cluster for a few seconds and always drains it; marked `busy`, tests/run.sh runs them
+after its lanes, alone, since a filled cluster makes the other tests' jobs wait."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
-from helpers.support import CLUSTER_SCRIPTS
+from helpers.jobs import cancel_and_remove_logs
+from helpers.jobs import submit as submit_job
+from helpers.profiles import busy_multi_profile, local_site_text
+from helpers.support import CLUSTER_SCRIPTS, SITE_CONFIGS
+
+from hpchub.core.config import parse_site_config
+from hpchub.core.jobs import server_job
+from hpchub.core.options import resolve_request
+from hpchub.core.render import UserAccount
+from hpchub.hub.estimate import estimate_text
+from hpchub.transports.cluster import client_for
 
 pytestmark = pytest.mark.busy
 
@@ -99,3 +112,76 @@ def test_fill_makes_short_q_queue_and_drain_empties_it(sge_cluster, filled):
     assert set(sge_fillers()) == {"busy-s1", "busy-s2"}
     busy("drain", "short.q")
     assert sge_fillers() == {}
+
+
+USER = "alice"
+
+
+async def estimate_then_submit(site, profile: str, choices: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """For each choice of ``profile``: the form's words for it (the job the spawner would submit, asked
+    as alice) and then the same job submitted (sleeping instead of serving); (words, job id, log)."""
+    answers = []
+    for options in choices:  # all asked before any is submitted: each answer is for the same queue
+        request = resolve_request(site, site.profile(profile), options)
+        job = server_job(site, request, UserAccount.lookup(USER))
+        found = await client_for(site, request.cluster_name).estimate(
+            USER, job.script, datetime.now(), timedelta(seconds=request.walltime.seconds))
+        answers.append(estimate_text(found, datetime.now()))
+    submitted = []
+    for words, options in zip(answers, choices, strict=True):
+        job_id, log = await submit_job(site, profile, USER, "sleep 300", **options)
+        submitted.append((words, job_id, log))
+    return submitted
+
+
+def states_after(submitted: list[tuple[str, str, str]], state_of: Callable[[str], str], running: str,
+                 seconds: float) -> list[tuple[str, str]]:
+    """(estimate, state) per job once each job that "starts now" runs, or after ``seconds``; the
+    scheduler looks at a new job within seconds here (Slurm's backfill every second, sched_interval 5;
+    Grid Engine's schedule_interval 1 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        states = [(words, state_of(job_id)) for words, job_id, _ in submitted]
+        if all((state == running) == (words == "starts now") for words, state in states) or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
+
+
+@pytest.mark.slurm
+@pytest.mark.multinode
+@pytest.mark.parametrize("filled", ["multi"], indirect=True)
+async def test_slurm_estimates_on_the_busy_partition_say_what_then_happens(slurm_cluster, filled):
+    # sbatch --test-only alone says "in about an hour" for all three (it adds a delay for the waiting
+    # jobs and ignores backfill); a short 1-core job fits on node3 before m3's planned start.
+    site = parse_site_config(local_site_text("slurm", busy_multi_profile()), source=SITE_CONFIGS / "local-slurm.yaml")
+    choices = [{"cores": "1", "walltime": "00:10:00"},  # backfill: starts now
+               {"cores": "1", "walltime": "01:30:00"},  # would delay m3 (planned on all three nodes)
+               {"cores": "4", "walltime": "00:10:00"}]  # node3 has 2 CPUs free
+    submitted = await estimate_then_submit(site, "busy-multi", choices)
+    try:
+        assert [words for words, _, _ in submitted][0] == "starts now"
+        assert all(words.startswith("expected to start at") for words, _, _ in submitted[1:]), submitted
+        # What happens: the first runs within a backfill pass, the others still wait after 20 s.
+        states = states_after(submitted, job_state, "RUNNING", 20)
+        assert [state for _, state in states] == ["RUNNING", "PENDING", "PENDING"], states
+    finally:
+        await cancel_and_remove_logs(site, [(job_id, USER, log) for _, job_id, log in submitted])
+
+
+def sge_state(job_id: str) -> str:
+    out = subprocess.run(["qstat", "-u", USER], capture_output=True, text=True).stdout
+    return next((fields[4] for fields in (line.split() for line in out.splitlines()[2:]) if fields[0] == job_id), "")
+
+
+@pytest.mark.sge
+@pytest.mark.parametrize("filled", ["short.q"], indirect=True)
+async def test_grid_engine_estimates_on_the_busy_queue_say_what_then_happens(sge_cluster, filled):
+    site = parse_site_config(local_site_text("sge"), source=SITE_CONFIGS / "local-sge.yaml")
+    # short.q: s1 holds 6 of 8 slots, s2 (8 slots) waits: 1 slot starts now, 4 would wait.
+    submitted = await estimate_then_submit(site, "small", [{"cores": "1"}, {"cores": "4"}])
+    try:
+        assert [words for words, _, _ in submitted] == ["starts now", "would wait: no queue can take it now"]
+        states = states_after(submitted, sge_state, "r", 20)
+        assert [state for _, state in states] == ["r", "qw"], states
+    finally:
+        await cancel_and_remove_logs(site, [(job_id, USER, log) for _, job_id, log in submitted])

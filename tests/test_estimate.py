@@ -45,6 +45,77 @@ def test_slurm_a_job_that_waits_names_its_expected_start():
     assert "to start at 2026-12-07T20:07:02" in found.words
 
 
+# Captured on the busy `multi` partition (tests/clusters/busy.sh fill multi) at BUSY_AT, for a 1-core
+# job: --test-only says 21:43:28, i.e. BUSY_AT plus its delay for the two waiting jobs ((12 CPUs x 30
+# min + 4 x 2 h) / 12 CPUs = 70 min); backfill started such a job at once (node3 had 2 idle CPUs and
+# the first planned start there is 21:14:59).
+BUSY_AT = datetime(2026, 12, 7, 20, 33, 28)
+BUSY_CONTEXT = ["slurm-busy-waiting.txt", "slurm-busy-cpus.txt"]
+
+
+def busy_estimate(minutes: float, at: datetime = BUSY_AT, waiting: str | None = None, cpus: str | None = None,
+                  output: str | None = None) -> StartEstimate | None:
+    context = [waiting if waiting is not None else data(BUSY_CONTEXT[0]),
+               cpus if cpus is not None else data(BUSY_CONTEXT[1])]
+    return slurm.parse_estimate(output if output is not None else data("slurm-test-only-busy.txt"), at, context,
+                                timedelta(minutes=minutes))
+
+
+def test_slurm_backfill_a_short_job_that_fits_now_starts_now_though_test_only_says_later():
+    alone = slurm.parse_estimate(data("slurm-test-only-busy.txt"), BUSY_AT)
+    assert alone is not None and not alone.starts_now and alone.start == datetime(2026, 12, 7, 21, 43, 28)
+    found = busy_estimate(10)
+    assert found is not None and found.starts_now and found.start == BUSY_AT
+    assert found.words.startswith(data("slurm-test-only-busy.txt").strip())
+    assert "by backfill: fits now on node3; next planned start there 21:14" in found.words
+    # asked a little before the answer was computed (sudo, then sbatch): the same
+    assert busy_estimate(10, at=BUSY_AT - timedelta(seconds=3)).starts_now
+    # till 2 min (the margin for reading the form) before the first planned start on node3
+    assert busy_estimate(39).starts_now
+
+
+@pytest.mark.parametrize("case", [
+    "ends after the planned start",
+    "no context (an older hpchub-job)",
+    "no waiting job visible (private data)",
+    "a delay that does not bring the start back to now (the job does not fit now)",
+    "a planned job without nodes",
+    "unreadable waiting line",
+    "unreadable cpus",
+    "unlimited limit of the first waiting job",
+])
+def test_slurm_backfill_is_claimed_only_when_the_answer_shows_room(case):
+    waiting = data(BUSY_CONTEXT[0])
+    found = {
+        "ends after the planned start": lambda: busy_estimate(40),
+        "no context (an older hpchub-job)": lambda: slurm.parse_estimate(
+            data("slurm-test-only-busy.txt"), BUSY_AT, [], timedelta(minutes=10)),
+        "no waiting job visible (private data)": lambda: busy_estimate(10, waiting=""),
+        "a delay that does not bring the start back to now (the job does not fit now)":
+            lambda: busy_estimate(10, at=BUSY_AT - timedelta(minutes=15)),
+        "a planned job without nodes": lambda: busy_estimate(
+            10, waiting=waiting + "4294898600|1|10:00|2026-12-07T20:40:00|(null)\n"),
+        "unreadable waiting line": lambda: busy_estimate(10, waiting=waiting + "garbage\n"),
+        "unreadable cpus": lambda: busy_estimate(10, cpus="10/2/0\n"),
+        "unlimited limit of the first waiting job": lambda: busy_estimate(
+            10, waiting=waiting.replace("30:00", "UNLIMITED")),
+    }[case]()
+    assert found is not None and not found.starts_now and found.start == datetime(2026, 12, 7, 21, 43, 28), found
+
+
+def test_slurm_backfill_context_is_asked_only_for_a_later_start():
+    later = data("slurm-test-only-busy.txt")
+    argvs = slurm.estimate_context_argvs(later, BUSY_AT)
+    assert argvs == [["squeue", "--noheader", "--partition=multi", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y"],
+                     ["sinfo", "--noheader", "--partition=multi", "--format=%C"]]
+    assert slurm.estimate_context_argvs(later, datetime(2026, 12, 7, 21, 43, 0)) == []  # that is now
+    assert slurm.estimate_context_argvs(data("slurm-test-only-now.txt"), CAPTURED_AT) == []
+    assert slurm.estimate_context_argvs("sbatch: error: nope\n", BUSY_AT) == []
+    assert sge.estimate_context_argvs(data("sge-w-p-none.txt"), BUSY_AT) == []
+    for name, backend in BACKENDS.items():
+        assert backend.estimate_context_argvs is for_scheduler(name).estimate_context_argvs
+
+
 @pytest.mark.parametrize("output", [
     "",
     "allocation failure: Requested node configuration is not available\n",

@@ -28,7 +28,8 @@ async def ask(scheduler: str, profile: str, **options: str):
     site = local_site_with_test_profiles(scheduler)
     request = resolve_request(site, site.profile(profile), options)
     job = server_job(site, request, UserAccount.lookup(USER))
-    return await client_for(site, scheduler).estimate(USER, job.script, datetime.now())
+    return await client_for(site, scheduler).estimate(USER, job.script, datetime.now(),
+                                                      timedelta(seconds=request.walltime.seconds))
 
 
 def never_submitted(words: str) -> bool:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
@@ -148,7 +148,8 @@ async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]], hint: 
             runtime = spawner.runtime_for(ClusterSpec.from_site(site, request.cluster_name))
             user = await asyncio.get_running_loop().run_in_executor(None, UserAccount.lookup, unix_name)
             job = jobs.server_job(site, request, user, spawner.name, spawner.server_command)
-            estimate = await runtime.client.estimate(unix_name, job.script, datetime.now())
+            estimate = await runtime.client.estimate(unix_name, job.script, datetime.now(),
+                                                     timedelta(seconds=request.walltime.seconds))
             if estimate is None:
                 return Answer(NO_ESTIMATE)
             return Answer(estimate_text(estimate, datetime.now()), estimate.words, estimate.starts_now)

@@ -15,8 +15,9 @@ it), so no hub, sudoers rule or SSH key can make it work for a system account.
     hpchub-job prepare KEY            stdin: {"files": {NAME: TEXT, ...}}; prints {"dir": ..., "logs": ...}
                                       (NAME: a file of the job directory, perhaps in subdirectories: a/b/c.py)
     hpchub-job submit KEY SCHEDULER   stdin: {"files": {...}, "script": TEXT}; prints what the scheduler prints
-    hpchub-job estimate SCHEDULER     stdin: {"files": {}, "script": TEXT}; prints {"returncode": N, "output": TEXT}:
-                                      when the script would start, asked without submitting it
+    hpchub-job estimate SCHEDULER     stdin: {"files": {}, "script": TEXT}; prints {"returncode": N, "output": TEXT,
+                                      "context": [TEXT, ...]}: when the script would start, asked without
+                                      submitting it, and what the scheduler says that the answer may need
     hpchub-job remove KEY
     hpchub-job tail LOGNAME LINES
     hpchub-job clean KEEP_DAYS        prints {"removed_logs": N, "removed_jobs": M}
@@ -314,9 +315,11 @@ ESTIMATE_TIMEOUT = 30  # seconds; the hub gives up sooner, this only ends a sche
 def estimate(user: UserHome, scheduler: str, script: str) -> dict[str, Any]:
     """Run the scheduler's start estimate (``sbatch --test-only``, ``qsub -w p``) for ``script``, as the
     user and as ``submit`` would submit it (same environment, same script), and hand back its exit
-    code and its stdout and stderr together: the answer is the hub's backend to read. Nothing is
+    code and its stdout and stderr together, and the stdout of the read-only questions the backend
+    asks after it (``estimate_context_argvs``): the answer is the hub's backend to read. Nothing is
     submitted and nothing is written."""
     import subprocess
+    from datetime import datetime
 
     try:
         backend = for_scheduler(scheduler)
@@ -331,7 +334,21 @@ def estimate(user: UserHome, scheduler: str, script: str) -> dict[str, Any]:
         raise Failed(f"{argv[0]} gave no answer within {ESTIMATE_TIMEOUT} s") from None
     except OSError as error:
         raise Failed(f"cannot run {argv[0]}: {error.strerror}") from None
-    return {"returncode": done.returncode, "output": done.stdout.decode("utf-8", "replace")[-16384:]}
+    output = done.stdout.decode("utf-8", "replace")[-16384:]
+    # The scheduler's own view the answer may need (Slurm: waiting jobs' planned starts, idle CPUs),
+    # asked the same way; a failed one is left out, never a reason to fail the estimate.
+    context = []
+    for context_argv in backend.estimate_context_argvs(output, datetime.now()):
+        try:
+            more = subprocess.run(context_argv, stdin=subprocess.DEVNULL, cwd=user.home,
+                                  env=backend.submit_environment(os.environ), stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, timeout=ESTIMATE_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            break
+        if more.returncode != 0:
+            break
+        context.append(more.stdout.decode("utf-8", "replace")[-262144:])
+    return {"returncode": done.returncode, "output": output, "context": context}
 
 
 def tail(user: UserHome, log_name: str, lines: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 
 class Slurm:
@@ -30,6 +31,33 @@ class Slurm:
         """When the script on stdin would start, without submitting it (on stderr:
         "sbatch: Job N to start at 2026-12-07T14:20:00 using ...")."""
         return ["sbatch", "--test-only"]
+
+    # "sbatch: Job 1234 to start at 2026-12-07T14:20:00 using 2 processors on nodes vm in partition
+    # debug"; a start this close to now is "starts now" (rounded to the second, and asking takes time).
+    TEST_ONLY_RE = re.compile(r"^sbatch: Job \S+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) using (\d+) "
+                              r"processors? on nodes (\S+) in partition (\S+)\s*$", re.MULTILINE)
+    STARTS_NOW_SLACK = timedelta(seconds=60)
+
+    @staticmethod
+    def estimate_context_argvs(output: str, now: datetime) -> list[list[str]]:
+        """What else to ask (read-only, as the user) when ``sbatch --test-only`` says "later": its
+        start adds a rough delay for every waiting job of higher priority (CPUs x time limit over the
+        partition's CPUs) and ignores backfill, so a short job that fits in idle CPUs before the
+        backfill scheduler's planned starts is told "in an hour" and then starts at once. The
+        partition's waiting jobs (priority, size, time limit, planned start and nodes) and its CPUs
+        let the hub's backend see such a job (hpchub.schedulers.slurm.parse_estimate)."""
+        match = Slurm.TEST_ONLY_RE.search(output)
+        if match is None:
+            return []
+        try:
+            start = datetime.fromisoformat(match.group(1))
+        except ValueError:
+            return []
+        if start <= now + Slurm.STARTS_NOW_SLACK:
+            return []
+        partition = match.group(4)
+        return [["squeue", "--noheader", f"--partition={partition}", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y"],
+                ["sinfo", "--noheader", f"--partition={partition}", "--format=%C"]]
 
     @staticmethod
     def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -71,6 +99,11 @@ class GridEngine:
         """Whether the script on stdin could be scheduled now, with the cluster's current load, without
         submitting it ("verification: found suitable queue(s)" / "verification: no suitable queues")."""
         return ["qsub", "-w", "p"]
+
+    @staticmethod
+    def estimate_context_argvs(output: str, now: datetime) -> list[list[str]]:
+        """Nothing: ``qsub -w p`` already answers for the cluster's load now."""
+        return []
 
     @staticmethod
     def submit_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import gc
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 log = logging.getLogger("hpchub.schedulers")
@@ -265,9 +265,17 @@ class SchedulerBackend(Protocol):
         """Asks when the job script on stdin would start, without submitting it (``hpchub-job
         estimate`` runs it as the user, with ``submit_environment`` and ``submit_script``)."""
 
-    def parse_estimate(self, output: str, now: datetime) -> StartEstimate | None:
-        """The estimate from ``estimate_argv``'s stdout and stderr together; ``now``: the scheduler's
-        local time. None for an answer that is not understood (no estimate: never a guess)."""
+    def estimate_context_argvs(self, output: str, now: datetime) -> list[list[str]]:
+        """Read-only questions ``hpchub-job estimate`` asks after ``estimate_argv`` answered
+        ``output`` (at ``now``, local time), for what that answer alone does not tell (Slurm: whether
+        backfill would start the job sooner); [] for none."""
+
+    def parse_estimate(self, output: str, now: datetime, context: Sequence[str] = (),
+                       walltime: timedelta | None = None) -> StartEstimate | None:
+        """The estimate from ``estimate_argv``'s stdout and stderr together, with the stdout of
+        ``estimate_context_argvs`` (``context``; fewer when one failed) and the job's ``walltime``;
+        ``now``: the scheduler's local time. None for an answer that is not understood (no estimate:
+        never a guess)."""
 
     def status_argv(self, users: Sequence[str] | None = None) -> list[str]:
         """One command for the status of all jobs (of ``users``, or of everybody). Its output

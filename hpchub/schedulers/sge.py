@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from ..job.scheduler_commands import GridEngine
@@ -81,6 +81,7 @@ submit_argv = GridEngine.submit_argv
 submit_environment = GridEngine.submit_environment
 submit_script = GridEngine.submit_script
 estimate_argv = GridEngine.estimate_argv
+estimate_context_argvs = GridEngine.estimate_context_argvs
 
 # qsub -w p checks the job against the cluster's current load and says only whether some queue could
 # take it now; it names no start time, so a job that cannot start now "would wait", for how long unsaid.
@@ -90,7 +91,8 @@ _ESTIMATE_ANSWERS = (
 )
 
 
-def parse_estimate(output: str, now: datetime) -> StartEstimate | None:
+def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
+                   walltime: timedelta | None = None) -> StartEstimate | None:
     for pattern, starts_now in _ESTIMATE_ANSWERS:
         match = pattern.search(output)
         if match is not None:

@@ -105,14 +105,20 @@ submit_environment = Slurm.submit_environment
 submit_script = Slurm.submit_script
 estimate_argv = Slurm.estimate_argv
 
+estimate_context_argvs = Slurm.estimate_context_argvs
+
 # sbatch --test-only's answer (on stderr): "sbatch: Job 1234 to start at 2026-12-07T14:20:00 using 2
 # processors on nodes vm in partition debug". A start this close to now is "starts now": the answer
 # is rounded to the second and the question took a moment.
 _ESTIMATE_RE = re.compile(r"^sbatch: Job \S+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) using .*$", re.MULTILINE)
-STARTS_NOW_SLACK = timedelta(seconds=60)
+STARTS_NOW_SLACK = Slurm.STARTS_NOW_SLACK
+# How long after the question the job may still be submitted and start by backfill: the form's answer
+# is cached for a while and a researcher reads it before pressing Start.
+BACKFILL_MARGIN = timedelta(minutes=2)
 
 
-def parse_estimate(output: str, now: datetime) -> StartEstimate | None:
+def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
+                   walltime: timedelta | None = None) -> StartEstimate | None:
     match = _ESTIMATE_RE.search(output)
     if match is None:
         return None
@@ -120,7 +126,86 @@ def parse_estimate(output: str, now: datetime) -> StartEstimate | None:
         start = datetime.fromisoformat(match.group(1))
     except ValueError:
         return None
-    return StartEstimate(starts_now=start <= now + STARTS_NOW_SLACK, start=start, words=match.group(0).strip())
+    estimate = StartEstimate(starts_now=start <= now + STARTS_NOW_SLACK, start=start, words=match.group(0).strip())
+    if estimate.starts_now or walltime is None:
+        return estimate
+    return _backfill_start(output, context, now, walltime) or estimate
+
+
+def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime: timedelta) -> StartEstimate | None:
+    """"Starts now" for a job that --test-only says starts later, when its answer shows that the job
+    fits now and the backfill scheduler's plan leaves it room; None when that cannot be shown.
+
+    --test-only's start is the start its will-run test finds (with the running jobs, memory,
+    reservations and the job's constraints) plus a rough delay: the CPU-seconds of every waiting job
+    of the partition whose priority is at least the new job's, over the partition's CPUs. Waiting jobs
+    are taken in priority order, so the delay is one of the sums of their first k; one of them bringing
+    the start back to now means the will-run test found the job a place now, on the nodes it names.
+    Backfill then starts it at once unless a waiting job the backfill scheduler has planned on those
+    nodes (``context``: the partition's waiting jobs and its CPUs, estimate_context_argvs) would start
+    before this one ends. A waiting job without a planned start holds nothing yet."""
+    detail = Slurm.TEST_ONLY_RE.search(output)
+    if detail is None or len(context) != 2:
+        return None
+    waiting = _waiting_jobs(context[0])
+    cpus = _partition_cpus(context[1])
+    if not waiting or not cpus:  # no waiting job seen (private data?): the delay is not explained
+        return None
+    try:
+        start = datetime.fromisoformat(detail.group(1))
+        nodes = set(expand_hostlist(detail.group(3)))
+    except (ValueError, ParseError):
+        return None
+    delay = 0
+    delays = [0]
+    for _, job_cpus, limit, _, _ in sorted(waiting, key=lambda job: -job[0]):
+        if limit is None:  # Slurm counts a limit we cannot know (the partition's, a year)
+            break
+        delay += job_cpus * limit
+        delays.append(delay // cpus)
+    # the answer was computed between the hub's now and a little later (sudo or SSH, then sbatch)
+    if not any(now - timedelta(seconds=5) <= start - timedelta(seconds=d) <= now + STARTS_NOW_SLACK for d in delays):
+        return None
+    ends = now + walltime + BACKFILL_MARGIN
+    next_start: datetime | None = None
+    for _, _, _, planned, planned_nodes in waiting:
+        if planned is None:
+            continue
+        if planned_nodes is None or nodes & planned_nodes:
+            if planned < ends:
+                return None
+            next_start = planned if next_start is None else min(next_start, planned)
+    room = f"next planned start there {next_start:%H:%M}" if next_start else "no waiting job planned there"
+    return StartEstimate(starts_now=True, start=now,
+                         words=f"{detail.group(0).strip()} (by backfill: fits now on {detail.group(3)}; {room})")
+
+
+def _waiting_jobs(stdout: str) -> list[tuple[float, int, int | None, datetime | None, set[str] | None]] | None:
+    """(priority, CPUs, time limit in seconds, planned start, planned nodes) per line of the waiting
+    jobs' query (``%Q|%C|%l|%S|%Y``); None if a line cannot be read (then nothing is concluded)."""
+    jobs = []
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.strip().split("|")
+        if len(fields) != 5:
+            return None
+        try:
+            priority, job_cpus = float(fields[0]), int(fields[1])
+            limit = parse_slurm_time(fields[2])
+            planned_nodes = None if fields[4] in _NO_NODE else set(expand_hostlist(fields[4]))
+        except (ValueError, ParseError):
+            return None
+        jobs.append((priority, job_cpus, limit, _time(fields[3]), planned_nodes))
+    return jobs
+
+
+def _partition_cpus(stdout: str) -> int | None:
+    """The partition's CPUs from sinfo's ``%C`` (allocated/idle/other/total)."""
+    try:
+        return sum(int(line.strip().split("/")[3]) for line in stdout.splitlines() if line.strip()) or None
+    except (ValueError, IndexError):
+        return None
 
 
 def parse_submit(stdout: str) -> str:

@@ -21,7 +21,7 @@ import pwd
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -230,18 +230,22 @@ class ClusterClient:
         return self.backend.parse_submit(result.stdout)
 
     @metrics.timed_command("estimate")
-    async def estimate(self, user: str, script: str, now: datetime) -> StartEstimate | None:
+    async def estimate(self, user: str, script: str, now: datetime,
+                       walltime: timedelta | None = None) -> StartEstimate | None:
         """When ``script`` would start if ``user`` submitted it now (their limits and associations
         count), asked as ``user`` without submitting it; None when the answer is not understood.
-        ``now``: the scheduler's local time, to tell "starts now" from a later start."""
+        ``now``: the scheduler's local time, to tell "starts now" from a later start; ``walltime``:
+        the job's, to tell whether backfill has room for it."""
         result = await self.run([self.spec.jobfiles, "estimate", self.spec.scheduler], user=user,
                                 input=json.dumps({"files": {}, "script": script}))
         try:
             answer = json.loads(result.stdout)
             output = str(answer["output"])
-        except (ValueError, TypeError, KeyError):
+            # an older hpchub-job (a login node not yet updated) sends no context
+            context = [str(text) for text in answer.get("context", [])]
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        return self.backend.parse_estimate(output, now)
+        return self.backend.parse_estimate(output, now, context, walltime)
 
     @metrics.timed_command("remove_files")
     async def remove_files(self, user: str, key: str) -> None:

@@ -18,15 +18,18 @@ BROKEN_ENVIRONMENT = {"slurm": ("512M", "modules: [no-such-module/1.0]"), "sge":
 
 
 def profile(slug: str, name: str, scheduler: str, memory: str = "100M", directives: Sequence[str] = (),
-            environment: str = "") -> str:
-    """One entry of a site's `profiles:` list: one core for ten minutes in the scheduler's default queue."""
+            environment: str = "", queue: str = "", adjustable: Sequence[str] = ()) -> str:
+    """One entry of a site's `profiles:` list: one core for ten minutes in ``queue`` (default: the
+    scheduler's default queue); ``adjustable``: lines of its `user_adjustable:`, e.g. "cores: {max: 4}"."""
     lines = [
         f"  - slug: {slug}",
         f"    name: {name}",
         f"    cluster: {scheduler}",
-        f"    queue: {DEFAULT_QUEUE[scheduler]}",
+        f"    queue: {queue or DEFAULT_QUEUE[scheduler]}",
         f'    resources: {{cores: 1, memory: {memory}, walltime: "00:10:00"}}',
     ]
+    if adjustable:
+        lines += ["    user_adjustable:", *(f"      {line}" for line in adjustable)]
     if directives:
         lines.append(f"    directives: {json.dumps(list(directives))}")
     if environment:
@@ -54,6 +57,14 @@ def unwritable_output_profile(slug: str, memory: str = "100M") -> str:
     """Grid Engine: an output path nobody can write, so the job lands in the error state Eqw."""
     return profile(slug, "output nobody can write (the job lands in Eqw)", "sge", memory,
                    directives=["-o /proc/hpchub-cannot-write-here"])
+
+
+def busy_multi_profile(slug: str = "busy-multi") -> str:
+    """Slurm: one node of partition `multi` for ten minutes, cores and walltime adjustable. On the busy
+    cluster (tests/clusters/busy.sh fill multi) up to 2 cores for less than half an hour start at once by
+    backfill; longer or bigger choices wait."""
+    return profile(slug, "one node of multi", "slurm", "512M", queue="multi",
+                   adjustable=["cores: {min: 1, max: 4}", 'walltime: {max: "02:00:00"}'])
 
 
 # What the real-scheduler tests (conftest's `local_site`) add to the local site of each scheduler.
