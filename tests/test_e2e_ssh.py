@@ -24,7 +24,7 @@ import pytest
 import requests
 from helpers.hub import TLS_CONFIG, HubWithItsOwnProxy, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import kernel_engines_profile, local_site_text
-from helpers.support import REPO, run_as_user, run_hpchub, user_readable
+from helpers.support import OLD_JOBFILES_USAGE, REPO, run_as_user, run_hpchub, user_readable
 from prometheus_client import REGISTRY
 
 from hpchub.core.config import parse_site_config
@@ -193,6 +193,44 @@ def test_the_forms_start_estimate_is_the_schedulers_answer_asked_over_ssh(hub, l
 
     assert hub.submissions() == submitted
     assert login_node.accepted_logins(since, "alice") <= 1  # at most one login for all three questions
+
+
+def older_jobfiles() -> Path:
+    """An hpchub-job from before start estimates, for the login node: the estimate subcommand is
+    unknown to it (its usage, exit 2); everything else is the installed one's."""
+    stub = user_readable("hpchub-job-without-estimate", f"""#!/bin/sh
+if [ "$1" = estimate ]; then
+    cat >&2 <<'USAGE'
+{OLD_JOBFILES_USAGE}
+USAGE
+    exit 2
+fi
+exec /opt/hpchub/venv/bin/hpchub-job "$@"
+""")
+    stub.chmod(0o755)
+    return stub
+
+
+def test_a_login_node_whose_hpchub_job_cannot_estimate_gives_no_estimate_and_one_log_line(
+        slurm_cluster, login_node, tmp_path_factory):
+    """An older hpchub on the login node (no ``hpchub-job estimate``): every card, value and hint is
+    "no estimate" at once, the hub says so in one log line (not one per question, no traceback)."""
+    text = ssh_site_text(login_node, jobfiles=str(older_jobfiles()))
+    for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-old-jobfiles"), text, ("alice",), poll_interval=POLL_INTERVAL):
+        browser = signed_in(hub, "alice")
+        answers = [start_estimate(hub, browser, "small", cores=str(cores)) for cores in (1, 2, 1)]
+        answers.append(start_estimate(hub, browser, "multi", nodes="2"))
+        hinted = browser.get(f"{hub.url}/hub/hpchub/estimate", params={"profile": "small", "small--cores": "3",
+                                                                      "hint": "1"}, timeout=60).json()
+        for answer in [*answers, hinted]:
+            assert (answer["text"], answer["starts_now"]) == ("no estimate", None), answer
+            assert "estimate" in answer["words"] and "older" in answer["words"], answer
+        assert hinted["hint"] == ""
+        log = hub.hub_log.read_text(errors="replace")
+        said = [line for line in log.splitlines() if "hpchub-job" in line and "estimate" in line]
+        assert len(said) == 1, "\n".join(said)
+        assert "Traceback" not in log and "usage:" not in log, hub.log_tail()
+        assert hub.submissions() == 0
 
 
 def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node):
