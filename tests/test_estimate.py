@@ -327,3 +327,26 @@ def test_a_cluster_that_cannot_estimate_is_logged_once_and_looked_at_again_after
     estimates.found_unsupported("c", error, 3000.0)
     assert [record.getMessage() for record in caplog.records][1:] == [
         "start estimates on cluster c work again", "no start estimates on cluster c: too old"]
+
+
+def test_the_note_of_a_failed_question_says_what_failed():
+    from hpchub.transports.runner import CommandError, CommandTimeout
+    from hpchub.transports.sshpool import LoginUnreachable, SSHTarget
+
+    target = SSHTarget(host="login1", port=22, user="alice", key_file="/k", known_hosts="/h")
+    failures = {
+        LoginUnreachable(["hpchub-job"], target, "connection refused"): "the cluster's login node could not be reached",
+        CommandTimeout(["hpchub-job"], None, reason="timed out"): "the scheduler gave no answer in time",
+        CommandError(["hpchub-job"], 127, "", "hpchub-job: No such file\n"): "the question to the scheduler failed",
+        ValueError("odd"): "the scheduler's answer could not be read",
+    }
+
+    async def scenario():
+        for cores, (error, words) in enumerate(failures.items()):
+            async def ask(error=error):
+                raise error
+
+            answer = await Estimates().answer(_key(cores=str(cores)), ask, 30, 10, timeout=5)
+            assert answer.text == "no estimate" and answer.words.startswith(words), (error, answer)
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from typing import Any
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
-from ..core import jobs
+from ..core import jobs, metrics
 from ..core.render import UserAccount
 from ..schedulers import StartEstimate
 from ..transports.cluster import ClusterSpec, EstimateUnsupported
@@ -132,7 +132,7 @@ class Estimates:
             answer = await ask()
         except Exception as error:  # a refused account, a failed command, an unreachable login node
             log.warning("start estimate for %s, profile %s: %s", key[0], key[1], error)
-            answer = Answer(NO_ESTIMATE, "the scheduler's answer could not be read")
+            answer = Answer(NO_ESTIMATE, failure_words(error))
         self._answers[key] = (answer, time.monotonic())
         self._forget_old()
         return answer
@@ -144,6 +144,19 @@ class Estimates:
 
 
 ESTIMATES = Estimates()
+
+# The note's words (its tooltip) for a question that failed, by metrics.command_error_class: what
+# went wrong, without the command or its output (the hub's log has those).
+FAILURE_WORDS = {
+    "unreachable": "the cluster's login node could not be reached just now",
+    "timeout": "the scheduler gave no answer in time",
+    "too_much_output": "the question to the scheduler failed",
+    "failed": "the question to the scheduler failed",
+}
+
+
+def failure_words(error: Exception) -> str:
+    return FAILURE_WORDS.get(metrics.command_error_class(error) or "", "the scheduler's answer could not be read")
 
 
 async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]], hint: bool = False) -> tuple[str, Answer, str]:
