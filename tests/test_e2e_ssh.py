@@ -17,13 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from helpers.hub import TLS_CONFIG, HubWithItsOwnProxy, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import kernel_engines_profile, local_site_text
-from helpers.support import REPO, run_as_user, run_hpchub, user_readable
+from helpers.support import OLD_JOBFILES_USAGE, REPO, run_as_user, run_hpchub, user_readable
 from prometheus_client import REGISTRY
 
 from hpchub.core.config import parse_site_config
@@ -43,7 +44,8 @@ LOCAL_SUBMIT = "submit: {via: sudo}"
 
 
 def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None, scheduler: str = "slurm",
-                  service_account: bool = False) -> str:
+                  service_account: bool = False, jobfiles: str = "/opt/hpchub/venv/bin/hpchub-job",
+                  extra_profiles: str = "") -> str:
     """site-configs/local-SCHEDULER.yaml submitting through the login node: each user's own account
     and key, the hub's queries as the service account (or everything as the service account, which
     sudo's to the user on the login node)."""
@@ -52,8 +54,8 @@ def ssh_site_text(login_node, network: str = "", known_hosts: str | None = None,
                else f"user: '{{user}}', query_user: {login_node.service_account}")
     submit = (f"submit: {{via: ssh, host: {login_node.host}, port: {login_node.port}, {account}, "
               f"key: '{keys}', known_hosts: {known_hosts or login_node.known_hosts}, "
-              f"jobfiles: /opt/hpchub/venv/bin/hpchub-job}}")
-    text = local_site_text(scheduler, kernel_engines_profile(scheduler)).replace(
+              f"jobfiles: {jobfiles}}}")
+    text = local_site_text(scheduler, kernel_engines_profile(scheduler) + extra_profiles).replace(
         LOCAL_SUBMIT, submit + (f"\n    network: {network}" if network else ""))
     assert submit in text
     return text
@@ -66,9 +68,28 @@ def client(slurm_cluster):
     return client_for(site, "slurm")
 
 
+# Choices whose start estimate does not start now, whatever else the cluster runs: Slurm's answer for
+# a job that may begin only in an hour, and its refusal of a feature no node has.
+ESTIMATE_PROFILES = """
+  - slug: in-an-hour
+    name: "Debug, from an hour from now"
+    cluster: slurm
+    queue: debug
+    resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
+    directives: ["--begin=now+1hour"]
+  - slug: no-such-node
+    name: "Debug, on a node with a feature none has"
+    cluster: slurm
+    queue: debug
+    resources: {cores: 1, memory: 1G, walltime: "00:10:00"}
+    directives: ["--constraint=hpchub-no-such-feature"]
+"""
+
+
 @pytest.fixture(scope="module")
 def hub(slurm_cluster, login_node, tmp_path_factory):
-    yield from run_hub(tmp_path_factory.mktemp("hub-ssh"), ssh_site_text(login_node), USERS,
+    yield from run_hub(tmp_path_factory.mktemp("hub-ssh"), ssh_site_text(login_node, extra_profiles=ESTIMATE_PROFILES),
+                       USERS,
                        poll_interval=POLL_INTERVAL, leftover_slurm_profiles=("small", "multi", "kernel-engines"))
 
 
@@ -126,6 +147,90 @@ def test_an_outside_cancel_is_noticed_over_ssh(hub, client):
     started = time.monotonic()
     hub.wait_for_server("carol", ready=False, timeout=3 * POLL_INTERVAL + 10)
     assert time.monotonic() - started <= POLL_INTERVAL + 5
+
+
+def signed_in(hub, user: str) -> requests.Session:
+    """A browser's session of ``user`` (the hub's pages take its cookie, not an API token)."""
+    browser = requests.Session()
+    browser.get(f"{hub.url}/hub/login", timeout=30)
+    login = browser.post(f"{hub.url}/hub/login", allow_redirects=False, timeout=30,
+                         data={"username": user, "password": "hpchub-test",
+                               "_xsrf": browser.cookies.get("_xsrf", path="/hub/")})
+    assert login.status_code == 302, (login.status_code, login.text[:300])
+    return browser
+
+
+def start_estimate(hub, browser: requests.Session, profile: str, **values: str) -> dict:
+    """The form's question for one card: GET /hub/hpchub/estimate with the form's own field names."""
+    params = {"profile": profile, **{f"{profile}--{name}": value for name, value in values.items()}}
+    response = browser.get(f"{hub.url}/hub/hpchub/estimate", params=params, timeout=60, allow_redirects=False)
+    assert response.status_code == 200, (response.status_code, response.text[:300], hub.log_tail())
+    return response.json()
+
+
+def test_the_forms_start_estimate_is_the_schedulers_answer_asked_over_ssh(hub, login_node):
+    """sbatch --test-only through the login node, as alice over her pooled connection: a small job on
+    debug starts now, one that may begin only in an hour is expected then, one Slurm refuses is "no
+    estimate"; nothing is submitted."""
+    browser = signed_in(hub, "alice")
+    submitted, since = hub.submissions(), login_node.log_offset()
+    asked_at = datetime.now()
+    now = start_estimate(hub, browser, "small", cores="1")
+    assert (now["text"], now["starts_now"]) == ("starts now", True), now
+    assert re.match(r"sbatch: Job \d+ to start at \S+ using 1 processors on nodes vm in partition debug", now["words"])
+    job_id = now["words"].split()[2]
+    assert not subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip()
+
+    later = start_estimate(hub, browser, "in-an-hour")
+    assert later["starts_now"] is False, later
+    expected = asked_at + timedelta(hours=1)
+    assert later["text"] in {f"expected to start at {clock:%H:%M}" if clock.date() == asked_at.date() else
+                             f"expected to start at {clock:%Y-%m-%d %H:%M}"
+                             for clock in (expected, expected + timedelta(minutes=1))}, later
+
+    refused = start_estimate(hub, browser, "no-such-node")
+    assert (refused["text"], refused["starts_now"]) == ("no estimate", None), refused
+
+    assert hub.submissions() == submitted
+    assert login_node.accepted_logins(since, "alice") <= 1  # at most one login for all three questions
+
+
+def older_jobfiles() -> Path:
+    """An hpchub-job from before start estimates, for the login node: the estimate subcommand is
+    unknown to it (its usage, exit 2); everything else is the installed one's."""
+    stub = user_readable("hpchub-job-without-estimate", f"""#!/bin/sh
+if [ "$1" = estimate ]; then
+    cat >&2 <<'USAGE'
+{OLD_JOBFILES_USAGE}
+USAGE
+    exit 2
+fi
+exec /opt/hpchub/venv/bin/hpchub-job "$@"
+""")
+    stub.chmod(0o755)
+    return stub
+
+
+def test_a_login_node_whose_hpchub_job_cannot_estimate_gives_no_estimate_and_one_log_line(
+        slurm_cluster, login_node, tmp_path_factory):
+    """An older hpchub on the login node (no ``hpchub-job estimate``): every card, value and hint is
+    "no estimate" at once, the hub says so in one log line (not one per question, no traceback)."""
+    text = ssh_site_text(login_node, jobfiles=str(older_jobfiles()))
+    for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-old-jobfiles"), text, ("alice",), poll_interval=POLL_INTERVAL):
+        browser = signed_in(hub, "alice")
+        answers = [start_estimate(hub, browser, "small", cores=str(cores)) for cores in (1, 2, 1)]
+        answers.append(start_estimate(hub, browser, "multi", nodes="2"))
+        hinted = browser.get(f"{hub.url}/hub/hpchub/estimate", params={"profile": "small", "small--cores": "3",
+                                                                      "hint": "1"}, timeout=60).json()
+        for answer in [*answers, hinted]:
+            assert (answer["text"], answer["starts_now"]) == ("no estimate", None), answer
+            assert "estimate" in answer["words"] and "older" in answer["words"], answer
+        assert hinted["hint"] == ""
+        log = hub.hub_log.read_text(errors="replace")
+        said = [line for line in log.splitlines() if "hpchub-job" in line and "estimate" in line]
+        assert len(said) == 1, "\n".join(said)
+        assert "Traceback" not in log and "usage:" not in log, hub.log_tail()
+        assert hub.submissions() == 0
 
 
 def test_the_login_node_down_for_a_while_stops_no_server(hub, client, login_node):
@@ -287,6 +392,10 @@ def test_grid_engine_over_ssh(sge_cluster, login_node, tmp_path_factory):
     local = client_for(site, "sge")
     text = ssh_site_text(login_node, scheduler="sge")
     for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-sge"), text, ("bob",), poll_interval=POLL_INTERVAL):
+        # The form's start estimate: qsub -w p through the login node as bob (short.q may be full meanwhile).
+        answer = start_estimate(hub, signed_in(hub, "bob"), "small")
+        assert answer["words"].startswith("verification: ") and answer["text"] in (
+            "starts now", "would wait: no queue can take it now"), answer
         server = spawn(hub, "bob", {"profile": "small"})
         job_id = server["state"]["job_id"]
         assert server["state"]["job_cluster"]["via"] == "ssh" and job_id in jobs_of(local, "bob")
@@ -301,6 +410,8 @@ def test_a_service_account_that_sudos_on_the_login_node(slurm_cluster, login_nod
     text = ssh_site_text(login_node, service_account=True)
     since = login_node.log_offset()
     for hub in run_hub(tmp_path_factory.mktemp("hub-ssh-sudo"), text, ("alice",), poll_interval=POLL_INTERVAL):
+        # The form's start estimate too: the login node's sudoers rule lets hpchub-job estimate as alice.
+        assert start_estimate(hub, signed_in(hub, "alice"), "small", cores="1")["text"] == "starts now"
         server = spawn(hub, "alice", {"profile": "small"})
         job_id = server["state"]["job_id"]
         assert jobs_of(client, "alice")[job_id].user == "alice"

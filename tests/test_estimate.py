@@ -8,7 +8,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from helpers.support import REPO
+from helpers.support import OLD_JOBFILES_USAGE, REPO
 
 from hpchub.hub import estimate
 from hpchub.hub.estimate import Answer, Estimates, estimate_text
@@ -343,3 +343,81 @@ def test_the_client_asks_as_the_user_through_hpchub_job_and_reads_its_answer(sch
     assert calls == [(["/x/hpchub-job", "estimate", scheduler], "alice", {"files": {}, "script": "#!/bin/bash\n"})]
     assert asyncio.run(client.estimate("alice", "#!/bin/bash\n", CAPTURED_AT)) is None
     assert asyncio.run(client.estimate("alice", "#!/bin/bash\n", CAPTURED_AT)) is None
+
+
+def _client_answering(error):
+    """A ClusterClient over SSH whose hpchub-job call fails with ``error`` (as CommandError's fields)."""
+    from hpchub.transports.cluster import ClusterClient, ClusterSpec
+    from hpchub.transports.runner import CommandError
+
+    client = ClusterClient(ClusterSpec(name="c", scheduler="slurm", via="ssh", host="login1", jobfiles="/x/hpchub-job"))
+
+    async def run(argv, *, user=None, input=None):
+        raise CommandError(argv, *error)
+
+    client.run = run
+    return client
+
+
+def test_an_hpchub_job_without_the_estimate_subcommand_is_told_apart_in_one_line():
+    from hpchub.job.jobfiles import USAGE
+    from hpchub.transports.cluster import EstimateUnsupported
+    from hpchub.transports.runner import CommandError
+
+    with pytest.raises(EstimateUnsupported) as caught:
+        asyncio.run(_client_answering((2, "", OLD_JOBFILES_USAGE + "\n")).estimate("alice", "#!/bin/bash\n", CAPTURED_AT))
+    assert str(caught.value) == ("/x/hpchub-job on the login node login1 has no `estimate` subcommand (it is from an "
+                                 "older hpchub): install the hub's hpchub there for start estimates")
+    assert caught.value.returncode == 2 and caught.value.stderr.startswith("hpchub-job: usage:")
+    # Today's hpchub-job refusing a call (its usage names estimate), or any other failure: not that.
+    for error in [(2, "", f"hpchub-job: {USAGE}\n"), (1, "", "hpchub-job: cannot run sbatch: No such file\n"),
+                  (127, "", "bash: /x/hpchub-job: No such file or directory\n")]:
+        with pytest.raises(CommandError) as caught:
+            asyncio.run(_client_answering(error).estimate("alice", "#!/bin/bash\n", CAPTURED_AT))
+        assert not isinstance(caught.value, EstimateUnsupported), error
+
+
+def test_a_cluster_that_cannot_estimate_is_logged_once_and_looked_at_again_after_a_while(caplog):
+    from hpchub.transports.cluster import EstimateUnsupported
+    from hpchub.transports.runner import CommandError
+
+    estimates = Estimates()
+    error = EstimateUnsupported(CommandError(["hpchub-job"], 2, "", OLD_JOBFILES_USAGE), "too old")
+    caplog.set_level("INFO", logger="hpchub.estimate")
+    assert not estimates.unsupported("c", 1000.0)
+    recheck = estimate.UNSUPPORTED_RECHECK_SECONDS
+    last = 1000.0 + recheck + 1  # found again when asked after the first recheck: no second line
+    for now in (1000.0, 1001.0, last):
+        estimates.found_unsupported("c", error, now)
+    assert [record.getMessage() for record in caplog.records] == ["no start estimates on cluster c: too old"]
+    assert estimates.unsupported("c", 1500.0) and not estimates.unsupported("other", 1500.0)
+    # The last finding counts: asked again only UNSUPPORTED_RECHECK_SECONDS after it.
+    assert estimates.unsupported("c", last + recheck - 1) and not estimates.unsupported("c", last + recheck)
+    estimates.found_supported("c")  # updated: asked again at once, and a later downgrade is logged again
+    assert not estimates.unsupported("c", 2000.0)
+    estimates.found_unsupported("c", error, 3000.0)
+    assert [record.getMessage() for record in caplog.records][1:] == [
+        "start estimates on cluster c work again", "no start estimates on cluster c: too old"]
+
+
+def test_the_note_of_a_failed_question_says_what_failed():
+    from hpchub.transports.runner import CommandError, CommandTimeout
+    from hpchub.transports.sshpool import LoginUnreachable, SSHTarget
+
+    target = SSHTarget(host="login1", port=22, user="alice", key_file="/k", known_hosts="/h")
+    failures = {
+        LoginUnreachable(["hpchub-job"], target, "connection refused"): "the cluster's login node could not be reached",
+        CommandTimeout(["hpchub-job"], None, reason="timed out"): "the scheduler gave no answer in time",
+        CommandError(["hpchub-job"], 127, "", "hpchub-job: No such file\n"): "the question to the scheduler failed",
+        ValueError("odd"): "the scheduler's answer could not be read",
+    }
+
+    async def scenario():
+        for cores, (error, words) in enumerate(failures.items()):
+            async def ask(error=error):
+                raise error
+
+            answer = await Estimates().answer(_key(cores=str(cores)), ask, 30, 10, timeout=5)
+            assert answer.text == "no estimate" and answer.words.startswith(words), (error, answer)
+
+    asyncio.run(scenario())

@@ -23,10 +23,10 @@ from typing import Any
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
-from ..core import jobs
+from ..core import jobs, metrics
 from ..core.render import UserAccount
 from ..schedulers import StartEstimate
-from ..transports.cluster import ClusterSpec
+from ..transports.cluster import ClusterSpec, EstimateUnsupported
 from . import walltime
 from .form import FIELD_SEPARATOR, read_form
 
@@ -37,6 +37,10 @@ NO_ESTIMATE = "no estimate"
 # The form waits at most this long (or start_estimate_timeout, if shorter) for the chosen card's
 # answer before it is shown without it; the question goes on and the script shows its answer.
 FIRST_LOAD_SECONDS = 2.0
+# A cluster whose hpchub-job cannot estimate (an older hpchub there) is not asked again for this long:
+# each question would be an SSH login or a sudo for no answer. After it, one question looks again.
+UNSUPPORTED_RECHECK_SECONDS = 600.0
+OLDER_JOBFILES = "the cluster's hpchub-job is older than the hub's and cannot estimate"
 
 
 def estimate_text(estimate: StartEstimate | None, now: datetime) -> str:
@@ -69,6 +73,24 @@ class Estimates:
         self._answers: dict[Key, tuple[Answer, float]] = {}
         self._inflight: dict[Key, asyncio.Task[Answer]] = {}
         self._asked: dict[str, deque[float]] = {}
+        self._unsupported: dict[str, float] = {}  # cluster -> when its hpchub-job last could not estimate
+
+    def unsupported(self, cluster: str, now: float) -> bool:
+        """Whether ``cluster``'s hpchub-job was found unable to estimate within UNSUPPORTED_RECHECK_SECONDS."""
+        found = self._unsupported.get(cluster)
+        return found is not None and now - found < UNSUPPORTED_RECHECK_SECONDS
+
+    def found_unsupported(self, cluster: str, error: EstimateUnsupported, now: float) -> None:
+        """One log line for the admin when a cluster's hpchub-job is found unable to estimate, not one
+        per question: again only after it has estimated in between."""
+        if cluster not in self._unsupported:
+            log.warning("no start estimates on cluster %s: %s", cluster, error)
+        self._unsupported[cluster] = now
+
+    def found_supported(self, cluster: str) -> None:
+        """``cluster`` estimated: asked as any other from now on (its hpchub-job was updated)."""
+        if self._unsupported.pop(cluster, None) is not None:
+            log.info("start estimates on cluster %s work again", cluster)
 
     def cached(self, key: Key, ttl: float, now: float) -> Answer | None:
         found = self._answers.get(key)
@@ -110,7 +132,7 @@ class Estimates:
             answer = await ask()
         except Exception as error:  # a refused account, a failed command, an unreachable login node
             log.warning("start estimate for %s, profile %s: %s", key[0], key[1], error)
-            answer = Answer(NO_ESTIMATE, "the scheduler's answer could not be read")
+            answer = Answer(NO_ESTIMATE, failure_words(error))
         self._answers[key] = (answer, time.monotonic())
         self._forget_old()
         return answer
@@ -122,6 +144,19 @@ class Estimates:
 
 
 ESTIMATES = Estimates()
+
+# The note's words (its tooltip) for a question that failed, by metrics.command_error_class: what
+# went wrong, without the command or its output (the hub's log has those).
+FAILURE_WORDS = {
+    "unreachable": "the cluster's login node could not be reached just now",
+    "timeout": "the scheduler gave no answer in time",
+    "too_much_output": "the question to the scheduler failed",
+    "failed": "the question to the scheduler failed",
+}
+
+
+def failure_words(error: Exception) -> str:
+    return FAILURE_WORDS.get(metrics.command_error_class(error) or "", "the scheduler's answer could not be read")
 
 
 async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]], hint: bool = False) -> tuple[str, Answer, str]:
@@ -144,12 +179,20 @@ async def start_estimate(spawner: Any, formdata: Mapping[str, list[str]], hint: 
                 request = await spawner._request_from(options)
             except web.HTTPError as error:  # a choice the form would refuse: the same words
                 return Answer(NO_ESTIMATE, error.log_message or "not accepted")
+            cluster = request.cluster_name
+            if ESTIMATES.unsupported(cluster, time.monotonic()):
+                return Answer(NO_ESTIMATE, OLDER_JOBFILES)
             site = spawner.site
-            runtime = spawner.runtime_for(ClusterSpec.from_site(site, request.cluster_name))
+            runtime = spawner.runtime_for(ClusterSpec.from_site(site, cluster))
             user = await asyncio.get_running_loop().run_in_executor(None, UserAccount.lookup, unix_name)
             job = jobs.server_job(site, request, user, spawner.name, spawner.server_command)
-            estimate = await runtime.client.estimate(unix_name, job.script, datetime.now(),
-                                                     timedelta(seconds=request.walltime.seconds))
+            try:
+                estimate = await runtime.client.estimate(unix_name, job.script, datetime.now(),
+                                                         timedelta(seconds=request.walltime.seconds))
+            except EstimateUnsupported as error:
+                ESTIMATES.found_unsupported(cluster, error, time.monotonic())
+                return Answer(NO_ESTIMATE, OLDER_JOBFILES)
+            ESTIMATES.found_supported(cluster)
             if estimate is None:
                 return Answer(NO_ESTIMATE)
             return Answer(estimate_text(estimate, datetime.now()), estimate.words, estimate.starts_now)

@@ -67,6 +67,25 @@ class AccountRefused(PermissionError):
     """hpchub will not act as this account (root, a system account, the hub itself)."""
 
 
+class EstimateUnsupported(CommandError):
+    """``hpchub-job`` where the cluster's commands run is from an hpchub older than start estimates:
+    it answered ``hpchub-job estimate`` with its usage. Its message is one line (not that usage)."""
+
+    def __init__(self, error: CommandError, message: str):
+        self.message = message
+        super().__init__(error.argv, error.returncode, error.stdout, error.stderr)
+
+    def _describe(self) -> str:
+        return self.message
+
+
+def lacks_subcommand(error: CommandError, subcommand: str) -> bool:
+    """``hpchub-job`` refused the call with its usage (exit 2), and that usage has no ``subcommand``:
+    an hpchub-job older than the subcommand (a wrong call of a current one lists it)."""
+    return (error.returncode == 2 and "usage: hpchub-job" in error.stderr
+            and f"hpchub-job {subcommand} " not in error.stderr)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Everything needed to reach a cluster and act for its users, without the site config: the
@@ -235,9 +254,18 @@ class ClusterClient:
         """When ``script`` would start if ``user`` submitted it now (their limits and associations
         count), asked as ``user`` without submitting it; None when the answer is not understood.
         ``now``: the scheduler's local time, to tell "starts now" from a later start; ``walltime``:
-        the job's, to tell whether backfill has room for it."""
-        result = await self.run([self.spec.jobfiles, "estimate", self.spec.scheduler], user=user,
-                                input=json.dumps({"files": {}, "script": script}))
+        the job's, to tell whether backfill has room for it. Raises EstimateUnsupported when the
+        cluster's hpchub-job is too old to estimate."""
+        try:
+            result = await self.run([self.spec.jobfiles, "estimate", self.spec.scheduler], user=user,
+                                    input=json.dumps({"files": {}, "script": script}))
+        except CommandError as error:
+            if not lacks_subcommand(error, "estimate"):
+                raise
+            where = f"the login node {self.spec.host}" if self.spec.via == "ssh" else "this host"
+            raise EstimateUnsupported(error, f"{self.spec.jobfiles} on {where} has no `estimate` subcommand (it is "
+                                             "from an older hpchub): install the hub's hpchub there for start "
+                                             "estimates") from None
         try:
             answer = json.loads(result.stdout)
             output = str(answer["output"])

@@ -8,6 +8,15 @@ REPO = Path(__file__).resolve().parents[2]
 SITE_CONFIGS = REPO / "site-configs"
 CLUSTER_SCRIPTS = REPO / "tests" / "clusters"
 
+# What hpchub-job wrote to stderr (exit 2) for ``hpchub-job estimate`` before it had that subcommand:
+# an older hpchub on a cluster (hpchub/job/jobfiles.py's USAGE then).
+OLD_JOBFILES_USAGE = """hpchub-job: usage: hpchub-job prepare KEY            (stdin: {"files": {NAME: TEXT}})
+       hpchub-job submit KEY SCHEDULER   (stdin: {"files": {NAME: TEXT}, "script": TEXT[, "keep_days": N]};
+                                         SCHEDULER: slurm|sge; keep_days: then clean KEEP_DAYS)
+       hpchub-job remove KEY
+       hpchub-job tail LOGNAME LINES
+       hpchub-job clean KEEP_DAYS"""
+
 
 def run_hpchub(*args: str) -> subprocess.CompletedProcess:
     """The hpchub command, as an admin runs it."""
