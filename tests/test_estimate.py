@@ -68,7 +68,7 @@ def test_slurm_backfill_a_short_job_that_fits_now_starts_now_though_test_only_sa
     assert found is not None and found.starts_now and found.start == BUSY_AT
     assert found.words.startswith(data("slurm-test-only-busy.txt").strip())
     assert "by backfill: fits now on node3; next planned start there 21:14" in found.words
-    # asked a little before the answer was computed (sudo, then sbatch): the same
+    # asked a little before the answer was computed (the transport, then sbatch): the same
     assert busy_estimate(10, at=BUSY_AT - timedelta(seconds=3)).starts_now
     # till 2 min (the margin for reading the form) before the first planned start on node3
     assert busy_estimate(39).starts_now
