@@ -286,6 +286,8 @@ def run_variant(kind: str, users: list[str], timeout: float, standin: Path, scra
             result, jobs = storm.spawn_storm(hub, kind, scheduler, users, timeout, profile="hub500")
         lag = read_lag(scratch / f"lag-{kind}.txt", started)
         commands = {name: count - commands_before.get(name, 0) for name, count in command_counts(hub).items()}
+        if result["failures"]:
+            result["hub_errors"] = error_lines(hub.hub_log)
     end = max(result.get("latencies_s", {}).values(), default=timeout)  # the storm: until the last answered
     n = len(users)
     result.update(
@@ -297,6 +299,20 @@ def run_variant(kind: str, users: list[str], timeout: float, standin: Path, scra
         series={"loop_lag": lag, "health": sampler.health, "users_list": sampler.users},
     )
     return result, jobs
+
+
+def error_lines(log: Path, most: int = 200) -> list[str]:
+    """The hub's error lines and the traceback lines after each (why spawns failed), at most ``most``."""
+    kept: list[str] = []
+    in_error = False
+    for text in log.read_text(errors="replace").splitlines() if log.exists() else ():
+        if text.startswith("["):
+            in_error = text.startswith("[E")
+        if in_error:
+            kept.append(text)
+            if len(kept) >= most:
+                break
+    return kept
 
 
 def run(users: list[str], kinds: list[str], timeout: float, profile_dir: Path | None) -> dict:
