@@ -79,6 +79,8 @@ HUB_CONFIG = """
 load_subconfig({base!r})
 c.Authenticator.allowed_users = set({users!r})
 c.JupyterHub.concurrent_spawn_limit = max(100, {n})
+# GET /users lists every bench user in one page (JupyterHub truncates at 200 by default)
+c.JupyterHub.api_page_max_limit = max(200, {n})
 """
 
 # batchspawner as its README configures it: the venv activated in the prologue, the hub's poll interval.
@@ -350,17 +352,25 @@ def run_hub(kind: str, scheduler: str, users: list[str], timeout: float) -> tupl
         return spawn_storm(hub, kind, scheduler, users, timeout)
 
 
-def spawn_storm(hub: Hub, kind: str, scheduler: str, users: list[str], timeout: float) -> tuple[dict, dict[str, str]]:
-    """The storm itself on a started hub: POST all spawns at once, time each until it answers, stop all."""
+def spawn_storm(hub: Hub, kind: str, scheduler: str | None, users: list[str], timeout: float,
+                profile: str = "storm") -> tuple[dict, dict[str, str]]:
+    """The storm itself on a started hub: POST all spawns at once (hpchub's with ``profile``), time each
+    until it answers, stop all. ``scheduler``: where the spawners' jobs go (None: no batch jobs)."""
     failures: dict[str, str] = {}
     posted: set[str] = set()
     jobs: dict[str, str] = {}
     lock = threading.Lock()
-    options = {"profile": "storm"} if kind == "hpchub" else {}
+    options = {"profile": profile} if kind == "hpchub" else {}
+
+    post_timeouts: set[str] = set()  # the hub took longer than 30 s to answer; the spawn may go on
 
     def post(user: str) -> None:
         try:
             response = hub.api("POST", f"/users/{user}/server", json=options)
+        except requests.Timeout:
+            with lock:
+                post_timeouts.add(user)  # not a failure unless the server never answers
+            return
         except requests.RequestException as error:
             response, reason = None, f"POST: {error}"
         else:
@@ -404,17 +414,23 @@ def spawn_storm(hub: Hub, kind: str, scheduler: str, users: list[str], timeout: 
             return True
         return False
 
-    cpu_before = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
+    def cpu_now() -> dict[str, float]:
+        return {"hub": cpu_seconds(hub.hub.pid), "hub_alone": cpu_seconds(hub.hub.pid, children=False),
+                "proxy": cpu_seconds(hub.proxy.pid)}
+
+    cpu_before = cpu_now()
     started = time.monotonic()
     with ThreadPoolExecutor(len(users)) as pool:
         pool.map(post, users)
         latencies = wait_until_answering(users, started, timeout, failures, answering, refresh)
-    cpu_after = {name: cpu_seconds(process.pid) for name, process in (("hub", hub.hub), ("proxy", hub.proxy))}
-    jobs = bench_jobs(scheduler, users)
+    cpu_after = cpu_now()
+    jobs = bench_jobs(scheduler, users) if scheduler else {}
     result = summary(latencies, failures, len(users))
     result["hub_user_list_s"] = {"median": statistics.median(list_seconds), "max": max(list_seconds)}
-    # CPU the hub and the proxy spent from the first POST until all answered, with this bench's
-    # own asking (the user list every 5 s, each server once it is routed)
+    result["post_timeouts"] = len(post_timeouts)
+    # CPU the hub (with the children it reaped: its sudo calls; and alone) and the proxy spent from the
+    # first POST until all answered, with this bench's own asking (the user list every 5 s, each
+    # server once it is routed)
     result["cpu_s"] = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
     if failures:
         result["hub_log_tail"] = hub.log_tail(40)

@@ -556,3 +556,23 @@ async def test_a_to_hub_others_could_answer_needs_internal_ssl(tmp_path, interna
         runtime = ClusterRuntime.registry.pop((spec, id(asyncio.get_running_loop())))
         if runtime.task:
             runtime.task.cancel()
+
+
+async def test_after_the_port_report_the_node_is_asked_as_soon_as_the_poller_may(fake):
+    # The poller may query at most every min_interval (1 s here). The spawn saw the job pending 0.6 s
+    # before its server reported: the scheduler is asked for the node 0.4 s after the report, when
+    # the poller may query again, not a whole min_interval after the report.
+    runtime = next(runtime for (spec, _), runtime in ClusterRuntime.registry.items() if runtime.client is fake)
+    runtime.poller.min_interval = 1.0
+    spawner = make_spawner(options={"profile": "small"})
+    spawner.startup_poll_interval = 5.0
+    start = asyncio.create_task(spawner.start())
+    await wait_until(lambda: any("waiting in queue" in text for text in messages(spawner)))
+    seen_pending = fake.status_calls[-1]
+    await asyncio.sleep(0.6 - (asyncio.get_running_loop().time() - seen_pending))
+    fake.set("100", JobState.RUNNING, nodes=("vm",))
+    reported = asyncio.get_running_loop().time()
+    assert report_port(4321)
+    assert await asyncio.wait_for(start, timeout=3) == ("127.0.0.1", 4321)
+    assert asyncio.get_running_loop().time() - reported < 0.75
+    assert fake.status_calls[-1] - seen_pending >= 1.0  # and not before the poller may

@@ -165,6 +165,12 @@ class StatusPoller:
         await self.refresh(max_age)
         return self.view(job_id)
 
+    def next_query_in(self) -> float:
+        """Seconds until refresh() may run a new query: the last one is ``min_interval`` old and any
+        backoff is over (0: now)."""
+        now = self._clock()
+        return max(0.0, self._snapshot.taken + self.min_interval - now, self._retry_at - now)
+
     async def refresh(self, max_age: float | None = None) -> None:
         """Run one status query for all watched jobs, unless one is running (then wait for it),
         the last one is younger than ``max_age`` (never less than ``min_interval``, however

@@ -50,6 +50,7 @@ class ClusterRuntime:
         self.task: asyncio.Task | None = None
         self.queues: CachedQuery | None = None
         self._node_addresses: dict[str, tuple[str, float]] = {}
+        self._node_address_inflight: dict[str, asyncio.Task[str]] = {}  # node -> the one query about it
         self._allocations: dict[str, tuple[AllocationsAnswer, float]] = {}  # user -> (answer, when asked)
         self._allocations_inflight: dict[str, asyncio.Task] = {}
         # (user, job id) -> sshpool.LocalForward (to_servers: tunnel): one user's server never
@@ -122,22 +123,34 @@ class ClusterRuntime:
 
     async def node_address(self, node: str) -> str:
         """The address the hub connects to for ``node``: the scheduler's (Slurm NodeAddr), else DNS,
-        else the name; never anything the job says. Cached for NODE_ADDRESS_TTL."""
+        else the name; never anything the job says. Cached for NODE_ADDRESS_TTL; concurrent callers
+        share one query (a class's servers start on the same nodes in the same second)."""
         cached = self._node_addresses.get(node)
         if cached is not None and time.monotonic() - cached[1] < NODE_ADDRESS_TTL:
             return cached[0]
-        address: str | None = None
+        task = self._node_address_inflight.get(node)
+        if task is None:
+            # A task of its own: a caller that is cancelled does not cancel the others' query.
+            task = self._node_address_inflight[node] = asyncio.get_running_loop().create_task(
+                self._look_up_node_address(node))
+        return await asyncio.shield(task)
+
+    async def _look_up_node_address(self, node: str) -> str:
         try:
-            address = await self.client.node_address(node)
-        except Exception:  # the scheduler not answering is no reason to fail: DNS may know
-            address = None
-        if not address or address == node:
+            address: str | None = None
             try:
-                address = await asyncio.get_running_loop().run_in_executor(None, socket.gethostbyname, node)
-            except OSError:
-                address = node
-        self._node_addresses[node] = (address, time.monotonic())
-        return address
+                address = await self.client.node_address(node)
+            except Exception:  # the scheduler not answering is no reason to fail: DNS may know
+                address = None
+            if not address or address == node:
+                try:
+                    address = await asyncio.get_running_loop().run_in_executor(None, socket.gethostbyname, node)
+                except OSError:
+                    address = node
+            self._node_addresses[node] = (address, time.monotonic())
+            return address
+        finally:
+            self._node_address_inflight.pop(node, None)
 
     # -- the hub off the cluster (via: ssh) ------------------------------------------------------
     async def tunnel(self, job_id: str, user: str, address: str, port: int, local_port: int = 0) -> int:

@@ -149,7 +149,9 @@ class StartWait:
                 self.events.emit(20, message, job_details)
                 last_event = (message, job_details)
             if reported:  # our last answer predates the job's start: ask again as soon as the poller may
-                await asyncio.sleep(runtime.poller.min_interval)
+                # (the rest of its min_interval since its last query, not a whole one from now: on
+                # average half a startup_poll_interval less per spawn)
+                await asyncio.sleep(runtime.poller.next_query_in())
             else:
                 reported = await self._reported_within(interval)
 
