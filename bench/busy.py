@@ -393,7 +393,7 @@ def plot(data: dict, path: Path) -> bool:
         summary = result["summary"]
         values = sorted(r["to_lab_s"] for r in result["researchers"] if r["outcome"] == "answered")
         fractions = [(index + 1) / summary["n"] for index in range(len(values))]
-        axes.step([0, *values, cap], [0, *fractions, len(values) / summary["n"]], where="post",
+        axes.step([0, *values, cap], [0, *fractions, len(values) / summary["n"]], where="post", linewidth=2,
                   label=f"{strategy}: {summary['answered']}/{summary['n']} within {cap:.0f} s, median "
                         f"{seconds_text(summary.get('median_s'), cap)}, p90 {seconds_text(summary.get('p90_s'), cap)}")
     axes.axvline(cap, color="grey", linestyle=":", linewidth=1)
@@ -405,7 +405,7 @@ def plot(data: dict, path: Path) -> bool:
     axes.set_title(f"{SETUPS[data['scheduler']]['title']}: {len(data['users'])} researchers, default choice "
                    "vs the form's hint", fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return True
