@@ -65,14 +65,15 @@ import floor  # bench/, first on sys.path when run as a script
 import single
 from helpers.hub import Hub, free_port
 from storm import (
-    RESULTS,
     SCHEDULERS,
     answers,
     bench_hub,
     bench_jobs,
     cancel_jobs,
     ensure_accounts,
+    names_argument,
     remove_job_logs,
+    save_result,
     submit_floor_job,
 )
 
@@ -418,15 +419,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     if args.plot_only:
         report(json.loads(args.plot_only.read_text()), args.plot_only)
         return
-    variants = [kind for kind in args.variants.split(",") if kind]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = names_argument(parser, args.variants, VARIANTS, "variants")
     data = run(args.scheduler, args.user, args.rounds, variants, args.timeout)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"container-{args.scheduler}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    report(data, path)
+    save_result(data, f"container-{args.scheduler}", report)
 
 
 if __name__ == "__main__":

@@ -59,15 +59,16 @@ sys.path.insert(0, str(REPO / "tests"))
 import floor  # noqa: E402  (bench/, first on sys.path when run as a script)
 from helpers.hub import VENV, Hub, free_port  # noqa: E402
 from storm import (  # noqa: E402
-    RESULTS,
     SCHEDULERS,
     answers,
     bench_hub,
     bench_jobs,
     cancel_jobs,
     ensure_accounts,
+    names_argument,
     pyplot,
     remove_job_logs,
+    save_result,
     submit_floor_job,
 )
 
@@ -613,15 +614,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     if args.plot_only:
         report(json.loads(args.plot_only.read_text()), args.plot_only)
         return
-    variants = [kind for kind in args.variants.split(",") if kind]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = names_argument(parser, args.variants, VARIANTS, "variants")
     data = run(args.scheduler, args.rounds, variants, args.timeout)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"single-{args.scheduler}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    report(data, path)
+    save_result(data, f"single-{args.scheduler}", report)
 
 
 if __name__ == "__main__":

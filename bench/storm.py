@@ -559,6 +559,25 @@ def report(data: dict, path: Path) -> None:
     print(f"wrote {path}" + (f" and {png}" if plot(data, png) else "; no PNG (matplotlib is not importable)"))
 
 
+def names_argument(parser: argparse.ArgumentParser, text: str, allowed: Iterable[str], what: str) -> list[str]:
+    """A comma-separated argument (``--variants floor,hpchub``) as its names in order; the parser's
+    error for a name not in ``allowed`` (``what`` names them in the message)."""
+    names = [name for name in text.split(",") if name]
+    allowed = list(allowed)
+    unknown = set(names) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {what} {sorted(unknown)}; choose from {', '.join(allowed)}")
+    return names
+
+
+def save_result(data: dict, name: str, report: Callable[[dict, Path], None]) -> None:
+    """Write bench/results/NAME.json and report it (the bench's report draws the PNG beside it)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    report(data, path)
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=60)
@@ -576,10 +595,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     global KEEP_LOGS
     KEEP_LOGS = args.keep_logs
     data = run(args.scheduler, args.users, args.variants.split(","), args.timeout)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"storm-{args.scheduler}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    report(data, path)
+    save_result(data, f"storm-{args.scheduler}", report)
 
 
 if __name__ == "__main__":
