@@ -154,6 +154,11 @@ async def test_slurm_estimates_on_the_busy_partition_say_what_then_happens(slurm
     # sbatch --test-only alone says "in about an hour" for all three (it adds a delay for the waiting
     # jobs and ignores backfill); a short 1-core job fits on node3 before m3's planned start.
     site = parse_site_config(local_site_text("slurm", busy_multi_profile()), source=SITE_CONFIGS / "local-slurm.yaml")
+    # Asked before a backfill pass has planned the waiting fillers, the estimate keeps Slurm's time
+    # for all (a waiting job just submitted may take the room): ask once they are planned.
+    deadline = time.monotonic() + 20
+    while not planned("multi") and time.monotonic() < deadline:
+        time.sleep(0.5)
     choices = [{"cores": "1", "walltime": "00:10:00"},  # backfill: starts now
                {"cores": "1", "walltime": "01:30:00"},  # would delay m3 (planned on all three nodes)
                {"cores": "4", "walltime": "00:10:00"}]  # node3 has 2 CPUs free
@@ -166,6 +171,13 @@ async def test_slurm_estimates_on_the_busy_partition_say_what_then_happens(slurm
         assert [state for _, state in states] == ["RUNNING", "PENDING", "PENDING"], states
     finally:
         await cancel_and_remove_logs(site, [(job_id, USER, log) for _, job_id, log in submitted])
+
+
+def planned(partition: str) -> bool:
+    """Whether every waiting filler of ``partition`` has a start the backfill scheduler planned."""
+    out = subprocess.run(["squeue", "-h", "-u", ACCOUNTS, "-p", partition, "-t", "PD", "-o", "%S"],
+                         capture_output=True, text=True).stdout.split()
+    return bool(out) and "N/A" not in out
 
 
 def sge_state(job_id: str) -> str:

@@ -72,6 +72,9 @@ def test_slurm_backfill_a_short_job_that_fits_now_starts_now_though_test_only_sa
     assert busy_estimate(10, at=BUSY_AT - timedelta(seconds=3)).starts_now
     # till 2 min (the margin for reading the form) before the first planned start on node3
     assert busy_estimate(39).starts_now
+    # a waiting job the backfill passes have long seen and not planned holds nothing
+    passed_over = data(BUSY_CONTEXT[0]) + "4294898600|1|10:00|N/A|(null)|2026-12-07T20:20:00\n"
+    assert busy_estimate(10, waiting=passed_over).starts_now
 
 
 @pytest.mark.parametrize("case", [
@@ -80,6 +83,7 @@ def test_slurm_backfill_a_short_job_that_fits_now_starts_now_though_test_only_sa
     "no waiting job visible (private data)",
     "a delay that does not bring the start back to now (the job does not fit now)",
     "a planned job without nodes",
+    "a new waiting job no backfill pass has planned yet",
     "unreadable waiting line",
     "unreadable cpus",
     "unlimited limit of the first waiting job",
@@ -94,7 +98,9 @@ def test_slurm_backfill_is_claimed_only_when_the_answer_shows_room(case):
         "a delay that does not bring the start back to now (the job does not fit now)":
             lambda: busy_estimate(10, at=BUSY_AT - timedelta(minutes=15)),
         "a planned job without nodes": lambda: busy_estimate(
-            10, waiting=waiting + "4294898600|1|10:00|2026-12-07T20:40:00|(null)\n"),
+            10, waiting=waiting + "4294898600|1|10:00|2026-12-07T20:40:00|(null)|2026-12-07T20:30:00\n"),
+        "a new waiting job no backfill pass has planned yet": lambda: busy_estimate(
+            10, waiting=waiting + "4294898600|1|10:00|N/A|(null)|2026-12-07T20:33:00\n"),
         "unreadable waiting line": lambda: busy_estimate(10, waiting=waiting + "garbage\n"),
         "unreadable cpus": lambda: busy_estimate(10, cpus="10/2/0\n"),
         "unlimited limit of the first waiting job": lambda: busy_estimate(
@@ -106,7 +112,8 @@ def test_slurm_backfill_is_claimed_only_when_the_answer_shows_room(case):
 def test_slurm_backfill_context_is_asked_only_for_a_later_start():
     later = data("slurm-test-only-busy.txt")
     argvs = slurm.estimate_context_argvs(later, BUSY_AT)
-    assert argvs == [["squeue", "--noheader", "--partition=multi", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y"],
+    assert argvs == [["squeue", "--noheader", "--partition=multi", "--states=PENDING",
+                      "--format=%Q|%C|%l|%S|%Y|%V"],
                      ["sinfo", "--noheader", "--partition=multi", "--format=%C"]]
     assert slurm.estimate_context_argvs(later, datetime(2026, 12, 7, 21, 43, 0)) == []  # that is now
     assert slurm.estimate_context_argvs(data("slurm-test-only-now.txt"), CAPTURED_AT) == []

@@ -44,7 +44,7 @@ class Slurm:
         start adds a rough delay for every waiting job of higher priority (CPUs x time limit over the
         partition's CPUs) and ignores backfill, so a short job that fits in idle CPUs before the
         backfill scheduler's planned starts is told "in an hour" and then starts at once. The
-        partition's waiting jobs (priority, size, time limit, planned start and nodes) and its CPUs
+        partition's waiting jobs (priority, size, time limit, planned start and nodes, submit time) and its CPUs
         let the hub's backend see such a job (hpchub.schedulers.slurm.parse_estimate)."""
         match = Slurm.TEST_ONLY_RE.search(output)
         if match is None:
@@ -56,7 +56,7 @@ class Slurm:
         if start <= now + Slurm.STARTS_NOW_SLACK:
             return []
         partition = match.group(4)
-        return [["squeue", "--noheader", f"--partition={partition}", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y"],
+        return [["squeue", "--noheader", f"--partition={partition}", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y|%V"],
                 ["sinfo", "--noheader", f"--partition={partition}", "--format=%C"]]
 
     @staticmethod

@@ -115,6 +115,9 @@ STARTS_NOW_SLACK = Slurm.STARTS_NOW_SLACK
 # How long after the question the job may still be submitted and start by backfill: the form's answer
 # is cached for a while and a researcher reads it before pressing Start.
 BACKFILL_MARGIN = timedelta(minutes=2)
+# A waiting job without a planned start submitted longer ago than this was passed over by the backfill
+# scheduler's passes (bf_interval, 30 s by default; a pass may take a while on a large cluster).
+BACKFILL_PASS = timedelta(minutes=2)
 
 
 def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
@@ -143,7 +146,8 @@ def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime
     the start back to now means the will-run test found the job a place now, on the nodes it names.
     Backfill then starts it at once unless a waiting job the backfill scheduler has planned on those
     nodes (``context``: the partition's waiting jobs and its CPUs, estimate_context_argvs) would start
-    before this one ends. A waiting job without a planned start holds nothing yet."""
+    before this one ends. A waiting job without a planned start that the backfill passes had time to
+    see holds nothing; one submitted within BACKFILL_PASS leaves the question open (Slurm's time)."""
     detail = Slurm.TEST_ONLY_RE.search(output)
     if detail is None or len(context) != 2:
         return None
@@ -158,7 +162,7 @@ def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime
         return None
     delay = 0
     delays = [0]
-    for _, job_cpus, limit, _, _ in sorted(waiting, key=lambda job: -job[0]):
+    for _, job_cpus, limit, _, _, _ in sorted(waiting, key=lambda job: -job[0]):
         if limit is None:  # Slurm counts a limit we cannot know (the partition's, a year)
             break
         delay += job_cpus * limit
@@ -168,8 +172,12 @@ def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime
         return None
     ends = now + walltime + BACKFILL_MARGIN
     next_start: datetime | None = None
-    for _, _, _, planned, planned_nodes in waiting:
+    for _, _, _, planned, planned_nodes, submitted in waiting:
         if planned is None:
+            # not planned yet: too new for a backfill pass to have seen it (it may take our room),
+            # or passed over by them (then it holds nothing)
+            if submitted is None or submitted > now - BACKFILL_PASS:
+                return None
             continue
         if planned_nodes is None or nodes & planned_nodes:
             if planned < ends:
@@ -180,15 +188,19 @@ def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime
                          words=f"{detail.group(0).strip()} (by backfill: fits now on {detail.group(3)}; {room})")
 
 
-def _waiting_jobs(stdout: str) -> list[tuple[float, int, int | None, datetime | None, set[str] | None]] | None:
-    """(priority, CPUs, time limit in seconds, planned start, planned nodes) per line of the waiting
-    jobs' query (``%Q|%C|%l|%S|%Y``); None if a line cannot be read (then nothing is concluded)."""
-    jobs = []
+WaitingJob = tuple[float, int, int | None, datetime | None, set[str] | None, datetime | None]
+
+
+def _waiting_jobs(stdout: str) -> list[WaitingJob] | None:
+    """(priority, CPUs, time limit in seconds, planned start, planned nodes, submit time) per line of
+    the waiting jobs' query (``%Q|%C|%l|%S|%Y|%V``); None if a line cannot be read (then nothing is
+    concluded)."""
+    jobs: list[WaitingJob] = []
     for line in stdout.splitlines():
         if not line.strip():
             continue
         fields = line.strip().split("|")
-        if len(fields) != 5:
+        if len(fields) != 6:
             return None
         try:
             priority, job_cpus = float(fields[0]), int(fields[1])
@@ -196,7 +208,7 @@ def _waiting_jobs(stdout: str) -> list[tuple[float, int, int | None, datetime | 
             planned_nodes = None if fields[4] in _NO_NODE else set(expand_hostlist(fields[4]))
         except (ValueError, ParseError):
             return None
-        jobs.append((priority, job_cpus, limit, _time(fields[3]), planned_nodes))
+        jobs.append((priority, job_cpus, limit, _time(fields[3]), planned_nodes, _time(fields[5])))
     return jobs
 
 
