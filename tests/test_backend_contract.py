@@ -146,8 +146,8 @@ def test_the_contract_names_every_member_the_spawner_needs():
             "parse_queue_info", "queue_nodes_argv", "parse_queue_nodes", "NODE_NAME_VARIABLE", "queue_limits_argv",
             "parse_queue_limits", "allocations_argvs", "parse_allocations", "cluster_allocations_argvs",
             "parse_cluster_allocations", "empty_answer", "submit_environment", "submit_script", "estimate_argv",
-            "estimate_context_argvs", "parse_estimate"} <= set(contract)
-    assert len(contract) == 34  # 30 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
+            "estimate_context_argvs", "parse_estimate", "submit_outcome_unknown"} <= set(contract)
+    assert len(contract) == 35  # 31 functions, name, OUTPUT_JOB_ID, REASON_TEXT, NODE_NAME_VARIABLE
 
 
 @pytest.mark.parametrize("scheduler", sorted(BACKENDS))

@@ -3,6 +3,7 @@ never runs users' jobs as root through `via: local`."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import pwd
@@ -12,8 +13,9 @@ from helpers.support import REPO, SITE_CONFIGS
 
 from hpchub.core.config import load_site_config, parse_site_config
 from hpchub.schedulers.base import Allocations
+from hpchub.transports import cluster
 from hpchub.transports.cluster import QUERY_MAX_OUTPUT, USER_MAX_OUTPUT, AccountRefused, ClusterClient, ClusterSpec, client_for
-from hpchub.transports.runner import CommandError, OutputTooLarge
+from hpchub.transports.runner import CommandError, CommandResult, OutputTooLarge
 
 SITE = load_site_config(SITE_CONFIGS / "local-slurm.yaml")
 
@@ -153,3 +155,41 @@ def test_query_output_limit_holds_the_benchmarks_largest_status_answers():
     bench.loader.exec_module(parsing)
     for answer in (parsing.slurm_answer(10_000), parsing.sge_answer(10_000)):
         assert 4 * len(answer.encode()) <= QUERY_MAX_OUTPUT
+
+
+async def test_commands_as_users_run_at_most_parallel_commands_at_once_and_the_hubs_queries_never_wait(monkeypatch):
+    # 500 submissions at once made some sbatch time out against slurmctld on the test VM (bench/hub500.py)
+    running: list[tuple[str, ...]] = []
+    peak = 0
+    release = asyncio.Event()
+
+    async def fake_run_command(argv, **_):
+        nonlocal peak
+        running.append(tuple(argv))
+        peak = max(peak, sum(1 for command in running if command[0] == "sudo"))
+        if argv[0] == "sudo":
+            await release.wait()
+        running.remove(tuple(argv))
+        return CommandResult(tuple(argv), 0, "", "", 0.0)
+
+    monkeypatch.setattr(cluster, "run_command", fake_run_command)
+    client = ClusterClient(spec(via="sudo", uid_min=0, parallel_commands=3))
+    users = [asyncio.ensure_future(client.run(["hpchub-job", "remove", f"k{n}"], user="nobody")) for n in range(10)]
+    await asyncio.sleep(0.05)
+    assert peak == 3 and len(running) == 3  # seven wait their turn
+    # the hub's own status query runs at once, past the queue
+    assert (await asyncio.wait_for(client.run(["squeue"]), 1)).returncode == 0
+    release.set()
+    assert [done.returncode for done in await asyncio.gather(*users)] == [0] * 10
+    assert peak == 3
+
+
+def test_parallel_commands_comes_from_the_site_and_does_not_split_a_cluster_in_two():
+    text = (SITE_CONFIGS / "local-slurm.yaml").read_text().replace("{via: sudo}", "{via: sudo, parallel_commands: 4}", 1)
+    site = parse_site_config(text, source="local-slurm.yaml")
+    assert ClusterSpec.from_site(site, "slurm").parallel_commands == 4
+    assert ClusterSpec.from_site(SITE, "slurm").parallel_commands == 16
+    # a job's spec saved before the change is the same cluster (one runtime, one poller)
+    assert ClusterSpec.from_site(site, "slurm") == ClusterSpec.from_site(SITE, "slurm")
+    with pytest.raises(Exception, match="parallel_commands"):
+        parse_site_config(text.replace("parallel_commands: 4", "parallel_commands: 0"), source="local-slurm.yaml")

@@ -181,6 +181,16 @@ def test_parse_submit_refusal():
         sge.parse_submit("Unable to run job: job rejected: the job tries to run as root.\n")
 
 
+@pytest.mark.parametrize("stderr, unknown", [
+    ("error: failed receiving gdi request response for mid=1 (got syncron message receive timeout error).\n", True),
+    ("Unable to run job: job rejected: the job tries to run as root.\nExiting.\n", False),
+    ("error: commlib error: got select error (Connection refused)\nUnable to run job: unable to send message to "
+     "qmaster using port 6444 on host \"vm\": got send error.\nExiting.\n", False),
+])
+def test_a_submit_that_lost_qmasters_answer_has_an_unknown_outcome(stderr, unknown):
+    assert sge.submit_outcome_unknown(stderr) is unknown
+
+
 def test_queue_info_from_captured_qstat_f():
     queues = {q.name: q for q in sge.parse_queue_info([(DATA / "qstat-f-r.xml").read_text()])}
     assert set(queues) == {"short.q", "long.q"}

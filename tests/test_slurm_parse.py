@@ -195,6 +195,17 @@ def test_parse_submit_without_job_id():
         slurm.parse_submit("sbatch: error: Batch job submission failed\n")
 
 
+@pytest.mark.parametrize("stderr, unknown", [
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n", True),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n", False),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n",
+     False),
+    ("", False),
+])
+def test_a_submit_that_lost_the_controllers_answer_has_an_unknown_outcome(stderr, unknown):
+    assert slurm.submit_outcome_unknown(stderr) is unknown
+
+
 def test_queue_info_from_captured_sinfo():
     outputs = [(DATA / "sinfo.txt").read_text(), (DATA / "squeue-partitions.txt").read_text()]
     queues = {q.name: q for q in slurm.parse_queue_info(outputs)}

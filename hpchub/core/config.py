@@ -330,6 +330,12 @@ class Submit(_Model):
     idle_timeout: PositiveInt | None = Field(
         default=None, description="via: ssh: seconds after which a connection that ran no command is closed, unless "
                           "a tunnel or reverse forward uses it (default 300)")
+    parallel_commands: PositiveInt = Field(
+        default=16, description="at most this many commands run as users at once on this cluster (submissions, start "
+                        "estimates, cancels, file clean-ups); the others wait their turn, and their time limit counts "
+                        "from when they start. A class pressing Start together then neither floods the scheduler's "
+                        "controller (500 sbatch at once made some time out on the test VM) nor runs each command "
+                        "into its time limit. Read when the hub starts")
 
     @property
     def status_account(self) -> str | None:

@@ -52,7 +52,8 @@ async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Map
     Returns the job id.
 
     When the outcome is unknown (the command timed out or was stopped for writing too much, the SSH
-    connection dropped, the output held no job id) the job may exist without the hub knowing its
+    connection dropped, the output held no job id, the submit command lost the controller's answer:
+    backend.submit_outcome_unknown) the job may exist without the hub knowing its
     id: a server nobody can stop, holding the user's name and the queue's resources. Such jobs are
     found by name and cancelled before the error is raised (SubmitOutcomeUnknown). So they are when
     the reported job id is not the job submitted (SubmittedJobNotOurs; the job with that id is left alone)."""
@@ -63,6 +64,13 @@ async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Map
         cancelled = await _cancel_unseen(runtime, job)
         note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
         raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome ({error}){note}") from error
+    except CommandError as error:
+        if not runtime.client.backend.submit_outcome_unknown(error.stderr):
+            raise  # the scheduler refused the job: nothing was created
+        cancelled = await _cancel_unseen(runtime, job)
+        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome (the scheduler's answer was lost: "
+                                   f"{error.stderr.strip().splitlines()[-1]}){note}") from error
     await _adopt_submitted(runtime, job, job_id, watcher)
     return job_id
 

@@ -261,6 +261,10 @@ class SchedulerBackend(Protocol):
     def parse_submit(self, stdout: str) -> str:
         """The job id from the submit command's output."""
 
+    def submit_outcome_unknown(self, output: str) -> bool:
+        """Whether a failed submit command's stderr says it lost the controller's answer, so the job
+        may exist all the same (then hpchub looks for it by name and cancels it, as for a time-out)."""
+
     def estimate_argv(self) -> list[str]:
         """Asks when the job script on stdin would start, without submitting it (``hpchub-job
         estimate`` runs it as the user, with ``submit_environment`` and ``submit_script``)."""

@@ -100,6 +100,15 @@ def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
     return None
 
 
+# qsub sent the job and lost qmaster's answer (a qmaster too busy to answer in time): the job may exist.
+_SUBMIT_LOST_ANSWER_RE = re.compile(r"failed receiving gdi request response|"
+                                    r"unable to receive message from qmaster|commlib error: got read error")
+
+
+def submit_outcome_unknown(output: str) -> bool:
+    return _SUBMIT_LOST_ANSWER_RE.search(output) is not None
+
+
 def parse_submit(stdout: str) -> str:
     # -terse prints "JOBID" (or "JOBID.1-4:1" for array jobs)
     text = stdout.strip().splitlines()[-1] if stdout.strip() else ""

@@ -220,6 +220,15 @@ def _partition_cpus(stdout: str) -> int | None:
         return None
 
 
+# sbatch sent the job and then lost slurmctld's answer (a controller busy beyond MessageTimeout): the
+# job may have been created. "Unable to contact slurm controller" means it never got there.
+_SUBMIT_LOST_ANSWER_RE = re.compile(r"Batch job submission failed: Socket timed out on send/recv operation")
+
+
+def submit_outcome_unknown(output: str) -> bool:
+    return _SUBMIT_LOST_ANSWER_RE.search(output) is not None
+
+
 def parse_submit(stdout: str) -> str:
     # --parsable prints "JOBID" or "JOBID;CLUSTER"
     text = stdout.strip().splitlines()[-1] if stdout.strip() else ""

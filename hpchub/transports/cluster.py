@@ -20,7 +20,7 @@ import posixpath
 import pwd
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,9 @@ class ClusterSpec:
     # these VAR=value settings (config.SGEOptions.commands_dir); None: the commands on the PATH.
     commands_dir: str | None = None
     commands_env: tuple[str, ...] = ()
+    # How many commands run as users at once (config.Submit.parallel_commands). Not part of what makes
+    # two specs the same cluster: a job's saved spec from before a change still finds its runtime.
+    parallel_commands: int = field(default=16, compare=False)
 
     @classmethod
     def from_site(cls, site: Any, name: str) -> ClusterSpec:
@@ -130,12 +133,12 @@ class ClusterSpec:
                 uid_min=site.effective_uid_min, host=submit.host, port=submit.port, user=submit.user, key=submit.key,
                 known_hosts=submit.known_hosts, ssh_sudo=submit.sudo, query_user=submit.status_account,
                 to_servers=network.to_servers, to_hub=network.to_hub, service_accounts=submit.refused_accounts,
-                idle_timeout=submit.idle_timeout, **commands,
+                idle_timeout=submit.idle_timeout, parallel_commands=submit.parallel_commands, **commands,
             )
         return cls(
             name=name, scheduler=cluster.scheduler, via=submit.via, sudo_command=submit.sudo_command,
             jobfiles=default_jobfiles_command(), uid_min=site.effective_uid_min, to_hub=network.to_hub,
-            service_accounts=submit.refused_accounts, **commands,
+            service_accounts=submit.refused_accounts, parallel_commands=submit.parallel_commands, **commands,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -164,6 +167,7 @@ class ClusterClient:
         self.name = spec.name
         self.backend: SchedulerBackend = backend_for(spec.scheduler)
         self.timeout = timeout
+        self._user_command_slots = asyncio.Semaphore(spec.parallel_commands)
 
     # -- transport -----------------------------------------------------------------------------
     def check_account(self, user: str) -> None:
@@ -225,12 +229,18 @@ class ClusterClient:
 
     async def run(self, argv: Sequence[str], *, user: str | None = None, input: str | None = None) -> CommandResult:
         """``argv`` as ``user`` (None: as the hub), keeping at most USER_MAX_OUTPUT (as a user) or
-        QUERY_MAX_OUTPUT (the hub's queries) of its stdout and of its stderr."""
+        QUERY_MAX_OUTPUT (the hub's queries) of its stdout and of its stderr. Commands as users run at
+        most ``parallel_commands`` at once; the hub's own queries never wait for them."""
         max_output = USER_MAX_OUTPUT if user is not None else QUERY_MAX_OUTPUT
-        if user is not None:
-            argv = self.as_user(user, argv)
-        elif self.spec.commands_dir is not None and "/" not in argv[0]:
-            argv = ["env", *self.spec.commands_env, posixpath.join(self.spec.commands_dir, argv[0]), *argv[1:]]
+        if user is None:  # the hub's own queries: one per poll or cache, never queued behind users' commands
+            if self.spec.commands_dir is not None and "/" not in argv[0]:
+                argv = ["env", *self.spec.commands_env, posixpath.join(self.spec.commands_dir, argv[0]), *argv[1:]]
+            return await self._run(argv, None, input, max_output)
+        argv = self.as_user(user, argv)
+        async with self._user_command_slots:  # the time limit starts once the command does
+            return await self._run(argv, user, input, max_output)
+
+    async def _run(self, argv: Sequence[str], user: str | None, input: str | None, max_output: int) -> CommandResult:
         if self.spec.via == "ssh":
             return await ssh_pool().run(self.ssh_target(user), list(argv), input=input, timeout=self.timeout,
                                         max_output=max_output)
