@@ -118,6 +118,14 @@ def test_importing_a_job_side_module_loads_nothing_of_the_hub(module):
     assert outside == [], f"hpchub.job.{module} loads {outside}"
 
 
+def test_hpchub_job_loads_neither_pathlib_nor_logging():
+    # It starts once per submission, estimate, cancel and clean-up, as the user: in a 500-user storm its
+    # start is the hub's largest cost per spawn after JupyterHub's own (bench/hub500.py); these two took
+    # half of its 20 ms of imports.
+    loaded = modules_loaded_by("hpchub.job.jobfiles")
+    assert "pathlib" not in loaded and "logging" not in loaded, loaded
+
+
 def test_the_extension_builds_its_handler_with_jupyter_server_alone():
     # jupyter_server brings its own dependencies (tornado, jinja2, prometheus_client ...); what must
     # not come is JupyterHub, the hub side of hpchub, or what only the hub needs.
