@@ -40,8 +40,9 @@ def test_the_bundle_is_the_job_sides_modules_under_their_own_name_the_labextensi
     (remote_entry,) = extension.glob("static/remoteEntry.*.js")
     assert files[f"jupyter/labextensions/hpchub-walltime/static/{remote_entry.name}"] == remote_entry.read_text()
     assert files["jupyter/labextensions/hpchub-walltime/package.json"] == (extension / "package.json").read_text()
-    # Sent with every server job: small (the check of collaboration and jupytext took it past 48 KiB).
-    assert bundle.size(files) < 56 * 1024
+    # Sent with every server job: small (the check of collaboration and jupytext took it past 48 KiB,
+    # the Slurm estimate's backfill questions in scheduler_commands past 56 KiB).
+    assert bundle.size(files) < 60 * 1024
 
 
 def test_hpchub_job_accepts_every_name_of_the_bundle():
