@@ -43,7 +43,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,10 @@ from hpchub.core import bundle
 from hpchub.core.jobs import SERVER_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from helpers.fakehub import HUB_VERSION, HubAPIHandler, ServedHubAPI  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "startcost.json"
 USER = "bench"
 TOKEN = "startcost-token"
@@ -63,7 +66,7 @@ ALONE = ("environment check", "python -c pass")  # not servers: shown apart
 IMPORT_RE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 
-class StandInHub:
+class StandInHub(ServedHubAPI):
     """The least hub a singleuser server starts against: every GET is the version (or, with the
     server's token, its user), every POST is accepted; the port report is kept."""
 
@@ -72,41 +75,22 @@ class StandInHub:
         self.reported_port = 0
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(HubAPIHandler):
             def do_GET(self) -> None:
                 if self.path.startswith("/hub/api/user"):
-                    self._reply(200, {"kind": "user", "name": USER, "admin": False, "groups": [],
-                                      "scopes": [f"access:servers!user={USER}"]})
+                    self.reply(200, {"kind": "user", "name": USER, "admin": False, "groups": [],
+                                     "scopes": [f"access:servers!user={USER}"]})
                 else:
-                    self._reply(200, {"version": "6.1.1"})
+                    self.reply(200, {"version": HUB_VERSION})
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 if self.path == "/hub/api/hpchub/port":
                     hub.reported_port = json.loads(body)["port"]
                     hub.port_report.set()
-                self._reply(200, {})
+                self.reply(200, {})
 
-            def _reply(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("X-JupyterHub-Version", "6.1.1")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hub/api"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def free_port() -> int:

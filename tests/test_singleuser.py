@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.fakehub import HUB_VERSION, HubAPIHandler, ServedHubAPI
 from helpers.support import write_job_side
 
 from hpchub.core.jobs import AUTH_CACHE_SECONDS, SERVER_ARGS
@@ -48,7 +47,7 @@ def socket_inodes_of(pid: int) -> set[int]:
     return inodes
 
 
-class StandInHub:
+class StandInHub(ServedHubAPI):
     """Answers what jupyterhub-singleuser asks at start, and records the port report together
     with who listened on that port at the moment the report arrived."""
 
@@ -62,25 +61,22 @@ class StandInHub:
         self.server_pid: int | None = None
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(HubAPIHandler):
             def do_GET(self):
                 if self.path.startswith("/hub/api/user") and self.headers.get("Authorization") == f"token {TOKEN}":
                     # the server's own token, as the hub describes it to the server's auth check
-                    self._reply(200, {"kind": "user", "name": "alice", "admin": False, "groups": [],
-                                      "scopes": ["access:servers!user=alice"]})
+                    self.reply(200, {"kind": "user", "name": "alice", "admin": False, "groups": [],
+                                     "scopes": ["access:servers!user=alice"]})
                     return
                 if self.path.startswith("/hub/api/user") and self.headers.get("Authorization") == f"token {GUEST_TOKEN}":
                     hub.asked_about_guest += 1
                     shared = ["access:servers!server=alice/"] if hub.shared else []
-                    self._reply(200, {"kind": "user", "name": "bob", "admin": False, "groups": [], "scopes": shared})
+                    self.reply(200, {"kind": "user", "name": "bob", "admin": False, "groups": [], "scopes": shared})
                     return
-                self._reply(200, {"version": "6.1.1"})
+                self.reply(200, {"version": HUB_VERSION})
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.read_body()
                 if self.path == "/hub/api/hpchub/port":
                     report = {"token": self.headers.get("Authorization"), "body": json.loads(body)}
                     port = report["body"].get("port")
@@ -88,26 +84,11 @@ class StandInHub:
                     report["listening_on"] = sorted(set(listeners.values()))
                     report["held_by_server"] = bool(set(listeners) & socket_inodes_of(hub.server_pid))
                     hub.reports.append(report)
-                    self._reply(hub.answer, {} if hub.answer < 300 else {"message": "not waiting for a port"})
+                    self.reply(hub.answer, {} if hub.answer < 300 else {"message": "not waiting for a port"})
                 else:
-                    self._reply(200, {})
+                    self.reply(200, {})
 
-            def _reply(self, status, payload):
-                data = b"" if status == 204 else json.dumps(payload).encode()  # a 204 has no body
-                self.send_response(status)
-                self.send_header("X-JupyterHub-Version", "6.1.1")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hub/api"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def start_server(hub: StandInHub, tmp_path: Path, node_name: str, **job_env: str) -> subprocess.Popen:

@@ -61,14 +61,12 @@ async def submit_and_watch(runtime: ClusterRuntime, job: PreparedJob, files: Map
         job_id = await runtime.client.submit(job.user.name, job.key, job.script, job.files_with(files),
                                              keep_days=keep_days)
     except (CommandTimeout, OutputTooLarge, ConnectionLost, ParseError) as error:
-        cancelled = await _cancel_unseen(runtime, job)
-        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        note = await _cancel_unseen_note(runtime, job)
         raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome ({error}){note}") from error
     except CommandError as error:
         if not runtime.client.backend.submit_outcome_unknown(error.stderr):
             raise  # the scheduler refused the job: nothing was created
-        cancelled = await _cancel_unseen(runtime, job)
-        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        note = await _cancel_unseen_note(runtime, job)
         raise SubmitOutcomeUnknown(f"submitting {job.name} had an unknown outcome (the scheduler's answer was lost: "
                                    f"{error.stderr.strip().splitlines()[-1]}){note}") from error
     await _adopt_submitted(runtime, job, job_id, watcher)
@@ -83,8 +81,7 @@ async def _adopt_submitted(runtime: ClusterRuntime, job: PreparedJob, job_id: st
     try:
         listed = (await runtime.client.job_names(user)).get(job_id)
     except CommandError as error:
-        cancelled = await _cancel_unseen(runtime, job)
-        note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
+        note = await _cancel_unseen_note(runtime, job)
         raise SubmitOutcomeUnknown(f"submitting {job.name} reported job {job_id}, but listing {user}'s jobs to "
                                    f"confirm it failed ({error}){note}") from error
     if listed is None:
@@ -103,6 +100,12 @@ async def _adopt_submitted(runtime: ClusterRuntime, job: PreparedJob, job_id: st
     note = f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
     raise SubmittedJobNotOurs(f"submitting {job.name} reported job {job_id}, but {problem}: that job is not "
                               f"adopted{note}")
+
+
+async def _cancel_unseen_note(runtime: ClusterRuntime, job: PreparedJob) -> str:
+    """_cancel_unseen, said as the end of an error message ("" when there was nothing to cancel)."""
+    cancelled = await _cancel_unseen(runtime, job)
+    return f"; cancelled job {', '.join(cancelled)} it had submitted" if cancelled else ""
 
 
 async def _cancel_unseen(runtime: ClusterRuntime, job: PreparedJob) -> list[str]:

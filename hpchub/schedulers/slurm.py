@@ -107,10 +107,8 @@ estimate_argv = Slurm.estimate_argv
 
 estimate_context_argvs = Slurm.estimate_context_argvs
 
-# sbatch --test-only's answer (on stderr): "sbatch: Job 1234 to start at 2026-12-07T14:20:00 using 2
-# processors on nodes vm in partition debug". A start this close to now is "starts now": the answer
-# is rounded to the second and the question took a moment.
-_ESTIMATE_RE = re.compile(r"^sbatch: Job \S+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) using .*$", re.MULTILINE)
+# sbatch --test-only's answer (on stderr) is the job side's Slurm.TEST_ONLY_RE (hpchub-job reads it
+# too, to know whether to ask about backfill); a start within STARTS_NOW_SLACK of now is "starts now".
 STARTS_NOW_SLACK = Slurm.STARTS_NOW_SLACK
 # How long after the question the job may still be submitted and start by backfill: the form's answer
 # is cached for a while and a researcher reads it before pressing Start.
@@ -122,7 +120,7 @@ BACKFILL_PASS = timedelta(minutes=2)
 
 def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
                    walltime: timedelta | None = None) -> StartEstimate | None:
-    match = _ESTIMATE_RE.search(output)
+    match = Slurm.TEST_ONLY_RE.search(output)
     if match is None:
         return None
     try:
@@ -132,12 +130,14 @@ def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
     estimate = StartEstimate(starts_now=start <= now + STARTS_NOW_SLACK, start=start, words=match.group(0).strip())
     if estimate.starts_now or walltime is None:
         return estimate
-    return _backfill_start(output, context, now, walltime) or estimate
+    return _backfill_start(match, start, context, now, walltime) or estimate
 
 
-def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime: timedelta) -> StartEstimate | None:
-    """"Starts now" for a job that --test-only says starts later, when its answer shows that the job
-    fits now and the backfill scheduler's plan leaves it room; None when that cannot be shown.
+def _backfill_start(detail: re.Match[str], start: datetime, context: Sequence[str], now: datetime,
+                    walltime: timedelta) -> StartEstimate | None:
+    """"Starts now" for a job that --test-only says starts later (``detail``: its answer's line,
+    ``start``: the time it names), when that answer shows that the job fits now and the backfill
+    scheduler's plan leaves it room; None when that cannot be shown.
 
     --test-only's start is the start its will-run test finds (with the running jobs, memory,
     reservations and the job's constraints) plus a rough delay: the CPU-seconds of every waiting job
@@ -148,17 +148,15 @@ def _backfill_start(output: str, context: Sequence[str], now: datetime, walltime
     nodes (``context``: the partition's waiting jobs and its CPUs, estimate_context_argvs) would start
     before this one ends. A waiting job without a planned start that the backfill passes had time to
     see holds nothing; one submitted within BACKFILL_PASS leaves the question open (Slurm's time)."""
-    detail = Slurm.TEST_ONLY_RE.search(output)
-    if detail is None or len(context) != 2:
+    if len(context) != 2:
         return None
     waiting = _waiting_jobs(context[0])
     cpus = _partition_cpus(context[1])
     if not waiting or not cpus:  # no waiting job seen (private data?): the delay is not explained
         return None
     try:
-        start = datetime.fromisoformat(detail.group(1))
         nodes = set(expand_hostlist(detail.group(3)))
-    except (ValueError, ParseError):
+    except ParseError:
         return None
     delay = 0
     delays = [0]
