@@ -41,7 +41,11 @@ BESIDE_MODULES = frozenset({
 # only once the first lane has run the tests that need Slurm and the login node to themselves
 # (ALONE), and they assert nothing about a user's whole job list; the first lane's tests do neither.
 SECOND_LANE_MODULES = frozenset({"test_e2e_collaboration", "test_e2e_containers", "test_e2e_sharing",
-                                 "test_pages_class", "test_pages_estimate", "test_pages_walltime"})
+                                 "test_pages_class", "test_pages_walltime"})
+# Markers of the tests that need the clusters' queues to themselves, which tests/run.sh runs after its
+# lanes: `busy` fills a cluster (every other test's jobs would wait), `empty_queue` asserts what the
+# scheduler answers for a new job ("starts now"), which any lane's waiting or running job would change.
+AFTER_THE_LANES = ("busy", "empty_queue")
 # (module, test): they stop slurmctld, cut the login node off, or count slurmctld's calls.
 ALONE = frozenset({("test_e2e_slurm", "test_a_scheduler_outage_stops_no_server"),
                    ("test_e2e_slurm", "test_one_status_query_per_interval_for_all_users"),
@@ -61,10 +65,10 @@ BARRIER_TIMEOUT = 20 * 60
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.stem in BESIDE_MODULES:
+        if any(item.get_closest_marker(name) for name in AFTER_THE_LANES):
+            pass  # tests/run.sh runs them after the lanes
+        elif item.path.stem in BESIDE_MODULES:
             item.add_marker(pytest.mark.beside)
-        elif item.get_closest_marker("busy"):
-            pass  # a filled cluster makes every other test's jobs wait: tests/run.sh runs them after the lanes
         elif _in_the_second_lane(item):
             item.add_marker(pytest.mark.second_lane)
         if (item.path.stem, getattr(item, "originalname", item.name)) in ALONE:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import holding
 from helpers.hub import TLS_CONFIG, HubWithItsOwnProxy, jobs_of, run_hub, spawn, spawn_failure_message, stop
 from helpers.profiles import kernel_engines_profile, local_site_text
 from helpers.support import OLD_JOBFILES_USAGE, REPO, run_as_user, run_hpchub, user_readable
@@ -168,10 +169,13 @@ def start_estimate(hub, browser: requests.Session, profile: str, **values: str) 
     return response.json()
 
 
+@pytest.mark.empty_queue
 def test_the_forms_start_estimate_is_the_schedulers_answer_asked_over_ssh(hub, login_node):
     """sbatch --test-only through the login node, as alice over her pooled connection: a small job on
     debug starts now, one that may begin only in an hour is expected then, one Slurm refuses is "no
-    estimate"; nothing is submitted."""
+    estimate"; nothing is submitted. After the lanes (marker `empty_queue`): their jobs would change
+    the answers."""
+    holding.queue_emptied("slurm")
     browser = signed_in(hub, "alice")
     submitted, since = hub.submissions(), login_node.log_offset()
     asked_at = datetime.now()

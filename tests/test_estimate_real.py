@@ -2,7 +2,8 @@
 (hpchub.core.jobs.server_job), asked as alice through ``sudo -n -u alice hpchub-job estimate`` with
 ``sbatch --test-only`` / ``qsub -w p``. A job that fits "starts now"; with carol's job holding what it
 needs (cancelled at the end) Slurm names the time carol's job ends and Grid Engine says it would wait.
-Nothing is submitted for alice."""
+Nothing is submitted for alice. Marker `empty_queue`: tests/run.sh runs these after its lanes, whose
+jobs would change the answers."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from hpchub.core.render import UserAccount
 from hpchub.hub.estimate import estimate_text
 from hpchub.transports.cluster import client_for, default_jobfiles_command
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.empty_queue]
 
 USER = "alice"
 async def ask(scheduler: str, profile: str, **options: str):
@@ -37,6 +38,13 @@ def never_submitted(words: str) -> bool:
     job_id = words.split()[2]
     listed = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True, text=True)
     return listed.stdout.strip() == ""
+
+
+@pytest.fixture(autouse=True)
+def _queue_empty(request: pytest.FixtureRequest) -> None:
+    for scheduler in ("slurm", "sge"):
+        if request.node.get_closest_marker(scheduler):
+            holding.queue_emptied(scheduler)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 shows the scheduler's own answer for its current values ("starts now"), the chosen card the largest
 node count that starts now ("2 nodes start now; 3 nodes expected at 14:20"), and a change of a field asks
 again ("expected to start at 14:20" once the choice needs the node carol's job holds). Without
-JavaScript the chosen card opens with the answer for its values. Nothing starts."""
+JavaScript the chosen card opens with the answer for its values. Nothing starts. Marker `empty_queue`:
+tests/run.sh runs these after its lanes, whose jobs would make "starts now" untrue."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from helpers.hub import run_hub
 from helpers.profiles import local_site_text
 from helpers.support import REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.empty_queue]
 
 USER = "alice"
 
@@ -26,6 +27,7 @@ def hub(slurm_cluster, tmp_path_factory):
     state = tmp_path_factory.mktemp("hub-estimate")
     config = state / "jupyterhub_config.py"
     config.write_text(f"load_subconfig({str(REPO / 'examples' / 'jupyterhub_config.py')!r})\n")
+    holding.queue_emptied("slurm")
     yield from run_hub(state, local_site_text("slurm"), (USER,), config_file=config)
 
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ALONE, BESIDE_MODULES, SECOND_LANE_MODULES, _in_the_second_lane
+from conftest import (
+    AFTER_THE_LANES,
+    ALONE,
+    BESIDE_MODULES,
+    SECOND_LANE_MODULES,
+    _in_the_second_lane,
+    pytest_collection_modifyitems,
+)
 from helpers.support import REPO
 
 # What a module beside the clusters' tests must not use: the clusters and their fixtures, the test
@@ -33,10 +40,16 @@ class _Item:
 
     def __init__(self, marks: tuple[str, ...], fixtures: tuple[str, ...] = (), module: str = "test_x"):
         self.marks, self.fixturenames, self.nodeid = marks, fixtures, f"tests/{module}.py::test_y"
-        self.path = REPO / "tests" / f"{module}.py"
+        self.path, self.name = REPO / "tests" / f"{module}.py", "test_y"
 
     def iter_markers(self):
         return (getattr(pytest.mark, name).mark for name in self.marks)
+
+    def get_closest_marker(self, name: str):
+        return getattr(pytest.mark, name).mark if name in self.marks else None
+
+    def add_marker(self, marker) -> None:
+        self.marks += (marker.name,)
 
 
 @pytest.mark.parametrize(("marks", "in_lane"), [(("sge", "e2e"), True), (("sge", "slurm"), False),
@@ -63,3 +76,22 @@ def test_the_tests_that_need_slurm_alone_exist_and_run_in_the_first_lane():
         text = (REPO / "tests" / f"{module}.py").read_text()
         assert f"def {name}(" in text, (module, name)
         assert module not in SECOND_LANE_MODULES | BESIDE_MODULES
+
+
+@pytest.mark.parametrize("mark", AFTER_THE_LANES)
+@pytest.mark.parametrize("module", ["test_x", "test_pages_class", "test_units"])
+def test_a_test_that_needs_the_queues_to_itself_runs_in_no_lane(mark, module):
+    item = _Item(("sge", "e2e", mark), ("hub",), module=module)  # without `mark`: second lane or beside
+    pytest_collection_modifyitems([item])
+    assert not {"beside", "second_lane"} & set(item.marks), item.marks
+
+
+def test_the_tests_run_after_the_lanes_are_marked_and_run_sh_runs_them():
+    marked = {path.stem for path in (REPO / "tests").glob("test_*.py")
+              if re.search(r"pytest\.mark\.(" + "|".join(AFTER_THE_LANES) + r")\b", path.read_text())}
+    assert {"test_busy_cluster", "test_e2e_ssh", "test_estimate_real", "test_pages_estimate"} <= marked
+    markers = (REPO / "setup.cfg").read_text()
+    run = (REPO / "tests" / "run.sh").read_text()
+    for name in AFTER_THE_LANES:
+        assert f"\n    {name}: " in markers and f"and not {name}" in run, name
+    assert f'-m "{" or ".join(AFTER_THE_LANES)}"' in run

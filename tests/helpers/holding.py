@@ -21,6 +21,21 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 60) -> Non
         time.sleep(0.3)
 
 
+QUEUE_LISTINGS = {"slurm": ["squeue", "-h", "-o", "%i"], "sge": ["qstat", "-u", "*"]}
+
+
+def queue_emptied(scheduler: str, timeout: float = 60) -> None:
+    """Waits until ``scheduler`` holds no job of anyone's. The tests of start estimates assert the
+    answer for a new job on an otherwise empty queue ("starts now"), which any other job could change:
+    they are marked `empty_queue`, and tests/run.sh runs them after its lanes."""
+    def empty() -> bool:
+        return subprocess.run(QUEUE_LISTINGS[scheduler], capture_output=True, text=True,
+                              check=True).stdout.strip() == ""
+
+    wait_until(f"{scheduler}'s queue empty of other tests' jobs (the estimates asserted are an empty queue's)",
+               empty, timeout)
+
+
 @contextmanager
 def slurm_node_held(node: str = "node3", partition: str = "multi") -> Iterator[datetime]:
     """carol's exclusive job on ``node`` for HOLD_MINUTES; yields when it started running."""
