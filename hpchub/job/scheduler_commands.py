@@ -39,6 +39,17 @@ class Slurm:
     STARTS_NOW_SLACK = timedelta(seconds=60)
 
     @staticmethod
+    def test_only_answer(output: str) -> tuple[re.Match[str], datetime] | None:
+        """sbatch --test-only's line in ``output`` and the start it names; None without one."""
+        match = Slurm.TEST_ONLY_RE.search(output)
+        if match is None:
+            return None
+        try:
+            return match, datetime.fromisoformat(match.group(1))
+        except ValueError:
+            return None
+
+    @staticmethod
     def estimate_context_argvs(output: str, now: datetime) -> list[list[str]]:
         """What else to ask (read-only, as the user) when ``sbatch --test-only`` says "later": its
         start adds a rough delay for every waiting job of higher priority (CPUs x time limit over the
@@ -46,16 +57,10 @@ class Slurm:
         backfill scheduler's planned starts is told "in an hour" and then starts at once. The
         partition's waiting jobs (priority, size, time limit, planned start and nodes, submit time) and its CPUs
         let the hub's backend see such a job (hpchub.schedulers.slurm.parse_estimate)."""
-        match = Slurm.TEST_ONLY_RE.search(output)
-        if match is None:
+        answer = Slurm.test_only_answer(output)
+        if answer is None or answer[1] <= now + Slurm.STARTS_NOW_SLACK:
             return []
-        try:
-            start = datetime.fromisoformat(match.group(1))
-        except ValueError:
-            return []
-        if start <= now + Slurm.STARTS_NOW_SLACK:
-            return []
-        partition = match.group(4)
+        partition = answer[0].group(4)
         return [["squeue", "--noheader", f"--partition={partition}", "--states=PENDING", "--format=%Q|%C|%l|%S|%Y|%V"],
                 ["sinfo", "--noheader", f"--partition={partition}", "--format=%C"]]
 

@@ -107,7 +107,7 @@ estimate_argv = Slurm.estimate_argv
 
 estimate_context_argvs = Slurm.estimate_context_argvs
 
-# sbatch --test-only's answer (on stderr) is the job side's Slurm.TEST_ONLY_RE (hpchub-job reads it
+# sbatch --test-only's answer (on stderr) is read by the job side's Slurm.test_only_answer (hpchub-job reads it
 # too, to know whether to ask about backfill); a start within STARTS_NOW_SLACK of now is "starts now".
 STARTS_NOW_SLACK = Slurm.STARTS_NOW_SLACK
 # How long after the question the job may still be submitted and start by backfill: the form's answer
@@ -120,13 +120,10 @@ BACKFILL_PASS = timedelta(minutes=2)
 
 def parse_estimate(output: str, now: datetime, context: Sequence[str] = (),
                    walltime: timedelta | None = None) -> StartEstimate | None:
-    match = Slurm.TEST_ONLY_RE.search(output)
-    if match is None:
+    answer = Slurm.test_only_answer(output)
+    if answer is None:
         return None
-    try:
-        start = datetime.fromisoformat(match.group(1))
-    except ValueError:
-        return None
+    match, start = answer
     estimate = StartEstimate(starts_now=start <= now + STARTS_NOW_SLACK, start=start, words=match.group(0).strip())
     if estimate.starts_now or walltime is None:
         return estimate
